@@ -1,0 +1,539 @@
+"""collector-config/ and docker-compose.yml, checked without Docker.
+
+The names and ports here must agree with the code (markov_otel/config.py, markov_otel/spool.py)
+and with docs/protocol.md's "Telemetry names" table; the table is parsed from the markdown so a
+change on either side fails here. Needs PyYAML; the promtool check needs Debian's prometheus.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "collector-config"
+COLLECTOR = CONFIG_DIR / "otel-collector.yaml"
+PROMETHEUS = CONFIG_DIR / "prometheus.yml"
+DOCKERFILE = CONFIG_DIR / "markov-server.Dockerfile"
+GRAFANA = CONFIG_DIR / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "markov-experiments.json"
+COMPOSE = ROOT / "docker-compose.yml"
+PROTOCOL = ROOT / "docs" / "protocol.md"
+OTEL_DOC = ROOT / "docs" / "opentelemetry.md"
+
+YAML_FILES = sorted(
+    [COLLECTOR, PROMETHEUS, COMPOSE, *GRAFANA.glob("provisioning/*/*.yaml")], key=str
+)
+JSON_FILES = sorted(GRAFANA.glob("dashboards/*.json"))
+
+# Ports the stack publishes by convention (OTLP) or by choice (collector's prometheus exporter).
+OTLP_GRPC_PORT = 4317
+OTLP_HTTP_PORT = 4318
+COLLECTOR_PROMETHEUS_PORT = 8889
+RECORDER_SCRAPE_PORT_DOC = 9464  # opentelemetry-exporter-prometheus default; docs/opentelemetry.md
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def collector() -> dict[str, Any]:
+    return load_yaml(COLLECTOR)
+
+
+def compose() -> dict[str, Any]:
+    return load_yaml(COMPOSE)
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def module_constants(relpath: str) -> dict[str, Any]:
+    """Module-level literal constants of a markov_otel source file, read without importing it."""
+    path = ROOT / relpath
+    if not path.exists():
+        return {}
+    found: dict[str, Any] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+        )
+        for target in targets:
+            if isinstance(target, ast.Name):
+                try:
+                    found[target.id] = ast.literal_eval(node.value)  # type: ignore[arg-type]
+                except ValueError:
+                    pass
+    return found
+
+
+def code_constant_containing(value: int) -> bool:
+    """True when some markov_otel module defines a literal constant mentioning `value`."""
+    for path in (ROOT / "markov_otel").rglob("*.py"):
+        for v in module_constants(str(path.relative_to(ROOT))).values():
+            if v == value or (isinstance(v, str) and re.search(rf":{value}\b", v)):
+                return True
+    return False
+
+
+def backend_port() -> int:
+    """The Markov backend's port: config.DEFAULT_ENDPOINT if the code has it, else mkv serve's 8470."""
+    endpoint = module_constants("markov_otel/config.py").get("DEFAULT_ENDPOINT")
+    if isinstance(endpoint, str) and urlsplit(endpoint).port:
+        return int(urlsplit(endpoint).port)  # type: ignore[arg-type]
+    return 8470
+
+
+def recorder_scrape_port() -> int:
+    """The recorder's optional Prometheus endpoint port: a code constant if any, else the doc's."""
+    for path in (ROOT / "markov_otel").rglob("*.py"):
+        for name, v in module_constants(str(path.relative_to(ROOT))).items():
+            if "PROMETHEUS" in name and "PORT" in name and isinstance(v, int):
+                return v
+    return RECORDER_SCRAPE_PORT_DOC
+
+
+def telemetry_table() -> list[dict[str, str]]:
+    """Rows of docs/protocol.md's "Telemetry names" table."""
+    text = PROTOCOL.read_text(encoding="utf-8")
+    section = text.split("## Telemetry names", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip().lower() for c in rows[0].strip("|").split("|")]
+    out = []
+    for line in rows[2:]:  # rows[1] is the |---| separator
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        out.append(dict(zip(header, cells)))
+    return out
+
+
+def published_prometheus_names() -> set[str]:
+    return {row["prometheus name"] for row in telemetry_table()}
+
+
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and",
+    "or", "unless", "inf", "nan",
+}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression (or a Grafana label_values() query) selects."""
+    lv = re.fullmatch(r"\s*label_values\((.*)\)\s*", expr, re.S)
+    if lv:
+        inner = lv.group(1)
+        if "," not in inner:  # label_values(label): no metric named
+            return set()
+        expr = inner.rsplit(",", 1)[0]
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # range / subquery windows
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        rest = expr[m.end():].lstrip()
+        word = m.group(0)
+        if rest.startswith("(") or word.lower() in PROMQL_WORDS:
+            continue
+        if m.start() > 0 and (expr[m.start() - 1].isdigit() or expr[m.start() - 1] == "."):
+            continue  # 1e3, 5m (durations outside brackets), 0.5
+        names.add(word)
+    return names
+
+
+def dashboard_prometheus_queries() -> list[str]:
+    """Every PromQL string in the dashboard: panel targets and Prometheus template variables."""
+    d = dashboard()
+    queries = []
+
+    def is_prom(ds: Any) -> bool:
+        return isinstance(ds, dict) and ds.get("type") == "prometheus"
+
+    def walk_panels(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                if is_prom(target.get("datasource") or panel.get("datasource")):
+                    queries.append(target["expr"])
+            walk_panels(panel.get("panels", []))
+
+    walk_panels(d["panels"])
+    for var in d["templating"]["list"]:
+        if var.get("type") == "query" and is_prom(var.get("datasource")):
+            q = var["query"]
+            queries.append(q["query"] if isinstance(q, dict) else q)
+    for anno in d["annotations"]["list"]:
+        if is_prom(anno.get("datasource")):
+            queries.append(anno.get("expr") or anno["target"]["expr"])
+    return queries
+
+
+def all_panels() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for p in panels:
+            out.append(p)
+            walk(p.get("panels", []))
+
+    walk(dashboard()["panels"])
+    return out
+
+
+def endpoint_port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1].split("/")[0])
+
+
+def provisioned_datasources() -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in GRAFANA.glob("provisioning/datasources/*.yaml"):
+        for ds in load_yaml(path).get("datasources", []):
+            out[ds["uid"]] = ds
+    return out
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_yaml_file_parses_to_a_mapping(path: Path) -> None:
+    """Every YAML file of the stack parses and is a non-empty mapping."""
+    data = load_yaml(path)
+    assert isinstance(data, dict) and data, f"{path} is empty or not a mapping"
+
+
+@pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dashboard_json_parses_with_panels(path: Path) -> None:
+    """Every dashboard JSON parses, has a uid and at least one panel."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data.get("uid") and data.get("panels"), f"{path} lacks uid or panels"
+
+
+def test_yaml_and_json_files_exist() -> None:
+    """The stack's files are all present (the parametrized tests would silently shrink otherwise)."""
+    assert len(YAML_FILES) >= 5 and JSON_FILES, (YAML_FILES, JSON_FILES)
+    assert DOCKERFILE.exists()
+
+
+# --- the published names -----------------------------------------------------------------------
+
+
+def test_protocol_table_follows_the_prometheus_naming_convention() -> None:
+    """Each Telemetry names row maps its OTel name to the Prometheus name the exporter makes."""
+    rows = telemetry_table()
+    assert len(rows) >= 8, rows
+    for row in rows:
+        expected = row["otel name"].replace(".", "_")
+        if row["kind"] == "counter":
+            expected += "_total"
+        assert row["prometheus name"] == expected, row
+
+
+def test_dashboard_queries_name_only_published_metrics() -> None:
+    """Every metric the dashboard's PromQL selects is in docs/protocol.md's Telemetry names table."""
+    published = published_prometheus_names()
+    queries = dashboard_prometheus_queries()
+    used = set().union(*(promql_metric_names(q) for q in queries))
+    assert used, "no PromQL metric names found in the dashboard"
+    unknown = used - published
+    assert not unknown, f"dashboard queries metrics not in docs/protocol.md: {sorted(unknown)}"
+    for needed in ("markov_record_last", "markov_record_step", "markov_summary"):
+        assert needed in used, f"dashboard never shows {needed}"
+    assert any(n.startswith("markov_recorder_points_") for n in used), "no recorder health panel"
+
+
+def test_promql_name_extraction_sees_through_functions_and_matchers() -> None:
+    """The PromQL parser used above finds the metric, not functions, labels or durations."""
+    expr = 'sum by (markov_key) (rate(foo_total{markov_recording_id=~"$r", a="b{c}"}[1m])) / bar'
+    assert promql_metric_names(expr) == {"foo_total", "bar"}
+    assert promql_metric_names('label_values(baz{x="1"}, markov_key)') == {"baz"}
+    assert promql_metric_names("label_values(markov_key)") == set()
+
+
+def test_dashboard_labels_are_the_published_attributes() -> None:
+    """The dashboard filters on the Prometheus forms of the data-point attributes protocol.md lists."""
+    text = PROTOCOL.read_text(encoding="utf-8").split("## Telemetry names", 1)[1]
+    for label in ("markov_recording_id", "markov_recording_name", "markov_project_id"):
+        assert f"`{label}`" in text, f"protocol.md no longer names {label}"
+    labels_used = set()
+    for q in dashboard_prometheus_queries():
+        labels_used |= set(re.findall(r"\b(markov_[a-z_]+)\s*(?:=~|=|!=|!~)", q))
+        labels_used |= set(re.findall(r",\s*(markov_[a-z_]+)\)\s*$", q))
+    assert labels_used <= {
+        "markov_recording_id", "markov_recording_name", "markov_project_id", "markov_key"
+    }, labels_used
+    assert {"markov_recording_id", "markov_key"} <= labels_used
+
+
+def test_dashboard_variables_select_project_name_recording_and_key() -> None:
+    """Template variables: project, recording name, recording id, and the key the panels repeat over."""
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    expect = {
+        "project": "markov_project_id",
+        "name": "markov_recording_name",
+        "recording": "markov_recording_id",
+        "key": "markov_key",
+    }
+    for name, label in expect.items():
+        q = variables[name]["query"]
+        q = q["query"] if isinstance(q, dict) else q
+        assert q.startswith("label_values(markov_record_last") and q.endswith(f", {label})"), q
+    assert "$recording" in variables["key"]["query"]["query"]
+    repeated = [p for p in all_panels() if p.get("repeat") == "key"]
+    assert repeated, "no panel repeats over $key"
+    exprs = " ".join(t["expr"] for t in repeated[0]["targets"])
+    assert "markov_record_last" in exprs and "markov_record_step" in exprs
+
+
+def test_dashboard_datasources_are_provisioned() -> None:
+    """Every datasource uid the dashboard uses is provisioned, with a URL naming a compose service."""
+    provisioned = provisioned_datasources()
+    services = set(compose()["services"])
+    uids = set(re.findall(r'"uid":\s*"([^"]+)"', DASHBOARD.read_text(encoding="utf-8")))
+    uids -= {"-- Grafana --", dashboard()["uid"]}
+    assert uids and uids <= set(provisioned), (uids, set(provisioned))
+    for ds in provisioned.values():
+        assert urlsplit(ds["url"]).hostname in services, ds
+
+
+def test_alert_annotations_read_the_backend_alerts_route() -> None:
+    """The alert annotation reads GET /api/v1/recordings/{id}/alerts, the route protocol.md names."""
+    assert "`GET /api/v1/recordings/{id}/alerts`" in PROTOCOL.read_text(encoding="utf-8")
+    annos = [a for a in dashboard()["annotations"]["list"] if not a.get("builtIn")]
+    urls = [a["target"]["url"] for a in annos if "url" in a.get("target", {})]
+    assert "/api/v1/recordings/${recording}/alerts" in urls, urls
+    markov = provisioned_datasources()["markov-api"]
+    assert urlsplit(markov["url"]).port == backend_port()
+
+
+def test_dashboard_provider_path_is_the_compose_mount() -> None:
+    """Grafana's dashboard provider reads the directory compose mounts the dashboards into."""
+    paths = [
+        p["options"]["path"]
+        for f in GRAFANA.glob("provisioning/dashboards/*.yaml")
+        for p in load_yaml(f)["providers"]
+    ]
+    mounts = compose()["services"]["grafana"]["volumes"]
+    assert any(m.startswith("./collector-config/grafana/dashboards:" + paths[0]) for m in mounts)
+
+
+# --- ports -------------------------------------------------------------------------------------
+
+
+def test_collector_otlp_receiver_ports() -> None:
+    """The OTLP receiver listens on 4317 (gRPC) and 4318 (HTTP), and compose publishes both."""
+    protocols = collector()["receivers"]["otlp"]["protocols"]
+    assert endpoint_port(protocols["grpc"]["endpoint"]) == OTLP_GRPC_PORT
+    assert endpoint_port(protocols["http"]["endpoint"]) == OTLP_HTTP_PORT
+    ports = compose()["services"]["collector"]["ports"]
+    for port in (OTLP_GRPC_PORT, OTLP_HTTP_PORT):
+        assert f"{port}:{port}" in ports, ports
+
+
+def test_prometheus_exporter_port_and_labels() -> None:
+    """The prometheus exporter is on 8889, scraped there, without resource_to_telemetry_conversion."""
+    exporter = collector()["exporters"]["prometheus"]
+    assert endpoint_port(exporter["endpoint"]) == COLLECTOR_PROMETHEUS_PORT
+    conversion = exporter.get("resource_to_telemetry_conversion", {})
+    assert not conversion.get("enabled", False), "would duplicate markov_recording_id etc."
+    targets = [t for job in load_yaml(PROMETHEUS)["scrape_configs"]
+               for sc in job.get("static_configs", []) for t in sc["targets"]]
+    assert f"collector:{COLLECTOR_PROMETHEUS_PORT}" in targets, targets
+
+
+def test_prometheus_scrapes_a_recorder_endpoint_on_the_host() -> None:
+    """prometheus.yml scrapes the recorder's own endpoint port, and compose resolves the host name."""
+    port = recorder_scrape_port()
+    targets = [t for job in load_yaml(PROMETHEUS)["scrape_configs"]
+               for sc in job.get("static_configs", []) for t in sc["targets"]]
+    assert f"host.docker.internal:{port}" in targets, targets
+    assert "host.docker.internal:host-gateway" in compose()["services"]["prometheus"]["extra_hosts"]
+    if OTEL_DOC.exists():
+        assert str(port) in OTEL_DOC.read_text(encoding="utf-8")
+
+
+def test_markov_backend_port_agrees_everywhere() -> None:
+    """mkv serve's port (config.DEFAULT_ENDPOINT) is what compose, Dockerfile and the exporter use."""
+    port = backend_port()
+    assert port == 8470 or code_constant_containing(port)
+    svc = compose()["services"]["markov"]
+    cmd = svc["command"]
+    assert cmd[:2] == ["mkv", "serve"] and cmd[cmd.index("--port") + 1] == str(port)
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    assert cmd[cmd.index("--db") + 1].startswith("postgresql://")
+    assert f"{port}:{port}" in svc["ports"]
+    assert re.search(rf"^EXPOSE {port}$", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    exporter = collector()["exporters"]["otlphttp/markov"]
+    assert exporter["endpoint"] == f"http://markov:{port}"
+
+
+def test_markov_exporter_sends_the_api_key_from_the_environment() -> None:
+    """otlphttp/markov sends Authorization: Bearer ${env:MARKOV_API_KEY}; compose sets that variable."""
+    headers = collector()["exporters"]["otlphttp/markov"]["headers"]
+    assert headers["Authorization"] == "Bearer ${env:MARKOV_API_KEY}"
+    assert "MARKOV_API_KEY" in compose()["services"]["collector"]["environment"]
+    assert "MARKOV_SERVER_TOKENS" in compose()["services"]["markov"]["environment"]
+
+
+# --- the collector's wiring ----------------------------------------------------------------------
+
+
+def test_collector_pipelines_use_only_defined_components() -> None:
+    """Every pipeline names defined components, and every defined component is used somewhere."""
+    cfg = collector()
+    used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
+    for name, pipeline in cfg["service"]["pipelines"].items():
+        assert name.split("/")[0] in {"metrics", "traces", "logs"}, name
+        assert pipeline["receivers"] and pipeline["exporters"], name
+        for kind in used:
+            for component in pipeline.get(kind, []):
+                assert component in cfg[kind], f"{name} uses undefined {kind[:-1]} {component}"
+                used[kind].add(component)
+        assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter goes first"
+        assert pipeline["processors"][-1].split("/")[0] == "batch", f"{name}: batch goes last"
+    for kind, names in used.items():
+        assert set(cfg[kind]) == names, f"unused {kind}: {set(cfg[kind]) - names}"
+    assert set(cfg["service"]["extensions"]) == set(cfg["extensions"])
+
+
+def test_exact_points_never_reach_prometheus() -> None:
+    """Pipelines exporting to Prometheus drop points carrying markov.step (one series per step)."""
+    cfg = collector()
+    for name, pipeline in cfg["service"]["pipelines"].items():
+        if "prometheus" not in pipeline["exporters"]:
+            continue
+        assert "otlp" in pipeline["receivers"] and len(pipeline["receivers"]) == 1, name
+        conditions = [
+            c for p in pipeline["processors"] if p.startswith("filter")
+            for c in cfg["processors"][p]["metrics"]["datapoint"]
+        ]
+        assert 'attributes["markov.step"] != nil' in conditions, name
+
+
+def test_traces_go_to_the_compose_traces_backend() -> None:
+    """The traces exporter targets the compose Jaeger service's OTLP gRPC port."""
+    cfg = collector()
+    endpoint = cfg["exporters"]["otlp/jaeger"]["endpoint"]
+    host, port = endpoint.rsplit(":", 1)
+    assert host in compose()["services"] and int(port) == OTLP_GRPC_PORT
+    assert "otlp/jaeger" in cfg["service"]["pipelines"]["traces"]["exporters"]
+
+
+def parse_byte_size(value: str | int) -> int:
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"(\d+)\s*([KMG]i?B)?", value.strip(), re.I)
+    assert m, value
+    unit = (m.group(2) or "").lower()
+    base = 1024 if "i" in unit else 1000
+    power = {"": 0, "k": 1, "m": 2, "g": 3}[unit[:1]]
+    return int(m.group(1)) * base**power
+
+
+def test_otlpjsonfile_receivers_replay_from_the_beginning_with_offsets() -> None:
+    """Replay receivers start at the beginning, keep offsets in file_storage, take 8 MiB lines."""
+    cfg = collector()
+    receivers = {k: v for k, v in cfg["receivers"].items() if k.startswith("otlpjsonfile")}
+    assert len(receivers) == 3, receivers
+    for name, rcv in receivers.items():
+        assert rcv["start_at"] == "beginning", name
+        assert rcv["storage"] in cfg["service"]["extensions"], name
+        assert rcv["storage"].split("/")[0] == "file_storage", name
+        assert parse_byte_size(rcv["max_log_size"]) > 8 * 1024 * 1024, name
+        assert str(rcv["force_flush_period"]) in {"0", "0s"}, f"{name} would emit torn lines"
+        replays = [p for p in cfg["service"]["pipelines"].values() if name in p["receivers"]]
+        assert replays and all("otlphttp/markov" in p["exporters"] for p in replays), name
+
+
+def test_otlpjsonfile_include_matches_the_run_dir_layout(tmp_path: Path) -> None:
+    """Each signal's include glob picks exactly <recording_id>/<signal>.jsonl out of a real run dir."""
+    spool = module_constants("markov_otel/spool.py")
+    signals = spool.get("SIGNALS", ("metrics", "traces", "logs"))
+    default_dir = module_constants("markov_otel/config.py").get("DEFAULT_DIR", "markov-runs")
+    runs = tmp_path / default_dir
+    files: dict[str, list[Path]] = {}
+    for rid in ("0f" * 16, "my-run_1.2"):
+        run = runs / rid
+        run.mkdir(parents=True)
+        for extra in (spool.get("RECORDING_FILE", "recording.json"),
+                      spool.get("ACKS_FILE", "acks.json"), "requirements.txt"):
+            (run / extra).write_text("{}\n")
+        for signal in signals:
+            (run / f"{signal}.jsonl").write_text("{}\n")
+            files.setdefault(signal, []).append(run / f"{signal}.jsonl")
+
+    mounts = compose()["services"]["collector"]["volumes"]
+    mount = next(m for m in mounts if m.startswith(f"./{default_dir}:"))
+    container_dir = mount.split(":")[1]
+    cfg = collector()
+    for signal in signals:
+        rcv = cfg["receivers"][f"otlpjsonfile/{signal}"]
+        matched = set()
+        for pattern in rcv["include"]:
+            assert pattern.startswith(container_dir + "/"), pattern
+            matched |= {Path(p) for p in glob.glob(str(runs) + pattern[len(container_dir):])}
+        assert matched == set(files[signal]), (signal, matched)
+        pipelines = [n for n, p in cfg["service"]["pipelines"].items()
+                     if f"otlpjsonfile/{signal}" in p["receivers"]]
+        assert pipelines and all(n.split("/")[0] == signal for n in pipelines), pipelines
+
+
+# --- compose -----------------------------------------------------------------------------------
+
+
+def test_every_image_is_pinned() -> None:
+    """Every compose image and the Dockerfile's base have an explicit tag that is not latest."""
+    services = compose()["services"]
+    for needed in ("collector", "prometheus", "grafana", "jaeger", "postgres", "markov"):
+        assert needed in services, f"compose lacks {needed}"
+    images = []
+    for name, svc in services.items():
+        if "image" in svc:
+            images.append(svc["image"])
+        else:
+            assert "build" in svc, f"{name} has neither image nor build"
+    images += re.findall(r"^FROM\s+(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    for image in images:
+        name, _, tag = image.rpartition(":")
+        assert name and "/" not in tag and tag and tag != "latest", f"unpinned image {image}"
+    plugins = services["grafana"]["environment"].get("GF_INSTALL_PLUGINS", "")
+    for plugin in filter(None, plugins.split(",")):
+        assert len(plugin.split()) == 2, f"unpinned Grafana plugin {plugin!r}"
+
+
+def test_compose_bind_mounts_exist_and_build_uses_the_dockerfile() -> None:
+    """Every ./collector-config bind mount exists in the repo, and markov builds from its Dockerfile."""
+    services = compose()["services"]
+    for svc in services.values():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./collector-config"):
+                assert (ROOT / source).exists(), source
+    build = services["markov"]["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r'pip install "?/src\[server\]"?', text), "Dockerfile must install [server]"
+    assert services["markov"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_promtool_accepts_prometheus_yml() -> None:
+    """`promtool check config collector-config/prometheus.yml` succeeds."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    result = subprocess.run(
+        [promtool, "check", "config", str(PROMETHEUS)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
