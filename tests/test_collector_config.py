@@ -8,6 +8,7 @@ change on either side fails here. Needs PyYAML; the promtool check needs Debian'
 from __future__ import annotations
 
 import ast
+import contextlib
 import glob
 import json
 import re
@@ -68,15 +69,17 @@ def module_constants(relpath: str) -> dict[str, Any]:
         return {}
     found: dict[str, Any] = {}
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else (
+                [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else []
+            )
         )
         for target in targets:
             if isinstance(target, ast.Name):
-                try:
+                with contextlib.suppress(ValueError):
                     found[target.id] = ast.literal_eval(node.value)  # type: ignore[arg-type]
-                except ValueError:
-                    pass
     return found
 
 
@@ -90,7 +93,7 @@ def code_constant_containing(value: int) -> bool:
 
 
 def backend_port() -> int:
-    """The Markov backend's port: config.DEFAULT_ENDPOINT if the code has it, else mkv serve's 8470."""
+    """The backend port: config.DEFAULT_ENDPOINT's if the code has it, else mkv serve's 8470."""
     endpoint = module_constants("markov_otel/config.py").get("DEFAULT_ENDPOINT")
     if isinstance(endpoint, str) and urlsplit(endpoint).port:
         return int(urlsplit(endpoint).port)  # type: ignore[arg-type]
@@ -115,7 +118,7 @@ def telemetry_table() -> list[dict[str, str]]:
     out = []
     for line in rows[2:]:  # rows[1] is the |---| separator
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
-        out.append(dict(zip(header, cells)))
+        out.append(dict(zip(header, cells, strict=False)))
     return out
 
 
@@ -124,8 +127,19 @@ def published_prometheus_names() -> set[str]:
 
 
 PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and",
-    "or", "unless", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "inf",
+    "nan",
 }
 
 
@@ -143,7 +157,7 @@ def promql_metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
     names = set()
     for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
-        rest = expr[m.end():].lstrip()
+        rest = expr[m.end() :].lstrip()
         word = m.group(0)
         if rest.startswith("(") or word.lower() in PROMQL_WORDS:
             continue
@@ -221,7 +235,7 @@ def test_dashboard_json_parses_with_panels(path: Path) -> None:
 
 
 def test_yaml_and_json_files_exist() -> None:
-    """The stack's files are all present (the parametrized tests would silently shrink otherwise)."""
+    """The stack's files are present (else the parametrized tests would silently shrink)."""
     assert len(YAML_FILES) >= 5 and JSON_FILES, (YAML_FILES, JSON_FILES)
     assert DOCKERFILE.exists()
 
@@ -241,7 +255,7 @@ def test_protocol_table_follows_the_prometheus_naming_convention() -> None:
 
 
 def test_dashboard_queries_name_only_published_metrics() -> None:
-    """Every metric the dashboard's PromQL selects is in docs/protocol.md's Telemetry names table."""
+    """Every metric the dashboard's PromQL selects is in protocol.md's Telemetry names table."""
     published = published_prometheus_names()
     queries = dashboard_prometheus_queries()
     used = set().union(*(promql_metric_names(q) for q in queries))
@@ -262,7 +276,7 @@ def test_promql_name_extraction_sees_through_functions_and_matchers() -> None:
 
 
 def test_dashboard_labels_are_the_published_attributes() -> None:
-    """The dashboard filters on the Prometheus forms of the data-point attributes protocol.md lists."""
+    """The dashboard filters on the Prometheus forms of protocol.md's data-point attributes."""
     text = PROTOCOL.read_text(encoding="utf-8").split("## Telemetry names", 1)[1]
     for label in ("markov_recording_id", "markov_recording_name", "markov_project_id"):
         assert f"`{label}`" in text, f"protocol.md no longer names {label}"
@@ -271,13 +285,16 @@ def test_dashboard_labels_are_the_published_attributes() -> None:
         labels_used |= set(re.findall(r"\b(markov_[a-z_]+)\s*(?:=~|=|!=|!~)", q))
         labels_used |= set(re.findall(r",\s*(markov_[a-z_]+)\)\s*$", q))
     assert labels_used <= {
-        "markov_recording_id", "markov_recording_name", "markov_project_id", "markov_key"
+        "markov_recording_id",
+        "markov_recording_name",
+        "markov_project_id",
+        "markov_key",
     }, labels_used
     assert {"markov_recording_id", "markov_key"} <= labels_used
 
 
 def test_dashboard_variables_select_project_name_recording_and_key() -> None:
-    """Template variables: project, recording name, recording id, and the key the panels repeat over."""
+    """Variables: project, recording name, recording id, and the key the panels repeat over."""
     variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
     expect = {
         "project": "markov_project_id",
@@ -297,7 +314,7 @@ def test_dashboard_variables_select_project_name_recording_and_key() -> None:
 
 
 def test_dashboard_datasources_are_provisioned() -> None:
-    """Every datasource uid the dashboard uses is provisioned, with a URL naming a compose service."""
+    """Every datasource uid the dashboard uses is provisioned, with a compose service's URL."""
     provisioned = provisioned_datasources()
     services = set(compose()["services"])
     uids = set(re.findall(r'"uid":\s*"([^"]+)"', DASHBOARD.read_text(encoding="utf-8")))
@@ -308,7 +325,7 @@ def test_dashboard_datasources_are_provisioned() -> None:
 
 
 def test_alert_annotations_read_the_backend_alerts_route() -> None:
-    """The alert annotation reads GET /api/v1/recordings/{id}/alerts, the route protocol.md names."""
+    """The alert annotation reads GET /api/v1/recordings/{id}/alerts, as protocol.md names it."""
     assert "`GET /api/v1/recordings/{id}/alerts`" in PROTOCOL.read_text(encoding="utf-8")
     annos = [a for a in dashboard()["annotations"]["list"] if not a.get("builtIn")]
     urls = [a["target"]["url"] for a in annos if "url" in a.get("target", {})]
@@ -342,21 +359,29 @@ def test_collector_otlp_receiver_ports() -> None:
 
 
 def test_prometheus_exporter_port_and_labels() -> None:
-    """The prometheus exporter is on 8889, scraped there, without resource_to_telemetry_conversion."""
+    """The prometheus exporter is on 8889, scraped there, no resource_to_telemetry_conversion."""
     exporter = collector()["exporters"]["prometheus"]
     assert endpoint_port(exporter["endpoint"]) == COLLECTOR_PROMETHEUS_PORT
     conversion = exporter.get("resource_to_telemetry_conversion", {})
     assert not conversion.get("enabled", False), "would duplicate markov_recording_id etc."
-    targets = [t for job in load_yaml(PROMETHEUS)["scrape_configs"]
-               for sc in job.get("static_configs", []) for t in sc["targets"]]
+    targets = [
+        t
+        for job in load_yaml(PROMETHEUS)["scrape_configs"]
+        for sc in job.get("static_configs", [])
+        for t in sc["targets"]
+    ]
     assert f"collector:{COLLECTOR_PROMETHEUS_PORT}" in targets, targets
 
 
 def test_prometheus_scrapes_a_recorder_endpoint_on_the_host() -> None:
-    """prometheus.yml scrapes the recorder's own endpoint port, and compose resolves the host name."""
+    """prometheus.yml scrapes the recorder's own endpoint port; compose resolves the host name."""
     port = recorder_scrape_port()
-    targets = [t for job in load_yaml(PROMETHEUS)["scrape_configs"]
-               for sc in job.get("static_configs", []) for t in sc["targets"]]
+    targets = [
+        t
+        for job in load_yaml(PROMETHEUS)["scrape_configs"]
+        for sc in job.get("static_configs", [])
+        for t in sc["targets"]
+    ]
     assert f"host.docker.internal:{port}" in targets, targets
     assert "host.docker.internal:host-gateway" in compose()["services"]["prometheus"]["extra_hosts"]
     if OTEL_DOC.exists():
@@ -364,7 +389,7 @@ def test_prometheus_scrapes_a_recorder_endpoint_on_the_host() -> None:
 
 
 def test_markov_backend_port_agrees_everywhere() -> None:
-    """mkv serve's port (config.DEFAULT_ENDPOINT) is what compose, Dockerfile and the exporter use."""
+    """mkv serve's port (config.DEFAULT_ENDPOINT) is what compose, Dockerfile, exporter use."""
     port = backend_port()
     assert port == 8470 or code_constant_containing(port)
     svc = compose()["services"]["markov"]
@@ -379,7 +404,7 @@ def test_markov_backend_port_agrees_everywhere() -> None:
 
 
 def test_markov_exporter_sends_the_api_key_from_the_environment() -> None:
-    """otlphttp/markov sends Authorization: Bearer ${env:MARKOV_API_KEY}; compose sets that variable."""
+    """otlphttp/markov sends Bearer ${env:MARKOV_API_KEY}; compose sets that variable."""
     headers = collector()["exporters"]["otlphttp/markov"]["headers"]
     assert headers["Authorization"] == "Bearer ${env:MARKOV_API_KEY}"
     assert "MARKOV_API_KEY" in compose()["services"]["collector"]["environment"]
@@ -415,7 +440,9 @@ def test_exact_points_never_reach_prometheus() -> None:
             continue
         assert "otlp" in pipeline["receivers"] and len(pipeline["receivers"]) == 1, name
         conditions = [
-            c for p in pipeline["processors"] if p.startswith("filter")
+            c
+            for p in pipeline["processors"]
+            if p.startswith("filter")
             for c in cfg["processors"][p]["metrics"]["datapoint"]
         ]
         assert 'attributes["markov.step"] != nil' in conditions, name
@@ -457,7 +484,7 @@ def test_otlpjsonfile_receivers_replay_from_the_beginning_with_offsets() -> None
 
 
 def test_otlpjsonfile_include_matches_the_run_dir_layout(tmp_path: Path) -> None:
-    """Each signal's include glob picks exactly <recording_id>/<signal>.jsonl out of a real run dir."""
+    """Each signal's include glob picks exactly <recording_id>/<signal>.jsonl from a run dir."""
     spool = module_constants("markov_otel/spool.py")
     signals = spool.get("SIGNALS", ("metrics", "traces", "logs"))
     default_dir = module_constants("markov_otel/config.py").get("DEFAULT_DIR", "markov-runs")
@@ -466,8 +493,11 @@ def test_otlpjsonfile_include_matches_the_run_dir_layout(tmp_path: Path) -> None
     for rid in ("0f" * 16, "my-run_1.2"):
         run = runs / rid
         run.mkdir(parents=True)
-        for extra in (spool.get("RECORDING_FILE", "recording.json"),
-                      spool.get("ACKS_FILE", "acks.json"), "requirements.txt"):
+        for extra in (
+            spool.get("RECORDING_FILE", "recording.json"),
+            spool.get("ACKS_FILE", "acks.json"),
+            "requirements.txt",
+        ):
             (run / extra).write_text("{}\n")
         for signal in signals:
             (run / f"{signal}.jsonl").write_text("{}\n")
@@ -482,10 +512,13 @@ def test_otlpjsonfile_include_matches_the_run_dir_layout(tmp_path: Path) -> None
         matched = set()
         for pattern in rcv["include"]:
             assert pattern.startswith(container_dir + "/"), pattern
-            matched |= {Path(p) for p in glob.glob(str(runs) + pattern[len(container_dir):])}
+            matched |= {Path(p) for p in glob.glob(str(runs) + pattern[len(container_dir) :])}
         assert matched == set(files[signal]), (signal, matched)
-        pipelines = [n for n, p in cfg["service"]["pipelines"].items()
-                     if f"otlpjsonfile/{signal}" in p["receivers"]]
+        pipelines = [
+            n
+            for n, p in cfg["service"]["pipelines"].items()
+            if f"otlpjsonfile/{signal}" in p["receivers"]
+        ]
         assert pipelines and all(n.split("/")[0] == signal for n in pipelines), pipelines
 
 
@@ -513,7 +546,7 @@ def test_every_image_is_pinned() -> None:
 
 
 def test_compose_bind_mounts_exist_and_build_uses_the_dockerfile() -> None:
-    """Every ./collector-config bind mount exists in the repo, and markov builds from its Dockerfile."""
+    """Every ./collector-config bind mount exists, and markov builds from its Dockerfile."""
     services = compose()["services"]
     for svc in services.values():
         for volume in svc.get("volumes", []):
@@ -534,6 +567,9 @@ def test_promtool_accepts_prometheus_yml() -> None:
         pytest.skip("promtool not installed (Debian package prometheus)")
     result = subprocess.run(
         [promtool, "check", "config", str(PROMETHEUS)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
