@@ -1,0 +1,181 @@
+"""Settings resolution: explicit argument > environment > config file > default.
+
+The config file is JSON, written by `mkv` with mode 0600 because it may hold the API key. Nothing
+here runs at import time; `Settings.resolve()` reads the environment when a recorder is built.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from markov_otel.errors import ConfigError
+
+ENV_MODE = "MARKOV_MODE"
+"""Recording mode when a recorder is built without `recording_mode`: online or offline."""
+ENV_ENDPOINT = "MARKOV_ENDPOINT"
+"""Base URL of the Markov backend, e.g. http://127.0.0.1:8470."""
+ENV_API_KEY = "MARKOV_API_KEY"
+"""Bearer token for the Markov backend. Never written to run dirs or logs."""
+ENV_DIR = "MARKOV_DIR"
+"""Directory holding one run dir per recording (default ./markov-runs)."""
+ENV_CONFIG = "MARKOV_CONFIG"
+"""Path of the config file (default: the user config dir's markov/config.json)."""
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:8470"
+DEFAULT_DIR = "markov-runs"
+
+# Keys `mkv config set` accepts, with the environment variable that overrides each.
+FILE_KEYS: dict[str, str | None] = {
+    "mode": ENV_MODE,
+    "endpoint": ENV_ENDPOINT,
+    "api_key": ENV_API_KEY,
+    "dir": ENV_DIR,
+    "webhook_url": "MARKOV_WEBHOOK_URL",
+    "ca_bundle": "MARKOV_CA_BUNDLE",
+    "capture_environment": "MARKOV_CAPTURE_ENVIRONMENT",
+    "otlp_endpoint": None,
+    "prometheus_port": "MARKOV_PROMETHEUS_PORT",
+    "export_points": "MARKOV_EXPORT_POINTS",
+    "trace_children": "MARKOV_TRACE_CHILDREN",
+}
+
+
+class RecordingMode(str, enum.Enum):
+    """Where records go: ONLINE ships them to the backend, OFFLINE keeps them on disk."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+    @classmethod
+    def parse(cls, value: object) -> RecordingMode:
+        if isinstance(value, RecordingMode):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise ConfigError(
+                f"recording mode {value!r} is not 'online' or 'offline'; "
+                "use RecordingMode.ONLINE / RecordingMode.OFFLINE or `mkv mode offline`"
+            ) from None
+
+
+def config_path() -> Path:
+    """Where `mkv` keeps its settings: $MARKOV_CONFIG, else the user config dir."""
+    explicit = os.environ.get(ENV_CONFIG)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "markov" / "config.json"
+
+
+def read_config_file(path: Path | None = None) -> dict[str, Any]:
+    """The saved settings; a missing file is empty, a corrupt one is a ConfigError."""
+    path = path or config_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}; fix or delete it") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object; fix or delete it")
+    return data
+
+
+def write_config_value(key: str, value: str | None, path: Path | None = None) -> Path:
+    """Set (or, with None, remove) one key; the file is created 0600 and replaced atomically."""
+    if key not in FILE_KEYS:
+        raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(FILE_KEYS)}")
+    if key == "mode" and value is not None:
+        value = RecordingMode.parse(value).value
+    path = path or config_path()
+    data = read_config_file(path)
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one recorder or CLI call. `repr` hides the API key."""
+
+    mode: RecordingMode = RecordingMode.ONLINE
+    endpoint: str = DEFAULT_ENDPOINT
+    api_key: str | None = field(default=None, repr=False)
+    dir: Path = Path(DEFAULT_DIR)
+    webhook_url: str | None = None
+    ca_bundle: str | None = None
+    capture_environment: bool = True
+    otlp_endpoint: str | None = None
+    prometheus_port: int | None = None
+    export_points: bool = False
+    trace_children: bool = False
+
+    def __repr__(self) -> str:
+        key = "set" if self.api_key else "unset"
+        return (
+            f"Settings(mode={self.mode.value!r}, endpoint={self.endpoint!r}, api_key=<{key}>, "
+            f"dir={str(self.dir)!r})"
+        )
+
+    @classmethod
+    def resolve(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Merge explicit overrides, the environment, the config file and the defaults."""
+        raw: dict[str, Any] = dict(read_config_file())
+        for key, env in FILE_KEYS.items():
+            if env and os.environ.get(env) not in (None, ""):
+                raw[key] = os.environ[env]
+        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        unknown = set(raw) - set(FILE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {sorted(unknown)}; known: {', '.join(FILE_KEYS)}"
+            )
+        return cls()._with(raw)
+
+    def _with(self, raw: Mapping[str, Any]) -> Settings:
+        values: dict[str, Any] = {}
+        if "mode" in raw:
+            values["mode"] = RecordingMode.parse(raw["mode"])
+        for key in ("endpoint", "api_key", "webhook_url", "ca_bundle", "otlp_endpoint"):
+            if key in raw:
+                values[key] = str(raw[key])
+        if "endpoint" in values:
+            values["endpoint"] = values["endpoint"].rstrip("/")
+        if "dir" in raw:
+            values["dir"] = Path(str(raw["dir"])).expanduser()
+        for key in ("capture_environment", "export_points", "trace_children"):
+            if key in raw:
+                values[key] = _truthy(raw[key])
+        if "prometheus_port" in raw:
+            values["prometheus_port"] = _port(raw["prometheus_port"])
+        return replace(self, **values)
+
+
+def _port(value: object) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        port = -1
+    if not 0 <= port < 65536:
+        raise ConfigError(f"prometheus_port={value!r} must be a port number 0..65535")
+    return port

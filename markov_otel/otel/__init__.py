@@ -1,0 +1,1 @@
+"""The OpenTelemetry side: OTLP encoding, the experiment's resource, private providers."""

@@ -1,0 +1,645 @@
+"""ExperimentRecorder: MarkovML's recording API — lifecycle, and the add_record hot path.
+
+add_record stamps the time and step, copies the record, appends it to a deque and checks the
+alert conditions: no I/O, no lock, no SDK call. Everything else happens on the flusher thread
+(flusher.py) and, online, the sender thread (transport.py). See DESIGN.md for the picture.
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from markov_otel import environment
+from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
+from markov_otel.config import RecordingMode, Settings
+from markov_otel.errors import ConfigError, RecorderStateError
+from markov_otel.flusher import Flusher
+from markov_otel.otel.encoding import Record, attributes_json
+from markov_otel.otel.providers import AggregatedView, Telemetry
+from markov_otel.otel.resource import experiment_attributes
+from markov_otel.spool import Spool, check_run_id
+from markov_otel.summary import ExperimentSummary
+from markov_otel.transport import Sender
+from markov_otel.values import PLAIN_TYPES, normalize_record
+
+log = logging.getLogger("markov_otel")
+
+MAX_BUFFERED = 200_000
+"""Records held in memory before add_record waits for the flusher (backpressure, never loss)."""
+
+_QUEUE_CONFIG: dict[str, tuple[type, float | int]] = {
+    "batch_size": (int, 1000),
+    "batch_processing_interval": (float, 1.0),
+    "register_batch_timeout": (float, 10.0),
+    "sync_data_timeout": (float, 30.0),
+}
+_EXTRAS = {"recording_id", "markov_dir", "endpoint", "api_key", "webhook_url", "settings"}
+
+
+class ModelClass(str, enum.Enum):
+    """The kind of task the experiment's model solves."""
+
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+    CLUSTERING = "clustering"
+    OBJECT_DETECTION = "object_detection"
+    SEGMENTATION = "segmentation"
+    TEXT_GENERATION = "text_generation"
+    RANKING = "ranking"
+    FORECASTING = "forecasting"
+    REINFORCEMENT_LEARNING = "reinforcement_learning"
+    OTHER = "other"
+
+
+class _State(enum.Enum):
+    CREATED, REGISTERED, RUNNING, STOPPED = range(4)
+
+
+class ExperimentRecorder:
+    """Records one experiment: ``with recorder: recorder.add_record({'loss': 0.9})``.
+
+    Extras (keyword-only, through ``**kwargs``): ``batch_size`` (records per batch, 1000),
+    ``batch_processing_interval`` (seconds between flushes, 1.0), ``register_batch_timeout``
+    (seconds for one backend call, 10), ``sync_data_timeout`` (seconds stop() may wait, 30),
+    ``recording_id`` (resume an existing recording), ``markov_dir``, ``endpoint``, ``api_key``,
+    ``webhook_url``. ``recording_mode=None`` follows `mkv mode` / ``MARKOV_MODE`` (ONLINE if unset).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        project_id: str = "",
+        notes: str | None = None,
+        dataset_id: str = "",
+        model_class: ModelClass = ModelClass.CLASSIFICATION,
+        hyper_parameters: dict[str, Any] | None = None,
+        recording_mode: RecordingMode | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"name={name!r} must be a non-empty string, e.g. 'resnet-baseline'")
+        self._queue = _queue_config(kwargs)
+        self._settings = _settings(recording_mode, kwargs)
+        self._name, self._project_id, self._notes = name, str(project_id or ""), notes
+        self._dataset_id = str(dataset_id or "")
+        self._model_class = _model_class(model_class)
+        self._hparams: dict[str, Any] = {}
+        self._metadata = dict(_mapping("metadata", metadata))
+        self._recording_id = check_run_id(kwargs.get("recording_id") or uuid.uuid4().hex)
+        self._model_id = f"model-{uuid.uuid4().hex[:16]}"
+        self._experiment_url: str | None = None
+        self._summary = ExperimentSummary(on_change=self._resource_changed)
+        self._alerts = AlertRules()
+        self._alert_log: list[dict[str, Any]] = []
+        self._state = _State.CREATED
+        self._status = "created"
+        self._running = False
+        self._buffer: deque[Record] = deque()
+        self._step = -1
+        self._plain_keys: set[str] = set()
+        self._view = AggregatedView()
+        self._resource_version = 0
+        self._resource_cache: tuple[int, str] = (-1, "")
+        self._spool = Spool.for_run(self._settings.dir, self._recording_id)
+        self._lock = threading.RLock()
+        self._sender: Sender | None = None
+        if hyper_parameters:
+            self.add_hyper_parameters(hyper_parameters)
+        self._resume_if_existing(kwargs.get("recording_id"))
+
+    # -- properties (as documented) ------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved settings and queue config of this recorder (never the API key)."""
+        s = self._settings
+        return {
+            "recording_mode": s.mode,
+            "endpoint": s.endpoint,
+            "markov_dir": str(s.dir),
+            "run_dir": str(self._spool.dir),
+            "api_key_set": bool(s.api_key),
+            **self._queue,
+        }
+
+    @property
+    def experiment_url(self) -> str | None:
+        """Experiment page on the backend (ONLINE), else the run dir as a file:// URL."""
+        return self._experiment_url or self._spool.dir.resolve().as_uri()
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def notes(self) -> str | None:
+        return self._notes
+
+    @property
+    def project_id(self) -> str:
+        return self._project_id
+
+    @property
+    def recording_id(self) -> str:
+        return self._recording_id
+
+    @property
+    def summary(self) -> ExperimentSummary:
+        return self._summary
+
+    @property
+    def run_dir(self) -> Path:
+        """Extra: where this recording's files are."""
+        return self._spool.dir
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def add_record(self, record: dict[str, Any], *, step: int | None = None) -> None:
+        """Record numbers for one step; ``step=`` (extra) overrides previous step + 1."""
+        if not self._running:
+            raise self._not_running()
+        time_ns = time.time_ns()
+        if step is None:
+            step = self._step + 1
+        elif type(step) is not int:
+            step = _check_step(step)
+        if (
+            type(record) is dict
+            and record.keys() <= self._plain_keys
+            and PLAIN_TYPES.issuperset(map(type, record.values()))
+        ):
+            values = record.copy()
+        else:
+            values = self._normalize(record)
+        self._step = step
+        self._buffer.append((time_ns, step, values))
+        if self._alerts:
+            self._alerts.check(values, time_ns, step)
+        if len(self._buffer) >= self._queue["batch_size"]:
+            self._kick()
+
+    def _normalize(self, record: Any) -> dict[str, Any]:
+        values = normalize_record(record)
+        if isinstance(record, dict):
+            self._plain_keys.update(k for k in record if k in values)
+        return values
+
+    def _kick(self) -> None:
+        """Wake the flusher; past MAX_BUFFERED, wait for it (backpressure, never a drop)."""
+        self._flusher.wake()
+        while len(self._buffer) >= MAX_BUFFERED and self._flusher.alive:
+            time.sleep(0.001)
+
+    # -- documented methods --------------------------------------------------------------------
+
+    def add_hyper_parameters(self, hyper_parameters: dict[str, Any]) -> None:
+        """Merge hyperparameters; they travel as `markov.hparam.<k>` resource attributes."""
+        values = _mapping("hyper_parameters", hyper_parameters)
+        for key in values:
+            if not isinstance(key, str) or not key:
+                raise ConfigError(f"hyperparameter name {key!r} must be a non-empty string")
+        with self._lock:
+            self._hparams.update(values)
+        self._resource_changed()
+
+    def attach_alert_on(self, condition: ExperimentAlertCondition, text: str) -> None:
+        """Fire `text` when `condition` becomes true on a recorded value (checked in add_record)."""
+        self._alerts.add(condition, text)
+
+    def register(self) -> None:
+        """Create the run dir and, ONLINE, register with the backend (never raises for weather)."""
+        with self._lock:
+            if self._state is not _State.CREATED:
+                return
+            self._spool.create()
+            self._status = "registered"
+            self._save()
+            if self._settings.mode is RecordingMode.ONLINE:
+                self._sender = Sender(
+                    self._spool,
+                    self._settings,
+                    self._queue,
+                    self._view,
+                    on_registered=self._registered,
+                )
+                self._sender.register(self._registration())
+            self._state = _State.REGISTERED
+
+    def start(self) -> None:
+        """Start recording: registers if needed, opens the experiment span, starts the flusher."""
+        with self._lock:
+            if self._state is _State.RUNNING:
+                raise RecorderStateError(
+                    f"recorder {self._name!r} is already started; call stop() before starting "
+                    "again, or use a new ExperimentRecorder"
+                )
+            if self._state is _State.STOPPED:
+                raise RecorderStateError(
+                    f"recorder {self._name!r} was stopped; create a new ExperimentRecorder "
+                    f"(pass recording_id={self._recording_id!r} to add to the same recording)"
+                )
+            self.register()
+            self._telemetry = Telemetry(self._spool, self._info(), self._settings, self._view)
+            self._view.summary = self._summary.to_dict
+            self._span = self._telemetry.tracer.start_span(f"experiment {self._name}")
+            self._notifiers = _notifiers(self._settings)
+            self._flusher = Flusher(
+                self._buffer,
+                self._write_metrics,
+                self._resource_json,
+                batch_size=self._queue["batch_size"],
+                interval=self._queue["batch_processing_interval"],
+                on_cycle=self._after_cycle,
+                last=self._view.last,
+                counts=self._view.counts,
+            )
+            self._status = "running"
+            self._started_at = time.time()
+            self._save()
+            self._flusher.start()
+            if self._sender is not None:
+                self._sender.start()
+            self._running = True
+            self._state = _State.RUNNING
+            _live.add(self)
+            self._lifecycle("started")
+        if self._settings.capture_environment:
+            threading.Thread(
+                target=self._capture_environment, name="markov-env", daemon=True
+            ).start()
+
+    def stop(self, *, status: str = "finished") -> None:
+        """Flush everything to disk, close the span, and ONLINE wait up to sync_data_timeout."""
+        with self._lock:
+            if self._state is _State.STOPPED:
+                return
+            if self._state is not _State.RUNNING:
+                raise RecorderStateError(
+                    f"recorder {self._name!r} was never started; call start() (or use "
+                    "`with recorder:`) before stop()"
+                )
+            deadline = time.monotonic() + self._queue["sync_data_timeout"]
+            self._running = False
+            self._state = _State.STOPPED
+            _live.discard(self)
+            self._status = status
+            self._resource_changed()
+            self._lifecycle(status)
+            self._span.set_status(
+                Status(StatusCode.OK if status == "finished" else StatusCode.ERROR)
+            )
+            self._span.end()
+            flushed = self._flusher.stop(max(0.1, deadline - time.monotonic()))
+            self._spool_sync()
+            self._telemetry.shutdown()
+            for notifier in self._notifiers:
+                notifier.close()
+            self._save()
+            self._finish_sending(flushed, deadline)
+
+    def _finish_sending(self, flushed: bool, deadline: float) -> None:
+        if not flushed:
+            log.error(
+                "markov_otel: %d records of %s could not be written to %s before sync_data_timeout",
+                self._flusher.backlog(),
+                self._recording_id,
+                self._spool.dir,
+            )
+        if self._sender is None:
+            return
+        self._sender.update_recording(self._patch_body())
+        if not self._sender.stop(max(0.0, deadline - time.monotonic())):
+            log.warning(
+                "markov_otel: recording %s is not fully sent; its data is safe in %s. "
+                "Finish with: mkv sync %s",
+                self._recording_id,
+                self._spool.dir,
+                self._recording_id,
+            )
+
+    def __enter__(self) -> ExperimentRecorder:
+        if self._state is not _State.RUNNING:
+            self.start()
+        self._context_token = None
+        if self._settings.trace_children:
+            self._context_token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._context_token is not None:
+            otel_context.detach(self._context_token)
+        failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
+        self.stop(status="failed" if failed else "finished")
+
+    def upsert_package_requirements(self) -> None:
+        """Capture the installed packages, Python and git state into the run (and the backend)."""
+        self._store_environment(environment.capture())
+
+    def create_experiment_requirements_file(self, requirement_file_path: str) -> None:
+        """Write the recorded requirements.txt at that path (a directory gets one inside)."""
+        environment.write_requirements_file(self._environment(), requirement_file_path)
+
+    def create_experiment_virtualenv(self, path: str | None = None) -> None:
+        """Build a virtualenv with the recorded packages (default ./<recording_id>_venv)."""
+        target = path or f"{self._recording_id}_venv"
+        report = environment.create_virtualenv(self._environment(), target, progress=log.info)
+        log.info("%s", report.message)
+
+    def create_experiment_conda_environment(self, path: str | None = None) -> None:
+        """Build a conda environment with the recorded Python and packages."""
+        target = path or f"{self._recording_id}_conda_env"
+        environment.create_conda_environment(self._environment(), target)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _not_running(self) -> RecorderStateError:
+        if self._state is _State.STOPPED:
+            return RecorderStateError(
+                f"add_record after stop() on recorder {self._name!r}; record before stop(), or "
+                "create a new ExperimentRecorder"
+            )
+        return RecorderStateError(
+            f"add_record before start() on recorder {self._name!r}; call recorder.start() or "
+            "use `with recorder:`"
+        )
+
+    def _resource_changed(self) -> None:
+        self._resource_version += 1
+
+    def _resource_json(self) -> str:
+        version = self._resource_version
+        if self._resource_cache[0] != version:
+            self._resource_cache = (version, attributes_json(experiment_attributes(self._info())))
+        return self._resource_cache[1]
+
+    def _write_metrics(self, data: bytes, points: int) -> None:
+        self._spool.append("metrics", data)
+
+    def _after_cycle(self) -> None:
+        while self._alerts.fired:
+            self._deliver(self._alerts.fired.popleft())
+        if self._sender is not None:
+            self._sender.wake()
+        now = time.monotonic()
+        if now - getattr(self, "_saved_at", 0.0) > 2.0:
+            self._save()
+
+    def _deliver(self, firing: AlertFiring) -> None:
+        log.warning("markov alert [%s]: %s", self._name, firing.message())
+        self._alert_log.append(firing.to_json())
+        attrs = {
+            "markov.alert.metric": firing.condition.metric_name,
+            "markov.alert.operation": firing.condition.operation.value,
+            "markov.alert.threshold": firing.condition.metric_value,
+            "markov.alert.value": float(firing.value),
+            "markov.alert.text": firing.text,
+            "markov.alert.id": firing.alert_id,
+        }
+        if firing.step is not None:
+            attrs["markov.step"] = firing.step
+        self._telemetry.event(
+            "markov.alert",
+            attrs,
+            body=firing.message(),
+            time_ns=firing.time_unix_nano,
+            span=self._span,
+        )
+        for notifier in self._notifiers:
+            notifier(firing)
+        if self._sender is not None:
+            self._sender.update_recording({"alerts": [firing.to_json()]})
+
+    def _deliver_external_alert(self, firing: AlertFiring) -> None:
+        """From AlertReader (an app's own metrics): delivered by the flusher like our own."""
+        if self._running:
+            self._alerts.fired.append(firing)
+            self._flusher.wake()
+
+    def _lifecycle(self, step: str) -> None:
+        self._telemetry.event(
+            "markov.lifecycle",
+            {"markov.lifecycle.step": step},
+            body=f"recording {self._recording_id} {step}",
+            span=self._span,
+        )
+
+    def _spool_sync(self) -> None:
+        try:
+            self._spool.sync()
+        except OSError as exc:
+            log.warning("markov_otel: fsync of %s failed: %s", self._spool.dir, exc)
+
+    def _registration(self) -> dict[str, Any]:
+        keys = (
+            "recording_id",
+            "name",
+            "project_id",
+            "notes",
+            "dataset_id",
+            "model_class",
+            "model_id",
+            "metadata",
+            "hyper_parameters",
+        )
+        info = self._info()
+        return {k: info[k] for k in keys}
+
+    def _registered(self, answer: Mapping[str, Any]) -> None:
+        self._experiment_url = answer.get("experiment_url") or self._experiment_url
+
+    def _patch_body(self) -> dict[str, Any]:
+        return {
+            "hyper_parameters": dict(self._hparams),
+            "summary": self._summary.to_dict(),
+            "status": self._status,
+            "notes": self._notes,
+        }
+
+    def _info(self) -> dict[str, Any]:
+        """recording.json: identity, hyperparameters, summary, status (never the API key)."""
+        return {
+            "recording_id": self._recording_id,
+            "name": self._name,
+            "project_id": self._project_id,
+            "notes": self._notes,
+            "dataset_id": self._dataset_id,
+            "model_class": self._model_class,
+            "model_id": self._model_id,
+            "metadata": dict(self._metadata),
+            "hyper_parameters": dict(self._hparams),
+            "summary": self._summary.to_dict(),
+            "status": self._status,
+            "mode": self._settings.mode.value,
+            "endpoint": self._settings.endpoint,
+            "experiment_url": self._experiment_url,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": getattr(self, "_started_at", None),
+            "alerts": list(self._alert_log),
+            "points": self._view.counts["spooled"],
+            "last_step": self._step,
+            "last_values": {k: _jsonable(v) for k, (v, _s) in list(self._view.last.items())},
+        }
+
+    def _save(self) -> None:
+        self._saved_at = time.monotonic()
+        try:
+            self._spool.write_recording(self._info())
+        except OSError as exc:
+            log.warning("markov_otel: cannot update %s/recording.json: %s", self._spool.dir, exc)
+
+    def _resume_if_existing(self, recording_id: str | None) -> None:
+        if not recording_id:
+            return
+        info = self._spool.read_recording()
+        if not info:
+            return
+        self._model_id = info.get("model_id") or self._model_id
+        self._hparams = {**info.get("hyper_parameters", {}), **self._hparams}
+        self._summary.update(info.get("summary", {}))
+        self._alert_log = list(info.get("alerts", []))
+        self._step = int(info.get("last_step", -1))
+
+    def _capture_environment(self) -> None:
+        try:
+            self.upsert_package_requirements()
+        except Exception as exc:  # capture is a convenience: never fail the run for it
+            log.warning("markov_otel: environment capture failed: %s", exc)
+
+    def _store_environment(self, env: dict[str, Any]) -> None:
+        from markov_otel.spool import write_json_atomic
+
+        write_json_atomic(self._spool.dir / "environment.json", env)
+        environment.write_requirements_file(env, self._spool.dir / "requirements.txt")
+        if self._sender is not None:
+            self._sender.update_recording({"requirements": env})
+
+    def _environment(self) -> dict[str, Any]:
+        from markov_otel.spool import read_json
+
+        env = read_json(self._spool.dir / "environment.json")
+        if not env:
+            env = environment.capture()
+            if self._spool.dir.exists():
+                self._store_environment(env)
+        return env
+
+    def __repr__(self) -> str:
+        return (
+            f"ExperimentRecorder(name={self._name!r}, recording_id={self._recording_id!r}, "
+            f"mode={self._settings.mode.value!r}, status={self._status!r})"
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and value - value != 0.0:
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise ConfigError(f"step={step!r} must be an integer, e.g. add_record(record, step=10)")
+    return int(step.__index__())
+
+
+def _mapping(what: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what}={value!r} must be a dict, e.g. {what}={{'lr': 0.001}}")
+    return value
+
+
+def _model_class(value: Any) -> str:
+    try:
+        return ModelClass(value).value
+    except ValueError:
+        kinds = ", ".join(m.name for m in ModelClass)
+        raise ConfigError(f"model_class={value!r} is not one of ModelClass.{{{kinds}}}") from None
+
+
+def _queue_config(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(_QUEUE_CONFIG) - _EXTRAS
+    if unknown:
+        known = ", ".join(sorted({*_QUEUE_CONFIG, *_EXTRAS}))
+        raise ConfigError(
+            f"unknown argument(s) {sorted(unknown)}; known keyword arguments: {known}"
+        )
+    out: dict[str, Any] = {}
+    for key, (kind, default) in _QUEUE_CONFIG.items():
+        value = kwargs.get(key, default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        if kind is int:
+            ok = ok and float(value).is_integer()
+        if not ok:
+            raise ConfigError(
+                f"{key}={value!r} must be a positive {'integer' if kind is int else 'number'}, "
+                f"e.g. ExperimentRecorder(..., {key}={default!r})"
+            )
+        out[key] = kind(value)
+    return out
+
+
+def _settings(mode: Any, kwargs: Mapping[str, Any]) -> Settings:
+    given = kwargs.get("settings")
+    if given is not None:
+        if not isinstance(given, Settings):
+            raise ConfigError(f"settings={given!r} must be a markov_otel.config.Settings")
+        return (
+            given
+            if mode is None
+            else Settings(**{**given.__dict__, "mode": RecordingMode.parse(mode)})
+        )
+    overrides = {
+        "mode": mode,
+        "dir": kwargs.get("markov_dir"),
+        "endpoint": kwargs.get("endpoint"),
+        "api_key": kwargs.get("api_key"),
+        "webhook_url": kwargs.get("webhook_url"),
+    }
+    return Settings.resolve(overrides)
+
+
+def _notifiers(settings: Settings) -> list[WebhookNotifier]:
+    return [WebhookNotifier(settings.webhook_url)] if settings.webhook_url else []
+
+
+_live: weakref.WeakSet[ExperimentRecorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_recorders() -> None:
+    """Process exit without stop(): flush every running recorder to disk (bounded by its timeout)."""
+    for recorder in list(_live):
+        try:
+            recorder.stop()
+        except Exception as exc:  # exit must go on whatever happens
+            log.error("markov_otel: stopping %s at exit failed: %s", recorder.recording_id, exc)

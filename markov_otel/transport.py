@@ -1,0 +1,338 @@
+"""The Markov backend client: retry policy, and the sender thread that ships the spool.
+
+Spool first, send second, mark acked: the sender reads lines from the run dir, POSTs each one
+as-is (it is already OTLP-JSON) with an Idempotency-Key naming that line, and records the ack in
+acks.json, so a restart or `mkv sync` resumes where it stopped and never duplicates a point.
+Weather is retried (408, 429, 5xx, resets, timeouts: exponential backoff with jitter,
+Retry-After honoured); a refusal retrying cannot fix pauses sending, says why once, and leaves
+the data on disk for `mkv sync`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from opentelemetry import context as otel_context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+
+from markov_otel.config import Settings
+from markov_otel.errors import BackendError
+from markov_otel.spool import SIGNALS, Spool
+
+log = logging.getLogger("markov_otel")
+
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+BACKOFF_BASE, BACKOFF_CAP = 0.2, 10.0
+
+
+class Retry(Exception):
+    """Weather: try again after `delay` seconds (None: use backoff)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Refused(Exception):
+    """The backend refused in a way retrying cannot fix (bad token, malformed batch …)."""
+
+
+def backoff(attempt: int, *, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter, capped."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 16)) * (0.5 + rng())
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class BackendClient:
+    """One requests.Session to the backend; every call returns JSON or raises Retry/Refused."""
+
+    def __init__(self, settings: Settings, timeout: float) -> None:
+        self.base, self.timeout = settings.endpoint.rstrip("/"), timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "markov-otel"
+        if settings.api_key:
+            self.session.headers["Authorization"] = f"Bearer {settings.api_key}"
+        if settings.ca_bundle:
+            self.session.verify = settings.ca_bundle
+
+    def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            response = self.session.request(
+                method, self.base + path, timeout=timeout or self.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise Retry(f"{type(exc).__name__} talking to {self.base}") from exc
+        finally:
+            otel_context.detach(token)
+        if response.status_code in RETRY_STATUS:
+            raise Retry(
+                f"HTTP {response.status_code} from {self.base}{path}",
+                retry_after(response.headers.get("Retry-After")),
+            )
+        if response.status_code >= 400:
+            raise Refused(
+                f"HTTP {response.status_code} from {self.base}{path}: {response.text[:200]}"
+            )
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            return {}
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@dataclass
+class Progress:
+    """What a sender has done: lines and bytes acked per signal."""
+
+    sent_lines: int = 0
+    sent_bytes: int = 0
+
+
+class Sender:
+    """Ships one run dir to the backend from its own thread (or in the caller's, for sync)."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        settings: Settings,
+        queue: Mapping[str, Any],
+        view: Any = None,
+        *,
+        on_registered: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self._spool, self._queue, self._view = spool, queue, view
+        self._client = BackendClient(settings, float(queue["register_batch_timeout"]))
+        self._on_registered = on_registered
+        self._registration: dict[str, Any] | None = None
+        self._registered = False
+        self._patch: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._deadline: float | None = None
+        self._paused: str | None = None
+        self._warned: set[str] = set()
+        self._attempt = 0
+        self.progress = Progress()
+        self._thread = threading.Thread(target=self._run, name="markov-sender", daemon=True)
+
+    # -- the recorder's side -------------------------------------------------------------------
+
+    def register(self, body: dict[str, Any]) -> None:
+        """Try once now; on weather warn once and let the thread retry."""
+        self._registration = body
+        try:
+            self._register()
+        except (Retry, Refused) as exc:
+            self._warn(
+                "register",
+                f"markov_otel: cannot register recording "
+                f"{body['recording_id']} with {self._client.base} ({exc}); recording "
+                "to disk and retrying in the background",
+            )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def update_recording(self, patch: Mapping[str, Any]) -> None:
+        with self._lock:
+            for key, value in patch.items():
+                if key == "alerts":
+                    self._patch.setdefault("alerts", []).extend(value)
+                elif isinstance(value, dict) and isinstance(self._patch.get(key), dict):
+                    self._patch[key].update(value)
+                else:
+                    self._patch[key] = value
+        self._wake.set()
+
+    def stop(self, timeout: float) -> bool:
+        """Send what is left for at most `timeout` seconds; True when everything is acked."""
+        self._deadline = time.monotonic() + timeout
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout + 0.2)
+        done = not self._thread.is_alive() and self._all_sent()
+        if not self._thread.is_alive():
+            self._client.close()
+        return done
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        while True:
+            self._wake.wait(self._queue["batch_processing_interval"])
+            self._wake.clear()
+            delay = self.pump()
+            if self._stopping and (self._finished() or self._past_deadline()):
+                return
+            if delay:
+                self._sleep(delay)
+
+    def pump(self) -> float:
+        """One round: register, PATCH, send unacked lines. Returns a retry delay (0: all good)."""
+        if self._paused:
+            return 0.0
+        try:
+            if not self._registered:
+                self._register()
+            self._send_patch()
+            for signal in SIGNALS:
+                self._send_lines(signal)
+        except Retry as exc:
+            self._attempt += 1
+            self._warn(
+                "retry",
+                f"markov_otel: backend trouble ({exc}); data is safe in "
+                f"{self._spool.dir}, retrying",
+            )
+            return exc.delay if exc.delay is not None else backoff(self._attempt)
+        except Refused as exc:
+            self._paused = str(exc)
+            log.error(
+                "markov_otel: the backend refused recording %s: %s. The data stays in %s; "
+                "fix the cause, then run: mkv sync %s",
+                self._spool.dir.name,
+                exc,
+                self._spool.dir,
+                self._spool.dir.name,
+            )
+            return 0.0
+        self._attempt = 0
+        return 0.0
+
+    def _register(self) -> None:
+        if self._registration is None or self._registered:
+            return
+        answer = self._client.call(
+            "POST", "/api/v1/recordings", json=self._registration, timeout=self._timeout()
+        )
+        self._registered = True
+        if self._on_registered is not None:
+            self._on_registered(answer)
+
+    def _send_patch(self) -> None:
+        with self._lock:
+            patch, self._patch = self._patch, {}
+        if not patch:
+            return
+        rid = self._spool.dir.name
+        try:
+            self._client.call(
+                "PATCH", f"/api/v1/recordings/{rid}", json=patch, timeout=self._timeout()
+            )
+        except (Retry, Refused):
+            self.update_recording(patch)  # keep it for the next round, merged with newer news
+            raise
+
+    def _send_lines(self, signal: str) -> None:
+        acks = self._spool.read_acks()
+        mark = acks.get(signal, {"lines": 0, "offset": 0})
+        rid = self._spool.dir.name
+        for line in self._spool.lines(signal, mark["lines"], mark["offset"]):
+            if self._past_deadline():
+                return
+            self._client.call(
+                "POST",
+                f"/v1/{signal}",
+                data=line.text.encode("utf-8"),
+                timeout=self._timeout(),
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": f"{rid}:{signal}:{line.number}",
+                },
+            )
+            acks[signal] = {"lines": line.number + 1, "offset": line.end}
+            self._spool.write_acks(acks)
+            self.progress.sent_lines += 1
+            self.progress.sent_bytes += len(line.text)
+            if signal == "metrics" and self._view is not None:
+                self._view.counts["sent"] += line.text.count('"timeUnixNano"')
+
+    def _all_sent(self) -> bool:
+        acks = self._spool.read_acks()
+        for signal in SIGNALS:
+            mark = acks.get(signal, {"lines": 0, "offset": 0})
+            if next(iter(self._spool.lines(signal, mark["lines"], mark["offset"])), None):
+                return False
+        return self._registered and not self._patch
+
+    def _finished(self) -> bool:
+        return self._paused is not None or self._all_sent()
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _timeout(self) -> float:
+        timeout = float(self._queue["register_batch_timeout"])
+        if self._deadline is not None:
+            timeout = max(0.05, min(timeout, self._deadline - time.monotonic()))
+        return timeout
+
+    def _sleep(self, delay: float) -> None:
+        if self._deadline is not None:
+            delay = min(delay, max(0.0, self._deadline - time.monotonic()))
+        self._wake.wait(delay)
+
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(message)
+
+    # -- sync (the CLI's side) -----------------------------------------------------------------
+
+    def sync(
+        self,
+        registration: dict[str, Any],
+        patch: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> Progress:
+        """Register, PATCH and send everything now, in this thread; BackendError if it can't."""
+        self._registration, self._deadline = registration, deadline
+        self.update_recording(patch)
+        while True:
+            delay = self.pump()
+            if progress is not None:
+                progress(self.progress)
+            if self._paused:
+                raise BackendError(self._paused)
+            if self._all_sent():
+                return self.progress
+            if self._past_deadline():
+                raise BackendError(
+                    f"{self._client.base} did not take recording "
+                    f"{self._spool.dir.name} in time; run mkv sync again"
+                )
+            time.sleep(delay or 0.01)

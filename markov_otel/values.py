@@ -1,0 +1,87 @@
+"""What add_record accepts, and how each value becomes a number.
+
+| value | outcome |
+|---|---|
+| float, int, bool | recorded as is (bool as 0/1; ints beyond int64 as doubles) |
+| NaN, ±inf | recorded as is ("NaN", "Infinity" on the wire) |
+| numpy / torch scalars, anything with `__float__` or `.item()` | converted with `float()` |
+| numeric strings ("0.5") | converted with `float()` |
+| nested dicts | flattened: {"val": {"loss": 1}} records "val/loss" |
+| None, other strings, bytes, lists, arrays of more than one element | ConfigError naming the key |
+| non-string or empty keys, an empty record | ConfigError |
+
+A record is checked whole before anything is kept, so an error never records half of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from markov_otel.errors import ConfigError
+
+PLAIN_TYPES = frozenset({float, int, bool})
+
+
+def normalize_record(record: Any) -> dict[str, float | int | bool]:
+    """A new dict of plain numbers, or a ConfigError that names the offending key."""
+    if not isinstance(record, Mapping):
+        raise ConfigError(
+            f"record={record!r} must be a dict of metric name to number, e.g. {{'loss': 0.9}}"
+        )
+    out: dict[str, float | int | bool] = {}
+    _flatten(record, "", out)
+    if not out:
+        raise ConfigError("record is empty: pass at least one key, e.g. {'loss': 0.9}")
+    return out
+
+
+def _flatten(record: Mapping[Any, Any], prefix: str, out: dict[str, float | int | bool]) -> None:
+    for key, value in record.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"record key {key!r} must be a non-empty string, e.g. 'loss'")
+        name = prefix + key
+        if isinstance(value, Mapping):
+            _flatten(value, name + "/", out)
+        else:
+            out[name] = to_number(name, value)
+
+
+def to_number(key: str, value: Any) -> float | int | bool:
+    """One value as a plain number (see the module table), or a ConfigError naming the key."""
+    if type(value) in PLAIN_TYPES:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, float):  # subclasses, e.g. numpy.float64
+        return float(value)
+    if isinstance(value, int):  # subclasses, e.g. IntEnum; bool is a plain type above
+        return int(value)
+    if isinstance(value, (bytes, bytearray)) or value is None:
+        raise _unsupported(key, value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise _unsupported(key, value) from None
+    item = getattr(value, "item", None)
+    if callable(item):  # numpy / torch scalars and one-element arrays / tensors
+        try:
+            value = item()
+        except (ValueError, RuntimeError, TypeError):
+            raise _unsupported(key, value) from None
+        if type(value) in PLAIN_TYPES:
+            return value  # type: ignore[no-any-return]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise _unsupported(key, value) from None
+
+
+def _unsupported(key: str, value: Any) -> ConfigError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return ConfigError(
+        f"record key {key!r} has value {shown} of type {type(value).__name__}, which is not a "
+        "number; record numbers only (text belongs in summary.add() or metadata), e.g. "
+        f"{{{key!r}: 0.9}}"
+    )
