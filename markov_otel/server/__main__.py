@@ -1,0 +1,62 @@
+"""`python -m markov_otel.server --host H --port P --db URL --token T --port-file F`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from markov_otel.errors import MarkovError
+from markov_otel.server.app import DEFAULT_MAX_BODY_BYTES
+
+TOKENS_ENV = "MARKOV_SERVER_TOKENS"
+"""Comma-separated tokens (`T` or `T:PROJECT_ID`), added to those given with --token."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m markov_otel.server", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8470, help="0 picks a free port")
+    parser.add_argument(
+        "--db",
+        default="sqlite:///markov-server.db",
+        help="sqlite:///path, a file path, or postgresql://...",
+    )
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable)",
+    )
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--public-url", help="base of experiment_url (default: the request's)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tokens = [*args.token, *os.environ.get(TOKENS_ENV, "").split(",")]
+    try:
+        from markov_otel.server.runner import serve
+
+        serve(
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            tokens=[t for t in tokens if t.strip()],
+            max_body_bytes=args.max_body_bytes,
+            port_file=args.port_file,
+            public_url=args.public_url,
+        )
+    except MarkovError as exc:
+        print(f"markov server: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

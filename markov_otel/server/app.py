@@ -1,0 +1,139 @@
+"""The ASGI app: routes, the bearer-token gate, error bodies; `create_app` builds it.
+
+Public without a token: `/healthz`, `/openapi.json` and `/static/*` (no recorded data). Every
+other route needs `Authorization: Bearer <token>` when tokens are configured; the HTML pages also
+take the `markov_token` cookie that `?token=` sets (see `auth.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from markov_otel.server.api import api_routes, json_response
+from markov_otel.server.auth import COOKIE, TokenTable, bearer
+from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
+from markov_otel.server.ingest import error_response, ingest_endpoint
+from markov_otel.server.openapi import openapi_document
+from markov_otel.server.pages import page_routes
+from markov_otel.server.storage import Store, open_store
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+STATIC_DIR = Path(__file__).parent / "static"
+_PUBLIC = ("/healthz", "/openapi.json")
+_PAGE_PREFIXES = ("/recordings/", "/projects/")
+
+
+def create_app(
+    *,
+    db: str,
+    tokens: list[str],
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    public_url: str | None = None,
+) -> Starlette:
+    """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`."""
+    store = open_store(db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = Starlette(
+        routes=routes(store, max_body_bytes, public_url),
+        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.add_middleware(TokenGate, tokens=TokenTable(tokens))
+    app.state.store = store
+    return app
+
+
+def routes(store: Store, limit: int, public_url: str | None) -> list[Route | Mount]:
+    """Every route of the backend."""
+    ingest = [
+        Route(f"/v1/{signal}", ingest_endpoint(signal, store, limit), methods=["POST"])
+        for signal in ("metrics", "traces", "logs")
+    ]
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *ingest,
+        *api_routes(store, limit, public_url),
+        *page_routes(store),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    response = json_response({"error": exc.reason}, exc.status)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_response({"error": exc.detail}, exc.status_code)
+
+
+class TokenGate:
+    """ASGI middleware: 401 unless the request carries a configured token; sets state.grant."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenTable) -> None:
+        self.app, self.tokens = app, tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        path: str = scope["path"]
+        presented = bearer(request.headers.get("authorization"))
+        if presented is None and is_page(path):
+            presented = request.query_params.get("token") or request.cookies.get(COOKIE)
+        grant = self.tokens.grant_for(presented)
+        if grant is None and not (path in _PUBLIC or path.startswith("/static/")):
+            await refusal(request, presented)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["grant"] = grant or self.tokens.grant_for(None)
+        await self.app(scope, receive, send)
+
+
+def is_page(path: str) -> bool:
+    """True for the HTML pages (which a browser opens without an Authorization header)."""
+    return path == "/" or path.startswith(_PAGE_PREFIXES)
+
+
+def refusal(request: Request, presented: str | None) -> Any:
+    """The 401 answer, in the encoding an OTLP client expects on /v1/*."""
+    reason = "missing bearer token" if presented is None else "invalid bearer token"
+    reason += ": send Authorization: Bearer <token> (a token given to the server with --token)"
+    error = ApiError(401, reason)
+    if request.url.path.startswith("/v1/"):
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        return error_response(error, PROTOBUF if ctype == PROTOBUF else JSON)
+    response = json_response({"error": reason}, 401)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response

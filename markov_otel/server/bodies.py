@@ -1,0 +1,84 @@
+"""Request bodies: size limit (413), gzip, content types, JSON objects; `ApiError` for refusals.
+
+A body is counted while it streams in, and a gzip body is inflated with the same limit, so neither
+a large upload nor a small gzip bomb can take the server's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from starlette.requests import Request
+
+__all__ = ["JSON", "PROTOBUF", "ApiError", "json_object", "otlp_content_type", "read_body"]
+
+JSON = "application/json"
+PROTOBUF = "application/x-protobuf"
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status and the reason sent back to the client."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def otlp_content_type(request: Request) -> str:
+    """The OTLP encoding of a request: JSON or protobuf; 415 for anything else."""
+    raw = request.headers.get("content-type", "")
+    ctype = raw.split(";", 1)[0].strip().lower()
+    if ctype in (JSON, PROTOBUF):
+        return ctype
+    if ctype == "application/protobuf":
+        return PROTOBUF
+    raise ApiError(415, f"Content-Type {raw!r} is not supported; use {JSON} or {PROTOBUF}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, inflated if gzip; 413 past `limit` bytes (before or after inflating)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"body of {length} bytes is larger than the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        return gunzip(body, limit)
+    if encoding not in ("", "identity"):
+        raise ApiError(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+    return body
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate a gzip body; 413 when it inflates past `limit`, 400 when it is not gzip."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ApiError(400, f"body is not valid gzip ({exc})") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ApiError(413, f"gzip body inflates past the limit of {limit} bytes")
+    if not inflater.eof:
+        raise ApiError(400, "gzip body is truncated")
+    return out
+
+
+async def json_object(request: Request, limit: int) -> dict[str, Any]:
+    """A JSON object body (REST routes); 400 with the reason when it is anything else."""
+    body = await read_body(request, limit)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body is not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ApiError(400, f"body must be a JSON object, got {type(doc).__name__}")
+    return doc

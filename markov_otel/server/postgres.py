@@ -1,0 +1,54 @@
+"""The PostgreSQL store (psycopg 3): the shared SQL of `sqlstore.py`, points loaded with COPY."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from markov_otel.errors import ConfigError
+from markov_otel.server.sqlstore import PointRow, SqlStore
+
+__all__ = ["PostgresStore"]
+
+
+class PostgresStore(SqlStore):
+    """Recordings in a PostgreSQL database, one autocommit connection, writes in transactions."""
+
+    value_type = "DOUBLE PRECISION"
+    lock_clause = " FOR UPDATE"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise ConfigError(f"cannot connect to the PostgreSQL database at --db: {exc}") from exc
+        self._sql_cache: dict[str, str] = {}
+        self.create_schema()
+
+    def _sql(self, sql: str) -> str:
+        cached = self._sql_cache.get(sql)
+        if cached is None:
+            cached = self._sql_cache[sql] = sql.replace("?", "%s")
+        return cached
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            yield cur
+
+    def _cursor(self) -> Any:
+        return self._conn.cursor()
+
+    def _insert_points(self, cur: Any, rows: Sequence[PointRow]) -> None:
+        columns = "recording_id, key, step, value, value_text, time_unix_nano"
+        with cur.copy(f"COPY points ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,91 @@
+"""Where the backend keeps recordings: the `Store` interface, the SQLite store, `open_store(url)`.
+
+`open_store` picks the implementation from the URL: `sqlite:///path`, a plain path, or
+`postgresql://…` (see `postgres.py`). SQLite runs in WAL mode with `synchronous=NORMAL`, so
+readers never block the writer and a crash loses at most the last commits, never the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from markov_otel.errors import ConfigError
+from markov_otel.server.sqlstore import EventRow, PointRow, SqlStore
+
+__all__ = ["EventRow", "PointRow", "SQLiteStore", "Store", "open_store"]
+
+
+class Store(Protocol):
+    """What the app needs from storage; every method is blocking and thread-safe."""
+
+    def register(self, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    def get(self, recording_id: str) -> dict[str, Any] | None: ...
+    def list_recordings(self, project_id: str | None = None) -> list[dict[str, Any]]: ...
+    def projects_of(self, recording_ids: Sequence[str]) -> dict[str, str]: ...
+    def patch(self, recording_id: str, changes: dict[str, Any]) -> dict[str, Any] | None: ...
+    def alerts(self, recording_id: str) -> list[dict[str, Any]]: ...
+    def requirements(self, recording_id: str) -> dict[str, Any] | None: ...
+    def records(self, recording_id: str, key: str) -> list[tuple[int, float | int | str, int]]: ...
+    def ingest(
+        self,
+        idempotency_key: str | None,
+        resources: Sequence[tuple[str, dict[str, Any]]],
+        points: Sequence[PointRow] = (),
+        events: Sequence[EventRow] = (),
+    ) -> bool: ...
+    def close(self) -> None: ...
+
+
+class SQLiteStore(SqlStore):
+    """A SQLite file in WAL mode (the default store: embedded, zero set-up)."""
+
+    # No declared type: SQLite then keeps an integer as an integer and a float as a float.
+    value_type = ""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=10000")
+        self.create_schema()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _cursor(self) -> Any:
+        return self._conn.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_store(url: str) -> Store:
+    """The store a `--db` URL names: `sqlite:///path`, a plain path, or `postgresql://…`."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from markov_otel.server.postgres import PostgresStore
+
+        return PostgresStore(url)
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(url[len("sqlite:///") :] or ":memory:")
+    if "://" in url:
+        raise ConfigError(
+            f"db={url!r} is not a supported database URL; use sqlite:///path/to/file.db, "
+            "a plain file path, or postgresql://user@host/dbname"
+        )
+    return SQLiteStore(url)
