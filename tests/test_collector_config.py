@@ -573,3 +573,20 @@ def test_promtool_accepts_prometheus_yml() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_user_doc_names_the_settings_the_code_reads() -> None:
+    """docs/opentelemetry.md's MARKOV_* variables all exist in config.py, and it gives the ports."""
+    text = OTEL_DOC.read_text(encoding="utf-8")
+    config_py = ROOT / "markov_otel" / "config.py"
+    source = config_py.read_text(encoding="utf-8") if config_py.exists() else ""
+    known = set(re.findall(r'"(MARKOV_[A-Z_]+)"', source))
+    known |= {"MARKOV_API_KEY", "MARKOV_ENDPOINT", "MARKOV_DIR", "MARKOV_SERVER_TOKENS"}
+    known |= {"MARKOV_PROMETHEUS_ADDR"}  # read where the scrape endpoint starts (otel/providers.py)
+    mentioned = set(re.findall(r"\bMARKOV_[A-Z_]+\b", text))
+    assert mentioned and mentioned <= known, mentioned - known
+    for port in (OTLP_GRPC_PORT, OTLP_HTTP_PORT, COLLECTOR_PROMETHEUS_PORT, backend_port()):
+        assert str(port) in text, port
+    assert (
+        "protocol.md" in text and "otlpjsonfile" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text
+    )
