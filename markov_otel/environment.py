@@ -47,6 +47,8 @@ ENVIRONMENT_SCHEMA = 1
 GIT_TIMEOUT_S = 2.0
 """How long a git query may take before the git state is recorded as unknown (None)."""
 
+_NAME_RE = re.compile(r"^Name:[ \t]*(.+)$", re.MULTILINE)
+_VERSION_RE = re.compile(r"^Version:[ \t]*(.+)$", re.MULTILINE)
 # pip freeze leaves pip out too: the new environment brings its own.
 _NOT_REQUIRED = frozenset({"pip"})
 
@@ -92,13 +94,9 @@ def _installed_packages() -> list[dict[str, Any]]:
 def _name_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:
     """Name and Version from the metadata headers (the email parser took ~45 ms for 140 dists)."""
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-    name = version = None
-    for line in text.partition("\n\n")[0].splitlines():
-        if line.startswith("Name:"):
-            name = line[5:].strip()
-        elif line.startswith("Version:"):
-            version = line[8:].strip()
-    return name, version
+    header = text.partition("\n\n")[0]
+    name, version = _NAME_RE.search(header), _VERSION_RE.search(header)
+    return (name.group(1).strip() if name else None, version.group(1).strip() if version else None)
 
 
 def _direct_url(dist: importlib.metadata.Distribution) -> dict[str, Any] | None:

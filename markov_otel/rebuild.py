@@ -139,6 +139,13 @@ def _bin(venv: Path, program: str) -> Path:
     return venv / scripts / (f"{program}.exe" if os.name == "nt" else program)
 
 
+def _child_env() -> dict[str, str]:
+    """This process's environment minus what would make the new interpreter see our packages."""
+    # With PYTHONPATH inherited, the venv's pip finds our packages "already satisfied".
+    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def _make_venv(target: Path, python: str | None) -> Path:
     """Run `python -m venv` (with pip) and return the new interpreter."""
     creator = python or sys.executable
@@ -146,7 +153,11 @@ def _make_venv(target: Path, python: str | None) -> Path:
         raise ConfigError(f"python={creator!r} was not found; name an interpreter, e.g. 'python3'")
     target.parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        [creator, "-m", "venv", str(target)], capture_output=True, text=True, check=False
+        [creator, "-m", "venv", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=_child_env(),
     )
     if done.returncode != 0:
         reason = _last_error(done.stdout + done.stderr)
@@ -196,7 +207,12 @@ def _pip_install(venv_python: Path, lines: Sequence[str], say: Progress) -> tupl
     cmd = [str(venv_python), "-m", "pip", "install", *_PIP_FLAGS, "-r", str(reqs)]
     tail: deque[str] = deque(maxlen=200)
     with subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_child_env(),
     ) as proc:
         assert proc.stdout is not None  # stdout=PIPE
         for raw in proc.stdout:
@@ -274,6 +290,7 @@ def _verify(venv_python: Path) -> str:
         capture_output=True,
         text=True,
         check=False,
+        env=_child_env(),
     )
     if done.returncode != 0:
         reason = _last_error(done.stderr)

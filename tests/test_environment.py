@@ -389,8 +389,13 @@ def foreign_wheel(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_virtualenv_installs_what_it_can_and_names_the_rest(tmp_path: Path) -> None:
+def test_virtualenv_installs_what_it_can_and_names_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Pinned packages install and import in the new venv; the unreinstallable are named once."""
+    # A six on our PYTHONPATH must not count as "already satisfied" for the venv's pip.
+    make_dist(tmp_path / "outer-site", "six", "1.16.0", None)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "outer-site"))
     wheel = foreign_wheel(tmp_path)
     gone = tmp_path / "my-checkout"
     more = [
@@ -421,6 +426,7 @@ def test_virtualenv_installs_what_it_can_and_names_the_rest(tmp_path: Path) -> N
     assert "bogus_pkg" in report.message and str(gone) in report.message
     assert any(line.startswith("Collecting six") for line in progress)
     code = "import six, idna; print(six.__version__, idna.__version__)"
+    monkeypatch.delenv("PYTHONPATH")
     done = subprocess.run([str(report.python), "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["1.16.0", "3.7"]
 
