@@ -26,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from markov_otel import environment
+from markov_otel import environment, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
 from markov_otel.config import RecordingMode, Settings
 from markov_otel.errors import ConfigError, RecorderStateError
@@ -364,18 +364,20 @@ class ExperimentRecorder:
 
     def create_experiment_requirements_file(self, requirement_file_path: str) -> None:
         """Write the recorded requirements.txt at that path (a directory gets one inside)."""
-        environment.write_requirements_file(self._environment(), requirement_file_path)
+        environment.write_requirements_file(
+            self._environment(), requirement_file_path, recording_id=self._recording_id
+        )
 
     def create_experiment_virtualenv(self, path: str | None = None) -> None:
         """Build a virtualenv with the recorded packages (default ./<recording_id>_venv)."""
         target = path or f"{self._recording_id}_venv"
-        report = environment.create_virtualenv(self._environment(), target, progress=log.info)
+        report = rebuild.create_virtualenv(self._environment(), target, progress=log.info)
         log.info("%s", report.message)
 
     def create_experiment_conda_environment(self, path: str | None = None) -> None:
         """Build a conda environment with the recorded Python and packages."""
         target = path or f"{self._recording_id}_conda_env"
-        environment.create_conda_environment(self._environment(), target)
+        rebuild.create_conda_environment(self._environment(), target, progress=log.info)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -537,7 +539,9 @@ class ExperimentRecorder:
         from markov_otel.spool import write_json_atomic
 
         write_json_atomic(self._spool.dir / "environment.json", env)
-        environment.write_requirements_file(env, self._spool.dir / "requirements.txt")
+        environment.write_requirements_file(
+            env, self._spool.dir / "requirements.txt", recording_id=self._recording_id
+        )
         if self._sender is not None:
             self._sender.update_recording({"requirements": env})
 

@@ -200,15 +200,15 @@ class Sender:
                 self._sleep(delay)
 
     def pump(self) -> float:
-        """One round: register, PATCH, send unacked lines. Returns a retry delay (0: all good)."""
+        """One round: register, send unacked lines, PATCH. Returns a retry delay (0: all good)."""
         if self._paused:
             return 0.0
         try:
             if not self._registered:
                 self._register()
-            self._send_patch()
             for signal in SIGNALS:
                 self._send_lines(signal)
+            self._send_patch()  # after the batches, whose resources carry an older status
         except Retry as exc:
             self._attempt += 1
             self._warn(

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test gets its own config file and runs dir, and the real backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["backend_fixture"]
+
+_MARKOV_ENV = (
+    "MARKOV_MODE", "MARKOV_ENDPOINT", "MARKOV_API_KEY", "MARKOV_DIR", "MARKOV_CONFIG",
+    "MARKOV_WEBHOOK_URL", "MARKOV_CA_BUNDLE", "MARKOV_CAPTURE_ENVIRONMENT",
+    "MARKOV_PROMETHEUS_PORT", "MARKOV_EXPORT_POINTS", "MARKOV_TRACE_CHILDREN",
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No test reads the developer's config or writes outside tmp_path; env capture off."""
+    for name in _MARKOV_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MARKOV_CONFIG", str(tmp_path / "config" / "config.json"))
+    monkeypatch.setenv("MARKOV_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MARKOV_CAPTURE_ENVIRONMENT", "0")
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path / "runs"
