@@ -72,11 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the reference Markov backend")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8470)
-    serve.add_argument("--db", default="sqlite:///markov-server.db",
-                       help="sqlite:///path (default) or postgresql://user@host/db")
-    serve.add_argument("--token", action="append", default=[],
-                       help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); "
-                       "also MARKOV_SERVER_TOKENS")
+    serve.add_argument(
+        "--db",
+        default="sqlite:///markov-server.db",
+        help="sqlite:///path (default) or postgresql://user@host/db",
+    )
+    serve.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); "
+        "also MARKOV_SERVER_TOKENS",
+    )
     serve.add_argument("--port-file", help=argparse.SUPPRESS)
     serve.add_argument("--public-url", help="base of experiment_url links")
     serve.set_defaults(run=cmd_serve)
@@ -92,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.resolve({"dir": getattr(args, "dir", None),
-                             "endpoint": getattr(args, "endpoint", None)})
+    return Settings.resolve(
+        {"dir": getattr(args, "dir", None), "endpoint": getattr(args, "endpoint", None)}
+    )
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
@@ -138,8 +146,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         spool = runs.open_run(base, run_id)
         info = spool.read_recording()
         synced = "yes" if runs.unsent_lines(spool) == 0 else "no"
-        print(f"{run_id:34} {str(info.get('name'))[:24]:24} {runs.status_of(info):9} "
-              f"{info.get('points', 0):>9}  {synced}")
+        print(
+            f"{run_id:34} {str(info.get('name'))[:24]:24} {runs.status_of(info):9} "
+            f"{info.get('points', 0):>9}  {synced}"
+        )
     return 0
 
 
@@ -152,8 +162,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
-    for key in ("recording_id", "name", "project_id", "status", "model_class", "model_id",
-                "notes", "points", "unsent_lines", "run_dir"):
+    for key in (
+        "recording_id",
+        "name",
+        "project_id",
+        "status",
+        "model_class",
+        "model_id",
+        "notes",
+        "points",
+        "unsent_lines",
+        "run_dir",
+    ):
         print(f"{key:16} {info.get(key)}")
     for title in ("hyper_parameters", "summary", "last_values"):
         print(f"{title}:")
@@ -161,8 +181,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  {key:24} {value}")
     print("alerts:")
     for alert in info.get("alerts", []):
-        print(f"  step {alert.get('step')}: {alert.get('text')} "
-              f"({alert.get('metric_name')}={alert.get('value')})")
+        print(
+            f"  step {alert.get('step')}: {alert.get('text')} "
+            f"({alert.get('metric_name')}={alert.get('value')})"
+        )
     return 0
 
 
@@ -179,14 +201,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
         def show(progress: Progress, run_id: str = run_id, total: int = total) -> None:
             if sys.stderr.isatty():
-                print(f"\r{run_id}: {progress.sent_lines}/{total} batches", end="",
-                      file=sys.stderr)
+                print(f"\r{run_id}: {progress.sent_lines}/{total} batches", end="", file=sys.stderr)
 
         done = runs.sync_run(spool, settings, timeout=args.timeout, progress=show)
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        print(f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
-              f"to {settings.endpoint}")
+        print(
+            f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
+            f"to {settings.endpoint}"
+        )
     return 0
 
 
@@ -195,8 +218,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     tokens = [*args.token, *os.environ.get("MARKOV_SERVER_TOKENS", "").split(",")]
     print(f"mkv serve: http://{args.host}:{args.port} (db {args.db})", file=sys.stderr)
-    serve(host=args.host, port=args.port, db=args.db, tokens=[t for t in tokens if t.strip()],
-          port_file=args.port_file, public_url=args.public_url)
+    serve(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        tokens=[t for t in tokens if t.strip()],
+        port_file=args.port_file,
+        public_url=args.public_url,
+    )
     return 0
 
 
@@ -211,8 +240,9 @@ def cmd_env(args: argparse.Namespace) -> int:
         report = rebuild.create_virtualenv(env, args.path or f"{args.run_id}_venv", progress=print)
         print(report.message)
     else:
-        path = rebuild.create_conda_environment(env, args.path or f"{args.run_id}_conda_env",
-                                                progress=print)
+        path = rebuild.create_conda_environment(
+            env, args.path or f"{args.run_id}_conda_env", progress=print
+        )
         print(f"created conda environment at {path}")
     return 0
 
@@ -229,8 +259,9 @@ def _recorded_environment(settings: Settings, run_id: str) -> dict[str, Any]:
     try:
         found = client.call("GET", f"/api/v1/recordings/{check_run_id(run_id)}/requirements")
     except (Refused, Retry) as exc:
-        raise ConfigError(f"no environment for {run_id!r} locally ({local}) or on "
-                          f"{settings.endpoint}: {exc}") from exc
+        raise ConfigError(
+            f"no environment for {run_id!r} locally ({local}) or on {settings.endpoint}: {exc}"
+        ) from exc
     finally:
         client.close()
     if not isinstance(found, dict) or not found:

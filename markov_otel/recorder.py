@@ -641,7 +641,7 @@ _live: weakref.WeakSet[ExperimentRecorder] = weakref.WeakSet()
 
 @atexit.register
 def _stop_live_recorders() -> None:
-    """Process exit without stop(): flush every running recorder to disk (bounded by its timeout)."""
+    """Process exit without stop(): flush every running recorder (bounded by its timeout)."""
     for recorder in list(_live):
         try:
             recorder.stop()

@@ -103,17 +103,33 @@ def _metric_points(metric: dict[str, Any], key: str | None) -> Iterator[Point]:
         yield Point(name, step, value, int(dp["timeUnixNano"]))
 
 
-def sync_run(spool: Spool, settings: Settings, *, timeout: float | None = None,
-             progress: Callable[[Progress], None] | None = None) -> Progress:
+def sync_run(
+    spool: Spool,
+    settings: Settings,
+    *,
+    timeout: float | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> Progress:
     """Register, send every unacked line, then PATCH the final state; safe to repeat."""
     info = spool.read_recording()
     status = status_of(info)
     if status != info.get("status"):
         info["status"] = status
         spool.write_recording(info)
-    registration = {k: info.get(k) for k in (
-        "recording_id", "name", "project_id", "notes", "dataset_id", "model_class", "model_id",
-        "metadata", "hyper_parameters")}
+    registration = {
+        k: info.get(k)
+        for k in (
+            "recording_id",
+            "name",
+            "project_id",
+            "notes",
+            "dataset_id",
+            "model_class",
+            "model_id",
+            "metadata",
+            "hyper_parameters",
+        )
+    }
     patch: dict[str, Any] = {k: info.get(k) for k in ("hyper_parameters", "summary", "notes")}
     patch["status"] = status
     patch["alerts"] = list(info.get("alerts", []))

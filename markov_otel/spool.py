@@ -88,7 +88,7 @@ class Spool:
         return self.dir / f"{signal}.jsonl"
 
     def append(self, signal: str, data: bytes) -> None:
-        """Append whole lines; on failure the file is cut back to where it was, and OSError raised."""
+        """Append whole lines; on failure cut the file back to where it was and raise OSError."""
         with self._lock:
             fd = self._fd(signal)
             start = os.lseek(fd, 0, os.SEEK_END)
@@ -122,11 +122,9 @@ class Spool:
 
     def lines(self, signal: str, start_line: int = 0, start_offset: int = 0) -> Iterator[SpoolLine]:
         """Complete lines from a known (line, offset) position; a torn tail is left unread."""
-        try:
-            fh = open(self.path(signal), "rb")
-        except FileNotFoundError:
+        if not self.path(signal).exists():
             return
-        with fh:
+        with open(self.path(signal), "rb") as fh:
             fh.seek(start_offset)
             number, offset = start_line, start_offset
             for raw in fh:

@@ -47,10 +47,8 @@ class ExperimentSummary:
         if not isinstance(key, str) or not key:
             raise ConfigError(f"summary key {key!r} must be a non-empty string")
         if isinstance(value, str):
-            try:
-                value = _number(key, value)
-            except ConfigError:
-                pass  # plain text is a fine summary value, e.g. the best checkpoint's name
+            # plain text is a fine summary value too, e.g. the best checkpoint's name
+            value = _number_or_text(key, value)
         elif not isinstance(value, (int, float, bool)):
             value = _number(key, value)
         self._put(key, value)
@@ -75,6 +73,13 @@ class ExperimentSummary:
             self._values[key] = value
         if self._on_change is not None:
             self._on_change()
+
+
+def _number_or_text(key: str, value: str) -> SummaryValue:
+    try:
+        return _number(key, value)
+    except ConfigError:
+        return value
 
 
 def _number(key: str, value: Any) -> float | int:

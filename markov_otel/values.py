@@ -50,7 +50,7 @@ def _flatten(record: Mapping[Any, Any], prefix: str, out: dict[str, float | int 
 def to_number(key: str, value: Any) -> float | int | bool:
     """One value as a plain number (see the module table), or a ConfigError naming the key."""
     if type(value) in PLAIN_TYPES:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, float):  # subclasses, e.g. numpy.float64
         return float(value)
     if isinstance(value, int):  # subclasses, e.g. IntEnum; bool is a plain type above
@@ -69,7 +69,7 @@ def to_number(key: str, value: Any) -> float | int | bool:
         except (ValueError, RuntimeError, TypeError):
             raise _unsupported(key, value) from None
         if type(value) in PLAIN_TYPES:
-            return value  # type: ignore[no-any-return]
+            return value
     try:
         return float(value)
     except (TypeError, ValueError):
