@@ -1,0 +1,142 @@
+"""pytest plugin: the reference backend in a subprocess (`backend`), and `postgres_url`.
+
+Load it with `pytest_plugins = ["backend_fixture"]`. The backend is the real server
+(`python -m markov_otel.server --port 0 --port-file …`) on a SQLite file under `tmp_path`, with a
+token; `.kill()` sends SIGKILL, `.restart()` brings it back on the same port and database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+POSTGRES_ENV = "MARKOV_TEST_POSTGRES_URL"
+START_TIMEOUT = 20.0
+
+
+class Backend:
+    """A running `python -m markov_otel.server` subprocess and how to reach it."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        token: str = "test-token",
+        db: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.db = db or f"sqlite:///{workdir / 'backend.db'}"
+        self.extra_args = list(extra_args)
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def start(self) -> None:
+        """Start the server (on `self.port`, 0 the first time) and wait until it answers."""
+        port_file = self.workdir / "port"
+        port_file.unlink(missing_ok=True)
+        args = [sys.executable, "-m", "markov_otel.server", "--port", str(self.port)]
+        args += ["--port-file", str(port_file), "--db", self.db, *self.extra_args]
+        if self.token:
+            args += ["--token", self.token]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
+        env.pop("MARKOV_SERVER_TOKENS", None)
+        log = (self.workdir / "server.log").open("ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=self.workdir)
+        log.close()
+        self.port = int(self._wait_for(port_file))
+        self._wait_healthy()
+
+    def _wait_for(self, port_file: Path) -> str:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if port_file.exists():
+                return port_file.read_text().strip()
+            self._check_alive()
+            time.sleep(0.02)
+        raise RuntimeError(f"backend wrote no port file in {START_TIMEOUT}s: {self.log()}")
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError):
+                self._check_alive()
+                time.sleep(0.02)
+        raise RuntimeError(f"backend did not become healthy: {self.log()}")
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"backend exited with {self.process.returncode}: {self.log()}")
+
+    def log(self) -> str:
+        """The server's stdout and stderr so far."""
+        path = self.workdir / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, no flush)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Kill if running, then start again on the same port and database."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        """Terminate politely (SIGTERM), SIGKILL if it does not go."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Backend]:
+    """The reference backend on 127.0.0.1:<free port>, SQLite under tmp_path, one token."""
+    server = Backend(tmp_path / "backend")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A PostgreSQL URL for tests (`eval "$(bash .ci/postgres.sh)"`); skips when unset."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f'{POSTGRES_ENV} is not set (eval "$(bash .ci/postgres.sh)" to start one)')
+    return url
