@@ -190,14 +190,31 @@ def _install(
 def _install_each(
     venv_python: Path, plan: list[_Planned], say: Progress
 ) -> tuple[list[str], list[SkippedPackage]]:
-    installed, refused = [], []
-    for item in plan:
+    """One pip run per package; gives up on the rest when pip keeps failing for another reason."""
+    installed, refused = list[str](), list[SkippedPackage]()
+    for index, item in enumerate(plan):
+        if _same_failure_thrice(refused):
+            # e.g. the index is unreachable: each further run would wait out pip's retries too.
+            reason = f"not tried: {refused[-1].reason}"
+            return installed, refused + [
+                SkippedPackage(p.name, p.line, reason) for p in plan[index:]
+            ]
         ok, output = _pip_install(venv_python, [item.line], say)
         if ok:
             installed.append(item.line)
         else:
             refused.append(SkippedPackage(item.name, item.line, _last_error(output)))
     return installed, refused
+
+
+def _same_failure_thrice(refused: list[SkippedPackage]) -> bool:
+    """The last three failures share one reason that names none of them (not a package fault)."""
+    last = refused[-3:]
+    return (
+        len(last) == 3
+        and len({s.reason for s in last}) == 1
+        and not any(_canonical(s.name) in _canonical(s.reason) for s in last)
+    )
 
 
 def _pip_install(venv_python: Path, lines: Sequence[str], say: Progress) -> tuple[bool, str]:
