@@ -16,8 +16,9 @@ import threading
 import time
 import uuid
 import weakref
+from time import time_ns as _time_ns
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -108,6 +109,8 @@ class ExperimentRecorder:
         self._experiment_url: str | None = None
         self._summary = ExperimentSummary(on_change=self._resource_changed)
         self._alerts = AlertRules()
+        self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
+        self._batch_size: int = self._queue["batch_size"]
         self._alert_log: list[dict[str, Any]] = []
         self._state = _State.CREATED
         self._status = "created"
@@ -180,7 +183,7 @@ class ExperimentRecorder:
         """Record numbers for one step; ``step=`` (extra) overrides previous step + 1."""
         if not self._running:
             raise self._not_running()
-        time_ns = time.time_ns()
+        time_ns = _time_ns()
         if step is None:
             step = self._step + 1
         elif type(step) is not int:
@@ -195,9 +198,9 @@ class ExperimentRecorder:
             values = self._normalize(record)
         self._step = step
         self._buffer.append((time_ns, step, values))
-        if self._alerts:
-            self._alerts.check(values, time_ns, step)
-        if len(self._buffer) >= self._queue["batch_size"]:
+        if self._check_alerts is not None:
+            self._check_alerts(values, time_ns, step)
+        if len(self._buffer) >= self._batch_size:
             self._kick()
 
     def _normalize(self, record: Any) -> dict[str, Any]:
@@ -227,6 +230,7 @@ class ExperimentRecorder:
     def attach_alert_on(self, condition: ExperimentAlertCondition, text: str) -> None:
         """Fire `text` when `condition` becomes true on a recorded value (checked in add_record)."""
         self._alerts.add(condition, text)
+        self._check_alerts = self._alerts.check
 
     def register(self) -> None:
         """Create the run dir and, ONLINE, register with the backend (never raises for weather)."""

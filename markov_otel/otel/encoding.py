@@ -84,10 +84,12 @@ class MetricsEncoder:
 
     def __init__(self) -> None:
         self._key_attr: dict[str, tuple[str, str]] = {}  # key -> (name JSON, extra attribute)
+        self._extras: dict[str, str] = {}  # key -> the end of its points' attribute list
 
     def encode(self, records: Iterable[Record], resource: str) -> tuple[str, int]:
         """The line (without newline) and the number of points in it."""
         per_key: dict[str, list[str]] = {}
+        extras = self._extras
         count = 0
         for time_ns, step, values in records:
             head = f'{{"timeUnixNano":"{time_ns}",'
@@ -96,7 +98,11 @@ class MetricsEncoder:
                 points = per_key.get(key)
                 if points is None:
                     points = per_key[key] = []
-                points.append(head + number_json(value) + step_attr + self._key_extra(key))
+                extra = extras.get(key) or self._key_extra(key)
+                if type(value) is float and value - value == 0.0:  # the common case, inlined
+                    points.append(f'{head}"asDouble":{value!r}{step_attr}{extra}')
+                else:
+                    points.append(f"{head}{number_json(value)}{step_attr}{extra}")
             count += len(values)
         metrics = ",".join(
             '{"name":' + self._key_attr[key][0] + ',"gauge":{"dataPoints":[' + ",".join(p) + "]}}"
@@ -116,6 +122,7 @@ class MetricsEncoder:
             if name != key:
                 extra = ',{"key":"markov.key","value":{"stringValue":' + json.dumps(key) + "}}]}"
             cached = self._key_attr[key] = (json.dumps(name), extra)
+            self._extras[key] = extra
         return cached[1]
 
 
