@@ -50,7 +50,7 @@ def bench_hot_path(calls: int, base: Path) -> dict[str, list[float]]:
 
     def sdk(i: int) -> None:
         values = records[i]
-        for key, gauge in zip(KEYS, instruments):
+        for key, gauge in zip(KEYS, instruments, strict=True):
             gauge.set(values[key], attrs)
 
     recorder = ExperimentRecorder(

@@ -16,10 +16,10 @@ import threading
 import time
 import uuid
 import weakref
-from time import time_ns as _time_ns
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from time import time_ns as _time_ns
 from types import TracebackType
 from typing import Any
 
