@@ -59,7 +59,7 @@ def test_every_point_reaches_the_backend_in_order_with_its_timestamp(backend: An
     for key in KEYS:
         rows = records(backend, recorder.recording_id, key)
         assert [r["step"] for r in rows] == list(range(N))
-        for row, (before, after) in zip(rows, brackets):
+        for row, (before, after) in zip(rows, brackets, strict=True):
             assert before <= row["time_unix_nano"] <= after
     assert [r["value"] for r in records(backend, recorder.recording_id, "loss")][:3] == [
         1.0,
