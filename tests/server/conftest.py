@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend_fixture import Backend, backend, postgres_url  # noqa: E402
+from backend_fixture import Backend, backend, postgres_url
 
 __all__ = ["backend", "postgres_url"]
 

@@ -81,7 +81,7 @@ def test_repeated_idempotency_keys_store_each_batch_once(server: Backend) -> Non
 
 
 def test_non_finite_values_round_trip_as_strings(server: Backend) -> None:
-    """NaN, Infinity and -Infinity survive storage (SQLite would make NaN NULL) in both encodings."""
+    """NaN, Infinity and -Infinity survive storage (SQLite makes NaN NULL) in both encodings."""
     rid = new_id()
     values = [math.nan, math.inf, -math.inf, 1.5]
     points = [("x", i, v, 1_700_000_000_000_000_000 + i) for i, v in enumerate(values)]

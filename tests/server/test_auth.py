@@ -1,0 +1,109 @@
+"""Bearer tokens: 401 without, 403 for a token scoped to another project, the open-server rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from backend_fixture import Backend
+from google.rpc.status_pb2 import Status
+from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
+
+from markov_otel.errors import ConfigError
+from markov_otel.server import serve
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_every_route_needs_the_token(backend: Backend, token: str | None) -> None:
+    """Reads, writes, ingest and pages all answer 401 without a valid token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    rid = new_id()
+    calls = [
+        ("GET", "/api/v1/recordings", None),
+        ("GET", f"/api/v1/recordings/{rid}", None),
+        ("GET", f"/api/v1/recordings/{rid}/records?key=x", None),
+        ("POST", "/api/v1/recordings", b'{"recording_id": "abc"}'),
+        ("PATCH", f"/api/v1/recordings/{rid}", b"{}"),
+        ("POST", "/v1/metrics", metrics_json_bytes(rid, series("x", 1))),
+        ("GET", f"/recordings/{rid}", None),
+        ("GET", "/", None),
+    ]
+    for method, path, body in calls:
+        answer = httpx.request(
+            method,
+            backend.url + path,
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 401, (method, path)
+    assert httpx.get(backend.url + "/api/v1/recordings", headers=backend.headers).status_code == 200
+
+
+def test_otlp_401_is_a_protobuf_status_for_protobuf_requests(backend: Backend) -> None:
+    """An unauthenticated protobuf export gets a google.rpc.Status body (OTLP/HTTP's error)."""
+    answer = httpx.post(
+        backend.url + "/v1/metrics",
+        content=metrics_protobuf(new_id(), []),
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    assert answer.status_code == 401
+    assert "token" in Status.FromString(answer.content).message
+
+
+def test_scoped_token_is_403_on_another_projects_recordings(tmp_path: Path) -> None:
+    """A `TOKEN:PROJECT` token reads and writes its project and gets 403 on any other."""
+    server = Backend(tmp_path / "b", token="admin", extra_args=["--token", "team:alpha"])
+    try:
+        scoped = {"Authorization": "Bearer team"}
+        api = server.url + "/api/v1/recordings"
+        mine, theirs = new_id(), new_id()
+        ok = httpx.post(api, json={"recording_id": mine, "project_id": "alpha"}, headers=scoped)
+        assert ok.status_code == 201
+        httpx.post(api, json={"recording_id": theirs, "project_id": "beta"}, headers=server.headers)
+        assert httpx.get(f"{api}/{mine}", headers=scoped).status_code == 200
+        assert httpx.get(f"{api}/{theirs}", headers=scoped).status_code == 403
+        assert httpx.patch(f"{api}/{theirs}", json={}, headers=scoped).status_code == 403
+        assert (
+            httpx.post(
+                api, json={"recording_id": new_id(), "project_id": "beta"}, headers=scoped
+            ).status_code
+            == 403
+        )
+        body = metrics_json_bytes(theirs, series("x", 2))
+        answer = httpx.post(
+            server.url + "/v1/metrics",
+            content=body,
+            headers={**scoped, "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 403
+        listed = httpx.get(api, headers=scoped).json()
+        assert [r["recording_id"] for r in listed] == [mine]
+    finally:
+        server.stop()
+
+
+def test_open_server_refuses_a_non_loopback_host(tmp_path: Path) -> None:
+    """Without tokens, serve() refuses to listen beyond loopback and says how to fix it."""
+    with pytest.raises(ConfigError, match="--token"):
+        serve(host="0.0.0.0", port=0, db=str(tmp_path / "x.db"), tokens=())
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_open_server_on_loopback_accepts_requests_without_token(tmp_path: Path) -> None:
+    """Without tokens on loopback every request is accepted."""
+    server = Backend(tmp_path / "open", token="")
+    try:
+        answer = httpx.post(server.url + "/api/v1/recordings", json={"recording_id": new_id()})
+        assert answer.status_code == 201
+    finally:
+        server.stop()
+
+
+def test_page_token_query_moves_into_a_cookie(backend: Backend) -> None:
+    """`/?token=T` redirects to `/` with an HttpOnly cookie that then opens the pages."""
+    with httpx.Client(base_url=backend.url) as client:
+        answer = client.get("/", params={"token": backend.token})
+        assert answer.status_code == 303 and answer.headers["location"].endswith("/")
+        assert "httponly" in answer.headers["set-cookie"].lower()
+        assert client.get("/").status_code == 200
