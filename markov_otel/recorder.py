@@ -103,7 +103,7 @@ class ExperimentRecorder:
         self._dataset_id = str(dataset_id or "")
         self._model_class = _model_class(model_class)
         self._hparams: dict[str, Any] = {}
-        self._metadata = dict(_mapping("metadata", metadata))
+        self._metadata = _snapshot(_mapping("metadata", metadata))
         self._recording_id = check_run_id(kwargs.get("recording_id") or uuid.uuid4().hex)
         self._model_id = f"model-{uuid.uuid4().hex[:16]}"
         self._experiment_url: str | None = None
@@ -224,7 +224,7 @@ class ExperimentRecorder:
             if not isinstance(key, str) or not key:
                 raise ConfigError(f"hyperparameter name {key!r} must be a non-empty string")
         with self._lock:
-            self._hparams.update(values)
+            self._hparams.update(_snapshot(values))
         self._resource_changed()
 
     def attach_alert_on(self, condition: ExperimentAlertCondition, text: str) -> None:
@@ -584,6 +584,11 @@ def _mapping(what: str, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{what}={value!r} must be a dict, e.g. {what}={{'lr': 0.001}}")
     return value
+
+
+def _snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy down through nested dicts, so a caller mutating theirs changes nothing recorded."""
+    return {k: _snapshot(v) if isinstance(v, Mapping) else v for k, v in values.items()}
 
 
 def _model_class(value: Any) -> str:
