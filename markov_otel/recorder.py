@@ -140,6 +140,9 @@ class ExperimentRecorder:
             "markov_dir": str(s.dir),
             "run_dir": str(self._spool.dir),
             "api_key_set": bool(s.api_key),
+            "prometheus_port": getattr(self, "_telemetry", None)
+            and self._telemetry.prometheus_port
+            or s.prometheus_port,
             **self._queue,
         }
 
@@ -265,6 +268,7 @@ class ExperimentRecorder:
                     f"(pass recording_id={self._recording_id!r} to add to the same recording)"
                 )
             self.register()
+            self._status = "running"
             self._telemetry = Telemetry(self._spool, self._info(), self._settings, self._view)
             self._view.summary = self._summary.to_dict
             self._span = self._telemetry.tracer.start_span(f"experiment {self._name}")
@@ -279,7 +283,6 @@ class ExperimentRecorder:
                 last=self._view.last,
                 counts=self._view.counts,
             )
-            self._status = "running"
             self._started_at = time.time()
             self._save()
             self._flusher.start()

@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from markov_otel import __version__
 from markov_otel.config import Settings
 from markov_otel.otel.encoding import lines_of, proto_to_otlp_json
 from markov_otel.otel.resource import experiment_attributes, series_attributes
@@ -120,13 +121,12 @@ class Telemetry:
         info: Mapping[str, Any],
         settings: Settings,
         view: AggregatedView,
-        *,
-        online_counts: bool = False,
     ) -> None:
         self.resource = Resource.create(experiment_attributes(info))
         self._series = series_attributes(info)
         self._view = view
-        self._online_counts = online_counts
+        self._scrape_server: Any = None
+        self.prometheus_port: int | None = None
         self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(SpoolSpanExporter(spool)))
         self.logger_provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
@@ -139,8 +139,8 @@ class Telemetry:
         )
         if readers:
             self._instruments()
-        self.tracer = self.tracer_provider.get_tracer("markov_otel")
-        self.logger = self.logger_provider.get_logger("markov_otel")
+        self.tracer = self.tracer_provider.get_tracer("markov_otel", __version__)
+        self.logger = self.logger_provider.get_logger("markov_otel", __version__)
         self._lock = threading.Lock()
 
     def _readers(self, settings: Settings) -> list[MetricReader]:
@@ -151,11 +151,13 @@ class Telemetry:
             self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exp))
             readers.append(PeriodicExportingMetricReader(metric_exp))
         if settings.prometheus_port is not None:
-            readers.append(_prometheus_reader(settings.prometheus_port))
+            reader, self._scrape_server = _prometheus_reader(settings.prometheus_port)
+            self.prometheus_port = self._scrape_server.server_port
+            readers.append(reader)
         return readers
 
     def _instruments(self) -> None:
-        meter = self.meter_provider.get_meter("markov_otel")
+        meter = self.meter_provider.get_meter("markov_otel", __version__)
         meter.create_observable_gauge(
             "markov.record.last",
             [self._observe_last],
@@ -218,6 +220,9 @@ class Telemetry:
                 span.add_event(name, dict(attributes), timestamp=time_ns)
 
     def shutdown(self) -> None:
+        if self._scrape_server is not None:
+            self._scrape_server.shutdown()
+            self._scrape_server.server_close()
         for provider in (self.meter_provider, self.tracer_provider, self.logger_provider):
             try:
                 provider.shutdown()
@@ -257,11 +262,11 @@ def _otlp_exporters(settings: Settings) -> tuple[Any, Any, Any]:
     )
 
 
-def _prometheus_reader(port: int) -> MetricReader:
-    """A scrape endpoint on `port` (the `prometheus` extra)."""
+def _prometheus_reader(port: int) -> tuple[MetricReader, Any]:
+    """A scrape endpoint on `port` (0: any free port) with a registry of this recorder's own."""
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import start_http_server
+        from prometheus_client import CollectorRegistry, start_http_server
     except ImportError as exc:
         from markov_otel.errors import ConfigError
 
@@ -269,5 +274,16 @@ def _prometheus_reader(port: int) -> MetricReader:
             "prometheus_port is set but the Prometheus exporter is not installed; "
             "pip install 'markov-otel[prometheus]'"
         ) from exc
-    start_http_server(port, addr=os.environ.get("MARKOV_PROMETHEUS_ADDR", "127.0.0.1"))
-    return PrometheusMetricReader()
+    registry = CollectorRegistry(auto_describe=True)
+    reader = PrometheusMetricReader(registry=registry)
+    addr = os.environ.get("MARKOV_PROMETHEUS_ADDR", "127.0.0.1")
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        from markov_otel.errors import ConfigError
+
+        raise ConfigError(
+            f"prometheus_port={port}: cannot listen on {addr}:{port} ({exc.strerror}); "
+            "pick a free port or 0"
+        ) from exc
+    return reader, server
