@@ -140,11 +140,14 @@ class ExperimentRecorder:
             "markov_dir": str(s.dir),
             "run_dir": str(self._spool.dir),
             "api_key_set": bool(s.api_key),
-            "prometheus_port": getattr(self, "_telemetry", None)
-            and self._telemetry.prometheus_port
-            or s.prometheus_port,
+            "prometheus_port": self._prometheus_port(),
             **self._queue,
         }
+
+    def _prometheus_port(self) -> int | None:
+        """The scrape port actually bound once started (the setting may say 0: any port)."""
+        telemetry = getattr(self, "_telemetry", None)
+        return telemetry.prometheus_port if telemetry else self._settings.prometheus_port
 
     @property
     def experiment_url(self) -> str | None:
