@@ -196,6 +196,7 @@ class ExperimentRecorder:
             step = _check_step(step)
         if (
             type(record) is dict
+            and record  # an empty record must reach normalize_record's ConfigError
             and record.keys() <= self._plain_keys
             and PLAIN_TYPES.issuperset(map(type, record.values()))
         ):
