@@ -253,9 +253,9 @@ def _recorded_environment(settings: Settings, run_id: str) -> dict[str, Any]:
     env = read_json(local) if local.is_file() else {}
     if env:
         return env
-    from markov_otel.transport import BackendClient, Refused, Retry
+    from markov_otel.transport import BackendClient, Refused, Retry, Target
 
-    client = BackendClient(settings, 30.0)
+    client = BackendClient(Target.markov(settings), 30.0)
     try:
         found = client.call("GET", f"/api/v1/recordings/{check_run_id(run_id)}/requirements")
     except (Refused, Retry) as exc:

@@ -33,11 +33,11 @@ from markov_otel.config import RecordingMode, Settings
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.flusher import Flusher
 from markov_otel.otel.encoding import Record, attributes_json
-from markov_otel.otel.providers import AggregatedView, Telemetry
+from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
 from markov_otel.spool import Spool, check_run_id
 from markov_otel.summary import ExperimentSummary
-from markov_otel.transport import Sender
+from markov_otel.transport import Sender, Target
 from markov_otel.values import PLAIN_TYPES, normalize_record
 
 log = logging.getLogger("markov_otel")
@@ -124,6 +124,7 @@ class ExperimentRecorder:
         self._spool = Spool.for_run(self._settings.dir, self._recording_id)
         self._lock = threading.RLock()
         self._sender: Sender | None = None
+        self._mirror: Sender | None = None  # exact points to the user's collector (export_points)
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
         self._resume_if_existing(kwargs.get("recording_id"))
@@ -250,7 +251,7 @@ class ExperimentRecorder:
             if self._settings.mode is RecordingMode.ONLINE:
                 self._sender = Sender(
                     self._spool,
-                    self._settings,
+                    Target.markov(self._settings),
                     self._queue,
                     self._view,
                     on_registered=self._registered,
@@ -272,6 +273,8 @@ class ExperimentRecorder:
                     f"(pass recording_id={self._recording_id!r} to add to the same recording)"
                 )
             self.register()
+            if self._settings.export_points and otlp_configured(self._settings):
+                self._mirror = Sender(self._spool, Target.otlp_points(self._settings), self._queue)
             self._status = "running"
             self._telemetry = Telemetry(self._spool, self._info(), self._settings, self._view)
             self._view.summary = self._summary.to_dict
@@ -290,8 +293,8 @@ class ExperimentRecorder:
             self._started_at = time.time()
             self._save()
             self._flusher.start()
-            if self._sender is not None:
-                self._sender.start()
+            for sender in self._senders():
+                sender.start()
             self._running = True
             self._state = _State.RUNNING
             _live.add(self)
@@ -338,6 +341,8 @@ class ExperimentRecorder:
                 self._recording_id,
                 self._spool.dir,
             )
+        if self._mirror is not None and not self._mirror.stop(deadline - time.monotonic()):
+            log.warning("markov_otel: not every exact point reached the OTLP collector in time")
         if self._sender is None:
             return
         self._sender.update_recording(self._patch_body())
@@ -412,14 +417,17 @@ class ExperimentRecorder:
             self._resource_cache = (version, attributes_json(experiment_attributes(self._info())))
         return self._resource_cache[1]
 
+    def _senders(self) -> list[Sender]:
+        return [s for s in (self._sender, self._mirror) if s is not None]
+
     def _write_metrics(self, data: bytes, points: int) -> None:
         self._spool.append("metrics", data)
 
     def _after_cycle(self) -> None:
         while self._alerts.fired:
             self._deliver(self._alerts.fired.popleft())
-        if self._sender is not None:
-            self._sender.wake()
+        for sender in self._senders():
+            sender.wake()
         now = time.monotonic()
         if now - getattr(self, "_saved_at", 0.0) > 2.0:
             self._save()

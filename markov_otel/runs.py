@@ -17,7 +17,7 @@ from typing import Any
 from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
 from markov_otel.spool import SIGNALS, Spool, read_json
-from markov_otel.transport import Progress, Sender
+from markov_otel.transport import Progress, Sender, Target
 
 _SYNC_QUEUE = {"register_batch_timeout": 30.0, "batch_processing_interval": 1.0}
 
@@ -136,6 +136,6 @@ def sync_run(
     env = read_json(spool.dir / "environment.json")
     if env:
         patch["requirements"] = env
-    sender = Sender(spool, settings, _SYNC_QUEUE)
+    sender = Sender(spool, Target.markov(settings), _SYNC_QUEUE)
     deadline = None if timeout is None else time.monotonic() + timeout
     return sender.sync(registration, patch, deadline=deadline, progress=progress)

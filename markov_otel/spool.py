@@ -140,11 +140,11 @@ class Spool:
     def write_recording(self, info: dict[str, Any]) -> None:
         write_json_atomic(self.dir / RECORDING_FILE, info)
 
-    def read_acks(self) -> dict[str, dict[str, int]]:
-        return read_json(self.dir / ACKS_FILE)
+    def read_acks(self, name: str = ACKS_FILE) -> dict[str, dict[str, int]]:
+        return read_json(self.dir / name)
 
-    def write_acks(self, acks: dict[str, dict[str, int]]) -> None:
-        write_json_atomic(self.dir / ACKS_FILE, acks)
+    def write_acks(self, acks: dict[str, dict[str, int]], name: str = ACKS_FILE) -> None:
+        write_json_atomic(self.dir / name, acks)
 
 
 def _cut_torn_tail(fd: int) -> None:

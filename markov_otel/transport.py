@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import requests
 from opentelemetry import context as otel_context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from markov_otel.config import Settings
-from markov_otel.errors import BackendError
-from markov_otel.spool import SIGNALS, Spool
+from markov_otel.errors import BackendError, ConfigError
+from markov_otel.spool import ACKS_FILE, SIGNALS, Spool
 
 log = logging.getLogger("markov_otel")
 
@@ -65,24 +67,73 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class BackendClient:
-    """One requests.Session to the backend; every call returns JSON or raises Retry/Refused."""
+@dataclass(frozen=True)
+class Target:
+    """Where a sender ships a run dir: the Markov backend, or the user's OTLP/HTTP collector."""
 
-    def __init__(self, settings: Settings, timeout: float) -> None:
-        self.base, self.timeout = settings.endpoint.rstrip("/"), timeout
+    base: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    verify: str | bool = True
+    signals: tuple[str, ...] = SIGNALS
+    paths: Mapping[str, str] = field(default_factory=dict)  # signal -> path or full URL
+    acks: str = ACKS_FILE
+    registers: bool = True  # the Markov backend takes registration and PATCHes
+
+    @classmethod
+    def markov(cls, settings: Settings) -> Target:
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        return cls(settings.endpoint.rstrip("/"), headers, settings.ca_bundle or True)
+
+    @classmethod
+    def otlp_points(cls, settings: Settings) -> Target:
+        """The collector's OTLP/HTTP metrics endpoint, from the standard OTEL_* variables."""
+        env = os.environ
+        if env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
+            raise ConfigError(
+                "export_points sends OTLP/HTTP JSON; set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf "
+                "(the collector's port 4318) or turn export_points off"
+            )
+        url = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        if not url:
+            base = settings.otlp_endpoint or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            if not base:
+                raise ConfigError(
+                    "export_points needs an OTLP endpoint: OTEL_EXPORTER_OTLP_ENDPOINT"
+                )
+            url = base.rstrip("/") + "/v1/metrics"
+        raw = env.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS")
+        return cls(
+            url,
+            _parse_headers(raw or ""),
+            settings.ca_bundle or True,
+            ("metrics",),
+            {"metrics": url},
+            "acks-otlp.json",
+            registers=False,
+        )
+
+
+def _parse_headers(raw: str) -> dict[str, str]:
+    """OTEL_EXPORTER_OTLP_HEADERS: `k=v,k2=v2`, URL-encoded values."""
+    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return {unquote(k).strip(): unquote(v).strip() for k, v in pairs}
+
+
+class BackendClient:
+    """One requests.Session to a target; every call returns JSON or raises Retry/Refused."""
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        self.base, self.timeout = target.base, timeout
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "markov-otel"
-        if settings.api_key:
-            self.session.headers["Authorization"] = f"Bearer {settings.api_key}"
-        if settings.ca_bundle:
-            self.session.verify = settings.ca_bundle
+        self.session.headers.update(target.headers)
+        self.session.verify = target.verify
 
     def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        url = path if "://" in path else self.base + path
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            response = self.session.request(
-                method, self.base + path, timeout=timeout or self.timeout, **kwargs
-            )
+            response = self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise Retry(f"{type(exc).__name__} talking to {self.base}") from exc
         finally:
@@ -121,17 +172,18 @@ class Sender:
     def __init__(
         self,
         spool: Spool,
-        settings: Settings,
+        target: Target,
         queue: Mapping[str, Any],
         view: Any = None,
         *,
         on_registered: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self._spool, self._queue, self._view = spool, queue, view
-        self._client = BackendClient(settings, float(queue["register_batch_timeout"]))
+        self._target = target
+        self._client = BackendClient(target, float(queue["register_batch_timeout"]))
         self._on_registered = on_registered
         self._registration: dict[str, Any] | None = None
-        self._registered = False
+        self._registered = not target.registers
         self._patch: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -206,7 +258,7 @@ class Sender:
         try:
             if not self._registered:
                 self._register()
-            for signal in SIGNALS:
+            for signal in self._target.signals:
                 self._send_lines(signal)
             self._send_patch()  # after the batches, whose resources carry an older status
         except Retry as exc:
@@ -256,15 +308,16 @@ class Sender:
             raise
 
     def _send_lines(self, signal: str) -> None:
-        acks = self._spool.read_acks()
+        acks = self._spool.read_acks(self._target.acks)
         mark = acks.get(signal, {"lines": 0, "offset": 0})
         rid = self._spool.dir.name
+        path = self._target.paths.get(signal, f"/v1/{signal}")
         for line in self._spool.lines(signal, mark["lines"], mark["offset"]):
             if self._past_deadline():
                 return
             self._client.call(
                 "POST",
-                f"/v1/{signal}",
+                path,
                 data=line.text.encode("utf-8"),
                 timeout=self._timeout(),
                 headers={
@@ -273,15 +326,16 @@ class Sender:
                 },
             )
             acks[signal] = {"lines": line.number + 1, "offset": line.end}
-            self._spool.write_acks(acks)
+            self._spool.write_acks(acks, self._target.acks)
             self.progress.sent_lines += 1
+            self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
             self.progress.sent_bytes += len(line.text)
             if signal == "metrics" and self._view is not None:
                 self._view.counts["sent"] += line.text.count('"timeUnixNano"')
 
     def _all_sent(self) -> bool:
-        acks = self._spool.read_acks()
-        for signal in SIGNALS:
+        acks = self._spool.read_acks(self._target.acks)
+        for signal in self._target.signals:
             mark = acks.get(signal, {"lines": 0, "offset": 0})
             if next(iter(self._spool.lines(signal, mark["lines"], mark["offset"])), None):
                 return False
