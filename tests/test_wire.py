@@ -1,0 +1,428 @@
+"""What reaches the run dir: OTLP-JSON lines the official proto classes parse, point by point."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from otlp_files import lines, log_records, metrics, points, recording, spans, traces
+
+from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
+
+
+def offline(**kwargs: object) -> ExperimentRecorder:
+    return ExperimentRecorder(name="wire", recording_mode=RecordingMode.OFFLINE, **kwargs)
+
+
+def no_bare_constants(text: str) -> None:
+    """json.loads refuses the bare NaN/Infinity tokens that OTLP-JSON forbids."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"bare {token} in OTLP-JSON")
+
+    json.loads(text, parse_constant=refuse)
+
+
+# -- the lines themselves ----------------------------------------------------------------------
+
+
+def test_every_line_parses_with_the_official_proto_classes(isolated: Path) -> None:
+    """metrics/traces/logs lines parse into MetricsData/TracesData/LogsData, one batch per line."""
+    recorder = offline(batch_size=3)
+    with recorder:
+        for i in range(10):
+            recorder.add_record({"loss": 1.0 / (i + 1), "acc": i / 10})
+    run = isolated / recorder.recording_id
+    for signal in ("metrics", "traces", "logs"):
+        assert lines(run, signal), signal
+        for line in lines(run, signal):
+            no_bare_constants(line)
+    assert len(metrics(run)) >= 4  # 10 records cut in batches of 3, plus the final batch
+    for batch in metrics(run):
+        (rm,) = batch.resource_metrics
+        (sm,) = rm.scope_metrics
+        assert sm.scope.name == "markov_otel"
+        assert len(sm.metrics) <= 2
+    assert len(traces(run)) >= 1
+    assert {r.event_name for r in log_records(run)} == {"markov.lifecycle"}
+
+
+def test_files_are_one_signal_each_and_json_lines(isolated: Path) -> None:
+    """Each signal file holds only its own signal; every line ends with a newline."""
+    with offline() as recorder:
+        recorder.add_record({"loss": 1.0})
+    run = isolated / recorder.recording_id
+    for signal, top in (
+        ("metrics", "resourceMetrics"),
+        ("traces", "resourceSpans"),
+        ("logs", "resourceLogs"),
+    ):
+        raw = (run / f"{signal}.jsonl").read_bytes()
+        assert raw.endswith(b"\n")
+        for line in raw.decode().splitlines():
+            assert list(json.loads(line)) == [top]
+
+
+def test_trace_and_span_ids_are_hex(isolated: Path) -> None:
+    """traceId/spanId are 32/16 lowercase hex chars (not base64), enums are integers."""
+    with offline() as recorder:
+        recorder.add_record({"loss": 1.0})
+    run = isolated / recorder.recording_id
+    (line,) = lines(run, "traces")
+    (span,) = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert re.fullmatch(r"[0-9a-f]{32}", span["traceId"])
+    assert re.fullmatch(r"[0-9a-f]{16}", span["spanId"])
+    assert span["kind"] == 1 and isinstance(span["status"]["code"], int)
+    assert span["name"] == "experiment wire"
+    assert int(span["startTimeUnixNano"]) < int(span["endTimeUnixNano"])
+    events = [e["attributes"][0]["value"]["stringValue"] for e in span["events"]]
+    assert events == ["started", "finished"]
+    (parsed,) = spans(run)
+    assert parsed.trace_id  # the proto parse accepted the line
+
+
+def test_lifecycle_log_events(isolated: Path) -> None:
+    """Log events markov.lifecycle say started then finished, with the run's Resource."""
+    with offline() as recorder:
+        recorder.add_record({"loss": 1.0})
+    records = log_records(isolated / recorder.recording_id)
+    steps = [
+        r.attributes[0].value.string_value for r in records if r.event_name == "markov.lifecycle"
+    ]
+    assert steps == ["started", "finished"]
+    raw = json.loads(lines(isolated / recorder.recording_id, "logs")[0])
+    resource = {a["key"] for a in raw["resourceLogs"][0]["resource"]["attributes"]}
+    assert "markov.recording.id" in resource
+
+
+# -- points ------------------------------------------------------------------------------------
+
+
+def test_n_records_give_n_times_keys_points_with_their_own_times(isolated: Path) -> None:
+    """N records of K keys are N*K points, each with its add_record time and auto step."""
+    keys = ("loss", "acc", "lr")
+    n = 250
+    recorder = offline(batch_size=64)
+    brackets = []
+    with recorder:
+        for i in range(n):
+            before = time.time_ns()
+            recorder.add_record({k: i + j / 10 for j, k in enumerate(keys)})
+            brackets.append((before, time.time_ns()))
+    got = points(isolated / recorder.recording_id)
+    assert len(got) == n * len(keys)
+    by_step: dict[int, list] = {}
+    for p in got:
+        by_step.setdefault(p.step, []).append(p)
+    assert sorted(by_step) == list(range(n))
+    for step, pts in by_step.items():
+        assert sorted(p.key for p in pts) == sorted(keys)
+        assert len({p.time_unix_nano for p in pts}) == 1  # one record, one time
+        before, after = brackets[step]
+        assert before <= pts[0].time_unix_nano <= after
+        assert {p.key: p.value for p in pts} == {k: step + j / 10 for j, k in enumerate(keys)}
+    times = [by_step[s][0].time_unix_nano for s in range(n)]
+    assert len(set(times)) == n
+    assert times == sorted(times)
+    assert recording(isolated / recorder.recording_id)["points"] == n * len(keys)
+
+
+def test_explicit_steps_are_kept_even_backwards(isolated: Path) -> None:
+    """step= is used as given (repeats and going back kept); auto steps continue from the last."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"loss": 1.0})  # 0
+        recorder.add_record({"loss": 2.0}, step=10)
+        recorder.add_record({"loss": 3.0})  # 11
+        recorder.add_record({"loss": 4.0}, step=5)
+        recorder.add_record({"loss": 5.0}, step=5)
+        recorder.add_record({"loss": 6.0})  # 6
+        recorder.add_record({"loss": 7.0}, step=np.int64(100))
+    got = [(p.step, p.value) for p in points(isolated / recorder.recording_id)]
+    assert got == [(0, 1.0), (10, 2.0), (11, 3.0), (5, 4.0), (5, 5.0), (6, 6.0), (100, 7.0)]
+
+
+@pytest.mark.parametrize("step", [1.5, "3", True, None.__class__])
+def test_bad_step_is_refused(isolated: Path, step: object) -> None:
+    """A step that is not an integer is a ConfigError naming it; nothing is recorded."""
+    recorder = offline()
+    with recorder:
+        with pytest.raises(ConfigError, match="step="):
+            recorder.add_record({"loss": 1.0}, step=step)  # type: ignore[arg-type]
+        recorder.add_record({"loss": 2.0})
+    assert [(p.step, p.value) for p in points(isolated / recorder.recording_id)] == [(0, 2.0)]
+
+
+def test_non_finite_round_trip(isolated: Path) -> None:
+    """NaN and ±inf are the strings "NaN"/"Infinity"/"-Infinity" on the wire, floats after parse."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"nan": float("nan"), "inf": math.inf, "ninf": -math.inf})
+        recorder.add_record({"nan": np.float32("nan"), "inf": np.float64("inf"), "ninf": "-inf"})
+    run = isolated / recorder.recording_id
+    raw = "\n".join(lines(run, "metrics"))
+    for token in ('"asDouble":"NaN"', '"asDouble":"Infinity"', '"asDouble":"-Infinity"'):
+        assert raw.count(token) == 2, token
+    no_bare_constants(raw.split("\n")[0])
+    values: dict[str, list[float]] = {}
+    for p in points(run):
+        assert p.kind == "as_double"
+        values.setdefault(p.key, []).append(p.value)
+    assert all(math.isnan(v) for v in values["nan"])
+    assert values["inf"] == [math.inf, math.inf]
+    assert values["ninf"] == [-math.inf, -math.inf]
+    assert recording(run)["last_values"] == {"nan": "NaN", "inf": "Infinity", "ninf": "-Infinity"}
+
+
+def test_ints_bools_and_huge_ints(isolated: Path) -> None:
+    """ints are asInt (decimal strings), bools 0/1, ints outside int64 become doubles."""
+    record = {
+        "i": 7,
+        "neg": -3,
+        "max": 2**63 - 1,
+        "min": -(2**63),
+        "over": 2**63,
+        "huge": 10**30,
+        "t": True,
+        "f": False,
+        "x": 0.5,
+    }
+    recorder = offline()
+    with recorder:
+        recorder.add_record(record)
+    run = isolated / recorder.recording_id
+    raw = lines(run, "metrics")[0]
+    assert '"asInt":"9223372036854775807"' in raw
+    assert '"asInt":"1"' in raw and '"asInt":"0"' in raw
+    got = {p.key: (p.kind, p.value) for p in points(run)}
+    assert got == {
+        "i": ("as_int", 7),
+        "neg": ("as_int", -3),
+        "max": ("as_int", 2**63 - 1),
+        "min": ("as_int", -(2**63)),
+        "over": ("as_double", float(2**63)),
+        "huge": ("as_double", 1e30),
+        "t": ("as_int", 1),
+        "f": ("as_int", 0),
+        "x": ("as_double", 0.5),
+    }
+
+
+def test_key_sanitising_keeps_the_original_key(isolated: Path) -> None:
+    """Keys outside the instrument-name syntax are sanitised; markov.key keeps the original."""
+    long_key = "a" * 300
+    record = {
+        "loss": 1.0,
+        "val/loss": 2.0,
+        "top-1.acc": 3.0,
+        "a b": 4.0,
+        "a_b": 5.0,
+        "1st": 6.0,
+        "ünï": 7.0,
+        "x:y": 8.0,
+        long_key: 9.0,
+    }
+    recorder = offline()
+    with recorder:
+        recorder.add_record(record)
+    got = points(isolated / recorder.recording_id)
+    assert {p.key: p.value for p in got} == record
+    names = {p.key: p.name for p in got}
+    assert names["loss"] == "loss"
+    assert names["val/loss"] == "val/loss"
+    assert names["top-1.acc"] == "top-1.acc"
+    assert names["a b"] == "a_b"
+    assert names["1st"] == "k_1st"
+    assert names["x:y"] == "x_y"
+    assert len(names[long_key]) == 255
+    for key, name in names.items():
+        assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_.\-/]{0,254}", name), key
+    raw = json.loads(lines(isolated / recorder.recording_id, "metrics")[0])
+    originals = []
+    for metric in raw["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]:
+        attrs = {a["key"]: a["value"] for a in metric["gauge"]["dataPoints"][0]["attributes"]}
+        if "markov.key" in attrs:
+            originals.append(attrs["markov.key"]["stringValue"])
+            assert originals[-1] != metric["name"]
+        else:
+            assert metric["name"] in record
+    assert sorted(originals) == sorted(["a b", "1st", "ünï", "x:y", long_key])
+
+
+def test_nested_dicts_are_flattened_with_slash(isolated: Path) -> None:
+    """{"val": {"loss": 1, "acc": {"top1": 2}}} records "val/loss" and "val/acc/top1"."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"val": {"loss": 1.0, "acc": {"top1": 0.5}}, "loss": 2.0})
+    got = {p.key: p.value for p in points(isolated / recorder.recording_id)}
+    assert got == {"val/loss": 1.0, "val/acc/top1": 0.5, "loss": 2.0}
+
+
+# -- the value table (values.py) ---------------------------------------------------------------
+
+
+def test_numpy_scalars_and_numeric_strings_are_converted(isolated: Path) -> None:
+    """numpy scalars, one-element arrays and numeric strings become plain numbers."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record(
+            {
+                "f64": np.float64(0.25),
+                "f32": np.float32(0.5),
+                "i64": np.int64(3),
+                "i8": np.int8(-2),
+                "b": np.bool_(True),
+                "arr": np.array([1.5]),
+                "s": "0.75",
+                "e": " 1e3 ",
+            }
+        )
+    got = {p.key: p.value for p in points(isolated / recorder.recording_id)}
+    assert got == {
+        "f64": 0.25,
+        "f32": 0.5,
+        "i64": 3,
+        "i8": -2,
+        "b": 1,
+        "arr": 1.5,
+        "s": 0.75,
+        "e": 1000.0,
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, "high", b"0.5", [1.0], (1.0,), np.array([1.0, 2.0]), object(), {1, 2}],
+    ids=["None", "text", "bytes", "list", "tuple", "array", "object", "set"],
+)
+def test_unsupported_values_name_the_key_and_record_nothing(isolated: Path, bad: object) -> None:
+    """An unsupported value is a ConfigError naming its key; no part of that record is kept."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"loss": 1.0})
+        with pytest.raises(ConfigError, match="'acc'"):
+            recorder.add_record({"loss": 2.0, "acc": bad, "lr": 0.1})
+        with pytest.raises(ConfigError, match="'val/acc'"):
+            recorder.add_record({"loss": 3.0, "val": {"acc": bad}})
+        recorder.add_record({"loss": 4.0, "acc": 0.5})  # still working
+    got = [(p.step, p.key, p.value) for p in points(isolated / recorder.recording_id)]
+    assert got == [(0, "loss", 1.0), (1, "loss", 4.0), (1, "acc", 0.5)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{}, {"": 1.0}, {3: 1.0}, [("loss", 1.0)], "loss", None],
+    ids=["empty", "empty-key", "int-key", "list", "str", "None"],
+)
+def test_bad_records_are_refused(isolated: Path, bad: object) -> None:
+    """Empty records, non-string keys and non-dicts are ConfigErrors; the recorder goes on."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"loss": 1.0})  # the fast path knows "loss" now
+        with pytest.raises(ConfigError):
+            recorder.add_record(bad)  # type: ignore[arg-type]
+        recorder.add_record({"loss": 2.0})
+    got = [(p.step, p.value) for p in points(isolated / recorder.recording_id)]
+    assert got == [(0, 1.0), (1, 2.0)]
+
+
+def test_caller_mutating_its_dict_changes_nothing_recorded(isolated: Path) -> None:
+    """A training loop reusing one dict (flat and nested) records each value as it was."""
+    recorder = offline(batch_size=1000, batch_processing_interval=60)
+    flat = {"loss": 0.0}
+    nested = {"val": {"loss": 0.0}}
+    with recorder:
+        for i in range(5):
+            flat["loss"] = float(i)
+            nested["val"]["loss"] = float(i * 10)
+            recorder.add_record(flat)
+            recorder.add_record(nested)
+        flat["loss"] = 99.0
+        flat["extra"] = 1.0
+        nested["val"]["loss"] = 99.0
+    got = [(p.key, p.value) for p in points(isolated / recorder.recording_id)]
+    assert [v for k, v in got if k == "loss"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [v for k, v in got if k == "val/loss"] == [0.0, 10.0, 20.0, 30.0, 40.0]
+    assert "extra" not in {k for k, _ in got}
+
+
+# -- batching, backpressure, threads -----------------------------------------------------------
+
+
+def test_interval_flush_writes_while_running(isolated: Path) -> None:
+    """With a short batch_processing_interval, records reach disk before stop()."""
+    recorder = offline(batch_processing_interval=0.05)
+    with recorder:
+        for i in range(3):
+            recorder.add_record({"loss": float(i)})
+        run = isolated / recorder.recording_id
+        deadline = time.monotonic() + 30
+        while len(points(run)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [p.value for p in points(run)] == [0.0, 1.0, 2.0]
+        assert recording(run)["status"] == "running"
+
+
+def test_batch_size_cuts_batches(isolated: Path) -> None:
+    """No batch holds more records than batch_size."""
+    recorder = offline(batch_size=10, batch_processing_interval=60)
+    with recorder:
+        for i in range(95):
+            recorder.add_record({"loss": float(i)}, step=i)
+    run = isolated / recorder.recording_id
+    sizes = [
+        sum(len(m.gauge.data_points) for m in b.resource_metrics[0].scope_metrics[0].metrics)
+        for b in metrics(run)
+    ]
+    assert sum(sizes) == 95
+    assert max(sizes) == 10
+    assert sizes[-1] == 0  # the final batch
+
+
+def test_backpressure_never_drops(isolated: Path) -> None:
+    """300k points through a tiny batch size all reach disk, each once, in order."""
+    n = 300_000
+    recorder = offline(batch_size=50)
+    with recorder:
+        for i in range(n):
+            recorder.add_record({"v": i})
+    run = isolated / recorder.recording_id
+    values = []
+    for line in lines(run, "metrics"):
+        for metric in json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]:
+            values.extend(int(dp["asInt"]) for dp in metric["gauge"]["dataPoints"])
+    assert len(values) == n
+    assert values == list(range(n))
+    assert recording(run)["points"] == n
+
+
+def test_concurrent_add_record_stores_every_record_once(isolated: Path) -> None:
+    """Several threads recording at once: every record is stored exactly once."""
+    threads_n, per_thread = 6, 5000
+    recorder = offline(batch_size=100, batch_processing_interval=0.05)
+    barrier = threading.Barrier(threads_n)
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            recorder.add_record({"id": t * per_thread + i, f"t{t}": i})
+
+    with recorder:
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    got = points(isolated / recorder.recording_id)
+    ids = Counter(p.value for p in got if p.key == "id")
+    assert len(ids) == threads_n * per_thread
+    assert set(ids.values()) == {1}
+    for t in range(threads_n):
+        assert sorted(p.value for p in got if p.key == f"t{t}") == list(range(per_thread))
