@@ -7,7 +7,6 @@ alert conditions: no I/O, no lock, no SDK call. Everything else happens on the f
 
 from __future__ import annotations
 
-import atexit
 import enum
 import logging
 import os
@@ -15,7 +14,6 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from markov_otel import environment, rebuild
+from markov_otel import environment, process, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
 from markov_otel.config import RecordingMode, Settings
 from markov_otel.errors import ConfigError, RecorderStateError
@@ -124,6 +122,8 @@ class ExperimentRecorder:
         self._spool = Spool.for_run(self._settings.dir, self._recording_id)
         self._lock = threading.RLock()
         self._sender: Sender | None = None
+        self._exit_status: str | None = None  # set by SIGTERM: the run was terminated
+        self._forked_from: int | None = None  # set in a forked child: the recording process
         self._mirror: Sender | None = None  # exact points to the user's collector (export_points)
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
@@ -297,7 +297,7 @@ class ExperimentRecorder:
                 sender.start()
             self._running = True
             self._state = _State.RUNNING
-            _live.add(self)
+            process.track(self)
             self._lifecycle("started")
         if self._settings.capture_environment:
             threading.Thread(
@@ -317,7 +317,8 @@ class ExperimentRecorder:
             deadline = time.monotonic() + self._queue["sync_data_timeout"]
             self._running = False
             self._state = _State.STOPPED
-            _live.discard(self)
+            process.untrack(self)
+            status = self._exit_status or status
             self._status = status
             self._resource_changed()
             self._lifecycle(status)
@@ -397,7 +398,25 @@ class ExperimentRecorder:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _note_signal(self, status: str) -> None:
+        self._exit_status = status
+
+    def _disown_after_fork(self, parent_pid: int) -> None:
+        """In a forked child: the parent owns (and writes) the buffer; this copy records nothing."""
+        self._running = False
+        self._state = _State.STOPPED
+        self._forked_from = parent_pid
+        self._buffer.clear()
+        self._sender = self._mirror = None
+
     def _not_running(self) -> RecorderStateError:
+        if self._forked_from is not None:
+            return RecorderStateError(
+                f"add_record in process {os.getpid()}, forked from the recording process "
+                f"{self._forked_from}: recorder {self._name!r} belongs to its parent. Return "
+                "values to the parent (e.g. with the batch), or create a separate "
+                "ExperimentRecorder in the worker"
+            )
         if self._state is _State.STOPPED:
             return RecorderStateError(
                 f"add_record after stop() on recorder {self._name!r}; record before stop(), or "
@@ -658,16 +677,3 @@ def _settings(mode: Any, kwargs: Mapping[str, Any]) -> Settings:
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:
     return [WebhookNotifier(settings.webhook_url)] if settings.webhook_url else []
-
-
-_live: weakref.WeakSet[ExperimentRecorder] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_live_recorders() -> None:
-    """Process exit without stop(): flush every running recorder (bounded by its timeout)."""
-    for recorder in list(_live):
-        try:
-            recorder.stop()
-        except Exception as exc:  # exit must go on whatever happens
-            log.error("markov_otel: stopping %s at exit failed: %s", recorder.recording_id, exc)

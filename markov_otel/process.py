@@ -1,0 +1,87 @@
+"""Process events that must not lose a run: exit without stop(), SIGTERM, and fork.
+
+- exit: every running recorder is stopped (flushed to disk, bounded by its sync_data_timeout).
+- SIGTERM: when nobody else handles it, it becomes `SystemExit(143)` in the main thread, so
+  `with recorder:` blocks and the exit hook run, and the run is marked `terminated`.
+- fork (DataLoader workers): the child's copy of a recorder is disowned — its buffer belongs to
+  the parent, which writes it — and add_record in the child raises, naming the fix.
+
+Hooks are installed when the first recorder starts, never at import.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+import weakref
+from types import FrameType
+from typing import Any, Protocol
+
+log = logging.getLogger("markov_otel")
+
+
+class Tracked(Protocol):
+    @property
+    def recording_id(self) -> str: ...
+
+    def stop(self, *, status: str = "finished") -> None: ...
+    def _disown_after_fork(self, parent_pid: int) -> None: ...
+    def _note_signal(self, status: str) -> None: ...
+
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_installed = False
+_lock = threading.Lock()
+
+
+def track(recorder: Tracked) -> None:
+    """A recorder started: stop it at exit, on SIGTERM, and disown it in forked children."""
+    _install()
+    _live.add(recorder)
+
+
+def untrack(recorder: Tracked) -> None:
+    _live.discard(recorder)
+
+
+def _install() -> None:
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+        atexit.register(_stop_live)
+        os.register_at_fork(after_in_child=lambda: _disown_all(os.getppid()))
+    _take_sigterm()
+
+
+def _take_sigterm() -> None:
+    """Only from the main thread, and only when SIGTERM still has its default action."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    for recorder in list(_live):
+        recorder._note_signal("terminated")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
+    raise SystemExit(128 + signum)
+
+
+def _stop_live() -> None:
+    for recorder in list(_live):
+        try:
+            recorder.stop()
+        except Exception as exc:  # exit must go on whatever happens
+            log.error("markov_otel: stopping %s at exit failed: %s", recorder.recording_id, exc)
+
+
+def _disown_all(parent_pid: int) -> None:
+    for recorder in list(_live):
+        recorder._disown_after_fork(parent_pid)
+    _live.clear()
