@@ -148,7 +148,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         synced = "yes" if runs.unsent_lines(spool) == 0 else "no"
         print(
             f"{run_id:34} {str(info.get('name'))[:24]:24} {runs.status_of(info):9} "
-            f"{info.get('points', 0):>9}  {synced}"
+            f"{runs.point_count(spool, info):>9}  {synced}"
         )
     return 0
 
@@ -156,6 +156,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     spool = runs.open_run(_settings(args).dir, args.run_id)
     info = spool.read_recording()
+    info["points"] = runs.point_count(spool, info)
     info["status"] = runs.status_of(info)
     info["unsent_lines"] = runs.unsent_lines(spool)
     info["run_dir"] = str(spool.dir)

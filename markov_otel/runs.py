@@ -69,6 +69,14 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def point_count(spool: Spool, info: dict[str, Any]) -> int:
+    """Points of a run: recording.json's count, but counted on disk for a crashed run, whose
+    recording.json is only as fresh as its last periodic save."""
+    if status_of(info) != "crashed":
+        return int(info.get("points", 0))
+    return sum(1 for _ in points(spool))
+
+
 def unsent_lines(spool: Spool) -> int:
     """Spool lines the backend has not acknowledged."""
     acks = spool.read_acks()
