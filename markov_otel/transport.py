@@ -202,7 +202,9 @@ class Sender:
         self._registration = body
         try:
             self._register()
-        except (Retry, Refused) as exc:
+        except Refused as exc:  # a 401 at register is not weather: say so once, and pause
+            self._refuse(exc)
+        except Retry as exc:
             self._warn(
                 "register",
                 f"markov_otel: cannot register recording "
@@ -270,18 +272,22 @@ class Sender:
             )
             return exc.delay if exc.delay is not None else backoff(self._attempt)
         except Refused as exc:
-            self._paused = str(exc)
-            log.error(
-                "markov_otel: the backend refused recording %s: %s. The data stays in %s; "
-                "fix the cause, then run: mkv sync %s",
-                self._spool.dir.name,
-                exc,
-                self._spool.dir,
-                self._spool.dir.name,
-            )
+            self._refuse(exc)
             return 0.0
         self._attempt = 0
         return 0.0
+
+    def _refuse(self, exc: Refused) -> None:
+        """Pause sending and say why, once: retrying cannot fix a refusal."""
+        self._paused = str(exc)
+        log.error(
+            "markov_otel: the backend refused recording %s: %s. The data stays in %s; "
+            "fix the cause, then run: mkv sync %s",
+            self._spool.dir.name,
+            exc,
+            self._spool.dir,
+            self._spool.dir.name,
+        )
 
     def _register(self) -> None:
         if self._registration is None or self._registered:
