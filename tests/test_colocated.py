@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from otlp_files import lines, log_records, points, spans
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from otlp_files import attributes, lines, log_records, points, spans
 
 APP = """
 import json
@@ -114,3 +121,68 @@ def test_app_global_providers_keep_their_pipeline(isolated: Path, trace_children
     else:
         assert our_trace not in {s["trace_id"] for s in app["spans"]}
         assert {s["parent"] for s in app["spans"]} == {None}
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP receiver on loopback that keeps every request body by path."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, list[bytes]] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver.bodies.setdefault(self.path, []).append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_our_collector_export_carries_ours_not_the_apps(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, the collector gets our view and span, not the app's."""
+    receiver = OtlpReceiver()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        app = run_app(trace_children=False)
+    finally:
+        receiver.close()
+    assert app["metrics"] == {"app.requests": [5]}
+
+    names: set[str] = set()
+    for body in receiver.bodies.get("/v1/metrics", []):
+        request = ExportMetricsServiceRequest.FromString(body)
+        for rm in request.resource_metrics:
+            resource = attributes(rm.resource.attributes)
+            assert resource["markov.recording.id"] == app["recording_id"]
+            names.update(m.name for sm in rm.scope_metrics for m in sm.metrics)
+    assert "markov.record.last" in names
+    assert "app.requests" not in names
+
+    span_names = [
+        span.name
+        for body in receiver.bodies.get("/v1/traces", [])
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    assert span_names == ["experiment colo"]
