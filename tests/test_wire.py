@@ -9,9 +9,12 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from otlp_files import lines, log_records, metrics, points, recording, spans, traces
 
 from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
@@ -426,3 +429,40 @@ def test_concurrent_add_record_stores_every_record_once(isolated: Path) -> None:
     assert set(ids.values()) == {1}
     for t in range(threads_n):
         assert sorted(p.value for p in got if p.key == f"t{t}") == list(range(per_thread))
+
+
+# -- any record round-trips ----------------------------------------------------------------------
+
+_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.booleans(),
+)
+_records = st.dictionaries(st.text(min_size=1, max_size=40), _values, min_size=1, max_size=6)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(records=st.lists(_records, min_size=1, max_size=4))
+def test_any_records_round_trip(isolated: Path, records: list[dict[str, Any]]) -> None:
+    """Any keys and numbers come back through the proto classes as recorded, step by step."""
+    recorder = offline(batch_size=3)
+    with recorder:
+        for record in records:
+            recorder.add_record(record)
+    got: dict[tuple[int, str], Any] = {}
+    for p in points(isolated / recorder.recording_id):
+        assert (p.step, p.key) not in got
+        got[(p.step, p.key)] = p.value
+    want = {(step, k): v for step, record in enumerate(records) for k, v in record.items()}
+    assert got.keys() == want.keys()
+    for where, value in want.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(got[where]), where
+        elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+            assert got[where] == float(value), where
+        else:
+            assert got[where] == value, where
