@@ -110,6 +110,10 @@ def _handler_for(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like requests.Session expects
 
+        def setup(self) -> None:
+            super().setup()  # headers and body go out in two writes: no Nagle delay between
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def log_message(self, format: str, *args: object) -> None:  # quiet test output
             pass
 
