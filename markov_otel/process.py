@@ -15,6 +15,7 @@ import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 import weakref
 from types import FrameType
@@ -74,11 +75,19 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _stop_live() -> None:
+    status = "failed" if _died_of_exception() else "finished"
     for recorder in list(_live):
         try:
-            recorder.stop()
+            recorder.stop(status=status)
         except Exception as exc:  # exit must go on whatever happens
             log.error("markov_otel: stopping %s at exit failed: %s", recorder.recording_id, exc)
+
+
+def _died_of_exception() -> bool:
+    """The script ended with an uncaught exception: Python prints it and keeps it in
+    sys.last_value before atexit runs. An interactive session keeps the last one it showed
+    at a prompt, which says nothing about how the session ends."""
+    return getattr(sys, "last_value", None) is not None and not hasattr(sys, "ps1")
 
 
 def _disown_all(parent_pid: int) -> None:
