@@ -53,6 +53,27 @@ def test_exit_without_stop_keeps_every_record(isolated: Path) -> None:
     assert last_resource(run)["markov.summary.training_loss"] == 0.001
 
 
+def test_uncaught_exception_without_stop_is_failed(isolated: Path) -> None:
+    """A script that dies of an uncaught exception keeps its records and is marked failed."""
+    proc = python(
+        """
+        from markov_otel import ExperimentRecorder, RecordingMode
+        recorder = ExperimentRecorder(name="boom", recording_mode=RecordingMode.OFFLINE)
+        recorder.start()
+        for i in range(100):
+            recorder.add_record({"loss": float(i)})
+        print(recorder.recording_id, flush=True)
+        raise RuntimeError("training blew up")
+        """
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "training blew up" in err
+    run = isolated / out.strip()
+    assert [p.value for p in points(run)] == [float(i) for i in range(100)]
+    assert recording(run)["status"] == "failed"
+    assert last_resource(run)["markov.status"] == "failed"
+
+
 def test_exit_without_stop_with_several_recorders(isolated: Path) -> None:
     """Every recorder still running at exit is flushed, not just the last one."""
     proc = python(
