@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -13,10 +14,13 @@ from starlette.routing import Route
 
 from markov_otel.server.auth import Grant
 from markov_otel.server.bodies import ApiError, json_object
+from markov_otel.server.otlp import NON_FINITE
 from markov_otel.server.records import IDENTITY_FIELDS, JSON_FIELDS, jsonable, valid_id
 from markov_otel.server.storage import Store
 
 __all__ = ["api_routes", "json_response"]
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 def json_response(doc: Any, status: int = 200) -> Response:
@@ -73,6 +77,8 @@ class Api:
 
     async def list(self, request: Request) -> Response:
         project_id = request.query_params.get("project_id")
+        if project_id is not None and "\x00" in project_id:
+            raise ApiError(400, "project_id must not contain NUL characters")
         grant: Grant = request.state.grant
         if project_id is not None:
             check_grant(request, project_id)
@@ -86,8 +92,10 @@ class Api:
 
     async def records(self, request: Request) -> Response:
         key = request.query_params.get("key")
-        if not key:
-            raise ApiError(400, "query parameter key is required, e.g. ?key=loss")
+        if not key or "\x00" in key:
+            raise ApiError(
+                400, "query parameter key is required (no NUL characters), e.g. ?key=loss"
+            )
         recording = await self.readable(request)
         rows = await run_in_threadpool(self.store.records, recording["recording_id"], key)
         return json_response([{"step": s, "value": v, "time_unix_nano": t} for s, v, t in rows])
@@ -109,14 +117,21 @@ def api_routes(store: Store, limit: int, public_url: str | None) -> list[Route]:
     api = Api(store, limit, public_url)
     one = "/api/v1/recordings/{recording_id}"
     return [
-        Route("/api/v1/recordings", api.register, methods=["POST"]),
-        Route("/api/v1/recordings", api.list, methods=["GET"]),
-        Route(one, api.get, methods=["GET"]),
-        Route(one, api.patch, methods=["PATCH"]),
+        route_by_method("/api/v1/recordings", GET=api.list, POST=api.register),
+        route_by_method(one, GET=api.get, PATCH=api.patch),
         Route(one + "/records", api.records, methods=["GET"]),
         Route(one + "/alerts", api.alerts, methods=["GET"]),
         Route(one + "/requirements", api.requirements, methods=["GET"]),
     ]
+
+
+def route_by_method(path: str, **handlers: Handler) -> Route:
+    """One route for several methods, so a 405 lists every allowed method in Allow."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
 
 
 def check_grant(request: Request, project_id: str | None) -> None:
@@ -155,18 +170,44 @@ def patch_fields(body: dict[str, Any]) -> dict[str, Any]:
         changes["requirements"] = _mapping(body, "requirements")
     alerts = body.get("alerts")
     if alerts is not None:
-        if not isinstance(alerts, list) or not all(_is_alert(a) for a in alerts):
-            raise ApiError(400, "alerts must be a list of objects, each with a string alert_id")
+        if not isinstance(alerts, list):
+            raise ApiError(
+                400, f"alerts must be a list of alert objects, got {type(alerts).__name__}"
+            )
+        for alert in alerts:
+            _check_alert(alert)
         changes["alerts"] = alerts
     return changes
 
 
-def _is_alert(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("alert_id"), str)
-        and bool(value["alert_id"])
-    )
+_ALERT_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "metric_name": ("a string", lambda v: isinstance(v, str)),
+    "operation": ("a string", lambda v: isinstance(v, str)),
+    "text": ("a string", lambda v: isinstance(v, str)),
+    "threshold": ("a number", lambda v: _is_number(v) or _is_non_finite(v)),
+    "value": ("a number", lambda v: _is_number(v) or _is_non_finite(v)),
+    "step": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "time_unix_nano": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+}
+
+
+def _check_alert(alert: Any) -> None:
+    """400 unless `alert` is an object with a string alert_id and well-typed known fields."""
+    if not isinstance(alert, dict) or not isinstance(alert.get("alert_id"), str):
+        raise ApiError(400, "each alert must be an object with a string alert_id")
+    if not alert["alert_id"] or "\x00" in alert["alert_id"]:
+        raise ApiError(400, "alert_id must be a non-empty string without NUL characters")
+    for name, (kind, ok) in _ALERT_TYPES.items():
+        if name in alert and not ok(alert[name]):
+            raise ApiError(400, f"alert field {name} must be {kind}, got {alert[name]!r:.40}")
+
+
+def _is_non_finite(value: Any) -> bool:
+    return isinstance(value, str) and value in NON_FINITE
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _string(body: dict[str, Any], name: str) -> str:

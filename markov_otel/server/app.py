@@ -26,7 +26,7 @@ from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.openapi import openapi_document
 from markov_otel.server.pages import page_routes
-from markov_otel.server.storage import Store, open_store
+from markov_otel.server.storage import Store, StoreRefused, open_store
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
@@ -53,7 +53,11 @@ def create_app(
 
     app = Starlette(
         routes=routes(store, max_body_bytes, public_url),
-        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        exception_handlers={
+            ApiError: api_error,
+            StoreRefused: store_refused,
+            HTTPException: http_error,
+        },
         lifespan=lifespan,
     )
     app.add_middleware(TokenGate, tokens=TokenTable(tokens))
@@ -93,9 +97,15 @@ async def api_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def store_refused(request: Request, exc: Exception) -> Response:
+    return json_response({"error": str(exc)}, 400)
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return json_response({"error": exc.detail}, exc.status_code)
+    response = json_response({"error": exc.detail}, exc.status_code)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 class TokenGate:

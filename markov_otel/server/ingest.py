@@ -25,7 +25,7 @@ from markov_otel.server.bodies import JSON, PROTOBUF, ApiError, otlp_content_typ
 from markov_otel.server.otlp import MalformedBody, parse_metrics
 from markov_otel.server.records import non_finite_text, valid_id
 from markov_otel.server.signals import parse_events
-from markov_otel.server.storage import EventRow, PointRow, Store
+from markov_otel.server.storage import EventRow, PointRow, Store, StoreRefused
 
 __all__ = ["ingest_endpoint"]
 
@@ -114,7 +114,7 @@ def ingest_metrics(
             else:
                 rows.append((rid, k, step, value, None, ns))
     check_projects(store, grant, resources)
-    store.ingest(key, resources, points=rows)
+    store_batch(store, key, resources, points=rows)
     return rejected, reasons
 
 
@@ -138,8 +138,16 @@ def ingest_events(
         resources.append((rid, attrs))
         rows.extend((rid, signal, name, ns, event_attrs) for name, ns, event_attrs in events)
     check_projects(store, grant, resources)
-    store.ingest(key, resources, events=rows)
+    store_batch(store, key, resources, events=rows)
     return rejected, reasons
+
+
+def store_batch(store: Store, key: str | None, *args: Any, **kwargs: Any) -> None:
+    """`store.ingest`, with a value the database cannot hold turned into a 400."""
+    try:
+        store.ingest(key, *args, **kwargs)
+    except StoreRefused as exc:
+        raise ApiError(400, str(exc)) from exc
 
 
 def check_projects(store: Store, grant: Grant, resources: list[tuple[str, dict[str, Any]]]) -> None:

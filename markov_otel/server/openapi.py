@@ -10,6 +10,9 @@ __all__ = ["openapi_document"]
 
 _STR = {"type": "string"}
 _OBJ = {"type": "object", "additionalProperties": True}
+# Strings the backend stores as columns: no NUL (PostgreSQL text cannot hold it); null means "".
+_TEXT = {"type": "string", "pattern": "^[^\\x00]*$", "nullable": True}
+_NULLABLE_OBJ = {**_OBJ, "nullable": True}
 _VALUE = {
     "oneOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]
 }
@@ -28,22 +31,22 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["recording_id"],
         "properties": {
             "recording_id": {"type": "string", "pattern": ID_PATTERN},
-            **{f: _STR for f in ("name", "project_id", "notes", "dataset_id", "model_class")},
-            "model_id": _STR,
-            "metadata": _OBJ,
-            "hyper_parameters": _OBJ,
+            **{f: _TEXT for f in ("name", "project_id", "notes", "dataset_id", "model_class")},
+            "model_id": _TEXT,
+            "metadata": _NULLABLE_OBJ,
+            "hyper_parameters": _NULLABLE_OBJ,
         },
     },
     "Alert": {
         "type": "object",
         "required": ["alert_id"],
         "properties": {
-            "alert_id": {"type": "string", "minLength": 1},
+            "alert_id": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"},
             "metric_name": _STR,
             "operation": _STR,
-            "threshold": {"type": "number"},
+            "threshold": _VALUE,
             "text": _STR,
-            "value": {"type": "number"},
+            "value": _VALUE,
             "step": {"type": "integer"},
             "time_unix_nano": {"type": "integer"},
         },
@@ -51,13 +54,17 @@ _SCHEMAS: dict[str, Any] = {
     "Patch": {
         "type": "object",
         "properties": {
-            "hyper_parameters": _OBJ,
-            "summary": _OBJ,
-            "metadata": _OBJ,
-            "status": _STR,
-            "notes": _STR,
-            "requirements": _OBJ,
-            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+            "hyper_parameters": _NULLABLE_OBJ,
+            "summary": _NULLABLE_OBJ,
+            "metadata": _NULLABLE_OBJ,
+            "status": _TEXT,
+            "notes": _TEXT,
+            "requirements": _NULLABLE_OBJ,
+            "alerts": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Alert"},
+                "nullable": True,
+            },
         },
     },
     "Recording": {
@@ -123,7 +130,12 @@ def _otlp(signal: str) -> dict[str, Any]:
     return {
         "summary": f"OTLP/HTTP {signal} export (ExportServiceRequest, JSON or protobuf, gzip ok)",
         "parameters": [
-            {"name": "Idempotency-Key", "in": "header", "required": False, "schema": _STR},
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "\\S"},
+            },
         ],
         "requestBody": {
             "required": True,
@@ -167,11 +179,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "list recordings, newest first",
                     "parameters": [
-                        {"name": "project_id", "in": "query", "required": False, "schema": _STR}
+                        {"name": "project_id", "in": "query", "required": False, "schema": _TEXT}
                     ],
                     "responses": {
                         "200": _json({"type": "array", "items": recording}, "recordings"),
-                        **_errors(403),
+                        **_errors(400, 403),
                     },
                 },
             },
@@ -198,7 +210,7 @@ def openapi_document() -> dict[str, Any]:
                         "name": "key",
                         "in": "query",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1},
+                        "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"},
                     },
                 ),
             },

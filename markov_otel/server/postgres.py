@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from markov_otel.errors import ConfigError
-from markov_otel.server.sqlstore import PointRow, SqlStore
+from markov_otel.server.sqlstore import PointRow, SqlStore, StoreRefused
 
 __all__ = ["PostgresStore"]
 
@@ -37,8 +37,17 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            yield cur
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield cur
+        except psycopg.DataError as exc:
+            raise StoreRefused(f"PostgreSQL cannot store a value of this request: {exc}") from exc
+
+    def _run(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return super()._run(cur, sql, params)
+        except psycopg.DataError as exc:
+            raise StoreRefused(f"PostgreSQL cannot use a value of this request: {exc}") from exc
 
     def _cursor(self) -> Any:
         return self._conn.cursor()

@@ -16,7 +16,7 @@ from typing import Any
 
 from markov_otel.server.records import IDENTITY_FIELDS, JSON_FIELDS, from_resource, now
 
-__all__ = ["EventRow", "PointRow", "SqlStore"]
+__all__ = ["EventRow", "PointRow", "SqlStore", "StoreRefused"]
 
 # (recording_id, key, step, value, value_text, time_unix_nano)
 PointRow = tuple[str, str, int, "float | int | None", "str | None", int]
@@ -33,6 +33,10 @@ _COLUMNS = (
     "updated_at",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM recordings"
+
+
+class StoreRefused(ValueError):
+    """The database cannot hold a value of the request (e.g. NUL in PostgreSQL text): a 400."""
 
 
 def schema(value_type: str) -> list[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from markov_otel.errors import ConfigError
-from markov_otel.server.sqlstore import EventRow, PointRow, SqlStore
+from markov_otel.server.sqlstore import EventRow, PointRow, SqlStore, StoreRefused
 
-__all__ = ["EventRow", "PointRow", "SQLiteStore", "Store", "open_store"]
+__all__ = ["EventRow", "PointRow", "SQLiteStore", "Store", "StoreRefused", "open_store"]
 
 
 class Store(Protocol):
