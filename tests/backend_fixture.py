@@ -34,12 +34,14 @@ class Backend:
         token: str = "test-token",
         db: str | None = None,
         extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = token
         self.db = db or f"sqlite:///{workdir / 'backend.db'}"
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -65,6 +67,7 @@ class Backend:
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         }
         env.pop("MARKOV_SERVER_TOKENS", None)
+        env.update(self.env)
         log = (self.workdir / "server.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=self.workdir)
         log.close()

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from markov_otel.errors import MarkovError
 from markov_otel.server.app import DEFAULT_MAX_BODY_BYTES
 
-TOKENS_ENV = "MARKOV_SERVER_TOKENS"
-"""Comma-separated tokens (`T` or `T:PROJECT_ID`), added to those given with --token."""
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m markov_otel.server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m markov_otel.server",
+        description="Run the reference Markov backend: OTLP/HTTP ingest, REST API, pages.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8470, help="0 picks a free port")
     parser.add_argument(
@@ -27,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         action="append",
         default=[],
-        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable)",
+        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable; "
+        "also MARKOV_SERVER_TOKENS, comma-separated)",
     )
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
@@ -37,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tokens = [*args.token, *os.environ.get(TOKENS_ENV, "").split(",")]
     try:
         from markov_otel.server.runner import serve
 
@@ -45,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             db=args.db,
-            tokens=[t for t in tokens if t.strip()],
+            tokens=args.token,
             max_body_bytes=args.max_body_bytes,
             port_file=args.port_file,
             public_url=args.public_url,

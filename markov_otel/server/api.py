@@ -98,7 +98,9 @@ class Api:
             )
         recording = await self.readable(request)
         rows = await run_in_threadpool(self.store.records, recording["recording_id"], key)
-        return json_response([{"step": s, "value": v, "time_unix_nano": t} for s, v, t in rows])
+        # Values are already finite numbers or the protocol's strings: skip jsonable's walk.
+        doc = [{"step": s, "value": v, "time_unix_nano": t} for s, v, t in rows]
+        return Response(json.dumps(doc, allow_nan=False), media_type="application/json")
 
     async def alerts(self, request: Request) -> Response:
         recording = await self.readable(request)

@@ -13,7 +13,10 @@ import uvicorn
 from markov_otel.errors import ConfigError
 from markov_otel.server.app import DEFAULT_MAX_BODY_BYTES, create_app
 
-__all__ = ["is_loopback", "serve"]
+__all__ = ["TOKENS_ENV", "is_loopback", "serve"]
+
+TOKENS_ENV = "MARKOV_SERVER_TOKENS"
+"""Comma-separated accepted tokens (`T` or `T:PROJECT_ID`), added to those given to `serve`."""
 
 
 def serve(
@@ -26,8 +29,11 @@ def serve(
     port_file: str | None = None,
     public_url: str | None = None,
 ) -> None:
-    """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`."""
-    tokens = [t for t in tokens if t.strip()]
+    """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
+
+    Accepted tokens are `tokens` plus those in MARKOV_SERVER_TOKENS (comma-separated).
+    """
+    tokens = [t for t in [*tokens, *os.environ.get(TOKENS_ENV, "").split(",")] if t.strip()]
     if not tokens and not is_loopback(host):
         raise ConfigError(
             f"host={host!r} is not a loopback address and no token is configured; an open "

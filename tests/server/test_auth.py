@@ -83,8 +83,27 @@ def test_scoped_token_is_403_on_another_projects_recordings(tmp_path: Path) -> N
         server.stop()
 
 
-def test_open_server_refuses_a_non_loopback_host(tmp_path: Path) -> None:
+def test_tokens_from_the_environment_are_accepted(tmp_path: Path) -> None:
+    """MARKOV_SERVER_TOKENS (comma-separated, TOKEN or TOKEN:PROJECT) adds accepted tokens."""
+    env = {"MARKOV_SERVER_TOKENS": "envtoken, scoped:alpha"}
+    server = Backend(tmp_path / "env", token="cli", env=env)
+    try:
+        api = server.url + "/api/v1/recordings"
+        for token, status in [("cli", 200), ("envtoken", 200), ("scoped", 200), ("nope", 401)]:
+            answer = httpx.get(api, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == status, token
+        scoped = {"Authorization": "Bearer scoped"}
+        answer = httpx.get(api, params={"project_id": "beta"}, headers=scoped)
+        assert answer.status_code == 403
+    finally:
+        server.stop()
+
+
+def test_open_server_refuses_a_non_loopback_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without tokens, serve() refuses to listen beyond loopback and says how to fix it."""
+    monkeypatch.delenv("MARKOV_SERVER_TOKENS", raising=False)
     with pytest.raises(ConfigError, match="--token"):
         serve(host="0.0.0.0", port=0, db=str(tmp_path / "x.db"), tokens=())
     assert not (tmp_path / "x.db").exists()
