@@ -549,11 +549,18 @@ class ExperimentRecorder:
         }
 
     def _save(self) -> None:
+        """Save recording.json; a failure (disk full) is said once until a save works again."""
         self._saved_at = time.monotonic()
         try:
             self._spool.write_recording(self._info())
         except OSError as exc:
-            log.warning("markov_otel: cannot update %s/recording.json: %s", self._spool.dir, exc)
+            if not getattr(self, "_save_failing", False):
+                log.warning(
+                    "markov_otel: cannot update %s/recording.json: %s", self._spool.dir, exc
+                )
+            self._save_failing = True
+        else:
+            self._save_failing = False
 
     def _resume_if_existing(self, recording_id: str | None) -> None:
         if not recording_id:
