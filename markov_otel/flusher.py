@@ -57,8 +57,9 @@ class Flusher:
         return self._thread.is_alive()
 
     def backlog(self) -> int:
-        """Records and batches not yet on disk."""
-        return len(self._buffer) + len(self._unwritten)
+        """Points not yet on disk: those of buffered records and of unwritten batches."""
+        buffered = sum(len(values) for _t, _s, values in list(self._buffer))
+        return buffered + sum(points for _data, points in list(self._unwritten))
 
     def stop(self, timeout: float) -> bool:
         """Drain, write the final batch (even with no points), join; False if time ran out."""

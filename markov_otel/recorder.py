@@ -337,7 +337,7 @@ class ExperimentRecorder:
     def _finish_sending(self, flushed: bool, deadline: float) -> None:
         if not flushed:
             log.error(
-                "markov_otel: %d records of %s could not be written to %s before sync_data_timeout",
+                "markov_otel: %d points of %s could not be written to %s before sync_data_timeout",
                 self._flusher.backlog(),
                 self._recording_id,
                 self._spool.dir,
