@@ -161,3 +161,30 @@ def test_traces_and_logs_are_accepted_in_both_encodings(server: Backend) -> None
         httpx.get(f"{server.url}/api/v1/recordings/{rid}", headers=server.headers).status_code
         == 200
     )
+
+
+def test_markov_key_sums_and_histograms(server: Backend) -> None:
+    """markov.key names the record key; sum points are stored; histogram points are rejected."""
+    rid = new_id()
+
+    def point(step: int, key: str | None = None) -> dict[str, object]:
+        attrs = [{"key": "markov.step", "value": {"intValue": str(step)}}]
+        if key is not None:
+            attrs.append({"key": "markov.key", "value": {"stringValue": key}})
+        return {"timeUnixNano": str(step), "asDouble": 0.5, "attributes": attrs}
+
+    metrics = [
+        {
+            "name": "k_1st_loss",
+            "gauge": {"dataPoints": [point(0, "1st loss"), point(1, "1st loss")]},
+        },
+        {"name": "tokens", "sum": {"dataPoints": [point(0)], "isMonotonic": True}},
+        {"name": "latency", "histogram": {"dataPoints": [{"count": "3"}, {"count": "1"}]}},
+    ]
+    resource = {"attributes": [{"key": "markov.recording.id", "value": {"stringValue": rid}}]}
+    doc = {"resourceMetrics": [{"resource": resource, "scopeMetrics": [{"metrics": metrics}]}]}
+    answer = httpx.post(f"{server.url}/v1/metrics", json=doc, headers=server.headers)
+    assert answer.json()["partialSuccess"]["rejectedDataPoints"] == "2"
+    assert [r["step"] for r in records(server, rid, "1st loss")] == [0, 1]
+    assert records(server, rid, "k_1st_loss") == []
+    assert len(records(server, rid, "tokens")) == 1
