@@ -9,7 +9,8 @@ Modes:
 - ``kill9 N``: records N, prints the checkpoint, sleeps 0.6 s (3 flush intervals of 0.2 s), then
   records in a tight loop forever, printing `progress <n>` every 10k, until it is SIGKILLed.
 - ``sigterm``: inside ``with recorder:``, prints `ready`, then records forever with a checkpoint
-  every 10k records, until SIGTERM ends it.
+  every 10k records, until SIGTERM ends it; then prints `made <n>` (records whose add_record
+  returned; the one interrupted by the signal may be on disk too) before the recorder stops.
 - ``exit0 N`` / ``exit3 N`` / ``raise N``: inside ``with recorder:``, records N, prints the
   checkpoint, then calls sys.exit(0), sys.exit(3) or raises RuntimeError.
 - ``nostop N``: starts, records N, prints the checkpoint and ends without stop().
@@ -23,6 +24,7 @@ import time
 from markov_otel import ExperimentRecorder, RecordingMode
 
 PROGRESS_EVERY = 10_000
+made = 0  # records whose add_record returned (printed as `made <n>` when SIGTERM ends the loop)
 
 
 def say(line: str) -> None:
@@ -30,8 +32,10 @@ def say(line: str) -> None:
 
 
 def record(recorder: ExperimentRecorder, start: int, stop: int) -> None:
+    global made
     for i in range(start, stop):
         recorder.add_record({"loss": float(i), "acc": i})
+        made = i + 1
 
 
 def forever(recorder: ExperimentRecorder, start: int, word: str) -> None:
@@ -70,7 +74,10 @@ def main(mode: str, n: int) -> None:
         say(f"id {recorder.recording_id}")
         if mode == "sigterm":
             say("ready")
-            forever(recorder, 0, "checkpoint")
+            try:
+                forever(recorder, 0, "checkpoint")
+            finally:
+                say(f"made {made}")
         record(recorder, 0, n)
         say(f"checkpoint {n}")
         if mode == "exit0":
