@@ -104,7 +104,9 @@ def _json_metric(metric: dict[str, Any], out: ResourceBatch, reasons: list[str])
                 step = int(kv["value"]["intValue"])
             elif kv["key"] == KEY_ATTR:
                 key = kv["value"]["stringValue"]
-        value = _json_point_value(dp)
+        value = dp.get("asDouble")
+        if value.__class__ is not float:  # the common case skips the call: ~2 µs a point
+            value = _json_point_value(dp)
         if step is None or value is None:
             out.rejected += 1
             _note(reasons, "points need a value and the attribute markov.step")

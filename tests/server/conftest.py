@@ -1,18 +1,15 @@
-"""Fixtures for the backend tests: `server` runs each test over SQLite and PostgreSQL."""
+"""Fixtures for the backend tests: `server` runs each test over SQLite and PostgreSQL.
+
+`backend` and `postgres_url` come from the `backend_fixture` plugin (loaded by tests/conftest.py).
+"""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backend_fixture import Backend, backend, postgres_url
-
-__all__ = ["backend", "postgres_url"]
+from backend_fixture import Backend
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
