@@ -22,6 +22,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str) -> None:
         super().__init__()
+        self._url = url
         try:
             self._conn = psycopg.connect(url, autocommit=True)
         except psycopg.Error as exc:
@@ -35,10 +36,17 @@ class PostgresStore(SqlStore):
             cached = self._sql_cache[sql] = sql.replace("?", "%s")
         return cached
 
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The connection, opened again if the database went away (the failed request got 500)."""
+        if self._conn.broken or self._conn.closed:
+            self._conn = psycopg.connect(self._url, autocommit=True)
+        return self._conn
+
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
+        conn = self._connection()
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
+            with conn.transaction(), conn.cursor() as cur:
                 yield cur
         except psycopg.DataError as exc:
             raise StoreRefused(f"PostgreSQL cannot store a value of this request: {exc}") from exc
@@ -50,7 +58,7 @@ class PostgresStore(SqlStore):
             raise StoreRefused(f"PostgreSQL cannot use a value of this request: {exc}") from exc
 
     def _cursor(self) -> Any:
-        return self._conn.cursor()
+        return self._connection().cursor()
 
     def _insert_points(self, cur: Any, rows: Sequence[PointRow]) -> None:
         columns = "recording_id, key, step, value, value_text, time_unix_nano"
