@@ -13,7 +13,6 @@ Modes:
   returned; the one interrupted by the signal may be on disk too) before the recorder stops.
 - ``exit0 N`` / ``exit3 N`` / ``raise N``: inside ``with recorder:``, records N, prints the
   checkpoint, then calls sys.exit(0), sys.exit(3) or raises RuntimeError.
-- ``nostop N``: starts, records N, prints the checkpoint and ends without stop().
 """
 
 from __future__ import annotations
@@ -64,12 +63,6 @@ def main(mode: str, n: int) -> None:
         say(f"checkpoint {n}")
         time.sleep(0.6)
         forever(recorder, n, "progress")
-    if mode == "nostop":
-        recorder.start()
-        say(f"id {recorder.recording_id}")
-        record(recorder, 0, n)
-        say(f"checkpoint {n}")
-        return
     with recorder:
         say(f"id {recorder.recording_id}")
         if mode == "sigterm":

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
-def offline(**kwargs: object) -> ExperimentRecorder:
+def offline(**kwargs: Any) -> ExperimentRecorder:
     return ExperimentRecorder("disk", recording_mode=RecordingMode.OFFLINE, **kwargs)
 
 
