@@ -101,12 +101,15 @@ def test_disk_full_mid_run_says_so_once_and_writes_everything_after_space_return
         recorder.add_record({"loss": float(i), "acc": i})
     on_full_disk = sum(1 for _ in points(Spool(recorder.run_dir)))
     assert 0 < on_full_disk < 2 * n
-    assert metrics.read_bytes().endswith(b"\n")  # a failed append was cut back: no torn line
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
     recorder.stop()
     errors = disk_errors(caplog)
     assert len(errors) == 1, errors
     assert "cannot write to the run dir" in errors[0]
+    text = metrics.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    for line in text.split("\n")[:-1]:
+        json.loads(line)  # every failed append was cut back: no torn line inside the file
     got = list(points(Spool(recorder.run_dir)))
     for key in ("loss", "acc"):
         assert [p.step for p in got if p.key == key] == list(range(n)), key
