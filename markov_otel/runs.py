@@ -91,7 +91,7 @@ def points(spool: Spool, key: str | None = None) -> Iterator[Point]:
     """Every point in metrics.jsonl (a torn last line is skipped), optionally of one key."""
     for line in spool.lines("metrics"):
         try:
-            data = json.loads(line.text)
+            data = json.loads(line.data)
         except ValueError:
             continue
         for rm in data.get("resourceMetrics", []):

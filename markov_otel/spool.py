@@ -40,7 +40,11 @@ class SpoolLine:
 
     number: int
     end: int
-    text: str
+    data: bytes  # without the newline; sent as-is, so it is never decoded on the send path
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -131,7 +135,7 @@ class Spool:
                 if not raw.endswith(b"\n"):
                     return
                 offset += len(raw)
-                yield SpoolLine(number, offset, raw[:-1].decode("utf-8", errors="replace"))
+                yield SpoolLine(number, offset, raw[:-1])
                 number += 1
 
     def read_recording(self) -> dict[str, Any]:

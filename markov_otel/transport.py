@@ -324,7 +324,7 @@ class Sender:
             self._client.call(
                 "POST",
                 path,
-                data=line.text.encode("utf-8"),
+                data=line.data,
                 timeout=self._timeout(),
                 headers={
                     "Content-Type": "application/json",
@@ -335,9 +335,9 @@ class Sender:
             self._spool.write_acks(acks, self._target.acks)
             self.progress.sent_lines += 1
             self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
-            self.progress.sent_bytes += len(line.text)
+            self.progress.sent_bytes += len(line.data)
             if signal == "metrics" and self._view is not None:
-                self._view.counts["sent"] += line.text.count('"timeUnixNano"')
+                self._view.counts["sent"] += line.data.count(b'"timeUnixNano"')
 
     def _all_sent(self) -> bool:
         acks = self._spool.read_acks(self._target.acks)
