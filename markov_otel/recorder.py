@@ -545,7 +545,7 @@ class ExperimentRecorder:
             "alerts": list(self._alert_log),
             "points": self._view.counts["spooled"],
             "last_step": self._step,
-            "last_values": {k: _jsonable(v) for k, (v, _s) in list(self._view.last.items())},
+            "last_values": {k: v for k, (v, _s) in list(self._view.last.items())},
         }
 
     def _save(self) -> None:
@@ -605,12 +605,6 @@ class ExperimentRecorder:
             f"ExperimentRecorder(name={self._name!r}, recording_id={self._recording_id!r}, "
             f"mode={self._settings.mode.value!r}, status={self._status!r})"
         )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and value - value != 0.0:
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    return value
 
 
 def _check_step(step: Any) -> int:
