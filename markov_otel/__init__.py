@@ -13,6 +13,7 @@ from markov_otel.alerts import (
     BinaryOperation,
     ExperimentAlertCondition,
 )
+from markov_otel.arguments import ModelClass
 from markov_otel.config import RecordingMode
 from markov_otel.errors import (
     BackendError,
@@ -20,7 +21,7 @@ from markov_otel.errors import (
     MarkovError,
     RecorderStateError,
 )
-from markov_otel.recorder import ExperimentRecorder, ModelClass
+from markov_otel.recorder import ExperimentRecorder
 from markov_otel.summary import ExperimentSummary
 
 __all__ = [

@@ -27,6 +27,15 @@ from opentelemetry.trace import Status, StatusCode
 
 from markov_otel import environment, process, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
+from markov_otel.arguments import (
+    ModelClass,
+    check_step,
+    mapping_arg,
+    model_class_value,
+    queue_config,
+    recorder_settings,
+    snapshot,
+)
 from markov_otel.config import RecordingMode, Settings
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.flusher import Flusher
@@ -42,29 +51,6 @@ log = logging.getLogger("markov_otel")
 
 MAX_BUFFERED = 200_000
 """Records held in memory before add_record waits for the flusher (backpressure, never loss)."""
-
-_QUEUE_CONFIG: dict[str, tuple[type, float | int]] = {
-    "batch_size": (int, 1000),
-    "batch_processing_interval": (float, 1.0),
-    "register_batch_timeout": (float, 10.0),
-    "sync_data_timeout": (float, 30.0),
-}
-_EXTRAS = {"recording_id", "markov_dir", "endpoint", "api_key", "webhook_url", "settings"}
-
-
-class ModelClass(str, enum.Enum):
-    """The kind of task the experiment's model solves."""
-
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
-    CLUSTERING = "clustering"
-    OBJECT_DETECTION = "object_detection"
-    SEGMENTATION = "segmentation"
-    TEXT_GENERATION = "text_generation"
-    RANKING = "ranking"
-    FORECASTING = "forecasting"
-    REINFORCEMENT_LEARNING = "reinforcement_learning"
-    OTHER = "other"
 
 
 class _State(enum.Enum):
@@ -95,13 +81,13 @@ class ExperimentRecorder:
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"name={name!r} must be a non-empty string, e.g. 'resnet-baseline'")
-        self._queue = _queue_config(kwargs)
-        self._settings = _settings(recording_mode, kwargs)
+        self._queue = queue_config(kwargs)
+        self._settings = recorder_settings(recording_mode, kwargs)
         self._name, self._project_id, self._notes = name, str(project_id or ""), notes
         self._dataset_id = str(dataset_id or "")
-        self._model_class = _model_class(model_class)
+        self._model_class = model_class_value(model_class)
         self._hparams: dict[str, Any] = {}
-        self._metadata = _snapshot(_mapping("metadata", metadata))
+        self._metadata = snapshot(mapping_arg("metadata", metadata))
         self._recording_id = check_run_id(kwargs.get("recording_id") or uuid.uuid4().hex)
         self._model_id = f"model-{uuid.uuid4().hex[:16]}"
         self._experiment_url: str | None = None
@@ -194,7 +180,7 @@ class ExperimentRecorder:
         if step is None:
             step = self._step + 1
         elif type(step) is not int:
-            step = _check_step(step)
+            step = check_step(step)
         if (
             type(record) is dict
             and record  # an empty record must reach normalize_record's ConfigError
@@ -227,12 +213,12 @@ class ExperimentRecorder:
 
     def add_hyper_parameters(self, hyper_parameters: dict[str, Any]) -> None:
         """Merge hyperparameters; they travel as `markov.hparam.<k>` resource attributes."""
-        values = _mapping("hyper_parameters", hyper_parameters)
+        values = mapping_arg("hyper_parameters", hyper_parameters)
         for key in values:
             if not isinstance(key, str) or not key:
                 raise ConfigError(f"hyperparameter name {key!r} must be a non-empty string")
         with self._lock:
-            self._hparams.update(_snapshot(values))
+            self._hparams.update(snapshot(values))
         self._resource_changed()
 
     def attach_alert_on(self, condition: ExperimentAlertCondition, text: str) -> None:
@@ -605,75 +591,6 @@ class ExperimentRecorder:
             f"ExperimentRecorder(name={self._name!r}, recording_id={self._recording_id!r}, "
             f"mode={self._settings.mode.value!r}, status={self._status!r})"
         )
-
-
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not hasattr(step, "__index__"):
-        raise ConfigError(f"step={step!r} must be an integer, e.g. add_record(record, step=10)")
-    return int(step.__index__())
-
-
-def _mapping(what: str, value: Any) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{what}={value!r} must be a dict, e.g. {what}={{'lr': 0.001}}")
-    return value
-
-
-def _snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy down through nested dicts, so a caller mutating theirs changes nothing recorded."""
-    return {k: _snapshot(v) if isinstance(v, Mapping) else v for k, v in values.items()}
-
-
-def _model_class(value: Any) -> str:
-    try:
-        return ModelClass(value).value
-    except ValueError:
-        kinds = ", ".join(m.name for m in ModelClass)
-        raise ConfigError(f"model_class={value!r} is not one of ModelClass.{{{kinds}}}") from None
-
-
-def _queue_config(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(kwargs) - set(_QUEUE_CONFIG) - _EXTRAS
-    if unknown:
-        known = ", ".join(sorted({*_QUEUE_CONFIG, *_EXTRAS}))
-        raise ConfigError(
-            f"unknown argument(s) {sorted(unknown)}; known keyword arguments: {known}"
-        )
-    out: dict[str, Any] = {}
-    for key, (kind, default) in _QUEUE_CONFIG.items():
-        value = kwargs.get(key, default)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-        if kind is int:
-            ok = ok and float(value).is_integer()
-        if not ok:
-            raise ConfigError(
-                f"{key}={value!r} must be a positive {'integer' if kind is int else 'number'}, "
-                f"e.g. ExperimentRecorder(..., {key}={default!r})"
-            )
-        out[key] = kind(value)
-    return out
-
-
-def _settings(mode: Any, kwargs: Mapping[str, Any]) -> Settings:
-    given = kwargs.get("settings")
-    if given is not None:
-        if not isinstance(given, Settings):
-            raise ConfigError(f"settings={given!r} must be a markov_otel.config.Settings")
-        return (
-            given
-            if mode is None
-            else Settings(**{**given.__dict__, "mode": RecordingMode.parse(mode)})
-        )
-    overrides = {
-        "mode": mode,
-        "dir": kwargs.get("markov_dir"),
-        "endpoint": kwargs.get("endpoint"),
-        "api_key": kwargs.get("api_key"),
-        "webhook_url": kwargs.get("webhook_url"),
-    }
-    return Settings.resolve(overrides)
 
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:

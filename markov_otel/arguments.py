@@ -1,0 +1,103 @@
+"""ExperimentRecorder's arguments: ModelClass, the queue config and the extras, checked before
+any I/O so that misuse raises at once with the value and the fix."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from markov_otel.config import RecordingMode, Settings
+from markov_otel.errors import ConfigError
+
+_QUEUE_CONFIG: dict[str, tuple[type, float | int]] = {
+    "batch_size": (int, 1000),
+    "batch_processing_interval": (float, 1.0),
+    "register_batch_timeout": (float, 10.0),
+    "sync_data_timeout": (float, 30.0),
+}
+_EXTRAS = {"recording_id", "markov_dir", "endpoint", "api_key", "webhook_url", "settings"}
+
+
+class ModelClass(str, enum.Enum):
+    """The kind of task the experiment's model solves."""
+
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+    CLUSTERING = "clustering"
+    OBJECT_DETECTION = "object_detection"
+    SEGMENTATION = "segmentation"
+    TEXT_GENERATION = "text_generation"
+    RANKING = "ranking"
+    FORECASTING = "forecasting"
+    REINFORCEMENT_LEARNING = "reinforcement_learning"
+    OTHER = "other"
+
+
+def check_step(step: Any) -> int:
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise ConfigError(f"step={step!r} must be an integer, e.g. add_record(record, step=10)")
+    return int(step.__index__())
+
+
+def mapping_arg(what: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what}={value!r} must be a dict, e.g. {what}={{'lr': 0.001}}")
+    return value
+
+
+def snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy down through nested dicts, so a caller mutating theirs changes nothing recorded."""
+    return {k: snapshot(v) if isinstance(v, Mapping) else v for k, v in values.items()}
+
+
+def model_class_value(value: Any) -> str:
+    try:
+        return ModelClass(value).value
+    except ValueError:
+        kinds = ", ".join(m.name for m in ModelClass)
+        raise ConfigError(f"model_class={value!r} is not one of ModelClass.{{{kinds}}}") from None
+
+
+def queue_config(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(_QUEUE_CONFIG) - _EXTRAS
+    if unknown:
+        known = ", ".join(sorted({*_QUEUE_CONFIG, *_EXTRAS}))
+        raise ConfigError(
+            f"unknown argument(s) {sorted(unknown)}; known keyword arguments: {known}"
+        )
+    out: dict[str, Any] = {}
+    for key, (kind, default) in _QUEUE_CONFIG.items():
+        value = kwargs.get(key, default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        if kind is int:
+            ok = ok and float(value).is_integer()
+        if not ok:
+            raise ConfigError(
+                f"{key}={value!r} must be a positive {'integer' if kind is int else 'number'}, "
+                f"e.g. ExperimentRecorder(..., {key}={default!r})"
+            )
+        out[key] = kind(value)
+    return out
+
+
+def recorder_settings(mode: Any, kwargs: Mapping[str, Any]) -> Settings:
+    given = kwargs.get("settings")
+    if given is not None:
+        if not isinstance(given, Settings):
+            raise ConfigError(f"settings={given!r} must be a markov_otel.config.Settings")
+        return (
+            given
+            if mode is None
+            else Settings(**{**given.__dict__, "mode": RecordingMode.parse(mode)})
+        )
+    overrides = {
+        "mode": mode,
+        "dir": kwargs.get("markov_dir"),
+        "endpoint": kwargs.get("endpoint"),
+        "api_key": kwargs.get("api_key"),
+        "webhook_url": kwargs.get("webhook_url"),
+    }
+    return Settings.resolve(overrides)
