@@ -44,7 +44,7 @@ from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configure
 from markov_otel.otel.resource import experiment_attributes
 from markov_otel.spool import Spool, check_run_id
 from markov_otel.summary import ExperimentSummary
-from markov_otel.transport import Sender, Target
+from markov_otel.transport import Sender, Target, registration_body
 from markov_otel.values import PLAIN_TYPES, normalize_record
 
 log = logging.getLogger("markov_otel")
@@ -483,19 +483,7 @@ class ExperimentRecorder:
             log.warning("markov_otel: fsync of %s failed: %s", self._spool.dir, exc)
 
     def _registration(self) -> dict[str, Any]:
-        keys = (
-            "recording_id",
-            "name",
-            "project_id",
-            "notes",
-            "dataset_id",
-            "model_class",
-            "model_id",
-            "metadata",
-            "hyper_parameters",
-        )
-        info = self._info()
-        return {k: info[k] for k in keys}
+        return registration_body(self._info())
 
     def _registered(self, answer: Mapping[str, Any]) -> None:
         self._experiment_url = answer.get("experiment_url") or self._experiment_url

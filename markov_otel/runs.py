@@ -17,7 +17,7 @@ from typing import Any
 from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
 from markov_otel.spool import SIGNALS, Spool, read_json
-from markov_otel.transport import Progress, Sender, Target
+from markov_otel.transport import Progress, Sender, Target, registration_body
 
 _SYNC_QUEUE = {"register_batch_timeout": 30.0, "batch_processing_interval": 1.0}
 
@@ -124,20 +124,7 @@ def sync_run(
     if status != info.get("status"):
         info["status"] = status
         spool.write_recording(info)
-    registration = {
-        k: info.get(k)
-        for k in (
-            "recording_id",
-            "name",
-            "project_id",
-            "notes",
-            "dataset_id",
-            "model_class",
-            "model_id",
-            "metadata",
-            "hyper_parameters",
-        )
-    }
+    registration = registration_body(info)
     patch: dict[str, Any] = {k: info.get(k) for k in ("hyper_parameters", "summary", "notes")}
     patch["status"] = status
     patch["alerts"] = list(info.get("alerts", []))

@@ -35,6 +35,17 @@ RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BACKOFF_BASE, BACKOFF_CAP = 0.2, 10.0
 
 
+REGISTRATION_FIELDS = (
+    "recording_id", "name", "project_id", "notes", "dataset_id", "model_class", "model_id",
+    "metadata", "hyper_parameters",
+)  # fmt: skip
+
+
+def registration_body(info: Mapping[str, Any]) -> dict[str, Any]:
+    """POST /api/v1/recordings from a recording.json-shaped mapping (docs/protocol.md)."""
+    return {key: info.get(key) for key in REGISTRATION_FIELDS}
+
+
 class Retry(Exception):
     """Weather: try again after `delay` seconds (None: use backoff)."""
 
