@@ -28,6 +28,8 @@ from opentelemetry.trace import Status, StatusCode
 from markov_otel import environment, process, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
 from markov_otel.arguments import (
+    STEP_MAX,
+    STEP_MIN,
     ModelClass,
     check_step,
     mapping_arg,
@@ -179,7 +181,7 @@ class ExperimentRecorder:
         time_ns = _time_ns()
         if step is None:
             step = self._step + 1
-        elif type(step) is not int:
+        elif type(step) is not int or not STEP_MIN <= step <= STEP_MAX:
             step = check_step(step)
         if (
             type(record) is dict
