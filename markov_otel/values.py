@@ -1,14 +1,26 @@
 """What add_record accepts, and how each value becomes a number.
 
-| value | outcome |
-|---|---|
-| float, int, bool | recorded as is (bool as 0/1; ints beyond int64 as doubles) |
-| NaN, ±inf | recorded as is ("NaN", "Infinity" on the wire) |
-| numpy / torch scalars, anything with `__float__` or `.item()` | converted with `float()` |
-| numeric strings ("0.5") | converted with `float()` |
-| nested dicts | flattened: {"val": {"loss": 1}} records "val/loss" |
-| None, other strings, bytes, lists, arrays of more than one element | ConfigError naming the key |
-| non-string or empty keys, an empty record | ConfigError |
+Recorded as is:
+- float, int, bool (bool as 0/1; ints beyond int64 as doubles);
+- NaN, ±inf, -0.0 ("NaN", "Infinity", "-Infinity" on the wire).
+
+Converted:
+- numpy / torch scalars, 0-d and one-element arrays / tensors, anything with `.item()`:
+  the item (numpy ints stay ints); anything else with `__float__` (Decimal, Fraction): `float()`;
+- numeric strings ("0.5", " 1e3 ", "nan"): `float()`;
+- nested dicts: flattened, {"val": {"loss": 1}} records "val/loss"; an empty nested dict records
+  nothing.
+
+ConfigError naming the key (a long value is shortened in the message):
+- None, other strings, bytes, lists, complex, arrays of more than one element (or none);
+- two keys that give the same flattened key ({"a/b": 1, "a": {"b": 2}}).
+
+ConfigError: non-string or empty keys, an empty record, a record that is not a mapping.
+
+Keys: any non-empty string (unicode, spaces, '/', quotes) is recorded as is; the OTLP metric
+name is the key sanitised to the instrument-name syntax, and the point attribute `markov.key`
+keeps the original. `step=`: any integer (numpy ints too) in the int64 range, going back or
+repeating kept; a bool, float or string step, or one outside int64, is a ConfigError.
 
 A record is checked whole before anything is kept, so an error never records half of it.
 """
@@ -43,6 +55,11 @@ def _flatten(record: Mapping[Any, Any], prefix: str, out: dict[str, float | int 
         name = prefix + key
         if isinstance(value, Mapping):
             _flatten(value, name + "/", out)
+        elif name in out:  # {"a/b": 1, "a": {"b": 2}}: keeping one value would lose the other
+            raise ConfigError(
+                f"record key {name!r} is given twice (once through a nested dict); "
+                "rename one of them"
+            )
         else:
             out[name] = to_number(name, value)
 
