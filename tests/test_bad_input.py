@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import importlib.util
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,9 +21,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
+from backend_fixture import Backend
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from otlp_files import points, recording
 
-from markov_otel import ConfigError, ExperimentRecorder, RecordingMode, values
+from markov_otel import ConfigError, ExperimentRecorder, RecordingMode, runs, values
+from markov_otel.spool import Spool
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 MB = 1_000_000
@@ -231,3 +237,90 @@ def test_the_values_table_documents_every_outcome_tested_here() -> None:
         "shortened",
     ):
         assert phrase in doc, phrase
+
+
+# -- property: whatever is accepted comes back unchanged, from the spool and from the backend --
+
+KEY_ALPHABET = "abcxyzXYZ019 /._-λ損éß\"'"
+keys = st.text(alphabet=KEY_ALPHABET, min_size=1, max_size=24)
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=2**63, max_value=2**80),
+    st.booleans(),
+)
+record_lists = st.lists(
+    st.tuples(
+        st.dictionaries(keys, numbers, min_size=1, max_size=4),
+        st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 2)),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def on_the_wire(value: float | int | bool) -> Any:
+    """What the read API answers for a recorded value (protocol.md)."""
+    if type(value) is bool:
+        return int(value)
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def as_rows(rows: list[tuple[int, Any, int]]) -> list[tuple[int, str, Any, int]]:
+    """Comparable rows: the value's type and its repr (so -0.0 is not 0.0, 1 is not 1.0)."""
+    return sorted((s, type(v).__name__, repr(v), t) for s, v, t in rows)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batch=record_lists)
+def test_accepted_records_round_trip_through_spool_and_backend(
+    backend: Backend, batch: list[tuple[dict[str, Any], int | None]]
+) -> None:
+    """Any record add_record accepts reads back unchanged from the run dir and from the backend."""
+    recorder = ExperimentRecorder(
+        "property",
+        recording_mode=RecordingMode.ONLINE,
+        endpoint=backend.url,
+        api_key=backend.token,
+        batch_processing_interval=0.05,
+        sync_data_timeout=20.0,
+    )
+    want: dict[str, list[tuple[int, Any, tuple[int, int]]]] = {}
+    with recorder:
+        step = -1
+        for record, explicit in batch:
+            before = time.time_ns()
+            recorder.add_record(record, step=explicit)
+            after = time.time_ns()
+            step = step + 1 if explicit is None else explicit
+            for key, value in record.items():
+                want.setdefault(key, []).append((step, on_the_wire(value), (before, after)))
+    spooled: dict[str, list[tuple[int, Any, int]]] = {}
+    for p in runs.points(Spool.for_run(recorder.run_dir.parent, recorder.recording_id)):
+        value = on_the_wire(p.value) if not isinstance(p.value, str) else p.value
+        spooled.setdefault(p.key, []).append((p.step, value, p.time_unix_nano))
+    assert sorted(spooled) == sorted(want)
+    for key, expected in want.items():
+        got = spooled[key]
+        assert len(got) == len(expected), key
+        for (step, value, (lo, hi)), (s, v, t) in zip(expected, got, strict=True):
+            assert (s, type(v), repr(v)) == (step, type(value), repr(value)), key
+            assert lo <= t <= hi, key
+        answer = requests.get(
+            f"{backend.url}/api/v1/recordings/{recorder.recording_id}/records",
+            params={"key": key},
+            headers=backend.headers,
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        served = [(r["step"], r["value"], r["time_unix_nano"]) for r in answer.json()]
+        assert as_rows(served) == as_rows(got), key
