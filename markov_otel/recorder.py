@@ -97,6 +97,7 @@ class ExperimentRecorder:
         self._alerts = AlertRules()
         self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
         self._batch_size: int = self._queue["batch_size"]
+        self._max_lag_ns = int(self._queue["batch_processing_interval"] * 0.5e9)
         self._alert_log: list[dict[str, Any]] = []
         self._state = _State.CREATED
         self._status = "created"
@@ -197,7 +198,7 @@ class ExperimentRecorder:
         if self._check_alerts is not None:
             self._check_alerts(values, time_ns, step)
         if len(self._buffer) >= self._batch_size:
-            self._kick()
+            self._kick(time_ns)
 
     def _normalize(self, record: Any) -> dict[str, Any]:
         values = normalize_record(record)
@@ -205,11 +206,19 @@ class ExperimentRecorder:
             self._plain_keys.update(k for k in record if k in values)
         return values
 
-    def _kick(self) -> None:
-        """Wake the flusher; past MAX_BUFFERED, wait for it (backpressure, never a drop)."""
+    def _kick(self, now_ns: int) -> None:
+        """Wake the flusher; wait for it (backpressure, never a drop) while it lags too far.
+
+        Too far: MAX_BUFFERED records, or an oldest record older than half the flush interval —
+        so a tight loop cannot run ahead of the disk, and a kill -9 loses at most the last
+        flush interval.
+        """
         self._flusher.wake()
-        while len(self._buffer) >= MAX_BUFFERED and self._flusher.alive:
-            time.sleep(0.001)
+        buffer, flusher = self._buffer, self._flusher
+        while flusher.alive and (
+            len(buffer) >= MAX_BUFFERED or now_ns - _oldest(buffer, now_ns) > self._max_lag_ns
+        ):
+            time.sleep(0.0005)
 
     # -- documented methods --------------------------------------------------------------------
 
@@ -585,3 +594,11 @@ class ExperimentRecorder:
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:
     return [WebhookNotifier(settings.webhook_url)] if settings.webhook_url else []
+
+
+def _oldest(buffer: deque[Record], default: int) -> int:
+    """Time of the oldest buffered record (the flusher may empty the deque meanwhile)."""
+    try:
+        return buffer[0][0]
+    except IndexError:
+        return default
