@@ -51,8 +51,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON so a reader sees the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     text = json.dumps(_strict(data), indent=1, sort_keys=True, default=str, allow_nan=False)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not also leave litter behind
+        raise
 
 
 def _strict(value: Any) -> Any:
