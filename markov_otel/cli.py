@@ -250,7 +250,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def _recorded_environment(settings: Settings, run_id: str) -> dict[str, Any]:
     """environment.json of a local run, else the backend's copy."""
-    local = Path(settings.dir) / run_id / "environment.json"
+    local = Path(settings.dir) / check_run_id(run_id) / "environment.json"
     env = read_json(local) if local.is_file() else {}
     if env:
         return env
