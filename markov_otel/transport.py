@@ -14,6 +14,7 @@ import email.utils
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -138,13 +139,19 @@ class BackendClient:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "markov-otel"
         self.session.headers.update(target.headers)
-        self.session.verify = target.verify
+        self.session.verify = self.verify = target.verify
 
     def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
         url = path if "://" in path else self.base + path
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            response = self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
+            # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override the
+            # session's verify, which would silently drop the ca_bundle setting.
+            response = self.session.request(
+                method, url, timeout=timeout or self.timeout, verify=self.verify, **kwargs
+            )
+        except requests.exceptions.SSLError as exc:
+            raise _tls_failure(self.base, exc) from exc
         except requests.RequestException as exc:
             raise Retry(f"{type(exc).__name__} talking to {self.base}") from exc
         finally:
@@ -167,6 +174,22 @@ class BackendClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+_CERT_FAILED = re.compile(r"certificate verify failed:?\s*([^(')\"]*)")
+
+
+def _tls_failure(base: str, exc: requests.exceptions.SSLError) -> Exception:
+    """An unverifiable certificate is a refusal (retrying cannot fix it); other TLS trouble is
+    weather."""
+    found = _CERT_FAILED.search(str(exc))
+    if found is None:
+        return Retry(f"{type(exc).__name__} talking to {base}")
+    reason = found.group(1).strip() or "certificate verify failed"
+    return Refused(
+        f"the TLS certificate of {base} could not be verified ({reason}); if a private CA signs "
+        "it, point ca_bundle at that CA (MARKOV_CA_BUNDLE=PATH or `mkv config set ca_bundle PATH`)"
+    )
 
 
 @dataclass
