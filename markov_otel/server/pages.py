@@ -56,8 +56,10 @@ def with_token_cookie(handler: Handler) -> Handler:
     return page
 
 
-def layout(title: str, body: str) -> HTMLResponse:
-    return HTMLResponse(f"""<!doctype html>
+def layout(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        status_code=status,
+        content=f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)} · markov</title>
@@ -66,13 +68,14 @@ def layout(title: str, body: str) -> HTMLResponse:
 <script src="/static/page.js" defer></script>
 </head><body><header><a href="/">markov recordings</a></header><main>
 {body}
-</main></body></html>""")
+</main></body></html>""",
+    )
 
 
 async def list_page(store: Store, request: Request, project_id: str | None) -> Response:
     grant: Grant = request.state.grant
     if project_id is not None and not grant.allows(project_id):
-        return layout("forbidden", "<p>This token may not see that project.</p>")
+        return layout("forbidden", "<p>This token may not see that project.</p>", 403)
     recordings = await run_in_threadpool(store.list_recordings, project_id or grant.project_id)
     by_project: dict[str, list[dict[str, Any]]] = {}
     for recording in recordings:
@@ -107,7 +110,7 @@ async def recording_page(store: Store, request: Request) -> Response:
     recording = await run_in_threadpool(store.get, recording_id) if valid_id(recording_id) else None
     grant: Grant = request.state.grant
     if recording is None or not grant.allows(recording["project_id"]):
-        return layout("not found", f"<p>No recording {escape(recording_id)}.</p>")
+        return layout("not found", f"<p>No recording {escape(recording_id)}.</p>", 404)
     alerts = await run_in_threadpool(store.alerts, recording_id)
     charts = [await run_in_threadpool(_chart, store, recording_id, k) for k in recording["keys"]]
     body = (
