@@ -209,7 +209,11 @@ def test_a_project_scoped_token_cannot_touch_another_project(tmp_path: Path) -> 
         )
         assert answer.status_code == 403
         page = httpx.get(f"{server.url}/recordings/{theirs}", headers=scoped)
-        assert "projB-private-name" not in page.text  # the page says "no recording", as for 404
+        assert page.status_code == 404 and "projB-private-name" not in page.text  # as unknown
+        unknown = httpx.get(f"{server.url}/recordings/{uuid.uuid4().hex}", headers=scoped)
+        assert unknown.status_code == 404
+        other = httpx.get(f"{server.url}/projects/projB", headers=scoped)
+        assert other.status_code == 403 and theirs not in other.text
         theirs_now = httpx.get(f"{server.url}/api/v1/recordings/{theirs}", headers=server.headers)
         assert theirs_now.json()["project_id"] == "projB"
         assert theirs_now.json()["notes"] in (None, "")
