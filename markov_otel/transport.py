@@ -416,6 +416,12 @@ class Sender:
         """Register, PATCH and send everything now, in this thread; BackendError if it can't."""
         self._registration, self._deadline = registration, deadline
         self.update_recording(patch)
+        try:
+            return self._sync_rounds(progress)
+        finally:
+            self._client.close()
+
+    def _sync_rounds(self, progress: Callable[[Progress], None] | None) -> Progress:
         while True:
             delay = self.pump()
             if progress is not None:
