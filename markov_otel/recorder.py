@@ -187,7 +187,7 @@ class ExperimentRecorder:
         if (
             type(record) is dict
             and record  # an empty record must reach normalize_record's ConfigError
-            and record.keys() <= self._plain_keys
+            and self._plain_keys.issuperset(record)  # keys seen valid before
             and PLAIN_TYPES.issuperset(map(type, record.values()))
         ):
             values = record.copy()
