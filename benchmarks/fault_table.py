@@ -31,14 +31,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from backend_fixture import Backend  # noqa: E402  (tests/ is not a package)
+from backend_fixture import Backend, online_recorder  # noqa: E402  (tests/ is not a package)
 from flaky_proxy import FlakyProxy  # noqa: E402
 
 from markov_otel import ExperimentRecorder, RecordingMode  # noqa: E402
@@ -113,20 +112,6 @@ def record(recorder: ExperimentRecorder, start: int, stop: int) -> None:
         recorder.add_record({"loss": 1.0 / (i + 1), "acc": i})
 
 
-def online(endpoint: str, token: str, **kwargs: Any) -> ExperimentRecorder:
-    options: dict[str, Any] = {
-        "recording_mode": RecordingMode.ONLINE,
-        "endpoint": endpoint,
-        "api_key": token,
-        "batch_size": 100,
-        "batch_processing_interval": 0.05,
-        "register_batch_timeout": 2.0,
-        "sync_data_timeout": 20.0,
-        **kwargs,
-    }
-    return ExperimentRecorder("fault-table", **options)
-
-
 def timed_stop(recorder: ExperimentRecorder) -> float:
     began = time.monotonic()
     recorder.stop()
@@ -186,7 +171,7 @@ def backend_down(work: Path, rng: random.Random) -> Outcome:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    recorder = online(dead, "down", sync_data_timeout=1.5)
+    recorder = online_recorder(dead, "down", sync_data_timeout=1.5)
     recorder.start()
     record(recorder, 0, n)
     stop_s = timed_stop(recorder)
@@ -203,7 +188,7 @@ def backend_restarted(work: Path, rng: random.Random) -> Outcome:
     n = 4000
     server = Backend(work / "backend")
     try:
-        recorder = online(server.url, server.token)
+        recorder = online_recorder(server.url, server.token)
         recorder.start()
         record(recorder, 0, n // 2)
         deadline = time.monotonic() + 20
@@ -229,7 +214,9 @@ def flaky(work: Path, rng: random.Random) -> Outcome:
     server = Backend(work / "backend")
     try:
         with FlakyProxy(server.url, faults=faults, seed=rng.randrange(1 << 30), stall=0.8) as px:
-            recorder = online(px.url, server.token, register_batch_timeout=0.5, batch_size=50)
+            recorder = online_recorder(
+                px.url, server.token, register_batch_timeout=0.5, batch_size=50
+            )
             recorder.start()
             record(recorder, 0, n)
             stop_s = timed_stop(recorder)

@@ -1,4 +1,5 @@
-"""pytest plugin: the reference backend in a subprocess (`backend`), and `postgres_url`.
+"""pytest plugin: the reference backend in a subprocess (`backend`), `postgres_url`, and the
+ways tests reach a backend (`dead_endpoint()`, `online_recorder()`).
 
 Load it with `pytest_plugins = ["backend_fixture"]`. The backend is the real server
 (`python -m markov_otel.server --port 0 --port-file …`) on a SQLite file under `tmp_path`, with a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +146,28 @@ def postgres_url() -> str:
     if not url:
         pytest.skip(f'{POSTGRES_ENV} is not set (eval "$(bash .ci/postgres.sh)" to start one)')
     return url
+
+
+def dead_endpoint() -> str:
+    """A loopback URL on a port nobody listens on (bound, then closed): "backend down"."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def online_recorder(endpoint: str, token: str, name: str = "online", **kwargs: Any) -> Any:
+    """An ONLINE recorder with short intervals and timeouts, so fault tests finish quickly."""
+    from markov_otel import ExperimentRecorder, RecordingMode
+
+    options: dict[str, Any] = {
+        "recording_mode": RecordingMode.ONLINE,
+        "endpoint": endpoint,
+        "api_key": token,
+        "batch_size": 100,
+        "batch_processing_interval": 0.05,
+        "register_batch_timeout": 2.0,
+        "sync_data_timeout": 20.0,
+        **kwargs,
+    }
+    return ExperimentRecorder(name, **options)

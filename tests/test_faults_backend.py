@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,38 +10,16 @@ from typing import Any
 
 import pytest
 import requests
-from backend_fixture import Backend
+from backend_fixture import Backend, dead_endpoint, online_recorder
 from flaky_proxy import FlakyProxy
 
-from markov_otel import ExperimentRecorder, RecordingMode
+from markov_otel import ExperimentRecorder
 from markov_otel.cli import main
 from markov_otel.runs import unsent_lines
 from markov_otel.spool import Spool
 
 KEYS = ("loss", "accuracy")
 SLACK = 0.5  # the spec: stop() returns within sync_data_timeout + 0.5 s
-
-
-def dead_endpoint() -> str:
-    """A loopback URL on a port nobody listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-def online(endpoint: str, token: str, **kwargs: Any) -> ExperimentRecorder:
-    options: dict[str, Any] = {
-        "recording_mode": RecordingMode.ONLINE,
-        "endpoint": endpoint,
-        "api_key": token,
-        "batch_size": 100,
-        "batch_processing_interval": 0.05,
-        "register_batch_timeout": 2.0,
-        "sync_data_timeout": 20.0,
-    }
-    options.update(kwargs)
-    return ExperimentRecorder("fault", **options)
 
 
 def record(recorder: ExperimentRecorder, start: int, stop: int) -> None:
@@ -97,7 +74,7 @@ def test_backend_down_for_the_whole_run(
 ) -> None:
     """Nobody listening: training goes on, stop() is bounded, `mkv sync` later stores exactly N."""
     n, timeout = 3000, 1.5
-    recorder = online(dead_endpoint(), "down-token", sync_data_timeout=timeout)
+    recorder = online_recorder(dead_endpoint(), "down-token", sync_data_timeout=timeout)
     recorder.start()
     record(recorder, 0, n)
     elapsed = timed_stop(recorder)
@@ -123,7 +100,7 @@ def test_backend_down_for_the_whole_run(
 def test_backend_killed_and_restarted_mid_run(backend: Any) -> None:
     """SIGKILL the backend while points flow, record on, restart it: exactly N, none twice."""
     n = 4000
-    recorder = online(backend.url, backend.token)
+    recorder = online_recorder(backend.url, backend.token)
     recorder.start()
     for i in range(n):
         if i == n // 3:  # points are flowing: some are stored, more are on their way
@@ -149,7 +126,7 @@ def test_flaky_proxy_loses_and_duplicates_nothing(
     n, timeout = 3000, 20.0
     faults = {"503": 0.05, "429": 0.04, "reset": 0.04, "lost": 0.04, "stall": 0.04}
     with FlakyProxy(backend.url, faults=faults, seed=seed, stall=0.8) as proxy:
-        recorder = online(
+        recorder = online_recorder(
             proxy.url,
             backend.token,
             register_batch_timeout=0.5,
@@ -172,7 +149,7 @@ def test_wrong_token_keeps_data_on_disk_until_fixed(
 ) -> None:
     """401 is not retried: one error naming it, no exception, data kept; the right token syncs."""
     n = 500
-    recorder = online(backend.url, "wrong-token", sync_data_timeout=5.0)
+    recorder = online_recorder(backend.url, "wrong-token", sync_data_timeout=5.0)
     with recorder:
         record(recorder, 0, n)
     rid = recorder.recording_id

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from backend_fixture import Backend
+from backend_fixture import Backend, online_recorder
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -43,17 +43,9 @@ SECRET = "sk-SECRET-" + uuid.uuid4().hex
 JSON_CT = {"Content-Type": "application/json"}
 
 
-def online(endpoint: str, api_key: str, **kwargs: Any) -> ExperimentRecorder:
-    options: dict[str, Any] = {
-        "recording_mode": RecordingMode.ONLINE,
-        "endpoint": endpoint,
-        "api_key": api_key,
-        "batch_processing_interval": 0.05,
-        "register_batch_timeout": 1.0,
-        "sync_data_timeout": 1.5,
-    }
-    options.update(kwargs)
-    return ExperimentRecorder("security", **options)
+# A dead endpoint must not hold these tests long: stop() gives up after 1.5 s.
+QUICK = {"name": "security", "batch_size": 1000, "register_batch_timeout": 1.0,
+         "sync_data_timeout": 1.5}  # fmt: skip
 
 
 def files_holding(root: Path, secret: str) -> list[str]:
@@ -86,7 +78,7 @@ def test_the_api_key_appears_nowhere(
         server = Backend(tmp_path / "backend", token=token)
         endpoint = server.url
     try:
-        recorder = online(endpoint, SECRET, hyper_parameters={"lr": 0.1})
+        recorder = online_recorder(endpoint, SECRET, **QUICK, hyper_parameters={"lr": 0.1})
         with recorder:
             for i in range(50):
                 recorder.add_record({"loss": 1.0 / (i + 1)})
@@ -486,7 +478,7 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_trusts_a_private_ca(
     """A self-signed https backend gets nothing by default; MARKOV_CA_BUNDLE makes it work."""
     # requests lets this variable override a session's verify; ca_bundle must still win.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", os.environ.get("REQUESTS_CA_BUNDLE") or certs.where())
-    recorder = online(tls_backend.url, "tls-token")
+    recorder = online_recorder(tls_backend.url, "tls-token", **QUICK)
     started = time.monotonic()
     with recorder:
         for i in range(20):
@@ -506,7 +498,7 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_trusts_a_private_ca(
     assert mkv(["sync", recorder.recording_id, "--timeout", "10"]) == 0
     (stored,) = tls_backend.recordings()
     assert stored["recording_id"] == recorder.recording_id and stored["points"] == 20
-    second = online(tls_backend.url, "tls-token", sync_data_timeout=10.0)
+    second = online_recorder(tls_backend.url, "tls-token", **{**QUICK, "sync_data_timeout": 10.0})
     with second:
         second.add_record({"loss": 1.0})
     assert {r["recording_id"] for r in tls_backend.recordings()} == {
