@@ -325,11 +325,18 @@ class ExperimentRecorder:
             self._span.end()
             flushed = self._flusher.stop(max(0.1, deadline - time.monotonic()))
             self._spool_sync()
-            self._telemetry.shutdown()
-            for notifier in self._notifiers:
-                notifier.close()
+            closing = self._telemetry.begin_shutdown()  # the collector export, if any
             self._save()
             self._finish_sending(flushed, deadline)
+            for notifier in self._notifiers:
+                notifier.close(max(0.0, deadline - time.monotonic()))
+            closing.join(max(0.0, deadline - time.monotonic()))
+            if closing.is_alive():
+                log.warning(
+                    "markov_otel: the OTLP collector did not take the last export before "
+                    "sync_data_timeout; the run dir %s has everything",
+                    self._spool.dir,
+                )
 
     def _finish_sending(self, flushed: bool, deadline: float) -> None:
         if not flushed:

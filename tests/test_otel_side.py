@@ -270,3 +270,37 @@ def _poll_prometheus(base: str, query: str, *, want: int, seconds: float = 60) -
             pass
         time.sleep(0.5)
     raise AssertionError(f"Prometheus never returned {want} series for {query}")
+
+
+def test_a_silent_collector_cannot_hold_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector that accepts and never answers: stop() keeps its bound; the run dir is whole."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections queue up and are never answered
+        monkeypatch.setenv(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"http://{silent.getsockname()[0]}:{silent.getsockname()[1]}",
+        )
+        recorder = ExperimentRecorder(
+            "silent", recording_mode=RecordingMode.OFFLINE, sync_data_timeout=1.0
+        )
+        recorder.start()
+        for i in range(100):
+            recorder.add_record({"loss": float(i)})
+        began = time.monotonic()
+        recorder.stop()
+        took = time.monotonic() - began
+    assert took <= 1.0 + 0.5  # the spec's bound: sync_data_timeout + 0.5 s
+    traces = (recorder.run_dir / "traces.jsonl").read_text().splitlines()
+    assert len(traces) == 1 and "experiment silent" in traces[0]
+    steps = [
+        json.loads(line) for line in (recorder.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    points = sum(
+        len(m["gauge"]["dataPoints"])
+        for d in steps
+        for rm in d["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    )
+    assert points == 100

@@ -219,10 +219,24 @@ class Telemetry:
             if span is not None and span.is_recording():
                 span.add_event(name, dict(attributes), timestamp=time_ns)
 
-    def shutdown(self) -> None:
+    def begin_shutdown(self) -> threading.Thread:
+        """Flush and close the providers on a daemon thread, which the caller joins, bounded.
+
+        The run dir already holds the span and events (written synchronously); what may wait
+        is the export to the user's collector, whose retries would hold stop() for 10 s or more
+        per provider when the collector is down. The caller sends to the Markov backend
+        meanwhile, and abandons the export when its own deadline comes.
+        """
         if self._scrape_server is not None:
             self._scrape_server.shutdown()
             self._scrape_server.server_close()
+        closing = threading.Thread(
+            target=self._shutdown_providers, daemon=True, name="markov-otel-shutdown"
+        )
+        closing.start()
+        return closing
+
+    def _shutdown_providers(self) -> None:
         for provider in (self.meter_provider, self.tracer_provider, self.logger_provider):
             try:
                 provider.shutdown()
