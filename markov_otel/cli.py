@@ -217,13 +217,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from markov_otel.server import serve
 
-    tokens = [*args.token, *os.environ.get("MARKOV_SERVER_TOKENS", "").split(",")]
     print(f"mkv serve: http://{args.host}:{args.port} (db {args.db})", file=sys.stderr)
-    serve(
+    serve(  # serve() adds the tokens in MARKOV_SERVER_TOKENS
         host=args.host,
         port=args.port,
         db=args.db,
-        tokens=[t for t in tokens if t.strip()],
+        tokens=args.token,
         port_file=args.port_file,
         public_url=args.public_url,
     )

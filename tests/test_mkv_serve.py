@@ -1,0 +1,49 @@
+"""`mkv serve` itself (the console script users run), end to end with a recorder."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from markov_otel import ExperimentRecorder, RecordingMode
+
+
+def test_mkv_serve_takes_an_online_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mkv serve with a token from MARKOV_SERVER_TOKENS: 401 without it, every point with it."""
+    mkv = shutil.which("mkv")
+    assert mkv is not None, "the package's console script is not installed"
+    port_file = tmp_path / "port"
+    env_token = "from-env"
+    monkeypatch.setenv("MARKOV_SERVER_TOKENS", env_token)
+    server = subprocess.Popen(
+        [mkv, "serve", "--port", "0", "--port-file", str(port_file),
+         "--db", f"sqlite:///{tmp_path / 'serve.db'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists() and time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+        assert requests.get(f"{url}/api/v1/recordings", timeout=5).status_code == 401
+        recorder = ExperimentRecorder(
+            "served", recording_mode=RecordingMode.ONLINE, endpoint=url, api_key=env_token
+        )
+        with recorder:
+            for i in range(250):
+                recorder.add_record({"loss": 1.0 / (i + 1)})
+        auth = {"Authorization": f"Bearer {env_token}"}
+        rows = requests.get(
+            f"{url}/api/v1/recordings/{recorder.recording_id}/records",
+            params={"key": "loss"}, headers=auth, timeout=5,
+        ).json()  # fmt: skip
+        assert [r["step"] for r in rows] == list(range(250))
+        assert recorder.experiment_url == f"{url}/recordings/{recorder.recording_id}"
+    finally:
+        server.terminate()
+        server.wait(10)
