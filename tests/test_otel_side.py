@@ -304,3 +304,29 @@ def test_a_silent_collector_cannot_hold_stop(monkeypatch: pytest.MonkeyPatch) ->
         for m in sm["metrics"]
     )
     assert points == 100
+
+
+def test_the_scrape_endpoint_serves_exactly_the_published_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every metric family the recorder exposes is in protocol.md's table, and vice versa."""
+    from test_collector_config import published_prometheus_names
+
+    monkeypatch.setenv("MARKOV_PROMETHEUS_PORT", "0")
+    recorder = ExperimentRecorder(
+        "names", recording_mode=RecordingMode.OFFLINE, batch_processing_interval=0.05
+    )
+    with recorder:
+        recorder.add_record({"loss": 0.5})
+        recorder.summary.add_training_loss(0.4)
+        url = f"http://127.0.0.1:{recorder.config['prometheus_port']}/metrics"
+        deadline = time.monotonic() + 10
+        while "markov_record_last{" not in (text := requests.get(url, timeout=5).text):
+            assert time.monotonic() < deadline, "the flusher never published the last value"
+            time.sleep(0.05)
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")} - {
+        "target_info"
+    }
+    counters = {f"{name}_total" for name in families if f"{name}_total" in text}
+    exposed = {name for name in families if f"{name}_total" not in counters} | counters
+    assert exposed == published_prometheus_names()
