@@ -44,7 +44,7 @@ from markov_otel.flusher import Flusher
 from markov_otel.otel.encoding import Record, attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
-from markov_otel.spool import Spool, check_run_id
+from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
 from markov_otel.summary import ExperimentSummary
 from markov_otel.transport import Sender, Target, registration_body
 from markov_otel.values import PLAIN_TYPES, normalize_record
@@ -114,6 +114,9 @@ class ExperimentRecorder:
         self._exit_status: str | None = None  # set by SIGTERM: the run was terminated
         self._forked_from: int | None = None  # set in a forked child: the recording process
         self._mirror: Sender | None = None  # exact points to the user's collector (export_points)
+        self._started_at: float | None = None
+        self._saved_at = 0.0  # monotonic time of the last recording.json save
+        self._save_failing = False  # said once until a save works again
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
         self._resume_if_existing(kwargs.get("recording_id"))
@@ -452,7 +455,7 @@ class ExperimentRecorder:
         for sender in self._senders():
             sender.wake()
         now = time.monotonic()
-        if now - getattr(self, "_saved_at", 0.0) > 2.0:
+        if now - self._saved_at > 2.0:
             self._save()
 
     def _deliver(self, firing: AlertFiring) -> None:
@@ -533,7 +536,7 @@ class ExperimentRecorder:
             "experiment_url": self._experiment_url,
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "started_at": getattr(self, "_started_at", None),
+            "started_at": self._started_at,
             "alerts": list(self._alert_log),
             "points": self._view.counts["spooled"],
             "last_step": self._step,
@@ -546,7 +549,7 @@ class ExperimentRecorder:
         try:
             self._spool.write_recording(self._info())
         except OSError as exc:
-            if not getattr(self, "_save_failing", False):
+            if not self._save_failing:
                 log.warning(
                     "markov_otel: cannot update %s/recording.json: %s", self._spool.dir, exc
                 )
@@ -573,8 +576,6 @@ class ExperimentRecorder:
             log.warning("markov_otel: environment capture failed: %s", exc)
 
     def _store_environment(self, env: dict[str, Any]) -> None:
-        from markov_otel.spool import write_json_atomic
-
         write_json_atomic(self._spool.dir / "environment.json", env)
         environment.write_requirements_file(
             env, self._spool.dir / "requirements.txt", recording_id=self._recording_id
@@ -583,8 +584,6 @@ class ExperimentRecorder:
             self._sender.update_recording({"requirements": env})
 
     def _environment(self) -> dict[str, Any]:
-        from markov_otel.spool import read_json
-
         env = read_json(self._spool.dir / "environment.json")
         if not env:
             env = environment.capture()
