@@ -42,6 +42,7 @@ class Flusher:
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._stopping = False
+        self._deadline = float("inf")  # set by stop()
         self._warned = False
         self._thread = threading.Thread(target=self._run, name="markov-flusher", daemon=True)
 
@@ -63,6 +64,7 @@ class Flusher:
 
     def stop(self, timeout: float) -> bool:
         """Drain, write the final batch (even with no points), join; False if time ran out."""
+        self._deadline = time.monotonic() + max(0.0, timeout - 0.1)  # retries end before join
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
@@ -83,7 +85,7 @@ class Flusher:
                 return
 
     def _cycle(self, *, final: bool) -> None:
-        wrote = self._retry_unwritten()
+        self._write_unwritten()
         while self._buffer:
             take = min(len(self._buffer), self._batch_size)
             records = [self._buffer.popleft() for _ in range(take)]
@@ -91,11 +93,12 @@ class Flusher:
             line, points = self._encoder.encode(records, self._resource())
             self._counts["recorded"] += points
             self._unwritten.append(((line + "\n").encode("utf-8"), points))
-            wrote = self._retry_unwritten() or wrote
+            self._write_unwritten()
         if final:  # the last batch carries the final Resource even when no points are pending
             line, _ = self._encoder.encode((), self._resource())
             self._unwritten.append(((line + "\n").encode("utf-8"), 0))
-            self._retry_unwritten(final=True)
+            while not self._write_unwritten() and time.monotonic() < self._deadline:
+                time.sleep(0.05)  # disk full at stop(): keep trying until its deadline
         self._on_cycle()
 
     def _keep_last(self, records: list[Record]) -> None:
@@ -104,8 +107,8 @@ class Flusher:
             for key, value in values.items():
                 last[key] = (value, step)
 
-    def _retry_unwritten(self, *, final: bool = False) -> bool:
-        wrote = False
+    def _write_unwritten(self) -> bool:
+        """Write kept batches in order; True when none is left, False on a write error."""
         while self._unwritten:
             data, points = self._unwritten[0]
             try:
@@ -119,10 +122,7 @@ class Flusher:
                         exc,
                         len(self._unwritten),
                     )
-                if final:
-                    time.sleep(0.05)
-                return wrote
+                return False
             self._unwritten.popleft()
             self._counts["spooled"] += points
-            wrote = True
-        return wrote
+        return True
