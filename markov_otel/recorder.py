@@ -576,10 +576,13 @@ class ExperimentRecorder:
             log.warning("markov_otel: environment capture failed: %s", exc)
 
     def _store_environment(self, env: dict[str, Any]) -> None:
-        write_json_atomic(self._spool.dir / "environment.json", env)
-        environment.write_requirements_file(
-            env, self._spool.dir / "requirements.txt", recording_id=self._recording_id
-        )
+        try:
+            write_json_atomic(self._spool.dir / "environment.json", env)
+            environment.write_requirements_file(
+                env, self._spool.dir / "requirements.txt", recording_id=self._recording_id
+            )
+        except OSError as exc:  # disk trouble is weather: say so, never raise into training
+            log.warning("markov_otel: cannot write the environment to %s: %s", self._spool.dir, exc)
         if self._sender is not None:
             self._sender.update_recording({"requirements": env})
 
