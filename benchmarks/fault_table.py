@@ -32,8 +32,6 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -83,13 +81,7 @@ def backend_counts(server: Backend, run_id: str) -> tuple[int, int]:
     """(rows, duplicate rows) the backend holds for the run's keys."""
     rows = dupes = 0
     for key in KEYS:
-        answer = requests.get(
-            f"{server.url}/api/v1/recordings/{run_id}/records",
-            params={"key": key},
-            headers=server.headers,
-            timeout=120,
-        )
-        steps = [r["step"] for r in answer.json()] if answer.status_code == 200 else []
+        steps = [r["step"] for r in server.records(run_id, key, timeout=120)]
         rows += len(steps)
         dupes += len(steps) - len(set(steps))
     return rows, dupes

@@ -57,6 +57,19 @@ class Backend:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    def records(self, recording_id: str, key: str, timeout: float = 60) -> list[dict[str, Any]]:
+        """Every stored point of one key, by step (GET …/records); [] for an unknown recording."""
+        import requests
+
+        answer = requests.get(
+            f"{self.url}/api/v1/recordings/{recording_id}/records",
+            params={"key": key}, headers=self.headers, timeout=timeout,
+        )  # fmt: skip
+        if answer.status_code == 404:
+            return []
+        answer.raise_for_status()
+        return list(answer.json())
+
     def start(self) -> None:
         """Start the server (on `self.port`, 0 the first time) and wait until it answers."""
         port_file = self.workdir / "port"

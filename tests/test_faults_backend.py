@@ -33,23 +33,10 @@ def timed_stop(recorder: ExperimentRecorder) -> float:
     return time.monotonic() - began
 
 
-def rows(backend: Any, recording_id: str, key: str) -> list[dict[str, Any]]:
-    answer = requests.get(
-        f"{backend.url}/api/v1/recordings/{recording_id}/records",
-        params={"key": key},
-        headers=backend.headers,
-        timeout=10,
-    )
-    if answer.status_code == 404:
-        return []
-    answer.raise_for_status()
-    return answer.json()
-
-
 def assert_exactly(backend: Any, recording_id: str, n: int) -> None:
     """Every key holds steps 0..n-1 once each, and the recording counts n points per key."""
     for key in KEYS:
-        assert [r["step"] for r in rows(backend, recording_id, key)] == list(range(n))
+        assert [r["step"] for r in backend.records(recording_id, key)] == list(range(n))
     answer = requests.get(
         f"{backend.url}/api/v1/recordings/{recording_id}", headers=backend.headers, timeout=10
     )
@@ -104,7 +91,7 @@ def test_backend_killed_and_restarted_mid_run(backend: Any) -> None:
     recorder.start()
     for i in range(n):
         if i == n // 3:  # points are flowing: some are stored, more are on their way
-            wait_until(lambda: len(rows(backend, recorder.recording_id, "loss")) > 0)
+            wait_until(lambda: len(backend.records(recorder.recording_id, "loss")) > 0)
             backend.kill()
         if i == 2 * n // 3:
             backend.restart()
@@ -161,7 +148,7 @@ def test_wrong_token_keeps_data_on_disk_until_fixed(
     assert sum("401" in m for m in said) == 1, said
     assert not any("retrying" in m for m in said), said  # it is not weather
     assert "wrong-token" not in caplog.text
-    assert rows(backend, rid, "loss") == []
+    assert backend.records(rid, "loss") == []
     assert unsent_lines(Spool(recorder.run_dir)) > 0
     monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
     monkeypatch.setenv("MARKOV_API_KEY", backend.token)

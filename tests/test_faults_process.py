@@ -59,17 +59,6 @@ def read_word(proc: subprocess.Popen[str], word: str) -> str:
     raise AssertionError(f"child ended before printing {word!r}: {proc.stderr.read()}")  # type: ignore[union-attr]
 
 
-def backend_rows(backend: Any, recording_id: str, key: str) -> list[dict[str, Any]]:
-    answer = requests.get(
-        f"{backend.url}/api/v1/recordings/{recording_id}/records",
-        params={"key": key},
-        headers=backend.headers,
-        timeout=60,
-    )
-    answer.raise_for_status()
-    return answer.json()
-
-
 @pytest.mark.slow
 def test_kill9_keeps_every_flushed_record_and_syncs_it_once(
     isolated: Path,
@@ -104,7 +93,7 @@ def test_kill9_keeps_every_flushed_record_and_syncs_it_once(
     monkeypatch.setenv("MARKOV_API_KEY", backend.token)
     assert main(["sync", run_id]) == 0
     for key in KEYS:
-        assert [r["step"] for r in backend_rows(backend, run_id, key)] == list(range(spooled))
+        assert [r["step"] for r in backend.records(run_id, key)] == list(range(spooled))
     answer = requests.get(
         f"{backend.url}/api/v1/recordings/{run_id}", headers=backend.headers, timeout=10
     )

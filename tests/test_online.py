@@ -43,10 +43,6 @@ def get(backend: Any, path: str, **params: str) -> Any:
     return answer.json()
 
 
-def records(backend: Any, recording_id: str, key: str) -> list[dict[str, Any]]:
-    return get(backend, f"/api/v1/recordings/{recording_id}/records", key=key)
-
-
 def test_every_point_reaches_the_backend_in_order_with_its_timestamp(backend: Any) -> None:
     """N records x 3 keys online: the read API returns exactly N per key, by step, stamped."""
     recorder = online(backend)
@@ -57,11 +53,11 @@ def test_every_point_reaches_the_backend_in_order_with_its_timestamp(backend: An
             recorder.add_record({"loss": 1.0 / (i + 1), "accuracy": i / N, "lr": 0.1})
             brackets.append((before, time.time_ns()))
     for key in KEYS:
-        rows = records(backend, recorder.recording_id, key)
+        rows = backend.records(recorder.recording_id, key)
         assert [r["step"] for r in rows] == list(range(N))
         for row, (before, after) in zip(rows, brackets, strict=True):
             assert before <= row["time_unix_nano"] <= after
-    assert [r["value"] for r in records(backend, recorder.recording_id, "loss")][:3] == [
+    assert [r["value"] for r in backend.records(recorder.recording_id, "loss")][:3] == [
         1.0,
         0.5,
         pytest.approx(1 / 3),
@@ -117,7 +113,7 @@ def test_a_failed_run_is_marked_failed_on_the_backend(backend: Any) -> None:
         recorder.add_record({"loss": 1 / 0})
     stored = get(backend, f"/api/v1/recordings/{recorder.recording_id}")
     assert stored["status"] == "failed"
-    assert len(records(backend, recorder.recording_id, "loss")) == 1
+    assert len(backend.records(recorder.recording_id, "loss")) == 1
 
 
 def test_non_finite_values_round_trip_through_the_backend(backend: Any) -> None:
@@ -127,7 +123,7 @@ def test_non_finite_values_round_trip_through_the_backend(backend: Any) -> None:
     with recorder:
         for value in values:
             recorder.add_record({"x": value})
-    got = [r["value"] for r in records(backend, recorder.recording_id, "x")]
+    got = [r["value"] for r in backend.records(recorder.recording_id, "x")]
     assert got == ["NaN", "Infinity", "-Infinity", 0.5, 0.0, 1e308, 7]
     assert math.copysign(1.0, got[4]) == -1.0  # -0.0 keeps its sign through JSON and storage
 
@@ -141,7 +137,7 @@ def test_the_api_key_is_never_written_nor_logged(
     with recorder:
         for i in range(300):
             recorder.add_record({"loss": 1.0 / (i + 1)})
-    assert len(records(backend, recorder.recording_id, "loss")) == 300
+    assert len(backend.records(recorder.recording_id, "loss")) == 300
     secret = backend.token.encode()
     files = [p for p in Path(recorder.run_dir).rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"recording.json", "metrics.jsonl", "acks.json"}

@@ -34,17 +34,6 @@ def record_offline(n: int = N, **kwargs: Any) -> ExperimentRecorder:
     return recorder
 
 
-def steps(backend: Any, recording_id: str, key: str) -> list[int]:
-    answer = requests.get(
-        f"{backend.url}/api/v1/recordings/{recording_id}/records",
-        params={"key": key},
-        headers=backend.headers,
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return [row["step"] for row in answer.json()]
-
-
 def stored(backend: Any, recording_id: str) -> dict[str, Any]:
     answer = requests.get(
         f"{backend.url}/api/v1/recordings/{recording_id}", headers=backend.headers, timeout=10
@@ -70,7 +59,7 @@ def test_offline_run_then_sync_stores_exactly_n(sync_env: Any) -> None:
     assert recorder.recording_id not in [r["recording_id"] for r in listing]
     assert main(["sync", recorder.recording_id]) == 0
     for key in KEYS:
-        assert steps(sync_env, recorder.recording_id, key) == list(range(N))
+        assert [r["step"] for r in sync_env.records(recorder.recording_id, key)] == list(range(N))
     found = stored(sync_env, recorder.recording_id)
     assert found["points"] == N * len(KEYS)
     assert found["status"] == "finished"
@@ -91,7 +80,7 @@ def test_sync_twice_stores_nothing_twice(
     assert main(["sync", recorder.recording_id]) == 0
     assert "0 batches sent" not in capsys.readouterr().out
     for key in KEYS:
-        assert steps(sync_env, recorder.recording_id, key) == list(range(N))
+        assert [r["step"] for r in sync_env.records(recorder.recording_id, key)] == list(range(N))
     assert stored(sync_env, recorder.recording_id)["points"] == N * len(KEYS)
 
 
@@ -104,7 +93,9 @@ def test_sync_all_uploads_every_local_run(
     out = capsys.readouterr().out
     for recorder, n in zip(runs, (100, 250, 400), strict=True):
         assert f"{recorder.recording_id}: synced" in out
-        assert steps(sync_env, recorder.recording_id, "loss") == list(range(n))
+        assert [r["step"] for r in sync_env.records(recorder.recording_id, "loss")] == list(
+            range(n)
+        )
         assert stored(sync_env, recorder.recording_id)["points"] == n * len(KEYS)
     spools = [open_run(runs[0].run_dir.parent, r.recording_id) for r in runs]
     assert [unsent_lines(s) for s in spools] == [0, 0, 0]
@@ -124,11 +115,11 @@ def test_interrupted_sync_resumes_where_it_stopped(
     assert proxy.counts["reset"] > 0
     left = unsent_lines(spool)
     assert 0 < left < total
-    sent_before = len(steps(sync_env, recorder.recording_id, "loss"))
+    sent_before = len(sync_env.records(recorder.recording_id, "loss"))
     assert 0 < sent_before < N
     monkeypatch.setenv("MARKOV_ENDPOINT", sync_env.url)
     assert main(["sync", recorder.recording_id]) == 0
     assert f"{left} were pending" in capsys.readouterr().out
     for key in KEYS:
-        assert steps(sync_env, recorder.recording_id, key) == list(range(N))
+        assert [r["step"] for r in sync_env.records(recorder.recording_id, key)] == list(range(N))
     assert stored(sync_env, recorder.recording_id)["points"] == N * len(KEYS)
