@@ -96,12 +96,13 @@ class ExperimentRecorder:
         self._summary = ExperimentSummary(on_change=self._resource_changed)
         self._alerts = AlertRules()
         self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
+        # Hot-path copies: one attribute load each instead of a dict lookup or a state compare.
         self._batch_size: int = self._queue["batch_size"]
         self._max_lag_ns = int(self._queue["batch_processing_interval"] * 0.5e9)
         self._alert_log: list[dict[str, Any]] = []
         self._state = _State.CREATED
         self._status = "created"
-        self._running = False
+        self._running = False  # _state is RUNNING, as one cheap check for add_record
         self._buffer: deque[Record] = deque()
         self._step = -1
         self._plain_keys: set[str] = set()

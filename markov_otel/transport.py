@@ -277,7 +277,6 @@ class Sender:
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         while True:
             self._wake.wait(self._queue["batch_processing_interval"])
             self._wake.clear()
