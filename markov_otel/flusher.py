@@ -89,10 +89,14 @@ class Flusher:
         while self._buffer:
             take = min(len(self._buffer), self._batch_size)
             records = [self._buffer.popleft() for _ in range(take)]
-            self._keep_last(records)
-            line, points = self._encoder.encode(records, self._resource())
-            self._counts["recorded"] += points
+            try:
+                line, points = self._encoder.encode(records, self._resource())
+            except Exception:
+                self._buffer.extendleft(reversed(records))  # a failed encode loses nothing
+                raise
             self._unwritten.append(((line + "\n").encode("utf-8"), points))
+            self._keep_last(records)
+            self._counts["recorded"] += points
             self._write_unwritten()
         if final:  # the last batch carries the final Resource even when no points are pending
             line, _ = self._encoder.encode((), self._resource())
