@@ -12,7 +12,6 @@ import logging
 import operator
 import queue
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -276,7 +275,3 @@ class AlertReader(PeriodicExportingMetricReader):
             self._recorder._deliver_external_alert(firing)
         if self._on_alert is not None:
             self._on_alert(firing)
-
-
-def now_ns() -> int:
-    return time.time_ns()

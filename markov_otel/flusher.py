@@ -40,7 +40,6 @@ class Flusher:
         self._encoder = MetricsEncoder()
         self._unwritten: deque[tuple[bytes, int]] = deque()
         self._wake = threading.Event()
-        self._idle = threading.Event()
         self._stopping = False
         self._deadline = float("inf")  # set by stop()
         self._warned = False

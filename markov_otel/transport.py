@@ -194,10 +194,9 @@ def _tls_failure(base: str, exc: requests.exceptions.SSLError) -> Exception:
 
 @dataclass
 class Progress:
-    """What a sender has done: lines and bytes acked per signal."""
+    """What a sender has done: spool lines acknowledged by the backend."""
 
     sent_lines: int = 0
-    sent_bytes: int = 0
 
 
 class Sender:
@@ -368,7 +367,6 @@ class Sender:
             self._spool.write_acks(acks, self._target.acks)
             self.progress.sent_lines += 1
             self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
-            self.progress.sent_bytes += len(line.data)
             if signal == "metrics" and self._view is not None:
                 self._view.counts["sent"] += line.data.count(b'"timeUnixNano"')
 
