@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from markov_otel.errors import ConfigError
+from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel.alerts")
 
@@ -175,7 +176,7 @@ class WebhookNotifier:
         self.url, self.timeout = url, timeout
         self._queue: queue.Queue[AlertFiring | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="markov-webhook", daemon=True)
-        self._warned = False
+        self._trouble = SayOnce(log)
         self._thread.start()
 
     def __call__(self, firing: AlertFiring) -> None:
@@ -192,9 +193,12 @@ class WebhookNotifier:
                 try:
                     session.post(self.url, json=body, timeout=self.timeout).raise_for_status()
                 except requests.RequestException as exc:
-                    if not self._warned:
-                        self._warned = True
-                        log.warning("alert webhook failed (%s); alerts stay in the run's logs", exc)
+                    self._trouble.say(
+                        "webhook",
+                        logging.WARNING,
+                        "alert webhook failed (%s); alerts stay in the run's logs",
+                        exc,
+                    )
 
 
 class _AlertExporter(MetricExporter):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from markov_otel.otel.encoding import MetricsEncoder, Record
+from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
 
@@ -42,7 +43,7 @@ class Flusher:
         self._wake = threading.Event()
         self._stopping = False
         self._deadline = float("inf")  # set by stop()
-        self._warned = False
+        self._trouble = SayOnce(log)
         self._thread = threading.Thread(target=self._run, name="markov-flusher", daemon=True)
 
     def start(self) -> None:
@@ -117,14 +118,11 @@ class Flusher:
             try:
                 self._write(data, points)
             except OSError as exc:
-                if not self._warned:
-                    self._warned = True
-                    log.error(
-                        "markov_otel cannot write to the run dir (%s); keeping %d batch(es) in "
-                        "memory and retrying",
-                        exc,
-                        len(self._unwritten),
-                    )
+                self._trouble.say(
+                    "disk", logging.ERROR,
+                    "markov_otel cannot write to the run dir (%s); keeping %d batch(es) in "
+                    "memory and retrying", exc, len(self._unwritten),
+                )  # fmt: skip
                 return False
             self._unwritten.popleft()
             self._counts["spooled"] += points

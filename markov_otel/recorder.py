@@ -48,6 +48,7 @@ from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
 from markov_otel.summary import ExperimentSummary
 from markov_otel.transport import Sender, Target, registration_body
 from markov_otel.values import PLAIN_TYPES, normalize_record
+from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
 
@@ -117,7 +118,7 @@ class ExperimentRecorder:
         self._mirror: Sender | None = None  # exact points to the user's collector (export_points)
         self._started_at: float | None = None
         self._saved_at = 0.0  # monotonic time of the last recording.json save
-        self._save_failing = False  # said once until a save works again
+        self._trouble = SayOnce(log)
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
         self._resume_if_existing(kwargs.get("recording_id"))
@@ -550,13 +551,12 @@ class ExperimentRecorder:
         try:
             self._spool.write_recording(self._info())
         except OSError as exc:
-            if not self._save_failing:
-                log.warning(
-                    "markov_otel: cannot update %s/recording.json: %s", self._spool.dir, exc
-                )
-            self._save_failing = True
+            self._trouble.say(
+                "save", logging.WARNING,
+                "markov_otel: cannot update %s/recording.json: %s", self._spool.dir, exc,
+            )  # fmt: skip
         else:
-            self._save_failing = False
+            self._trouble.clear("save")
 
     def _resume_if_existing(self, recording_id: str | None) -> None:
         if not recording_id:

@@ -29,6 +29,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from markov_otel.config import Settings
 from markov_otel.errors import BackendError, ConfigError
 from markov_otel.spool import ACKS_FILE, SIGNALS, Spool
+from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
 
@@ -223,7 +224,7 @@ class Sender:
         self._stopping = False
         self._deadline: float | None = None
         self._paused: str | None = None
-        self._warned: set[str] = set()
+        self._trouble = SayOnce(log)
         self._attempt = 0
         self.progress = Progress()
         self._thread = threading.Thread(target=self._run, name="markov-sender", daemon=True)
@@ -396,9 +397,7 @@ class Sender:
         self._wake.wait(delay)
 
     def _warn(self, kind: str, message: str) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            log.warning(message)
+        self._trouble.say(kind, logging.WARNING, "%s", message)
 
     # -- sync (the CLI's side) -----------------------------------------------------------------
 

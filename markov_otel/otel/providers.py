@@ -40,6 +40,7 @@ from markov_otel.config import Settings
 from markov_otel.otel.encoding import lines_of, proto_to_otlp_json
 from markov_otel.otel.resource import experiment_attributes, series_attributes
 from markov_otel.spool import Spool
+from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
 
@@ -55,16 +56,17 @@ class _SpoolExporter:
     """Shared by the span and log exporters: one OTLP-JSON line per export call."""
 
     def __init__(self, spool: Spool, signal: str) -> None:
-        self._spool, self._signal, self._warned = spool, signal, False
+        self._spool, self._signal, self._trouble = spool, signal, SayOnce(log)
 
     def write(self, message: Any) -> bool:
         try:
             self._spool.append(self._signal, lines_of([proto_to_otlp_json(message)]))
             return True
         except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("cannot write %s to %s: %s", self._signal, self._spool.dir, exc)
+            self._trouble.say(
+                "disk", logging.WARNING,
+                "cannot write %s to %s: %s", self._signal, self._spool.dir, exc,
+            )  # fmt: skip
             return False
 
 
