@@ -34,23 +34,6 @@ class ModelClass(str, enum.Enum):
     OTHER = "other"
 
 
-STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1
-"""A step travels as the OTLP int64 attribute markov.step; outside this range no reader takes it."""
-
-
-def check_step(step: Any) -> int:
-    """An explicit add_record step as a plain int in int64 range, else a ConfigError."""
-    if isinstance(step, bool) or not hasattr(step, "__index__"):
-        raise ConfigError(f"step={step!r} must be an integer, e.g. add_record(record, step=10)")
-    value = int(step.__index__())
-    if not STEP_MIN <= value <= STEP_MAX:
-        raise ConfigError(
-            f"step={step!r} is outside the int64 range [-2**63, 2**63-1] that OTLP carries, "
-            "e.g. add_record(record, step=10)"
-        )
-    return value
-
-
 def mapping_arg(what: str, value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}

@@ -28,10 +28,7 @@ from opentelemetry.trace import Status, StatusCode
 from markov_otel import environment, process, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
 from markov_otel.arguments import (
-    STEP_MAX,
-    STEP_MIN,
     ModelClass,
-    check_step,
     mapping_arg,
     model_class_value,
     queue_config,
@@ -44,6 +41,7 @@ from markov_otel.flusher import Flusher
 from markov_otel.otel.encoding import Record, attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
+from markov_otel.rules import STEP_MAX, STEP_MIN, check_step
 from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
 from markov_otel.summary import ExperimentSummary
 from markov_otel.transport import Sender, Target, registration_body

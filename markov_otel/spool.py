@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,21 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from markov_otel.errors import ConfigError
+from markov_otel.rules import check_id
 
 SIGNALS = ("metrics", "traces", "logs")
 RECORDING_FILE = "recording.json"
 ACKS_FILE = "acks.json"
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_run_id(run_id: str) -> str:
     """The id itself, if it is safe as a directory name; else a ConfigError."""
-    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or ".." in run_id:
-        raise ConfigError(
-            f"recording id {run_id!r} is not valid: use 1-64 letters, digits, '_', '-' or '.' "
-            "(as printed by `mkv runs`)"
-        )
-    return run_id
+    return check_id(run_id)
 
 
 @dataclass(frozen=True)

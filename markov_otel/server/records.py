@@ -7,9 +7,10 @@ columns may be non-finite floats; `jsonable` turns them into the protocol's stri
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime, timezone
-from typing import Any, TypeGuard
+from typing import Any
+
+from markov_otel.rules import ID_PATTERN, valid_id
 
 __all__ = [
     "IDENTITY_FIELDS",
@@ -22,8 +23,6 @@ __all__ = [
     "valid_id",
 ]
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_ID_RE = re.compile(ID_PATTERN)
 
 IDENTITY_FIELDS = ("name", "project_id", "notes", "dataset_id", "model_class", "model_id")
 JSON_FIELDS = ("metadata", "hyper_parameters", "summary")
@@ -43,11 +42,6 @@ _RESOURCE_MAPS = {
     "markov.summary.": "summary",
 }
 _NON_FINITE_TEXT = {math.inf: "Infinity", -math.inf: "-Infinity"}
-
-
-def valid_id(value: object) -> TypeGuard[str]:
-    """True when `value` is an id the backend accepts (protocol.md, Identifiers)."""
-    return isinstance(value, str) and _ID_RE.match(value) is not None and ".." not in value
 
 
 def now() -> str:
