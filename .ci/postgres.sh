@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL cluster for the backend tests and print the exports to eval:
-#   eval "$(bash .ci/postgres.sh)"   # sets MARKOV_TEST_POSTGRES_URL (and ..._STOP to shut it down)
+#   eval "$(bash .ci/postgres.sh)"   # sets MARKOV_TEST_POSTGRES_URL (and ..._STOP to shut it
+#                                    # down and remove its directory)
 # Uses Debian's postgresql package (installs it when missing and we are root). initdb refuses to
 # run as root, so as root the cluster belongs to the `postgres` system user.
 set -euo pipefail
@@ -38,7 +39,9 @@ as_owner "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres markov_test >&2
 log "cluster in $dir on 127.0.0.1:$port"
 echo "export MARKOV_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$port/markov_test"
 if [[ "$(id -u)" == 0 ]]; then
-  echo "export MARKOV_TEST_POSTGRES_STOP='runuser -u postgres -- $bindir/pg_ctl -D $dir/data -m immediate stop'"
+  stop="runuser -u postgres -- $bindir/pg_ctl -D $dir/data -m immediate stop"
 else
-  echo "export MARKOV_TEST_POSTGRES_STOP='$bindir/pg_ctl -D $dir/data -m immediate stop'"
+  stop="$bindir/pg_ctl -D $dir/data -m immediate stop"
 fi
+# Stopping also removes the cluster's directory (tens of MB), so runs leave nothing in /tmp.
+echo "export MARKOV_TEST_POSTGRES_STOP='$stop >/dev/null; rm -rf $dir'"
