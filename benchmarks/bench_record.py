@@ -88,27 +88,29 @@ def flusher_throughput(records: int, base: Path) -> float:
     from collections import deque
 
     from markov_otel.flusher import Flusher
+    from markov_otel.otel.providers import AggregatedView
+    from markov_otel.rules import DEFAULT_MAX_BATCH_BYTES
     from markov_otel.spool import Spool
 
     spool = Spool(base / "flusher-bench")
     spool.create()
     buffer = deque((time.time_ns(), i, record(i)) for i in range(records))
-    counts = {"recorded": 0, "spooled": 0, "sent": 0, "dropped": 0}
+    view = AggregatedView()
     flusher = Flusher(
         buffer,
         lambda data, n: spool.append("metrics", data),
         lambda: "[]",
         batch_size=1000,
+        max_batch_bytes=DEFAULT_MAX_BATCH_BYTES,
         interval=3600,
         on_cycle=lambda: None,
-        last={},
-        counts=counts,
+        view=view,
     )
     t0 = time.perf_counter()
     flusher._cycle(final=True)  # the same cycle the thread runs, timed without thread wake-ups
     elapsed = time.perf_counter() - t0
-    assert counts["spooled"] == records * len(KEYS)
-    return counts["spooled"] / elapsed
+    assert view.counts["spooled"] == records * len(KEYS)
+    return view.counts["spooled"] / elapsed
 
 
 def report_hot_path(hot: dict[str, tuple[list[int], float]], calls: int) -> None:

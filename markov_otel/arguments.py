@@ -9,12 +9,14 @@ from typing import Any
 
 from markov_otel.config import RecordingMode, Settings
 from markov_otel.errors import ConfigError
+from markov_otel.rules import DEFAULT_MAX_BATCH_BYTES
 
 _QUEUE_CONFIG: dict[str, tuple[type, float | int]] = {
     "batch_size": (int, 1000),
     "batch_processing_interval": (float, 1.0),
     "register_batch_timeout": (float, 10.0),
     "sync_data_timeout": (float, 30.0),
+    "max_batch_bytes": (int, DEFAULT_MAX_BATCH_BYTES),
 }
 _EXTRAS = {"recording_id", "markov_dir", "endpoint", "api_key", "webhook_url", "settings"}
 

@@ -21,8 +21,8 @@ from markov_otel.config import (
     write_config_value,
 )
 from markov_otel.errors import ConfigError, MarkovError
+from markov_otel.sender import Progress
 from markov_otel.spool import check_run_id, read_json
-from markov_otel.transport import Progress
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,7 +136,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    base = _settings(args).dir
+    settings = _settings(args)
+    base = settings.dir
     ids = runs.run_ids(base)
     if not ids:
         print(f"no runs in {base}")
@@ -145,7 +146,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for run_id in ids:
         spool = runs.open_run(base, run_id)
         info = spool.read_recording()
-        synced = "yes" if runs.unsent_lines(spool) == 0 else "no"
+        synced = "yes" if runs.unsent_lines(spool, settings.endpoint) == 0 else "no"
         print(
             f"{run_id:34} {str(info.get('name'))[:24]:24} {runs.status_of(info):9} "
             f"{runs.point_count(spool, info):>9}  {synced}"
@@ -154,11 +155,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    spool = runs.open_run(_settings(args).dir, args.run_id)
+    settings = _settings(args)
+    spool = runs.open_run(settings.dir, args.run_id)
     info = spool.read_recording()
     info["points"] = runs.point_count(spool, info)
     info["status"] = runs.status_of(info)
-    info["unsent_lines"] = runs.unsent_lines(spool)
+    info["unsent_lines"] = runs.unsent_lines(spool, settings.endpoint)
     info["run_dir"] = str(spool.dir)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -198,7 +200,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise ConfigError("name the runs to sync (mkv sync RUN_ID …) or pass --all")
     for run_id in ids:
         spool = runs.open_run(settings.dir, run_id)
-        total = runs.unsent_lines(spool)
+        total = runs.unsent_lines(spool, settings.endpoint)
 
         def show(progress: Progress, run_id: str = run_id, total: int = total) -> None:
             if sys.stderr.isatty():

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from markov_otel.errors import ConfigError
 
@@ -108,6 +109,16 @@ def write_config_value(key: str, value: str | None, path: Path | None = None) ->
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return path
+
+
+def redact_url(url: str) -> str:
+    """`url` without the credentials a user may have put in it (`https://user:pw@host`), for
+    files, logs and as the name of a backend's acknowledgements."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def _truthy(value: object) -> bool:

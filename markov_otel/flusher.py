@@ -1,23 +1,34 @@
 """The flusher thread: cuts the record buffer into batches, encodes them, appends them to the spool.
 
 It is the only consumer of the record buffer, so the training thread never waits for a lock: it
-appends to a deque, and wakes the flusher once a batch is full. A batch that cannot be written
-(disk full) stays in memory in order and is retried each cycle; the trouble is logged once.
+appends to a deque, and wakes the flusher once a batch is full. A batch is bounded in records
+(`batch_size`) and in bytes (`max_batch_bytes`, well under the backend's body limit), so every
+line can be sent as one request. A batch that cannot be written (disk full) stays in memory in
+order and is retried each cycle, the trouble logged once; while `MAX_UNWRITTEN_BYTES` of them
+wait, the flusher takes no more records, so the buffer fills and add_record's backpressure holds
+memory bounded (never a drop).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from markov_otel.otel.encoding import MetricsEncoder, Record
 from markov_otel.weather import SayOnce
 
+if TYPE_CHECKING:
+    from markov_otel.otel.providers import AggregatedView
+
 log = logging.getLogger("markov_otel")
+
+MAX_UNWRITTEN_BYTES = 64 << 20
+"""Encoded batches kept in memory while the disk refuses them, before the flusher pauses."""
 
 
 class Flusher:
@@ -30,19 +41,20 @@ class Flusher:
         resource: Callable[[], str],
         *,
         batch_size: int,
+        max_batch_bytes: int,
         interval: float,
         on_cycle: Callable[[], None],
-        last: dict[str, Any],
-        counts: dict[str, int],
+        view: AggregatedView,
     ) -> None:
         self._buffer, self._write, self._resource = buffer, write, resource
-        self._batch_size, self._interval, self._on_cycle = batch_size, interval, on_cycle
-        self._last, self._counts = last, counts
+        self._batch_size, self._max_bytes = batch_size, max_batch_bytes
+        self._interval, self._on_cycle, self._view = interval, on_cycle, view
         self._encoder = MetricsEncoder()
         self._unwritten: deque[tuple[bytes, int]] = deque()
+        self._unwritten_bytes = 0
         self._wake = threading.Event()
         self._stopping = False
-        self._deadline = float("inf")  # set by stop()
+        self._deadline = math.inf  # set by stop()
         self._trouble = SayOnce(log)
         self._thread = threading.Thread(target=self._run, name="markov-flusher", daemon=True)
 
@@ -68,7 +80,7 @@ class Flusher:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        return not self._thread.is_alive() and not self._unwritten
+        return not self._thread.is_alive() and not self._unwritten and not self._buffer
 
     def _run(self) -> None:
         while True:
@@ -80,36 +92,71 @@ class Flusher:
             except Exception:  # a bug here must not kill the thread that owns the data
                 log.exception("markov_otel flusher cycle failed; retrying")
                 time.sleep(min(self._interval, 1.0))
-                continue
+                if not stopping:
+                    continue
+                if time.monotonic() < self._deadline:
+                    self._wake.set()  # retry the final cycle now, not an interval later
+                    continue
             if stopping:
                 return
 
     def _cycle(self, *, final: bool) -> None:
-        self._write_unwritten()
-        while self._buffer:
-            take = min(len(self._buffer), self._batch_size)
-            records = [self._buffer.popleft() for _ in range(take)]
-            try:
-                line, points = self._encoder.encode(records, self._resource())
-            except Exception:
-                self._buffer.extendleft(reversed(records))  # a failed encode loses nothing
-                raise
-            self._unwritten.append(((line + "\n").encode("utf-8"), points))
-            self._keep_last(records)
-            self._counts["recorded"] += points
-            self._write_unwritten()
+        while not self._drain() and final and time.monotonic() < self._deadline:
+            time.sleep(0.05)  # disk full at stop(): keep trying until its deadline
         if final:  # the last batch carries the final Resource even when no points are pending
-            line, _ = self._encoder.encode((), self._resource())
-            self._unwritten.append(((line + "\n").encode("utf-8"), 0))
+            self._keep(self._encoder.encode((), self._resource())[0], 0)
             while not self._write_unwritten() and time.monotonic() < self._deadline:
-                time.sleep(0.05)  # disk full at stop(): keep trying until its deadline
+                time.sleep(0.05)
         self._on_cycle()
 
+    def _drain(self) -> bool:
+        """Encode and write what is buffered; True when all of it is on disk. While the disk
+        refuses, encoded batches are kept (in order) up to MAX_UNWRITTEN_BYTES."""
+        written = self._write_unwritten()
+        buffer = self._buffer
+        while buffer and self._unwritten_bytes < MAX_UNWRITTEN_BYTES:
+            records = [buffer.popleft() for _ in range(min(len(buffer), self._batch_size))]
+            try:
+                lines = self._encode(records, self._resource())
+            except Exception:
+                buffer.extendleft(reversed(records))  # a failed encode loses nothing
+                raise
+            for line, points in lines:
+                self._keep(line, points)
+            self._keep_last(records)
+            written = written and self._write_unwritten()
+        return written and not buffer
+
+    def _encode(self, records: Sequence[Record], resource: str) -> list[tuple[str, int]]:
+        """One line, or several when one would pass max_batch_bytes (a wide logger)."""
+        line, points = self._encoder.encode(records, resource)
+        if len(line) < self._max_bytes or points <= 1:
+            return [(line, points)]
+        parts = math.ceil(len(line) / (self._max_bytes * 0.8))
+        if len(records) > 1:
+            size = math.ceil(len(records) / min(parts, len(records)))
+            chunks = [records[i : i + size] for i in range(0, len(records), size)]
+        else:  # one record wider than a batch: its keys go into several lines
+            (time_ns, step, values), keys = records[0], list(records[0][2])
+            size = math.ceil(len(keys) / min(parts, len(keys)))
+            chunks = [
+                [(time_ns, step, {k: values[k] for k in keys[i : i + size]})]
+                for i in range(0, len(keys), size)
+            ]
+        return [part for chunk in chunks for part in self._encode(chunk, resource)]
+
+    def _keep(self, line: str, points: int) -> None:
+        data = (line + "\n").encode("utf-8")
+        self._unwritten.append((data, points))
+        self._unwritten_bytes += len(data)
+        self._view.counts["recorded"] += points
+
     def _keep_last(self, records: list[Record]) -> None:
-        last = self._last
+        last = self._view.last
         for _time_ns, step, values in records:
             for key, value in values.items():
                 last[key] = (value, step)
+        self._view.last_step = records[-1][1]
 
     def _write_unwritten(self) -> bool:
         """Write kept batches in order; True when none is left, False on a write error."""
@@ -121,9 +168,11 @@ class Flusher:
                 self._trouble.say(
                     "disk", logging.ERROR,
                     "markov_otel cannot write to the run dir (%s); keeping %d batch(es) in "
-                    "memory and retrying", exc, len(self._unwritten),
+                    "memory and retrying (add_record waits once %d MB are held)",
+                    exc, len(self._unwritten), MAX_UNWRITTEN_BYTES >> 20,
                 )  # fmt: skip
                 return False
             self._unwritten.popleft()
-            self._counts["spooled"] += points
+            self._unwritten_bytes -= len(data)
+            self._view.counts["spooled"] += points
         return True

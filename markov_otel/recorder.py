@@ -8,6 +8,7 @@ alert conditions: no I/O, no lock, no SDK call. Everything else happens on the f
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from time import time_ns as _time_ns
 from types import TracebackType
@@ -42,9 +43,10 @@ from markov_otel.otel.encoding import Record, attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
 from markov_otel.rules import STEP_MAX, STEP_MIN, check_step
+from markov_otel.sender import Sender
 from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
 from markov_otel.summary import ExperimentSummary
-from markov_otel.transport import Sender, Target, registration_body
+from markov_otel.transport import Target, registration_body
 from markov_otel.values import PLAIN_TYPES, normalize_record
 from markov_otel.weather import SayOnce
 
@@ -103,7 +105,10 @@ class ExperimentRecorder:
         self._status = "created"
         self._running = False  # _state is RUNNING, as one cheap check for add_record
         self._buffer: deque[Record] = deque()
-        self._step = -1
+        self._steps: Iterator[int] = itertools.count(0)  # the default steps
+        # recording_id= adds to a recording that may have finished: the backend only lets an
+        # explicit PATCH (not a batch) turn a finished recording back to running.
+        self._resuming = bool(kwargs.get("recording_id"))
         self._plain_keys: set[str] = set()
         self._view = AggregatedView()
         self._resource_version = 0
@@ -183,10 +188,6 @@ class ExperimentRecorder:
         if not self._running:
             raise self._not_running()
         time_ns = _time_ns()
-        if step is None:
-            step = self._step + 1
-        elif type(step) is not int or not STEP_MIN <= step <= STEP_MAX:
-            step = check_step(step)
         if (
             type(record) is dict
             and record  # an empty record must reach normalize_record's ConfigError
@@ -196,12 +197,20 @@ class ExperimentRecorder:
             values = record.copy()
         else:
             values = self._normalize(record)
-        self._step = step
+        # next() of itertools.count is one C call under the GIL: threads never share a step.
+        step = next(self._steps) if step is None else self._explicit_step(step)
         self._buffer.append((time_ns, step, values))
         if self._check_alerts is not None:
             self._check_alerts(values, time_ns, step)
         if len(self._buffer) >= self._batch_size:
             self._kick(time_ns)
+
+    def _explicit_step(self, step: Any) -> int:
+        """A given step; the default steps continue after it."""
+        if type(step) is not int or not STEP_MIN <= step <= STEP_MAX:
+            step = check_step(step)
+        self._steps = itertools.count(step + 1) if step < STEP_MAX else _StepsExhausted(step)
+        return int(step)
 
     def _normalize(self, record: Any) -> dict[str, Any]:
         values = normalize_record(record)
@@ -257,6 +266,8 @@ class ExperimentRecorder:
                     on_registered=self._registered,
                 )
                 self._sender.register(self._registration())
+                if self._resuming:
+                    self._sender.update_recording({"status": "running"})
             self._state = _State.REGISTERED
 
     def start(self) -> None:
@@ -285,10 +296,10 @@ class ExperimentRecorder:
                 self._write_metrics,
                 self._resource_json,
                 batch_size=self._queue["batch_size"],
+                max_batch_bytes=self._queue["max_batch_bytes"],
                 interval=self._queue["batch_processing_interval"],
                 on_cycle=self._after_cycle,
-                last=self._view.last,
-                counts=self._view.counts,
+                view=self._view,
             )
             self._started_at = time.time()
             self._save()
@@ -539,7 +550,7 @@ class ExperimentRecorder:
             "started_at": self._started_at,
             "alerts": list(self._alert_log),
             "points": self._view.counts["spooled"],
-            "last_step": self._step,
+            "last_step": self._view.last_step,
             "last_values": {k: v for k, (v, _s) in list(self._view.last.items())},
         }
 
@@ -566,7 +577,14 @@ class ExperimentRecorder:
         self._hparams = {**info.get("hyper_parameters", {}), **self._hparams}
         self._summary.update(info.get("summary", {}))
         self._alert_log = list(info.get("alerts", []))
-        self._step = int(info.get("last_step", -1))
+        # The spool is the truth: recording.json is only as fresh as its last save before a
+        # crash, so count the points and find the last step on disk.
+        points, last_step = self._spool.points_on_disk()
+        if last_step is None:
+            last_step = int(info.get("last_step", -1))
+        self._explicit_step(last_step)
+        self._view.last_step = last_step
+        self._view.counts["recorded"] = self._view.counts["spooled"] = points
 
     def _capture_environment(self) -> None:
         try:
@@ -602,6 +620,22 @@ class ExperimentRecorder:
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:
     return [WebhookNotifier(settings.webhook_url)] if settings.webhook_url else []
+
+
+class _StepsExhausted:
+    """The default steps after step 2**63-1: there is no next int64 step."""
+
+    def __init__(self, last: int) -> None:
+        self._last = last
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        raise ConfigError(
+            f"the default step after step={self._last} would pass 2**63-1, the largest step "
+            "OTLP carries; pass step= explicitly"
+        )
 
 
 def _oldest(buffer: deque[Record], default: int) -> int:

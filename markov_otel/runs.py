@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from markov_otel.acks import Acks, SetAside
 from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
-from markov_otel.spool import SIGNALS, Spool, read_json
-from markov_otel.transport import Progress, Sender, Target, registration_body
+from markov_otel.sender import Progress, Sender
+from markov_otel.spool import Spool, read_json
+from markov_otel.transport import Target, registration_body
 
 _SYNC_QUEUE = {"register_batch_timeout": 30.0, "batch_processing_interval": 1.0}
 
@@ -77,14 +79,19 @@ def point_count(spool: Spool, info: dict[str, Any]) -> int:
     return sum(1 for _ in points(spool))
 
 
-def unsent_lines(spool: Spool) -> int:
-    """Spool lines the backend has not acknowledged."""
-    acks = spool.read_acks()
-    total = 0
-    for signal in SIGNALS:
-        mark = acks.get(signal, {"lines": 0, "offset": 0})
-        total += sum(1 for _ in spool.lines(signal, mark["lines"], mark["offset"]))
-    return total
+def unsent_lines(spool: Spool, endpoint: str | None = None) -> int:
+    """Spool lines a backend (default: the one the run recorded to) has not acknowledged nor
+    set aside."""
+    return Acks(spool, _backend(spool, endpoint)).unsent()
+
+
+def set_aside(spool: Spool, endpoint: str | None = None) -> list[SetAside]:
+    """Lines a backend (default: the one the run recorded to) refused, with the reasons."""
+    return Acks(spool, _backend(spool, endpoint)).set_aside_lines()
+
+
+def _backend(spool: Spool, endpoint: str | None) -> str:
+    return endpoint or str(spool.read_recording().get("endpoint") or "")
 
 
 def points(spool: Spool, key: str | None = None) -> Iterator[Point]:
@@ -117,8 +124,10 @@ def sync_run(
     *,
     timeout: float | None = None,
     progress: Callable[[Progress], None] | None = None,
+    resend_set_aside: bool = False,
 ) -> Progress:
-    """Register, send every unacked line, then PATCH the final state; safe to repeat."""
+    """Register, send every unacked line, then PATCH the final state; safe to repeat. With
+    `resend_set_aside`, lines the backend refused before are tried again."""
     info = spool.read_recording()
     status = status_of(info)
     if status != info.get("status"):
@@ -133,4 +142,10 @@ def sync_run(
         patch["requirements"] = env
     sender = Sender(spool, Target.markov(settings), _SYNC_QUEUE)
     deadline = None if timeout is None else time.monotonic() + timeout
-    return sender.sync(registration, patch, deadline=deadline, progress=progress)
+    return sender.sync(
+        registration,
+        patch,
+        deadline=deadline,
+        progress=progress,
+        resend_set_aside=resend_set_aside,
+    )

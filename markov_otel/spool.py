@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from markov_otel.errors import ConfigError
-from markov_otel.rules import check_id
+from markov_otel.rules import check_id, valid_id
 
 SIGNALS = ("metrics", "traces", "logs")
 RECORDING_FILE = "recording.json"
 ACKS_FILE = "acks.json"
+WRITER_FILE = "writer-id"
 
 
 def check_run_id(run_id: str) -> str:
@@ -79,6 +81,7 @@ class Spool:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
         self._files: dict[str, int] = {}
+        self._closed = False  # after close(), a late append opens, writes and closes its file
         self._lock = threading.Lock()
 
     @classmethod
@@ -86,10 +89,16 @@ class Spool:
         return cls(Path(base) / check_run_id(run_id))
 
     def create(self) -> None:
-        """Make the run dir and prove it writable now, not after an hour of training."""
+        """Make the run dir (a new one gets a writer id) and prove it writable now, not after
+        an hour of training."""
         probe = self.dir / ".write-probe"
         try:
+            new = not self.dir.exists()
             self.dir.mkdir(parents=True, exist_ok=True)
+            if new:
+                _fsync_dir(self.dir.parent)  # the run dir's own entry survives a power cut
+            if not any(self.path(s).exists() for s in SIGNALS):
+                self._new_writer_id()
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
@@ -101,23 +110,42 @@ class Spool:
     def path(self, signal: str) -> Path:
         return self.dir / f"{signal}.jsonl"
 
+    def writer_id(self) -> str | None:
+        """This run dir's writer id, part of every Idempotency-Key it sends, so that two run
+        dirs adding to one recording (a second machine) never send the same key. None for a
+        run dir written before writer ids existed: its keys keep their first form."""
+        try:
+            value = (self.dir / WRITER_FILE).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return value if valid_id(value) else None
+
+    def _new_writer_id(self) -> None:
+        try:
+            fd = os.open(self.dir / WRITER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(uuid.uuid4().hex[:16] + "\n")
+
     def append(self, signal: str, data: bytes) -> None:
         """Append whole lines; on failure cut the file back to where it was and raise OSError."""
         with self._lock:
             fd = self._fd(signal)
-            start = os.lseek(fd, 0, os.SEEK_END)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            except OSError:
-                os.ftruncate(fd, start)
-                raise
+                _append(fd, data)
+            finally:
+                if self._closed:
+                    os.close(self._files.pop(signal))
 
     def _fd(self, signal: str) -> int:
         fd = self._files.get(signal)
         if fd is None:
-            fd = os.open(self.path(signal), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            path = self.path(signal)
+            new = not path.exists()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            if new:
+                _fsync_dir(self.dir)
             _cut_torn_tail(fd)
             self._files[signal] = fd
         return fd
@@ -129,10 +157,23 @@ class Spool:
                 os.fsync(fd)
 
     def close(self) -> None:
+        """Close the line files. Holding the lock, no append is half-way through one; a later
+        append (a straggling exporter) opens its file again rather than reuse a closed fd."""
         with self._lock:
+            self._closed = True
             for fd in self._files.values():
                 os.close(fd)
             self._files.clear()
+
+    def points_on_disk(self) -> tuple[int, int | None]:
+        """(points in metrics.jsonl, the step of the last record written): where a resumed
+        recording continues. A torn tail is not counted."""
+        points, last = 0, None
+        for line in self.lines("metrics"):
+            count = line.data.count(b'"timeUnixNano"')
+            if count:
+                points, last = points + count, line
+        return points, None if last is None else _last_step(last.data)
 
     def lines(self, signal: str, start_line: int = 0, start_offset: int = 0) -> Iterator[SpoolLine]:
         """Complete lines from a known (line, offset) position; a torn tail is left unread."""
@@ -148,17 +189,66 @@ class Spool:
                 yield SpoolLine(number, offset, raw[:-1])
                 number += 1
 
+    def read_line(self, signal: str, offset: int, end: int) -> bytes:
+        """The line between two byte offsets of a signal file, without its newline."""
+        with open(self.path(signal), "rb") as fh:
+            fh.seek(offset)
+            return fh.read(end - offset).rstrip(b"\n")
+
     def read_recording(self) -> dict[str, Any]:
         return read_json(self.dir / RECORDING_FILE)
 
     def write_recording(self, info: dict[str, Any]) -> None:
         write_json_atomic(self.dir / RECORDING_FILE, info)
 
-    def read_acks(self, name: str = ACKS_FILE) -> dict[str, dict[str, int]]:
+    def read_acks(self, name: str = ACKS_FILE) -> dict[str, Any]:
         return read_json(self.dir / name)
 
-    def write_acks(self, acks: dict[str, dict[str, int]], name: str = ACKS_FILE) -> None:
+    def write_acks(self, acks: dict[str, Any], name: str = ACKS_FILE) -> None:
         write_json_atomic(self.dir / name, acks)
+
+
+def _last_step(line: bytes) -> int | None:
+    """The markov.step of the latest point of a metrics line (its records' last step)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    latest: tuple[int, int] | None = None
+    for rm in data.get("resourceMetrics", []):
+        for sm in rm.get("scopeMetrics", []):
+            for metric in sm.get("metrics", []):
+                for dp in metric.get("gauge", {}).get("dataPoints", []):
+                    steps = [a for a in dp.get("attributes", []) if a["key"] == "markov.step"]
+                    if steps:
+                        point = (int(dp["timeUnixNano"]), int(steps[0]["value"]["intValue"]))
+                        latest = point if latest is None or point >= latest else latest
+    return None if latest is None else latest[1]
+
+
+def _append(fd: int, data: bytes) -> None:
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        os.ftruncate(fd, start)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a new directory entry durable (a file's fsync does not cover its name)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the data itself is unaffected
+    finally:
+        os.close(fd)
 
 
 def _cut_torn_tail(fd: int) -> None:

@@ -15,12 +15,14 @@ ConfigError naming the key (a long value is shortened in the message):
 - None, other strings, bytes, lists, complex, arrays of more than one element (or none);
 - two keys that give the same flattened key ({"a/b": 1, "a": {"b": 2}}).
 
-ConfigError: non-string or empty keys, an empty record, a record that is not a mapping.
+ConfigError: non-string or empty keys, keys the backend could not store (NUL, a lone surrogate,
+more than 1024 UTF-8 bytes: `rules.py`), an empty record, a record that is not a mapping.
 
 Keys: any non-empty string (unicode, spaces, '/', quotes) is recorded as is; the OTLP metric
 name is the key sanitised to the instrument-name syntax, and the point attribute `markov.key`
 keeps the original. `step=`: any integer (numpy ints too) in the int64 range, going back or
-repeating kept; a bool, float or string step, or one outside int64, is a ConfigError.
+repeating kept; a bool, float or string step, or one outside int64, is a ConfigError, and so is
+a default step (previous + 1) that would pass 2**63-1.
 
 A record is checked whole before anything is kept, so an error never records half of it.
 """
@@ -31,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from markov_otel.errors import ConfigError
+from markov_otel.rules import check_key
 
 PLAIN_TYPES = frozenset({float, int, bool})
 
@@ -52,7 +55,7 @@ def _flatten(record: Mapping[Any, Any], prefix: str, out: dict[str, float | int 
     for key, value in record.items():
         if not isinstance(key, str) or not key:
             raise ConfigError(f"record key {key!r} must be a non-empty string, e.g. 'loss'")
-        name = prefix + key
+        name = check_key(prefix + key)  # what the backend could not store is refused now
         if isinstance(value, Mapping):
             _flatten(value, name + "/", out)
         elif name in out:  # {"a/b": 1, "a": {"b": 2}}: keeping one value would lose the other

@@ -114,7 +114,7 @@ CASES: dict[str, Case] = {
         {f"k{i}": (I, i) for i in range(10_000)},
         build=lambda: {f"k{i}": i for i in range(10_000)},
     ),
-    "1MB-key": Case(None, {"k" * MB: (D, 1.0)}, build=lambda: {"k" * MB: 1.0}),
+    "key-of-1024-utf8-bytes": Case(None, {"é" * 512: (D, 1.0)}, build=lambda: {"é" * 512: 1.0}),
     # -- steps --
     "step-backwards": Case({"x": 1.0}, ok(x=(D, 1.0)), step=-3, stored_step=-3),
     "step-np.int64": Case({"x": 1.0}, ok(x=(D, 1.0)), step=np.int64(7), stored_step=7),
@@ -153,6 +153,12 @@ CASES: dict[str, Case] = {
     "empty-key": Case({"": 1.0}, refused=r"record key ''"),
     "empty-key-nested": Case({"val": {"": 1.0}}, refused=r"record key ''"),
     "flattened-key-collision": Case({"val/loss": 1.0, "val": {"loss": 2.0}}, refused="'val/loss'"),
+    # -- keys no backend can store (rules.py): refused here, never a line the backend refuses --
+    "1MB-key": Case(None, refused=r"record key 'kkk.*1000000 bytes", build=lambda: {"k" * MB: 1.0}),
+    "key-of-1025-utf8-bytes": Case({"é" * 512 + "x": 1.0}, refused=r"1025 bytes.*limit is 1024"),
+    "lone-surrogate-key": Case({"bad\udc80": 1.0}, refused=r"'bad\\udc80'.*lone surrogate"),
+    "NUL-key": Case({"a\x00b": 1.0}, refused=r"'a\\x00b'.*NUL"),
+    "NUL-key-nested": Case({"val": {"a\x00": 1.0}}, refused=r"'val/a\\x00'.*NUL"),
     "not-a-dict": Case([("x", 1.0)], refused=r"must be a dict"),
 }
 

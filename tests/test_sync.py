@@ -107,19 +107,19 @@ def test_interrupted_sync_resumes_where_it_stopped(
     """A sync whose link dies half-way fails clearly; the next one sends the rest, none twice."""
     recorder = record_offline()
     spool = Spool(recorder.run_dir)
-    total = unsent_lines(spool)
     with FlakyProxy(sync_env.url, die_after=8) as proxy:
+        total = unsent_lines(spool, proxy.url)
         monkeypatch.setenv("MARKOV_ENDPOINT", proxy.url)
         assert main(["sync", recorder.recording_id, "--timeout", "1.5"]) == 1
-    assert "mkv sync again" in capsys.readouterr().err
-    assert proxy.counts["reset"] > 0
-    left = unsent_lines(spool)
-    assert 0 < left < total
-    sent_before = len(sync_env.records(recorder.recording_id, "loss"))
-    assert 0 < sent_before < N
-    monkeypatch.setenv("MARKOV_ENDPOINT", sync_env.url)
-    assert main(["sync", recorder.recording_id]) == 0
-    assert f"{left} were pending" in capsys.readouterr().out
+        assert "mkv sync again" in capsys.readouterr().err
+        assert proxy.counts["reset"] > 0
+        left = unsent_lines(spool, proxy.url)
+        assert 0 < left < total
+        sent_before = len(sync_env.records(recorder.recording_id, "loss"))
+        assert 0 < sent_before < N
+        proxy.die_after = None  # the link comes back
+        assert main(["sync", recorder.recording_id]) == 0
+        assert f"{left} were pending" in capsys.readouterr().out
     for key in KEYS:
         assert [r["step"] for r in sync_env.records(recorder.recording_id, key)] == list(range(N))
     assert stored(sync_env, recorder.recording_id)["points"] == N * len(KEYS)

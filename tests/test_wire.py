@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from otlp_files import lines, log_records, metrics, points, recording, spans, traces
 
 from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
+from markov_otel.rules import text_problem
 
 
 def offline(**kwargs: object) -> ExperimentRecorder:
@@ -433,12 +434,39 @@ def test_concurrent_add_record_stores_every_record_once(isolated: Path) -> None:
 
 # -- any record round-trips ----------------------------------------------------------------------
 
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=st.text(min_size=1, max_size=8) | st.text(min_size=1020, max_size=1030))
+def test_keys_are_stored_or_refused_by_the_shared_rules(isolated: Path, key: str) -> None:
+    """add_record refuses exactly the keys rules.text_problem names (what the backend refuses)."""
+    recorder = offline()
+    recorder.start()
+    try:
+        problem = text_problem(key)
+        if problem is None:
+            recorder.add_record({key: 1.0})
+        else:
+            with pytest.raises(ConfigError, match="record key"):
+                recorder.add_record({key: 1.0})
+    finally:
+        recorder.stop()
+    got = points(isolated / recorder.recording_id)
+    assert [p.key for p in got] == ([] if problem else [key])
+
+
 _values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(2**80), max_value=2**80),
     st.booleans(),
 )
-_records = st.dictionaries(st.text(min_size=1, max_size=40), _values, min_size=1, max_size=6)
+# Keys the backend can store (rules.py): no lone surrogate, no NUL. The others are refused at
+# the call; test_keys_are_stored_or_refused_by_the_shared_rules covers them.
+_keys = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=40
+)
+_records = st.dictionaries(_keys, _values, min_size=1, max_size=6)
 
 
 @settings(

@@ -150,6 +150,54 @@ def _b64_to_hex(value: str) -> str:
     return base64.b64decode(value).hex()
 
 
+def split_metrics_line(line: bytes, max_bytes: int) -> list[bytes]:
+    """A metrics line as several OTLP-JSON MetricsData of at most about `max_bytes` each.
+
+    Every part keeps the resource and scope of its points; points keep their order. The same
+    line and limit always give the same parts (their Idempotency-Keys depend on it).
+    """
+    doc = json.loads(line)
+    parts: list[bytes] = []
+    for rm in doc.get("resourceMetrics", []):
+        for sm in rm.get("scopeMetrics", []):
+            head = {"resource": rm.get("resource", {}), "scope": sm.get("scope", {})}
+            overhead = len(json.dumps(head)) + 100
+            metrics: list[dict[str, Any]] = []
+            size = overhead
+            for metric in sm.get("metrics", []):
+                kind = next((k for k in ("gauge", "sum") if k in metric), None)
+                points = metric[kind].get("dataPoints", []) if kind else []
+                for point in points or [None]:
+                    piece = len(json.dumps(point)) + len(metric.get("name", "")) + 60
+                    if metrics and size + piece > max_bytes:
+                        parts.append(_metrics_part(head, metrics))
+                        metrics, size = [], overhead
+                    _add_point(metrics, metric, kind, point)
+                    size += piece
+            if metrics:
+                parts.append(_metrics_part(head, metrics))
+    return parts
+
+
+def _add_point(
+    metrics: list[dict[str, Any]], metric: dict[str, Any], kind: str | None, point: Any
+) -> None:
+    """Append `point` of `metric` to the part being built (a metric without points as is)."""
+    if kind is None or point is None:
+        metrics.append(metric)
+        return
+    if not metrics or metrics[-1].get("name") != metric.get("name") or kind not in metrics[-1]:
+        body = {k: v for k, v in metric[kind].items() if k != "dataPoints"}
+        metrics.append({**metric, kind: {**body, "dataPoints": []}})
+    metrics[-1][kind]["dataPoints"].append(point)
+
+
+def _metrics_part(head: dict[str, Any], metrics: list[dict[str, Any]]) -> bytes:
+    scope_metrics = [{"scope": head["scope"], "metrics": metrics}]
+    doc = {"resourceMetrics": [{"resource": head["resource"], "scopeMetrics": scope_metrics}]}
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def lines_of(batch: Sequence[str]) -> bytes:
     """Whole lines ready for one append: each ends with a newline."""
     return ("\n".join(batch) + "\n").encode("utf-8")

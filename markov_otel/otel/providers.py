@@ -107,6 +107,7 @@ class AggregatedView:
 
     def __init__(self) -> None:
         self.last: dict[str, tuple[float | int | bool, int]] = {}
+        self.last_step = -1  # the step of the last record written
         self.summary: Callable[[], Mapping[str, Any]] = dict
         self.counts = {"recorded": 0, "spooled": 0, "sent": 0, "dropped": 0}
 

@@ -1,0 +1,373 @@
+"""The sender: ships one run dir to one backend, line by line, from its own thread or for sync.
+
+Spool first, send second, mark acked: the sender reads lines from the run dir, POSTs each one
+as-is (it is already OTLP-JSON) with an Idempotency-Key naming that line of this run dir
+(`<recording>:<writer>:<signal>:<line>`), and records the ack under that backend in acks.json,
+so a restart or `mkv sync` resumes where it stopped and never duplicates a point.
+
+- Weather (`Retry`) is retried with exponential backoff and jitter, Retry-After honoured.
+- A line the backend refuses for its content (`LINE_REFUSALS`) is set aside with its reason and
+  the rest of the run flows on; one larger than the backend's body limit is first sent in parts
+  that fit (`<key>.<part>/<parts>`).
+- Any other refusal (a bad token) pauses sending, is said once, and leaves the data on disk for
+  `mkv sync`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from markov_otel.acks import Acks
+from markov_otel.errors import BackendError
+from markov_otel.otel.encoding import split_metrics_line
+from markov_otel.spool import Spool, SpoolLine
+from markov_otel.transport import (
+    LINE_REFUSALS,
+    BackendClient,
+    Refused,
+    Retry,
+    Target,
+    backoff,
+)
+from markov_otel.weather import SayOnce
+
+log = logging.getLogger("markov_otel")
+
+
+@dataclass
+class Progress:
+    """What a sender has done: spool lines acknowledged by the backend, and set aside."""
+
+    sent_lines: int = 0
+    set_aside: int = 0
+    resent: int = 0  # set-aside lines stored by --resend-set-aside
+    still_set_aside: int = 0
+
+
+class Sender:
+    """Ships one run dir to the backend from its own thread (or in the caller's, for sync)."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        target: Target,
+        queue: Mapping[str, Any],
+        view: Any = None,
+        *,
+        on_registered: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self._spool, self._queue, self._view = spool, queue, view
+        self._target = target
+        self._client = BackendClient(target, float(queue["register_batch_timeout"]))
+        self._acks = Acks(spool, target.base, target.acks)
+        writer = spool.writer_id()
+        rid = spool.dir.name
+        self._key_prefix = f"{rid}:{writer}:" if writer else f"{rid}:"
+        self._max_body: int | None = None  # the backend's body limit, once a 413 asked for it
+        self._on_registered = on_registered
+        self._registration: dict[str, Any] | None = None
+        self._registered = not target.registers
+        self._patch: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._deadline: float | None = None
+        self._paused: str | None = None
+        self._trouble = SayOnce(log)
+        self._attempt = 0
+        self.progress = Progress()
+        self._thread = threading.Thread(target=self._run, name="markov-sender", daemon=True)
+
+    # -- the recorder's side -------------------------------------------------------------------
+
+    def register(self, body: dict[str, Any]) -> None:
+        """Try once now (bounded by register_batch_timeout); on weather warn once and let the
+        thread retry."""
+        self._registration = body
+        try:
+            self._register()
+        except Refused as exc:  # a 401 at register is not weather: say so once, and pause
+            self._refuse(exc)
+        except Retry as exc:
+            self._warn(
+                "register",
+                f"markov_otel: cannot register recording "
+                f"{body['recording_id']} with {self._client.base} ({exc}); recording "
+                "to disk and retrying in the background",
+            )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def update_recording(self, patch: Mapping[str, Any]) -> None:
+        with self._lock:
+            for key, value in patch.items():
+                if key == "alerts":
+                    self._patch.setdefault("alerts", []).extend(value)
+                elif isinstance(value, dict) and isinstance(self._patch.get(key), dict):
+                    self._patch[key].update(value)
+                else:
+                    self._patch[key] = value
+        self._wake.set()
+
+    def stop(self, timeout: float) -> bool:
+        """Send what is left for at most `timeout` seconds; True when everything is acked."""
+        self._deadline = time.monotonic() + timeout
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout + 0.2)
+        done = not self._thread.is_alive() and self._all_sent()
+        if not self._thread.is_alive():
+            self._client.close()
+        return done
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._queue["batch_processing_interval"])
+            self._wake.clear()
+            delay = self.pump()
+            if self._stopping and (self._finished() or self._past_deadline()):
+                return
+            if delay:
+                self._sleep(delay)
+
+    def pump(self) -> float:
+        """One round: register, send unacked lines, PATCH. Returns a retry delay (0: all good)."""
+        if self._paused:
+            return 0.0
+        try:
+            if not self._registered:
+                self._register()
+            for signal in self._target.signals:
+                self._send_lines(signal)
+            self._send_patch()  # after the batches, whose resources carry an older status
+        except Retry as exc:
+            self._attempt += 1
+            self._warn(
+                "retry",
+                f"markov_otel: backend trouble ({exc}); data is safe in "
+                f"{self._spool.dir}, retrying",
+            )
+            return exc.delay if exc.delay is not None else backoff(self._attempt)
+        except Refused as exc:
+            self._refuse(exc)
+            return 0.0
+        self._attempt = 0
+        return 0.0
+
+    def _refuse(self, exc: Refused) -> None:
+        """Pause sending and say why, once: retrying cannot fix a refusal."""
+        self._paused = str(exc)
+        log.error(
+            "markov_otel: the backend refused recording %s: %s. The data stays in %s; "
+            "fix the cause, then run: mkv sync %s",
+            self._spool.dir.name,
+            exc,
+            self._spool.dir,
+            self._spool.dir.name,
+        )
+
+    def _register(self) -> None:
+        if self._registration is None or self._registered:
+            return
+        answer = self._client.call(
+            "POST", "/api/v1/recordings", json=self._registration, timeout=self._timeout()
+        )
+        self._registered = True
+        if self._on_registered is not None:
+            self._on_registered(answer)
+
+    def _send_patch(self) -> None:
+        with self._lock:
+            patch, self._patch = self._patch, {}
+        if not patch:
+            return
+        rid = self._spool.dir.name
+        try:
+            self._client.call(
+                "PATCH", f"/api/v1/recordings/{rid}", json=patch, timeout=self._timeout()
+            )
+        except (Retry, Refused):
+            self.update_recording(patch)  # keep it for the next round, merged with newer news
+            raise
+
+    # -- lines ---------------------------------------------------------------------------------
+
+    def _send_lines(self, signal: str) -> None:
+        lines, offset = self._acks.mark(signal)
+        for line in self._spool.lines(signal, lines, offset):
+            if self._past_deadline():
+                return
+            key = f"{self._key_prefix}{signal}:{line.number}"
+            try:
+                self._send_line(signal, line.data, key)
+            except Refused as exc:
+                if exc.status not in LINE_REFUSALS:
+                    raise
+                self._set_aside(signal, line, exc)
+            else:
+                self._acks.advance(signal, line)
+                self.progress.sent_lines += 1
+                if signal == "metrics" and self._view is not None:
+                    self._view.counts["sent"] += line.data.count(b'"timeUnixNano"')
+            self._acks.save()
+            self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
+
+    def _send_line(self, signal: str, data: bytes, key: str) -> None:
+        """POST one line; one the backend finds too large (413) goes in parts that fit."""
+        try:
+            self._post(signal, data, key)
+        except Refused as exc:
+            if exc.status != 413 or signal != "metrics":
+                raise
+            parts = split_metrics_line(data, int(self._body_limit(len(data)) * 0.9))
+            if len(parts) < 2:
+                raise
+            for number, part in enumerate(parts):
+                self._post(signal, part, f"{key}.{number}/{len(parts)}")
+
+    def _post(self, signal: str, data: bytes, key: str) -> None:
+        self._client.call(
+            "POST",
+            self._target.paths.get(signal, f"/v1/{signal}"),
+            data=data,
+            timeout=self._timeout(),
+            headers={"Content-Type": "application/json", "Idempotency-Key": key},
+        )
+
+    def _body_limit(self, refused: int) -> int:
+        """The backend's body limit (GET /api/v1/limits); half the refused size if unknown."""
+        if self._max_body is None:
+            try:
+                limits = self._client.call("GET", "/api/v1/limits", timeout=self._timeout())
+                self._max_body = int(limits["max_body_bytes"])
+            except (Retry, Refused, KeyError, TypeError, ValueError):
+                return refused // 2
+        return self._max_body
+
+    def _set_aside(self, signal: str, line: SpoolLine, exc: Refused) -> None:
+        entry = self._acks.set_aside(signal, line, exc.status, str(exc))
+        self.progress.set_aside += 1
+        rid = self._spool.dir.name
+        self._trouble.say(
+            "set-aside", logging.ERROR,
+            "markov_otel: the backend refused line %d of %s.jsonl of recording %s (%s); it is "
+            "set aside and the rest of the run goes on. `mkv show %s` lists what was set "
+            "aside; fix the cause, then run: mkv sync %s --resend-set-aside",
+            entry.line, signal, rid, entry.reason, rid, rid,
+        )  # fmt: skip
+
+    def _resend_set_aside(self) -> None:
+        """Try every set-aside line once more; weather is retried until the deadline."""
+        while True:
+            try:
+                self.progress.resent += self._resend_once()
+                break
+            except Retry as exc:
+                if self._past_deadline():
+                    raise BackendError(f"{exc}; run mkv sync --resend-set-aside again") from exc
+                self._attempt += 1
+                time.sleep(exc.delay if exc.delay is not None else backoff(self._attempt))
+            except Refused as exc:
+                raise BackendError(str(exc)) from exc
+        self.progress.still_set_aside = len(self._acks.set_aside_lines())
+
+    def _resend_once(self) -> int:
+        stored = 0
+        for entry in self._acks.set_aside_lines():
+            data = self._spool.read_line(entry.signal, entry.offset, entry.end)
+            key = f"{self._key_prefix}{entry.signal}:{entry.line}"
+            try:
+                self._send_line(entry.signal, data, key)
+            except Refused as exc:
+                if exc.status not in LINE_REFUSALS:
+                    raise
+                continue  # still refused: it stays aside
+            self._acks.taken_back(entry)
+            self._acks.save()
+            stored += 1
+        return stored
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _all_sent(self) -> bool:
+        for signal in self._target.signals:
+            lines, offset = self._acks.mark(signal)
+            if next(iter(self._spool.lines(signal, lines, offset)), None):
+                return False
+        return self._registered and not self._patch
+
+    def _finished(self) -> bool:
+        return self._paused is not None or self._all_sent()
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _timeout(self) -> float:
+        timeout = float(self._queue["register_batch_timeout"])
+        if self._deadline is not None:
+            timeout = max(0.05, min(timeout, self._deadline - time.monotonic()))
+        return timeout
+
+    def _sleep(self, delay: float) -> None:
+        if self._deadline is not None:
+            delay = min(delay, max(0.0, self._deadline - time.monotonic()))
+        self._wake.wait(delay)
+
+    def _warn(self, kind: str, message: str) -> None:
+        self._trouble.say(kind, logging.WARNING, "%s", message)
+
+    # -- sync (the CLI's side) -----------------------------------------------------------------
+
+    def sync(
+        self,
+        registration: dict[str, Any],
+        patch: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        resend_set_aside: bool = False,
+    ) -> Progress:
+        """Register, PATCH and send everything now, in this thread; BackendError if it can't.
+        With `resend_set_aside`, lines this backend refused before are tried once more."""
+        self._registration, self._deadline = registration, deadline
+        self.update_recording(patch)
+        try:
+            self._sync_rounds(progress)
+            if resend_set_aside:
+                self._resend_set_aside()
+            else:
+                self.progress.still_set_aside = len(self._acks.set_aside_lines())
+            return self.progress
+        finally:
+            self._client.close()
+
+    def _sync_rounds(self, progress: Callable[[Progress], None] | None) -> Progress:
+        while True:
+            delay = self.pump()
+            if progress is not None:
+                progress(self.progress)
+            if self._paused:
+                raise BackendError(self._paused)
+            if self._all_sent():
+                return self.progress
+            if self._past_deadline():
+                raise BackendError(
+                    f"{self._client.base} did not take recording "
+                    f"{self._spool.dir.name} in time; run mkv sync again"
+                )
+            time.sleep(delay or 0.01)
