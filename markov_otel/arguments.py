@@ -36,19 +36,6 @@ class ModelClass(str, enum.Enum):
     OTHER = "other"
 
 
-def mapping_arg(what: str, value: Any) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{what}={value!r} must be a dict, e.g. {what}={{'lr': 0.001}}")
-    return value
-
-
-def snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy down through nested dicts, so a caller mutating theirs changes nothing recorded."""
-    return {k: snapshot(v) if isinstance(v, Mapping) else v for k, v in values.items()}
-
-
 def model_class_value(value: Any) -> str:
     try:
         return ModelClass(value).value

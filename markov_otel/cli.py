@@ -18,6 +18,7 @@ from markov_otel.config import (
     Settings,
     config_path,
     read_config_file,
+    redact_url,
     write_config_value,
 )
 from markov_otel.errors import ConfigError, MarkovError
@@ -211,7 +212,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(file=sys.stderr)
         print(
             f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
-            f"to {settings.endpoint}"
+            f"to {redact_url(settings.endpoint)}"
         )
     return 0
 
@@ -262,7 +263,7 @@ def _recorded_environment(settings: Settings, run_id: str) -> dict[str, Any]:
         found = client.call("GET", f"/api/v1/recordings/{check_run_id(run_id)}/requirements")
     except (Refused, Retry) as exc:
         raise ConfigError(
-            f"no environment for {run_id!r} locally ({local}) or on {settings.endpoint}: {exc}"
+            f"no environment for {run_id!r} locally ({local}) or on {redact_url(settings.endpoint)}: {exc}"
         ) from exc
     finally:
         client.close()

@@ -12,12 +12,14 @@ Hooks are installed when the first recorder starts, never at import.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
@@ -72,6 +74,32 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         recorder._note_signal("terminated")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def signals_deferred(on_signal: Callable[[int], None]) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the body is done, then deliver them as they would have been.
+
+    `on_signal(signum)` runs when one arrives (in the main thread, between bytecodes). Python
+    handlers can only be set from the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        arrived.append(signum)
+        on_signal(signum)
+
+    previous = {held: signal.signal(held, hold) for held in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)  # the handler they would have met: raise or die
 
 
 def _stop_live() -> None:

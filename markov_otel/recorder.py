@@ -11,6 +11,7 @@ import enum
 import itertools
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -28,25 +29,26 @@ from opentelemetry.trace import Status, StatusCode
 
 from markov_otel import environment, process, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
-from markov_otel.arguments import (
-    ModelClass,
-    mapping_arg,
-    model_class_value,
-    queue_config,
-    recorder_settings,
-    snapshot,
-)
-from markov_otel.config import RecordingMode, Settings
+from markov_otel.arguments import ModelClass, model_class_value, queue_config, recorder_settings
+from markov_otel.config import RecordingMode, Settings, redact_url
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.flusher import Flusher
 from markov_otel.otel.encoding import Record, attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
-from markov_otel.rules import STEP_MAX, STEP_MIN, check_step
+from markov_otel.rules import (
+    MAX_TEXT_BYTES,
+    STEP_MAX,
+    STEP_MIN,
+    check_params,
+    check_step,
+    check_text,
+    flatten_params,
+)
 from markov_otel.sender import Sender
 from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
 from markov_otel.summary import ExperimentSummary
-from markov_otel.transport import Target, registration_body
+from markov_otel.transport import Target, patch_body, registration_body
 from markov_otel.values import PLAIN_TYPES, normalize_record
 from markov_otel.weather import SayOnce
 
@@ -54,6 +56,8 @@ log = logging.getLogger("markov_otel")
 
 MAX_BUFFERED = 200_000
 """Records held in memory before add_record waits for the flusher (backpressure, never loss)."""
+MAX_BUFFERED_POINTS = 2_000_000
+"""Points held in memory likewise: a record of 300 keys counts 300 (about 100 bytes a point)."""
 
 
 class _State(enum.Enum):
@@ -86,11 +90,14 @@ class ExperimentRecorder:
             raise ConfigError(f"name={name!r} must be a non-empty string, e.g. 'resnet-baseline'")
         self._queue = queue_config(kwargs)
         self._settings = recorder_settings(recording_mode, kwargs)
-        self._name, self._project_id, self._notes = name, str(project_id or ""), notes
-        self._dataset_id = str(dataset_id or "")
+        self._name = check_text("name", name)
+        self._project_id = check_text("project_id", str(project_id or ""))
+        self._notes = None if notes is None else check_text("notes", notes, MAX_TEXT_BYTES)
+        self._dataset_id = check_text("dataset_id", str(dataset_id or ""))
         self._model_class = model_class_value(model_class)
         self._hparams: dict[str, Any] = {}
-        self._metadata = snapshot(mapping_arg("metadata", metadata))
+        self._metadata = check_params("metadata", metadata)
+        flatten_params(self._metadata)
         self._recording_id = check_run_id(kwargs.get("recording_id") or uuid.uuid4().hex)
         self._model_id = f"model-{uuid.uuid4().hex[:16]}"
         self._experiment_url: str | None = None
@@ -98,7 +105,8 @@ class ExperimentRecorder:
         self._alerts = AlertRules()
         self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
         # Hot-path copies: one attribute load each instead of a dict lookup or a state compare.
-        self._batch_size: int = self._queue["batch_size"]
+        self._max_buffered = MAX_BUFFERED  # lowered for wide records (_normalize)
+        self._kick_at: int = min(self._queue["batch_size"], MAX_BUFFERED)
         self._max_lag_ns = int(self._queue["batch_processing_interval"] * 0.5e9)
         self._alert_log: list[dict[str, Any]] = []
         self._state = _State.CREATED
@@ -120,6 +128,9 @@ class ExperimentRecorder:
         self._forked_from: int | None = None  # set in a forked child: the recording process
         self._mirror: Sender | None = None  # exact points to the user's collector (export_points)
         self._started_at: float | None = None
+        self._env_thread: threading.Thread | None = None
+        self._hurried = False  # a signal came during stop(): stop waiting for the network
+        self._ended_at: float | None = None
         self._saved_at = 0.0  # monotonic time of the last recording.json save
         self._trouble = SayOnce(log)
         if hyper_parameters:
@@ -134,7 +145,7 @@ class ExperimentRecorder:
         s = self._settings
         return {
             "recording_mode": s.mode,
-            "endpoint": s.endpoint,
+            "endpoint": redact_url(s.endpoint),
             "markov_dir": str(s.dir),
             "run_dir": str(self._spool.dir),
             "api_key_set": bool(s.api_key),
@@ -202,7 +213,7 @@ class ExperimentRecorder:
         self._buffer.append((time_ns, step, values))
         if self._check_alerts is not None:
             self._check_alerts(values, time_ns, step)
-        if len(self._buffer) >= self._batch_size:
+        if len(self._buffer) >= self._kick_at:
             self._kick(time_ns)
 
     def _explicit_step(self, step: Any) -> int:
@@ -213,22 +224,27 @@ class ExperimentRecorder:
         return int(step)
 
     def _normalize(self, record: Any) -> dict[str, Any]:
+        """The slow path: new keys, nested dicts, converted values. A record of a new width
+        passes here once, so the bound in points is kept without a count on the fast path."""
         values = normalize_record(record)
         if isinstance(record, dict):
             self._plain_keys.update(k for k in record if k in values)
+        if len(values) * self._max_buffered > MAX_BUFFERED_POINTS:
+            self._max_buffered = max(1, MAX_BUFFERED_POINTS // len(values))
+            self._kick_at = min(self._kick_at, self._max_buffered)
         return values
 
     def _kick(self, now_ns: int) -> None:
         """Wake the flusher; wait for it (backpressure, never a drop) while it lags too far.
 
-        Too far: MAX_BUFFERED records, or an oldest record older than half the flush interval —
-        so a tight loop cannot run ahead of the disk, and a kill -9 loses at most the last
-        flush interval.
+        Too far: MAX_BUFFERED records (fewer for wide records: MAX_BUFFERED_POINTS), or an
+        oldest record older than half the flush interval — so a tight loop cannot run ahead of
+        the disk, and a kill -9 loses at most the last flush interval.
         """
         self._flusher.wake()
-        buffer, flusher = self._buffer, self._flusher
+        buffer, flusher, most = self._buffer, self._flusher, self._max_buffered
         while flusher.alive and (
-            len(buffer) >= MAX_BUFFERED or now_ns - _oldest(buffer, now_ns) > self._max_lag_ns
+            len(buffer) >= most or now_ns - _oldest(buffer, now_ns) > self._max_lag_ns
         ):
             time.sleep(0.0005)
 
@@ -236,12 +252,12 @@ class ExperimentRecorder:
 
     def add_hyper_parameters(self, hyper_parameters: dict[str, Any]) -> None:
         """Merge hyperparameters; they travel as `markov.hparam.<k>` resource attributes."""
-        values = mapping_arg("hyper_parameters", hyper_parameters)
-        for key in values:
-            if not isinstance(key, str) or not key:
-                raise ConfigError(f"hyperparameter name {key!r} must be a non-empty string")
+        # Checked and copied now (objects become their str()): what the flusher encodes later
+        # can no longer fail, nor change when the caller mutates its dict.
+        values = check_params("hyper_parameters", hyper_parameters)
         with self._lock:
-            self._hparams.update(snapshot(values))
+            flatten_params({**self._hparams, **values})  # a key given twice is refused now
+            self._hparams.update(values)
         self._resource_changed()
 
     def attach_alert_on(self, condition: ExperimentAlertCondition, text: str) -> None:
@@ -311,9 +327,10 @@ class ExperimentRecorder:
             process.track(self)
             self._lifecycle("started")
         if self._settings.capture_environment:
-            threading.Thread(
+            self._env_thread = threading.Thread(
                 target=self._capture_environment, name="markov-env", daemon=True
-            ).start()
+            )
+            self._env_thread.start()
 
     def stop(self, *, status: str = "finished") -> None:
         """Flush everything to disk, close the span, and ONLINE wait up to sync_data_timeout."""
@@ -329,28 +346,53 @@ class ExperimentRecorder:
             self._running = False
             self._state = _State.STOPPED
             process.untrack(self)
-            status = self._exit_status or status
-            self._status = status
-            self._resource_changed()
-            self._lifecycle(status)
-            self._span.set_status(
-                Status(StatusCode.OK if status == "finished" else StatusCode.ERROR)
+            # Ctrl-C or SIGTERM now would cut the drain short and lose the buffer: they wait
+            # until the data is on disk (still within sync_data_timeout), then act.
+            with process.signals_deferred(self._signalled_while_stopping):
+                self._wind_down(self._exit_status or status, deadline)
+
+    def _wind_down(self, status: str, deadline: float) -> None:
+        """stop()'s work: the final batch on disk, the span closed, sending, then nothing held
+        (no file descriptor, no thread) but what the deadline cut off."""
+        self._status = status
+        self._ended_at = time.time()
+        self._resource_changed()
+        self._lifecycle(status)
+        self._span.set_status(Status(StatusCode.OK if status == "finished" else StatusCode.ERROR))
+        self._span.end()
+        flushed = self._flusher.stop(max(0.1, deadline - time.monotonic()))
+        self._spool_sync()
+        closing = self._telemetry.begin_shutdown()  # the collector export, if any
+        self._save()
+        self._finish_sending(flushed, deadline)
+        for notifier in self._notifiers:
+            notifier.close(max(0.0, deadline - time.monotonic()))
+        closing.join(max(0.0, deadline - time.monotonic()))
+        if closing.is_alive():
+            log.warning(
+                "markov_otel: the OTLP collector did not take the last export before "
+                "sync_data_timeout; the run dir %s has everything",
+                self._spool.dir,
             )
-            self._span.end()
-            flushed = self._flusher.stop(max(0.1, deadline - time.monotonic()))
-            self._spool_sync()
-            closing = self._telemetry.begin_shutdown()  # the collector export, if any
-            self._save()
-            self._finish_sending(flushed, deadline)
-            for notifier in self._notifiers:
-                notifier.close(max(0.0, deadline - time.monotonic()))
-            closing.join(max(0.0, deadline - time.monotonic()))
-            if closing.is_alive():
-                log.warning(
-                    "markov_otel: the OTLP collector did not take the last export before "
-                    "sync_data_timeout; the run dir %s has everything",
-                    self._spool.dir,
-                )
+        if self._env_thread is not None:
+            self._env_thread.join(max(0.0, deadline - time.monotonic()))
+        self._save()  # the status a signal during stop() set, if one came
+        self._spool.close()
+
+    def _signalled_while_stopping(self, signum: int) -> None:
+        """In the main thread, between bytecodes of stop(): say so, finish writing to disk, stop
+        waiting for the network (what is on disk is safe for `mkv sync`)."""
+        status = "interrupted" if signum == signal.SIGINT else "terminated"
+        self._exit_status = self._status = status
+        self._resource_changed()  # the final batch, if not cut yet, carries it
+        self._hurried = True
+        for sender in self._senders():
+            sender.hurry()
+        log.warning(
+            "markov_otel: %s during stop(): finishing writing recording %s to disk, then "
+            "stopping (anything unsent stays there for: mkv sync %s)",
+            signal.Signals(signum).name, self._recording_id, self._recording_id,
+        )  # fmt: skip
 
     def _finish_sending(self, flushed: bool, deadline: float) -> None:
         if not flushed:
@@ -360,6 +402,8 @@ class ExperimentRecorder:
                 self._recording_id,
                 self._spool.dir,
             )
+        if self._hurried:
+            deadline = time.monotonic()
         if self._mirror is not None and not self._mirror.stop(deadline - time.monotonic()):
             log.warning("markov_otel: not every exact point reached the OTLP collector in time")
         if self._sender is None:
@@ -391,7 +435,8 @@ class ExperimentRecorder:
         if self._context_token is not None:
             otel_context.detach(self._context_token)
         failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
-        self.stop(status="failed" if failed else "finished")
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        self.stop(status="interrupted" if interrupted else "failed" if failed else "finished")
 
     def upsert_package_requirements(self) -> None:
         """Capture the installed packages, Python and git state into the run (and the backend)."""
@@ -521,12 +566,7 @@ class ExperimentRecorder:
         self._experiment_url = answer.get("experiment_url") or self._experiment_url
 
     def _patch_body(self) -> dict[str, Any]:
-        return {
-            "hyper_parameters": dict(self._hparams),
-            "summary": self._summary.to_dict(),
-            "status": self._status,
-            "notes": self._notes,
-        }
+        return patch_body(self._info())
 
     def _info(self) -> dict[str, Any]:
         """recording.json: identity, hyperparameters, summary, status (never the API key)."""
@@ -543,11 +583,12 @@ class ExperimentRecorder:
             "summary": self._summary.to_dict(),
             "status": self._status,
             "mode": self._settings.mode.value,
-            "endpoint": self._settings.endpoint,
+            "endpoint": redact_url(self._settings.endpoint),  # never credentials in files
             "experiment_url": self._experiment_url,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started_at": self._started_at,
+            "ended_at": self._ended_at,
             "alerts": list(self._alert_log),
             "points": self._view.counts["spooled"],
             "last_step": self._view.last_step,

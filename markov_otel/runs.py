@@ -19,7 +19,7 @@ from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
 from markov_otel.sender import Progress, Sender
 from markov_otel.spool import Spool, read_json
-from markov_otel.transport import Target, registration_body
+from markov_otel.transport import Target, patch_body, registration_body
 
 _SYNC_QUEUE = {"register_batch_timeout": 30.0, "batch_processing_interval": 1.0}
 
@@ -134,8 +134,7 @@ def sync_run(
         info["status"] = status
         spool.write_recording(info)
     registration = registration_body(info)
-    patch: dict[str, Any] = {k: info.get(k) for k in ("hyper_parameters", "summary", "notes")}
-    patch["status"] = status
+    patch = patch_body(info)
     patch["alerts"] = list(info.get("alerts", []))
     env = read_json(spool.dir / "environment.json")
     if env:

@@ -129,21 +129,27 @@ class Sender:
             self._client.close()
         return done
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def hurry(self) -> None:
+        """Stop waiting now: what is unsent stays on disk for `mkv sync`."""
+        self._deadline = time.monotonic()
+        self._stopping = True
+        self._wake.set()
 
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait(self._queue["batch_processing_interval"])
-            self._wake.clear()
-            delay = self.pump()
-            if self._stopping and (self._finished() or self._past_deadline()):
-                return
-            if delay:
-                self._sleep(delay)
+        try:
+            while True:
+                self._wake.wait(self._queue["batch_processing_interval"])
+                self._wake.clear()
+                delay = self.pump()
+                if self._stopping and (self._finished() or self._past_deadline()):
+                    return
+                if delay:
+                    self._sleep(delay)
+        finally:
+            if self._stopping:  # stop() may have given up waiting: close here, not leak
+                self._client.close()
 
     def pump(self) -> float:
         """One round: register, send unacked lines, PATCH. Returns a retry delay (0: all good)."""

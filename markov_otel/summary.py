@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from markov_otel.errors import ConfigError
+from markov_otel.rules import MAX_TEXT_BYTES, check_key, check_text
 
 SummaryValue = float | int | str | bool
 
@@ -46,9 +47,10 @@ class ExperimentSummary:
         """Any other single-valued key: numbers (numeric strings become numbers) or text."""
         if not isinstance(key, str) or not key:
             raise ConfigError(f"summary key {key!r} must be a non-empty string")
+        check_key(key, "summary key")
         if isinstance(value, str):
             # plain text is a fine summary value too, e.g. the best checkpoint's name
-            value = _number_or_text(key, value)
+            value = _number_or_text(key, check_text(f"summary {key!r}", value, MAX_TEXT_BYTES))
         elif not isinstance(value, (int, float, bool)):
             value = _number(key, value)
         self._put(key, value)

@@ -33,6 +33,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from markov_otel.config import Settings, redact_url
 from markov_otel.errors import ConfigError
+from markov_otel.otel.resource import iso_time
 from markov_otel.spool import ACKS_FILE, SIGNALS
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -50,7 +51,22 @@ REGISTRATION_FIELDS = (
 
 def registration_body(info: Mapping[str, Any]) -> dict[str, Any]:
     """POST /api/v1/recordings from a recording.json-shaped mapping (docs/protocol.md)."""
-    return {key: info.get(key) for key in REGISTRATION_FIELDS}
+    return {key: info.get(key) for key in REGISTRATION_FIELDS} | _times(info)
+
+
+def patch_body(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The PATCH that brings a recording up to date with a recording.json-shaped mapping: the
+    full values, including those too large to ride on every batch's resource."""
+    fields = ("hyper_parameters", "summary", "status", "notes", "metadata")
+    return {key: info.get(key) for key in fields} | _times(info)
+
+
+def _times(info: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        key: iso_time(info[key])
+        for key in ("started_at", "ended_at")
+        if isinstance(info.get(key), (int, float))
+    }
 
 
 class Retry(Exception):

@@ -443,18 +443,21 @@ def test_context_manager_finishes(isolated: Path) -> None:
         recorder.add_record({"loss": 2.0})
 
 
-@pytest.mark.parametrize("exc_type", [ValueError, KeyboardInterrupt])
-def test_context_manager_marks_failed_on_exception(
-    isolated: Path, exc_type: type[BaseException]
+@pytest.mark.parametrize(
+    ("exc_type", "status"), [(ValueError, "failed"), (KeyboardInterrupt, "interrupted")]
+)
+def test_context_manager_marks_failed_or_interrupted_on_exception(
+    isolated: Path, exc_type: type[BaseException], status: str
 ) -> None:
-    """An exception escaping `with recorder:` propagates and marks the run failed, not finished."""
+    """An exception escaping `with recorder:` propagates and marks the run failed (Ctrl-C:
+    interrupted), not finished."""
     recorder = offline()
     with pytest.raises(exc_type), recorder:
         recorder.add_record({"loss": 1.0})
         raise exc_type("boom")
     run = isolated / recorder.recording_id
-    assert recording(run)["status"] == "failed"
-    assert last_resource(run)["markov.status"] == "failed"
+    assert recording(run)["status"] == status
+    assert last_resource(run)["markov.status"] == status
     assert [p.value for p in points(run)] == [1.0]
     (span,) = spans(run)
     assert span.status.code == 2  # STATUS_CODE_ERROR

@@ -1,12 +1,26 @@
-"""The experiment as OTel resource attributes (`markov.*`), from the run's recording info."""
+"""The experiment as OTel resource attributes (`markov.*`), from the run's recording info.
+
+Every batch carries them, so what rides along is bounded: a value longer than
+`MAX_RESOURCE_VALUE` characters, and the largest values past `MAX_RESOURCE_TOTAL` in all, are left
+out of batches and named in `markov.resource.omitted`. They are sent once instead, in full, with
+the registration and the PATCH of the recording (and kept in recording.json). A backend merges
+resource attributes into the recording, so an omitted one leaves the full value untouched.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
+from markov_otel.rules import flatten_params
+
 DEFAULT_SERVICE_NAME = "markov-experiment"
+MAX_RESOURCE_VALUE = 1024
+MAX_RESOURCE_TOTAL = 16 * 1024
+OMITTED = "markov.resource.omitted"
 
 _IDENTITY = {
     "recording_id": "markov.recording.id",
@@ -18,11 +32,13 @@ _IDENTITY = {
     "notes": "markov.notes",
     "status": "markov.status",
 }
+_TIMES = {"started_at": "markov.recording.started_at", "ended_at": "markov.recording.ended_at"}
 _GROUPS = {
     "metadata": "markov.metadata.",
     "hyper_parameters": "markov.hparam.",
     "summary": "markov.summary.",
 }
+_KEPT = {"service.name", "markov.recording.id", "markov.status"}  # never left out
 
 
 def service_name() -> str:
@@ -30,25 +46,47 @@ def service_name() -> str:
 
 
 def experiment_attributes(info: Mapping[str, Any]) -> dict[str, Any]:
-    """`service.name` and the `markov.*` attributes for a recording.json-shaped mapping."""
+    """`service.name` and the `markov.*` attributes for a recording.json-shaped mapping,
+    bounded as the module says."""
     attrs: dict[str, Any] = {"service.name": service_name()}
     for field, attr in _IDENTITY.items():
         value = info.get(field)
         if value is not None and value != "":
             attrs[attr] = str(value)
+    for field, attr in _TIMES.items():
+        if isinstance(info.get(field), (int, float)):
+            attrs[attr] = iso_time(info[field])
     for field, prefix in _GROUPS.items():
-        _flatten(info.get(field) or {}, prefix, attrs)
-    return attrs
+        for key, value in flatten_params(info.get(field) or {}).items():
+            if value is not None:
+                attrs[prefix + key] = value
+    return _bounded(attrs)
 
 
-def _flatten(values: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            _flatten(value, f"{prefix}{key}.", out)
-        elif value is not None:
-            out[f"{prefix}{key}"] = (
-                value if isinstance(value, (str, bool, int, float)) else str(value)
-            )
+def iso_time(unix_seconds: float) -> str:
+    """ISO 8601 in UTC with microseconds, as the backend writes its times."""
+    return datetime.fromtimestamp(unix_seconds, timezone.utc).isoformat(timespec="microseconds")
+
+
+def _bounded(attrs: dict[str, Any]) -> dict[str, Any]:
+    sizes = {k: _size(v) for k, v in attrs.items() if k not in _KEPT}
+    omitted = {k for k, size in sizes.items() if size > MAX_RESOURCE_VALUE}
+    total = sum(size for k, size in sizes.items() if k not in omitted)
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= MAX_RESOURCE_TOTAL:
+            break
+        if key not in omitted:
+            omitted.add(key)
+            total -= sizes[key]
+    if not omitted:
+        return attrs
+    kept = {k: v for k, v in attrs.items() if k not in omitted}
+    kept[OMITTED] = sorted(omitted)[:100]
+    return kept
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str) else len(json.dumps(value, default=str))
 
 
 def series_attributes(info: Mapping[str, Any]) -> dict[str, str]:
