@@ -263,7 +263,8 @@ def _recorded_environment(settings: Settings, run_id: str) -> dict[str, Any]:
         found = client.call("GET", f"/api/v1/recordings/{check_run_id(run_id)}/requirements")
     except (Refused, Retry) as exc:
         raise ConfigError(
-            f"no environment for {run_id!r} locally ({local}) or on {redact_url(settings.endpoint)}: {exc}"
+            f"no environment for {run_id!r} locally ({local}) or on "
+            f"{redact_url(settings.endpoint)}: {exc}"
         ) from exc
     finally:
         client.close()
