@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--endpoint", help="backend URL (default: MARKOV_ENDPOINT / config)")
     sync.add_argument("--dir")
     sync.add_argument("--timeout", type=float, help="give up after this many seconds")
+    sync.add_argument(
+        "--resend-set-aside",
+        action="store_true",
+        help="try again the lines this backend refused before (see `mkv show RUN_ID`)",
+    )
     sync.set_defaults(run=cmd_sync)
 
     serve = sub.add_parser("serve", help="run the reference Markov backend")
@@ -148,6 +153,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         spool = runs.open_run(base, run_id)
         info = spool.read_recording()
         synced = "yes" if runs.unsent_lines(spool, settings.endpoint) == 0 else "no"
+        refused = len(runs.set_aside(spool, settings.endpoint))
+        if refused:
+            synced += f" ({refused} refused)"
         print(
             f"{run_id:34} {str(info.get('name'))[:24]:24} {runs.status_of(info):9} "
             f"{runs.point_count(spool, info):>9}  {synced}"
@@ -162,6 +170,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     info["points"] = runs.point_count(spool, info)
     info["status"] = runs.status_of(info)
     info["unsent_lines"] = runs.unsent_lines(spool, settings.endpoint)
+    info["set_aside"] = [vars(e) for e in runs.set_aside(spool, settings.endpoint)]
     info["run_dir"] = str(spool.dir)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -189,6 +198,14 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"  step {alert.get('step')}: {alert.get('text')} "
             f"({alert.get('metric_name')}={alert.get('value')})"
         )
+    aside = runs.set_aside(spool, settings.endpoint)
+    if aside:
+        print(
+            f"set aside (refused by {redact_url(settings.endpoint)}; resend with "
+            f"`mkv sync {args.run_id} --resend-set-aside` once the cause is fixed):"
+        )
+        for entry in aside:
+            print(f"  {entry.signal}.jsonl line {entry.line}: {entry.reason}")
     return 0
 
 
@@ -207,13 +224,26 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 print(f"\r{run_id}: {progress.sent_lines}/{total} batches", end="", file=sys.stderr)
 
-        done = runs.sync_run(spool, settings, timeout=args.timeout, progress=show)
+        done = runs.sync_run(
+            spool,
+            settings,
+            timeout=args.timeout,
+            progress=show,
+            resend_set_aside=args.resend_set_aside,
+        )
         if sys.stderr.isatty():
             print(file=sys.stderr)
         print(
             f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
             f"to {redact_url(settings.endpoint)}"
         )
+        if args.resend_set_aside:
+            print(f"{run_id}: {done.resent} set-aside batches stored on resending")
+        if done.still_set_aside:
+            print(
+                f"{run_id}: {done.still_set_aside} batches refused by the backend are set "
+                f"aside; `mkv show {run_id}` says why"
+            )
     return 0
 
 

@@ -13,6 +13,15 @@ Modes:
   returned; the one interrupted by the signal may be on disk too) before the recorder stops.
 - ``exit0 N`` / ``exit3 N`` / ``raise N``: inside ``with recorder:``, records N, prints the
   checkpoint, then calls sys.exit(0), sys.exit(3) or raises RuntimeError.
+- ``stop-signal N``: the user settings batch_size=1_000_000, batch_processing_interval=3600;
+  records N records of four keys, prints `stopping`, calls stop() (the parent signals it
+  there), then prints `stopped`.
+- ``big-batch N``: the same settings; records N records of two keys, prints `recorded N`, then
+  sleeps until it is SIGKILLed.
+- ``timed``: records in a tight loop forever, printing `progress <n> <time.time()>` every 5k
+  records, until it is SIGKILLed.
+- ``progress N``: records N records of two keys, printing `progress <n>` every 10k, then
+  `done`; stop() as it leaves.
 """
 
 from __future__ import annotations
@@ -45,17 +54,25 @@ def forever(recorder: ExperimentRecorder, start: int, word: str) -> None:
         say(f"{word} {i}")
 
 
+BIG_BATCHES = {"batch_size": 1_000_000, "batch_processing_interval": 3600.0}
+
+
 def new_recorder(mode: str) -> ExperimentRecorder:
+    settings = {"batch_processing_interval": 0.2, "sync_data_timeout": 10.0}
+    if mode in ("stop-signal", "big-batch"):
+        settings.update(BIG_BATCHES)
     return ExperimentRecorder(
-        name=f"child-{mode}",
-        recording_mode=RecordingMode.OFFLINE,
-        batch_processing_interval=0.2,
-        sync_data_timeout=10.0,
+        name=f"child-{mode}", recording_mode=RecordingMode.OFFLINE, **settings
     )
 
 
 def main(mode: str, n: int) -> None:
     recorder = new_recorder(mode)
+    if mode in ("stop-signal", "big-batch", "timed", "progress"):
+        recorder.start()
+        say(f"id {recorder.recording_id}")
+        special(mode, recorder, n)
+        return
     if mode == "kill9":
         recorder.start()
         say(f"id {recorder.recording_id}")
@@ -80,6 +97,31 @@ def main(mode: str, n: int) -> None:
         if mode == "raise":
             raise RuntimeError("the training step blew up")
     raise SystemExit(f"unknown mode {mode!r}")
+
+
+def special(mode: str, recorder: ExperimentRecorder, n: int) -> None:
+    if mode == "stop-signal":
+        for i in range(n):
+            recorder.add_record({"loss": float(i), "acc": i, "lr": 0.1, "grad": 1.5})
+        say("stopping")
+        recorder.stop()
+        say("stopped")
+    elif mode == "big-batch":
+        record(recorder, 0, n)
+        say(f"recorded {n}")
+        time.sleep(3600)
+    elif mode == "timed":
+        i = 0
+        while True:
+            record(recorder, i, i + 5000)
+            i += 5000
+            say(f"progress {i} {time.time()}")
+    else:
+        for i in range(0, n, 10_000):
+            record(recorder, i, min(n, i + 10_000))
+            say(f"progress {min(n, i + 10_000)}")
+        say("done")
+        recorder.stop()
 
 
 if __name__ == "__main__":
