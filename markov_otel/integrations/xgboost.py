@@ -5,11 +5,11 @@
               callbacks=[MarkovXGBoostCallback(name="xgb", hyper_parameters=params)])
 
 After each boosting round, each evaluation metric's latest value is recorded as
-``<data>/<metric>`` (``valid/rmse``) at step = the round (from 0, continuing when training
-continues a model). Under ``xgb.cv`` the mean is recorded as ``<data>/<metric>`` and the standard
-deviation as ``<data>/<metric>_std``. With early stopping, ``best_iteration`` and ``best_score``
-go into the summary. An owned recorder starts in ``before_training`` and stops in
-``after_training``. Works with the scikit-learn wrappers too (``XGBRegressor(callbacks=[...])``).
+``<data>/<metric>`` (``valid/rmse``) at step = the round, from 0 (going on from the model's
+rounds when training continues a model with ``xgb_model=``). Under ``xgb.cv`` the mean is
+recorded as ``<data>/<metric>`` and the standard deviation as ``<data>/<metric>_std``. With early
+stopping, ``best_iteration`` and ``best_score`` go into the summary. An owned recorder starts in
+``before_training`` and stops in ``after_training``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class MarkovXGBoostCallback(TrainingCallback):
     def __init__(self, recorder: ExperimentRecorder | None = None, **recorder_args: Any) -> None:
         super().__init__()
         self._recording = Recording("xgboost", recorder, recorder_args)
+        self._first_round = 0
 
     @property
     def recorder(self) -> ExperimentRecorder:
@@ -45,6 +46,10 @@ class MarkovXGBoostCallback(TrainingCallback):
         return self._recording.recorder
 
     def before_training(self, model: Any) -> Any:
+        # xgboost counts `epoch` from 0 in every train() call, also when it continues a model
+        # (xgb_model=); the rounds the model already has keep the steps going on instead.
+        rounds = getattr(model, "num_boosted_rounds", None)  # a Booster; not under xgb.cv
+        self._first_round = rounds() if callable(rounds) else 0
         self._recording.running()
         return model
 
@@ -59,7 +64,7 @@ class MarkovXGBoostCallback(TrainingCallback):
                     record[f"{data}/{metric}"], record[f"{data}/{metric}_std"] = last
                 else:
                     record[f"{data}/{metric}"] = last
-        self._recording.record(record, step=epoch)
+        self._recording.record(record, step=self._first_round + epoch)
         return False  # never asks training to stop
 
     def after_training(self, model: Any) -> Any:
