@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import enum
+import importlib.util
+import json
 import logging
+import subprocess
+import sys
+import textwrap
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -229,6 +234,30 @@ def test_pytorch_lightning_trainer_takes_the_logger(isolated: Path) -> None:
     run = only_run(isolated)
     assert steps(run, "train_loss") == list(range(BATCHES * EPOCHS))
     assert otlp_files.recording(run)["status"] == "finished"
+
+
+def test_with_only_pytorch_lightning_the_logger_is_one_of_its_loggers() -> None:
+    """`lightning` not importable: MarkovLogger subclasses pytorch_lightning's Logger instead."""
+    if importlib.util.find_spec("pytorch_lightning") is None:
+        pytest.skip("pytorch_lightning is not installed")
+    code = """
+        import importlib.abc, json, sys
+
+        class NoLightning(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] == "lightning":
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+        sys.meta_path.insert(0, NoLightning())
+        import pytorch_lightning
+        from markov_otel.integrations.lightning import MarkovLogger
+        print(json.dumps(issubclass(MarkovLogger, pytorch_lightning.loggers.Logger)))
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout.strip().splitlines()[-1]) is True
 
 
 def test_recorder_and_recorder_arguments_together_are_refused() -> None:
