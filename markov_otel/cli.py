@@ -216,6 +216,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         ids += [r for r in runs.run_ids(settings.dir) if r not in ids]
     if not ids:
         raise ConfigError("name the runs to sync (mkv sync RUN_ID …) or pass --all")
+    refused = 0
     for run_id in ids:
         spool = runs.open_run(settings.dir, run_id)
         total = runs.unsent_lines(spool, settings.endpoint)
@@ -240,11 +241,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if args.resend_set_aside:
             print(f"{run_id}: {done.resent} set-aside batches stored on resending")
         if done.still_set_aside:
+            refused += 1
             print(
                 f"{run_id}: {done.still_set_aside} batches refused by the backend are set "
                 f"aside; `mkv show {run_id}` says why"
             )
-    return 0
+    return 1 if refused else 0  # a script must notice data the backend does not have
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

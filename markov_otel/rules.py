@@ -19,6 +19,7 @@ ends move together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -162,6 +163,11 @@ def _copy_value(what: str, value: Any, depth: int) -> Any:
         return _plain(value)
     if hasattr(value, "__index__"):  # numpy integers
         return int(value.__index__())
+    if hasattr(value, "dtype") and callable(getattr(value, "item", None)):
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):  # one-element only
+            item = value.item()  # numpy and torch scalars
+            if type(item) in (bool, int, float):
+                return item
     if isinstance(value, str):
         return check_text(what, value, MAX_TEXT_BYTES)
     if isinstance(value, Mapping):

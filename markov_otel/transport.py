@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import requests
 from opentelemetry import context as otel_context
@@ -162,14 +162,18 @@ class BackendClient:
 
     def __init__(self, target: Target, timeout: float) -> None:
         self.timeout = timeout
-        self._url = target.base  # may hold credentials (https://user:pw@host): never shown
-        self.base = redact_url(target.base)  # what messages name
+        self.base = self._url = redact_url(target.base)  # what requests use and messages name
         self._sockets = _Sockets()
         self.session = requests.Session()
         for scheme in ("http://", "https://"):
             self.session.mount(scheme, _DeadlineAdapter(self._sockets))
         self.session.headers["User-Agent"] = "markov-otel"
         self.session.headers.update(target.headers)
+        user = urlsplit(target.base)
+        if user.username is not None and "Authorization" not in target.headers:
+            # https://user:pw@host (e.g. a reverse proxy's basic auth): as an explicit auth, so
+            # it never replaces the API key's bearer header, nor shows up in a message.
+            self.session.auth = (unquote(user.username), unquote(user.password or ""))
         self.session.verify = self.verify = target.verify
 
     def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:

@@ -1,0 +1,331 @@
+"""The edges of "nothing lost, nothing doubled" on the recording side (issue 9): steps, memory,
+file descriptors, what rides on every batch, and the spool's torn-tail repair.
+
+Each test tries hardest to break one promise: threads racing for steps, a step at the end of
+int64, a hyperparameter that cannot be printed, a full disk under a fast loop, 300 runs in one
+process, a megabyte of notes, a 200 KB torn line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from otlp_files import last_resource, lines, points, recording
+
+from markov_otel import ConfigError, ExperimentRecorder, RecordingMode, runs
+from markov_otel.recorder import MAX_BUFFERED
+from markov_otel.spool import Spool
+
+CHILD = Path(__file__).with_name("recording_child.py")
+INT64_MAX = 2**63 - 1
+
+
+def offline(**kwargs: Any) -> ExperimentRecorder:
+    return ExperimentRecorder("edges", recording_mode=RecordingMode.OFFLINE, **kwargs)
+
+
+def child(mode: str, n: int = 0, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), mode, str(n)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def said(proc: subprocess.Popen[str], word: str) -> list[str]:
+    """The words after `word` on the child's next line that starts with it."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        head, *rest = line.split()
+        if head == word:
+            return rest
+    raise AssertionError(f"the child ended before saying {word!r}: {proc.stderr.read()}")  # type: ignore[union-attr]
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+
+
+# -- steps -----------------------------------------------------------------------------------
+
+
+def test_threads_never_share_a_default_step(isolated: Path) -> None:
+    """8 threads x 10k records with default steps: 80k distinct steps, 0..79999, each once."""
+    threads_n, per_thread = 8, 10_000
+    recorder = offline(batch_size=500)
+    barrier = threading.Barrier(threads_n)
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            recorder.add_record({"v": t * per_thread + i})
+
+    with recorder:
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    steps = Counter(p.step for p in points(isolated / recorder.recording_id))
+    assert len(steps) == threads_n * per_thread
+    assert set(steps.values()) == {1}
+    assert sorted(steps) == list(range(threads_n * per_thread))
+
+
+def test_default_step_after_the_last_int64_is_refused_and_keeps_nothing(isolated: Path) -> None:
+    """step=2**63-1 is kept; the default step after it would overflow: ConfigError, not a line
+    that no reader (nor the backend) could take; explicit steps go on."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"x": 1.0}, step=INT64_MAX)
+        with pytest.raises(ConfigError, match=r"2\*\*63-1.*step="):
+            recorder.add_record({"x": 2.0})
+        recorder.add_record({"x": 3.0}, step=5)
+        recorder.add_record({"x": 4.0})
+    got = [(p.step, p.value) for p in points(isolated / recorder.recording_id)]
+    assert got == [(INT64_MAX, 1.0), (5, 3.0), (6, 4.0)]
+
+
+# -- what is checked at the call ---------------------------------------------------------------
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def test_a_hyperparameter_whose_str_raises_is_refused_at_the_call(isolated: Path) -> None:
+    """add_hyper_parameters after start() with an unprintable value: ConfigError naming it;
+    every later record is written and stop() does not raise."""
+    recorder = offline(batch_processing_interval=0.05)
+    with recorder:
+        recorder.add_record({"loss": 1.0})
+        with pytest.raises(ConfigError, match=r"hyper_parameters\['bad'\].*str\(\)"):
+            recorder.add_hyper_parameters({"lr": 0.1, "bad": Unprintable()})
+        recorder.add_hyper_parameters({"lr": 0.2})
+        for i in range(100):
+            recorder.add_record({"loss": float(i)})
+    run = isolated / recorder.recording_id
+    assert len(points(run)) == 101
+    assert recording(run)["status"] == "finished"
+    assert last_resource(run)["markov.hparam.lr"] == 0.2
+    assert "markov.hparam.bad" not in last_resource(run)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"opt": {"name": "a\x00b"}}, r"hyper_parameters\['opt'\]\['name'\].*NUL"),
+        ({"k\udc80": 1}, r"hyper_parameters key 'k\\udc80'.*surrogate"),
+        ({"a.b": 1, "a": {"b": 2}}, r"'a\.b' is given twice"),
+        ({"deep": json.loads('{"a":' * 40 + "1" + "}" * 40)}, r"nested more than 16"),
+    ],
+)
+def test_hyperparameters_the_backend_cannot_store_are_refused(params: Any, named: str) -> None:
+    """NUL, a lone surrogate, a key given twice, nesting past 16: refused at the call."""
+    recorder = offline()
+    with pytest.raises(ConfigError, match=named):
+        recorder.add_hyper_parameters(params)
+
+
+def test_numpy_and_objects_in_hyperparameters_are_fixed_at_the_call(isolated: Path) -> None:
+    """numpy numbers become numbers, other objects their str() at the call, not later."""
+    import numpy as np
+
+    class Mutable:
+        text = "before"
+
+        def __str__(self) -> str:
+            return self.text
+
+    thing = Mutable()
+    with offline(hyper_parameters={"n": np.int64(3), "f": np.float32(0.5), "o": thing}) as rec:
+        thing.text = "after"
+        rec.add_record({"loss": 1.0})
+    attrs = last_resource(isolated / rec.recording_id)
+    assert (attrs["markov.hparam.n"], attrs["markov.hparam.f"]) == (3, 0.5)
+    assert attrs["markov.hparam.o"] == "before"
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def test_batch_size_above_the_buffer_bound_still_reaches_disk(isolated: Path) -> None:
+    """batch_size=1M, interval=1 h: once MAX_BUFFERED records wait, the flusher writes them
+    (before, nothing reached disk until a million records or an hour)."""
+    n = MAX_BUFFERED + 100_000
+    proc = child("big-batch", n)
+    try:
+        (run_id,) = said(proc, "id")
+        assert said(proc, "recorded") == [str(n)]
+        spool, deadline = Spool(isolated / run_id), time.monotonic() + 60
+        while spool.points_on_disk()[0] < 2 * MAX_BUFFERED and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        kill(proc)
+    assert spool.points_on_disk()[0] >= 2 * MAX_BUFFERED  # two keys a record
+
+
+def test_kill9_loses_at_most_the_last_flush_interval(isolated: Path) -> None:
+    """A tight loop with batch_processing_interval=0.2: after kill -9, every record made more
+    than one interval before the kill is on disk (backpressure holds the loop to the disk)."""
+    interval = 0.2  # recording_child's setting
+    proc = child("timed")
+    try:
+        (run_id,) = said(proc, "id")
+        made: list[tuple[int, float]] = []
+        while len(made) < 60:  # 300k records: well past the buffer bound, loop at full speed
+            n, t = said(proc, "progress")
+            made.append((int(n), float(t)))
+        killed_at = time.time()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        kill(proc)
+    steps = sorted(p.step for p in points(isolated / run_id) if p.key == "acc")
+    assert steps == list(range(len(steps)))  # a gapless prefix
+    old_enough = max(n for n, t in made if t < killed_at - interval)
+    assert len(steps) >= old_enough, (len(steps), old_enough)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@needs_root
+@pytest.mark.slow
+def test_a_full_disk_holds_memory_bounded_and_loses_nothing(tmp_path: Path) -> None:
+    """A fast loop on a full disk waits once MAX_UNWRITTEN_BYTES are held (memory bounded, no
+    drop); after space returns every record is on disk once."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    n = 1_000_000  # ~150 MB of OTLP-JSON: twice what may wait in memory
+    proc = child("progress", n, MARKOV_DIR=str(disk))
+    try:
+        (run_id,) = said(proc, "id")
+        last, still_since = 0, time.monotonic()
+        while time.monotonic() - still_since < 3.0:  # until the loop has waited 3 s
+            line = _line_within(proc, 1.0)
+            if line and line.startswith("progress"):
+                last, still_since = int(line.split()[1]), time.monotonic()
+        assert last < n, "the loop never waited: memory grew with the disk full"
+        assert rss_mb(proc.pid) < 700
+        subprocess.run(["mount", "-o", "remount,size=512m", str(disk)], check=True)
+        assert said(proc, "done") == []
+        proc.communicate(timeout=120)
+        steps = [p.step for p in runs.points(Spool(disk / run_id), "acc")]
+        assert steps == list(range(n))
+    finally:
+        kill(proc)
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _line_within(proc: subprocess.Popen[str], seconds: float) -> str | None:
+    """The child's next stdout line, or None if none comes within `seconds`."""
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(seconds):
+            return None
+    return proc.stdout.readline()
+
+
+# -- resources -----------------------------------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_sweep_of_300_runs_leaks_no_fd_and_no_thread(isolated: Path) -> None:
+    """300 recorders started and stopped in one process hold no fd and no thread afterwards."""
+    with offline() as warm:  # imports, lazy singletons and the first thread pools are made once
+        warm.add_record({"x": 1.0})
+    fds, threads = open_fds(), threading.active_count()
+    for i in range(300):
+        with offline(batch_processing_interval=0.05) as recorder:
+            recorder.add_record({"x": float(i)})
+    assert open_fds() == fds
+    assert threading.active_count() == threads
+
+
+def test_one_megabyte_of_notes_rides_once_not_on_every_batch(isolated: Path) -> None:
+    """1 MB notes and a 100 KB hyperparameter: kept whole in recording.json, named as omitted
+    on batches, and 50 batches stay small."""
+    notes = "n" * 1_000_000
+    recorder = offline(
+        notes=notes, hyper_parameters={"prompt": "p" * 100_000, "lr": 0.1}, batch_size=1
+    )
+    with recorder:
+        for i in range(50):
+            recorder.add_record({"loss": float(i)})
+    run = isolated / recorder.recording_id
+    assert len(lines(run, "metrics")) >= 25
+    assert recording(run)["notes"] == notes
+    assert recording(run)["hyper_parameters"]["prompt"] == "p" * 100_000
+    size = (run / "metrics.jsonl").stat().st_size
+    assert size < 200_000, size  # 8.4 MB before
+    attrs = last_resource(run)
+    assert "markov.notes" not in attrs and "markov.hparam.prompt" not in attrs
+    omitted = [v.string_value for v in attrs["markov.resource.omitted"].values]
+    assert omitted == ["markov.hparam.prompt", "markov.notes"]
+    assert attrs["markov.hparam.lr"] == 0.1
+
+
+# -- the spool ---------------------------------------------------------------------------------
+
+
+def test_a_torn_line_longer_than_a_read_block_is_cut_back_to_the_last_whole_line(
+    isolated: Path,
+) -> None:
+    """200 KB of torn line (more than the 64 KiB the repair reads at a time): only it goes."""
+    first = offline()
+    with first:
+        for i in range(10):
+            first.add_record({"loss": float(i)})
+    metrics = first.run_dir / "metrics.jsonl"
+    whole = metrics.read_bytes()
+    metrics.write_bytes(whole + b'{"resourceMetrics":[' + b"x" * 200_000)
+    with offline(recording_id=first.recording_id) as second:
+        second.add_record({"loss": 10.0})
+    text = metrics.read_bytes()
+    assert text.startswith(whole)
+    assert [p.step for p in points(first.run_dir)] == list(range(11))
+    for line in lines(first.run_dir, "metrics"):
+        json.loads(line)
+
+
+def test_the_spool_closes_its_files_and_a_late_append_still_lands(tmp_path: Path) -> None:
+    """After close() no fd is held; an append after it (a straggler) opens, writes, closes."""
+    spool = Spool(tmp_path / "run")
+    spool.create()
+    before = open_fds()
+    spool.append("logs", b"{}\n")
+    assert open_fds() == before + 1
+    spool.close()
+    assert open_fds() == before
+    spool.append("logs", b"{}\n")
+    assert open_fds() == before
+    assert (tmp_path / "run" / "logs.jsonl").read_bytes() == b"{}\n{}\n"

@@ -1,0 +1,64 @@
+"""A signal in the middle of stop() (issue 9): the drain finishes, nothing is lost, the status
+says what happened.
+
+The child buffers ~1.2M points under the user settings batch_size=1_000_000 and
+batch_processing_interval=3600, says `stopping`, and calls stop(); the parent signals it 0.3 s
+later, while stop() is writing the buffer to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from otlp_files import last_resource, recording
+
+from markov_otel import runs
+from markov_otel.spool import Spool
+
+CHILD = Path(__file__).with_name("recording_child.py")
+N = 300_000  # records of four keys: 1.2M points
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "status", "code"),
+    [(signal.SIGTERM, "terminated", 143), (signal.SIGINT, "interrupted", -signal.SIGINT)],
+)
+def test_a_signal_during_stop_waits_for_the_drain(
+    isolated: Path, signum: int, status: str, code: int
+) -> None:
+    """SIGTERM (or Ctrl-C) 0.3 s into stop(): every point on disk, status terminated
+    (interrupted), then the signal acts as it would have (exit 143; death by SIGINT)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), "stop-signal", str(N)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().split()[1]
+        assert proc.stdout.readline().strip() == "stopping"
+        time.sleep(0.3)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    assert "stopped" not in out  # stop() returned, then the signal acted
+    run = isolated / run_id
+    steps = [p.step for p in runs.points(Spool(run), "grad")]
+    assert steps == list(range(N))
+    assert Spool(run).points_on_disk()[0] == 4 * N
+    assert recording(run)["status"] == status
+    assert last_resource(run)["markov.status"] == status
+    assert f"{signal.Signals(signum).name} during stop()" in err
