@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,7 +23,7 @@ def test_plan_covers_the_range_once_within_the_budget(lo: int, span: int, bucket
         pieces.append((how.first * how.level, (how.last + 1) * how.level - 1))
     pieces.sort()
     assert pieces[0][0] == lo and pieces[-1][1] == hi
-    assert all(a[1] + 1 == b[0] for a, b in zip(pieces, pieces[1:]))
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(pieces))
     assert how.base <= lo and how.base % how.width == 0
     assert (hi - how.base) // how.width + 1 <= buckets + 1
 
