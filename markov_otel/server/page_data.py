@@ -25,8 +25,14 @@ def flat(values: dict[str, Any] | None) -> dict[str, Any]:
     try:
         flattened: dict[str, Any] = dict(flatten_params(values))
     except (ConfigError, TypeError, ValueError):
-        # Two spellings of one name (stored by an old client): show each as its JSON text.
-        flattened = {str(k): json.dumps(jsonable(v)) for k, v in values.items()}
+        # Two spellings of one name (a nested registration beside the dotted names batches
+        # carry): flatten entry by entry, the later spelling wins.
+        flattened = {}
+        for key, value in values.items():
+            try:
+                flattened.update(flatten_params({str(key): value}))
+            except (ConfigError, TypeError, ValueError):
+                flattened[str(key)] = json.dumps(jsonable(value), default=str)
     return {k: _cell(v) for k, v in jsonable(flattened).items()}
 
 

@@ -87,17 +87,23 @@
   function table(run, points) {
     var rows = points.map(function (p) { return [xOf(run, p), p[1], p[0]]; });
     if (options.x !== "step") rows.sort(function (a, b) { return a[0] - b[0]; });
-    var xs = [], raw = [], steps = [], marks = [];
+    var xs = [], values = [], steps = [], marks = [];
     rows.forEach(function (row) {
       var y = typeof row[1] === "number" ? row[1] : null;
       if (y === null) marks.push({ x: row[0], kind: row[1], step: row[2] });
-      if (y !== null && options.log && y <= 0) y = null;
       if (xs.length && xs[xs.length - 1] === row[0]) {  // one x, one value: keep the later
-        raw[raw.length - 1] = y; steps[steps.length - 1] = row[2]; return;
+        values[values.length - 1] = y; steps[steps.length - 1] = row[2]; return;
       }
-      xs.push(row[0]); raw.push(y); steps.push(row[2]);
+      xs.push(row[0]); values.push(y); steps.push(row[2]);
     });
-    return { run: run, xs: xs, raw: raw, smooth: ema(raw, options.smoothing), steps: steps, marks: marks };
+    var smooth = ema(values, options.smoothing);
+    return { run: run, xs: xs, values: values, raw: plotted(values), smooth: plotted(smooth),
+      smoothValues: smooth, steps: steps, marks: marks };
+  }
+  // On a log scale a value <= 0 has no place: it is left out of the line (still read out).
+  function plotted(values) {
+    if (!options.log) return values;
+    return values.map(function (v) { return v !== null && v <= 0 ? null : v; });
   }
   // TensorBoard's smoothing: an exponential moving average, debiased so the start isn't pulled
   // to zero; a gap stays a gap and does not reset the average.
@@ -230,9 +236,10 @@
       var i = nearest(t.xs, x);
       if (i < 0) { cell.textContent = "—"; return; }
       var mark = t.marks.find(function (m) { return m.x === t.xs[i]; });
-      var value = t.raw[i] === null && mark ? mark.kind : fmtValue(t.raw[i]);
-      var smooth = options.smoothing > 0 && t.smooth[i] !== null ? fmtValue(t.smooth[i]) + " (raw " + value + ")" : value;
-      cell.textContent = smooth + " @ step " + t.steps[i];
+      var value = t.values[i] === null && mark ? mark.kind : fmtValue(t.values[i]);
+      var smooth = t.smoothValues[i];
+      var shown = options.smoothing > 0 && smooth !== null ? fmtValue(smooth) + " (raw " + value + ")" : value;
+      cell.textContent = shown + " @ step " + t.steps[i];
     });
   }
 
