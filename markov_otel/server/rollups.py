@@ -10,6 +10,9 @@ instead of a million points, and a spike is never averaged away: it is some buck
 from __future__ import annotations
 
 from collections.abc import Iterable
+import itertools
+from itertools import groupby
+from operator import itemgetter
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,36 +25,39 @@ LEVELS = (16, 256, 4096, 65536)
 # [min_step, min_value, min_time, max_step, max_value, max_time, odd_step, odd_text, odd_time, n]
 Bucket = list[Any]
 BucketKey = tuple[str, str, int, int]  # (recording_id, key, width, bucket index)
+_VALUE = itemgetter(3)
 
 
 def bucket_points(rows: Iterable[tuple[Any, ...]]) -> dict[BucketKey, Bucket]:
     """The buckets at every level of `rows` = (recording_id, key, step, value, text, time, ...)."""
     first = LEVELS[0]
-    out: dict[BucketKey, Bucket] = {}
-    for rid, key, step, value, text, time_ns, *_ in rows:
-        found = out.get((rid, key, first, step // first))
-        if found is None:
-            out[rid, key, first, step // first] = _one(step, value, text, time_ns)
-        elif text is None:
-            _fold_finite(found, step, value, time_ns, step, value, time_ns)
-            found[9] += 1
-        else:
-            _fold_odd(found, step, text, time_ns)
-            found[9] += 1
-    below = first
-    for width in LEVELS[1:]:
-        ratio = width // below
-        for (rid, key, w, index), bucket in list(out.items()):
-            if w == below:
-                merge_into(out, (rid, key, width, index // ratio), bucket)
-        below = width
+    level: dict[BucketKey, Bucket] = {}
+    # A batch holds each key's points in step order: fold runs of one bucket at C speed.
+    for bucket_key, group in groupby(rows, key=lambda r: (r[0], r[1], first, r[2] // first)):
+        merge_into(level, bucket_key, _fold_run(list(group)))
+    out = dict(level)
+    for below, width in itertools.pairwise(LEVELS):
+        above: dict[BucketKey, Bucket] = {}
+        for (rid, key, _, index), bucket in level.items():
+            merge_into(above, (rid, key, width, index // (width // below)), bucket)
+        out.update(above)
+        level = above
     return out
 
 
-def _one(step: int, value: Any, text: str | None, time_ns: int) -> Bucket:
-    if text is None:
-        return [step, value, time_ns, step, value, time_ns, None, None, None, 1]
-    return [None, None, None, None, None, None, step, text, time_ns, 1]
+def _fold_run(group: list[tuple[Any, ...]]) -> Bucket:
+    """One bucket of points that share it; of equal values the first one wins (min() and
+    max() keep the first), which is the smaller step as batches and backfills come by step."""
+    finite = [r for r in group if r[4] is None]
+    out: Bucket = [None] * 9 + [len(group)]
+    if finite:
+        lo = min(finite, key=_VALUE)
+        hi = max(finite, key=_VALUE)
+        out[0:6] = [lo[2], lo[3], lo[5], hi[2], hi[3], hi[5]]
+    if len(finite) < len(group):
+        odd = min((r for r in group if r[4] is not None), key=lambda r: r[2])
+        out[6:9] = [odd[2], odd[4], odd[5]]
+    return out
 
 
 def merge_into(out: dict[BucketKey, Bucket], key: BucketKey, bucket: Bucket) -> None:

@@ -107,7 +107,7 @@ class SeriesQueries:
             points = self._run(
                 cur,
                 "SELECT recording_id, key, step, value, value_text, time_unix_nano FROM points"
-                " WHERE recording_id = ? AND key = ?",
+                " WHERE recording_id = ? AND key = ? ORDER BY step, time_unix_nano",
                 [recording_id, key],
             ).fetchall()
             where = " WHERE recording_id = ? AND key = ?"
