@@ -9,11 +9,11 @@ instead of a million points, and a spike is never averaged away: it is some buck
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
-from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["LEVELS", "Plan", "bucket_points", "plan"]
