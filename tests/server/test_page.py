@@ -304,4 +304,67 @@ def test_recording_page_draws_one_chart_per_metric(
     shown = int(page.inner_text("figure.chart[data-key='loss'] figcaption small").split()[0])
     assert 100 < shown <= 1000
     page.screenshot(path=str(screenshots / "run.png"), full_page=True)
+
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "min_step=" in r.url else None)
+    plot = page.locator("figure.chart[data-key='loss'] .u-over")
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.4, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=5)
+    page.mouse.up()
+    caption = "figure.chart[data-key='loss'] figcaption small"
+    page.wait_for_function(f'document.querySelector("{caption}").textContent.includes("zoomed")')
+    # The charts share a cursor, so a zoom on one reads the same step range for every key.
+    assert sorted(u.split("key=")[1].split("&")[0] for u in asked) == ["acc", "loss"]
+    zoomed = int(page.inner_text(caption).split()[0])
+    lo, hi = browsing.js(
+        "[MarkovCharts.charts.loss.u.scales.x.min, MarkovCharts.charts.loss.u.scales.x.max]"
+    )
+    assert zoomed >= int(hi) - int(lo) - 1  # the range at full resolution: one point per step
+    plot.dblclick()
+    page.wait_for_function(f'!document.querySelector("{caption}").textContent.includes("zoomed")')
+    page.select_option("#x-axis", "wall")
+    assert browsing.js("MarkovCharts.charts.loss.u.scales.x.time") is True
     assert browsing.errors == []
+
+
+def test_page_errors_are_seen_by_the_harness(chromium: Any, backend: Backend) -> None:
+    """Control: a page that throws shows up in the errors the page tests check."""
+    session = Browsing(chromium, backend)
+    try:
+        session.page.goto("data:text/html,<script>throw new Error('boom')</script>")
+        assert any("boom" in e for e in session.errors)
+    finally:
+        session.context.close()
+
+
+def test_compare_shows_a_scoped_token_only_its_projects_runs(tmp_path: Path) -> None:
+    """/compare with a project token: another project's run is 'not found', like a missing one."""
+    backend = Backend(tmp_path / "scoped", extra_args=["--token", "team-a:A"])
+    try:
+        mine, theirs = new_id(), new_id()
+        post_points(
+            backend,
+            mine,
+            [("loss", 0, 1.0, T0)],
+            **{"markov.project.id": "A", "markov.recording.name": "mine"},
+        )
+        post_points(
+            backend,
+            theirs,
+            [("loss", 0, 1.0, T0)],
+            **{"markov.project.id": "B", "markov.recording.name": "theirs"},
+        )
+        scoped = {"Authorization": "Bearer team-a"}
+        both = httpx.get(f"{backend.url}/compare?ids={mine},{theirs}", headers=scoped)
+        assert both.status_code == 200
+        assert f"Not found: {theirs}" in both.text and '"theirs"' not in both.text
+        assert '"mine"' in both.text
+        alone = httpx.get(f"{backend.url}/compare?ids={theirs}", headers=scoped)
+        assert alone.status_code == 404 and "theirs" not in alone.text.replace(theirs, "")
+    finally:
+        backend.stop()
