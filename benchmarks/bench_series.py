@@ -134,7 +134,7 @@ def measure(name: str, db: str, args: argparse.Namespace, workdir: Path) -> dict
         query = SeriesQuery(tuple(ids), KEY, 1000, None, None, None)
         answer = read_series(store, OPEN, query)
         shown = sum(len(s["points"]) for s in answer["series"])
-        spikes = sum(1 for s in answer["series"] for p in s["points"] if p[1] >= 50)
+        spikes = sum(1 for s in answer["series"] for p in s["points"] if p[1] >= 40)
         result = {
             "db": name, "rows": rows, "ingest_s": ingest, "points_shown": shown,
             "spikes_kept": spikes,
