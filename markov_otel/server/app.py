@@ -23,17 +23,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from markov_otel.server.api import api_routes, json_response
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
 from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
+from markov_otel.server.browser_auth import (
+    LOGIN_PATH,
+    cookie_opens,
+    is_page,
+    login_form,
+    login_routes,
+    wants_login_form,
+)
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.openapi import openapi_document
 from markov_otel.server.pages import page_routes
+from markov_otel.server.series import series_routes
 from markov_otel.server.storage import Store, StoreRefused, open_store
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 STATIC_DIR = Path(__file__).parent / "static"
-_PUBLIC = ("/healthz", "/openapi.json")
-_PAGE_PREFIXES = ("/recordings/", "/projects/")
+_PUBLIC = ("/healthz", "/openapi.json", LOGIN_PATH)
 
 
 def create_app(
@@ -51,8 +59,9 @@ def create_app(
         yield
         store.close()
 
+    table = TokenTable(tokens)
     app = Starlette(
-        routes=routes(store, max_body_bytes, public_url),
+        routes=[*routes(store, max_body_bytes, public_url), *login_routes(table)],
         exception_handlers={
             ApiError: api_error,
             StoreRefused: store_refused,
@@ -60,7 +69,7 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.add_middleware(TokenGate, tokens=TokenTable(tokens))
+    app.add_middleware(TokenGate, tokens=table)
     app.state.store = store
     return app
 
@@ -76,6 +85,7 @@ def routes(store: Store, limit: int, public_url: str | None) -> list[Route | Mou
         Route("/openapi.json", openapi, methods=["GET"]),
         *ingest,
         *api_routes(store, limit, public_url),
+        *series_routes(store),
         *page_routes(store),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -122,7 +132,9 @@ class TokenGate:
         path: str = scope["path"]
         presented = bearer(request.headers.get("authorization"))
         if presented is None and is_page(path):
-            presented = request.query_params.get("token") or request.cookies.get(COOKIE)
+            presented = request.query_params.get("token")
+        if presented is None and cookie_opens(scope["method"], path):
+            presented = request.cookies.get(COOKIE)
         grant = self.tokens.grant_for(presented)
         if grant is None and not (path in _PUBLIC or path.startswith("/static/")):
             await refusal(request, presented)(scope, receive, send)
@@ -131,16 +143,15 @@ class TokenGate:
         await self.app(scope, receive, send)
 
 
-def is_page(path: str) -> bool:
-    """True for the HTML pages (which a browser opens without an Authorization header)."""
-    return path == "/" or path.startswith(_PAGE_PREFIXES)
-
-
 def refusal(request: Request, presented: str | None) -> Any:
     """The 401 answer, in the encoding an OTLP client expects on /v1/*."""
     reason = "missing bearer token" if presented is None else "invalid bearer token"
     reason += ": send Authorization: Bearer <token> (a token given to the server with --token)"
     error = ApiError(401, reason)
+    if wants_login_form(request):
+        asked = request.url.remove_query_params("token")
+        back = asked.path + (f"?{asked.query}" if asked.query else "")
+        return login_form(back, error="" if presented is None else "That token is not valid here.")
     if request.url.path.startswith("/v1/"):
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         return error_response(error, PROTOBUF if ctype == PROTOBUF else JSON)

@@ -96,6 +96,70 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
+_POINT = {
+    "type": "array",
+    "description": "[step, value, time_unix_nano]; value is a number or a non-finite string",
+    "items": {"oneOf": [{"type": "integer"}, _VALUE]},
+    "minItems": 3,
+    "maxItems": 3,
+}
+_SCHEMAS["Series"] = {
+    "type": "object",
+    "required": ["key", "max_points", "series"],
+    "properties": {
+        "key": _STR,
+        "max_points": {"type": "integer"},
+        "series": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["recording_id", "name", "status", "points", "bucket_steps", "last"],
+                "properties": {
+                    "recording_id": _STR,
+                    "name": _STR,
+                    "status": _STR,
+                    "points": {"type": "array", "items": _POINT},
+                    "bucket_steps": {"type": "integer", "minimum": 1},
+                    "first_step": {"type": "integer", "nullable": True},
+                    "last": {**_POINT, "nullable": True},
+                },
+            },
+        },
+    },
+}
+
+
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+_INT64 = {"type": "integer", "format": "int64"}
+
+
+def _series() -> dict[str, Any]:
+    """GET /api/v1/series."""
+    return {
+        "get": {
+            "summary": "one key of several recordings, downsampled in the database (min/max per "
+            "step bucket, first non-finite point per bucket); an unknown id, or one of a project "
+            "the token may not see, is a 404",
+            "parameters": [
+                _query(
+                    "ids", {"type": "string", "description": "comma-separated, at most 100"}, True
+                ),
+                _query("key", {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"}, True),
+                _query("max_points", {"type": "integer", "minimum": 10, "maximum": 100000}),
+                _query("since_step", {**_INT64, "description": "only points after this step"}),
+                _query("min_step", _INT64),
+                _query("max_step", _INT64),
+            ],
+            "responses": {
+                "200": _json(_ref("Series"), "at most max_points points per recording, by step"),
+                **_errors(400, 404),
+            },
+        }
+    }
+
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
@@ -220,6 +284,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/recordings/{recording_id}/requirements": {
                 "get": _read("the stored environment.json", _OBJ),
             },
+            "/api/v1/series": _series(),
             "/v1/metrics": {"post": _otlp("metrics")},
             "/v1/traces": {"post": _otlp("traces")},
             "/v1/logs": {"post": _otlp("logs")},

@@ -1,7 +1,9 @@
-"""The HTML pages: `/` and `/projects/{id}` list recordings, `/recordings/{id}` shows one run.
+"""The HTML pages: the runs table (`/`, `/projects/{id}`), one run, and the comparison.
 
-Plain server-rendered HTML with inline SVG charts (`charts.py`) and one small static script for
-the hover readout; nothing is loaded from outside the server.
+The server renders the frame and embeds each run's flat row as JSON; the static scripts draw the
+table (sort, filter, columns, selection), the uPlot charts (series from `/api/v1/series`,
+appended live while a run is running), the hyperparameter diff and the parallel coordinates.
+Nothing is loaded from outside the server.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from markov_otel.rules import valid_id
 from markov_otel.server.auth import COOKIE, Grant
-from markov_otel.server.charts import downsample, svg_chart
-from markov_otel.server.records import jsonable, valid_id
+from markov_otel.server.layout import layout
+from markov_otel.server.page_data import embed_json, flat, run_row, start_of
+from markov_otel.server.records import jsonable
+from markov_otel.server.series import MAX_IDS
 from markov_otel.server.storage import Store
 
 __all__ = ["page_routes"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+_CHART_SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "charts.js")
 
 
 def page_routes(store: Store) -> list[Route]:
@@ -39,6 +45,7 @@ def page_routes(store: Store) -> list[Route]:
             with_token_cookie(lambda r: recording_page(store, r)),
             methods=["GET"],
         ),
+        Route("/compare", with_token_cookie(lambda r: compare_page(store, r)), methods=["GET"]),
     ]
 
 
@@ -56,80 +63,104 @@ def with_token_cookie(handler: Handler) -> Handler:
     return page
 
 
-def layout(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        status_code=status,
-        content=f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)} · markov</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/static/page.css">
-<script src="/static/page.js" defer></script>
-</head><body><header><a href="/">markov recordings</a></header><main>
-{body}
-</main></body></html>""",
-    )
+def _data(element_id: str, doc: Any) -> str:
+    return f'<script type="application/json" id="{element_id}">{embed_json(doc)}</script>'
 
 
 async def list_page(store: Store, request: Request, project_id: str | None) -> Response:
+    """The runs table of every visible project, or of one."""
     grant: Grant = request.state.grant
     if project_id is not None and not grant.allows(project_id):
         return layout("forbidden", "<p>This token may not see that project.</p>", 403)
     recordings = await run_in_threadpool(store.list_recordings, project_id or grant.project_id)
-    by_project: dict[str, list[dict[str, Any]]] = {}
-    for recording in recordings:
-        by_project.setdefault(recording["project_id"], []).append(recording)
-    sections = [_project_section(p, rs) for p, rs in sorted(by_project.items())]
     title = f"project {project_id}" if project_id else "recordings"
-    body = f"<h1>{escape(title)}</h1>" + ("".join(sections) or "<p>No recordings yet.</p>")
-    return layout(title, body)
-
-
-def _project_section(project_id: str, recordings: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        f'<tr><td><a href="/recordings/{escape(r["recording_id"])}">'
-        f"{escape(r['name'] or r['recording_id'])}</a></td><td><code>{escape(r['recording_id'])}"
-        f"</code></td><td>{escape(r['status'])}</td><td>{r['points']}</td>"
-        f"<td>{escape(r['created_at'][:19])}</td></tr>"
-        for r in recordings
-    )
-    link = (
-        f'<a href="/projects/{escape(project_id)}">{escape(project_id)}</a>'
-        if project_id
-        else "(no project)"
-    )
-    return (
-        f'<section class="project"><h2>{link}</h2><table class="recordings"><tr><th>name</th>'
-        f"<th>id</th><th>status</th><th>points</th><th>created</th></tr>{rows}</table></section>"
-    )
+    doc = {"project": project_id, "runs": [run_row(r) for r in recordings]}
+    body = f"""<h1>{escape(title)}</h1>
+<div class="runs" id="runs" data-project="{escape(project_id or "")}">
+<div class="toolbar">
+<input type="search" id="runs-filter" size="40" aria-label="filter runs"
+ placeholder="filter: text, or lr>0.01 opt=adam acc>=0.9">
+<select id="runs-status" aria-label="status"><option value="">any status</option></select>
+<details class="columns"><summary>Columns</summary><div id="runs-columns"></div></details>
+<button type="button" id="runs-compare" disabled>Compare</button>
+<span id="runs-count" class="muted"></span>
+</div>
+<div class="table-wrap"><table class="runs-table" id="runs-table"><thead></thead><tbody></tbody>
+</table></div>
+<p class="empty" hidden>No recordings yet.</p>
+</div>
+{_data("runs-data", doc)}"""
+    return layout(title, body, scripts=("runs.js",))
 
 
 async def recording_page(store: Store, request: Request) -> Response:
+    """One run: identity, parameters, summary, metadata, alerts and its charts (live)."""
     recording_id = request.path_params["recording_id"]
     recording = await run_in_threadpool(store.get, recording_id) if valid_id(recording_id) else None
     grant: Grant = request.state.grant
     if recording is None or not grant.allows(recording["project_id"]):
         return layout("not found", f"<p>No recording {escape(recording_id)}.</p>", 404)
     alerts = await run_in_threadpool(store.alerts, recording_id)
-    charts = [await run_in_threadpool(_chart, store, recording_id, k) for k in recording["keys"]]
+    doc = {"runs": [run_row(recording)], "keys": recording["keys"]}
     body = (
         _identity(recording)
-        + _table("Hyperparameters", recording["hyper_parameters"])
-        + _table("Summary", recording["summary"])
-        + _table("Metadata", recording["metadata"])
+        + _table("Hyperparameters", flat(recording["hyper_parameters"]))
+        + _table("Summary", flat(recording["summary"]))
+        + _table("Metadata", flat(recording["metadata"]))
         + _alerts(alerts)
-        + '<section><h2>Metrics</h2><div class="charts">'
-        + ("".join(charts) or "<p>No points yet.</p>")
-        + "</div></section>"
+        + _charts_section()
+        + _data("charts-data", doc)
     )
-    return layout(recording["name"] or recording_id, body)
+    return layout(recording["name"] or recording_id, body, scripts=_CHART_SCRIPTS)
 
 
-def _chart(store: Store, recording_id: str, key: str) -> str:
-    rows = store.records(recording_id, key)
-    finite = [(s, float(v)) for s, v, _ in rows if not isinstance(v, str)]
-    return svg_chart(key, downsample(finite), len(rows) - len(finite))
+async def compare_page(store: Store, request: Request) -> Response:
+    """The comparison of `?ids=A,B,…`: charts per key, parameter diff, parallel coordinates."""
+    asked = [i for i in dict.fromkeys((request.query_params.get("ids") or "").split(",")) if i]
+    grant: Grant = request.state.grant
+    found, missing = await run_in_threadpool(_visible, store, grant, asked[:MAX_IDS])
+    if not found:
+        return layout("compare", "<p>None of the runs asked for can be shown.</p>", 404)
+    keys = sorted({k for r in found for k in r["keys"]})
+    doc = {"runs": [run_row(r) for r in found], "keys": keys, "missing": missing}
+    note = f'<p class="muted">Not found: {escape(", ".join(missing))}</p>' if missing else ""
+    body = f"""<h1>Compare {len(found)} runs</h1>{note}
+<ul class="run-legend" id="run-legend"></ul>
+<section><h2>Hyperparameters</h2>
+<label class="muted"><input type="checkbox" id="only-diff"> only values that differ</label>
+<div class="table-wrap"><table class="values params-diff" id="params-table"></table></div>
+</section>
+<section><h2>Parallel coordinates</h2>
+<label>colour and last axis: <select id="pc-target"></select></label>
+<div id="parcoords" class="parcoords"></div></section>
+{_charts_section()}{_data("charts-data", doc)}"""
+    return layout("compare", body, scripts=(*_CHART_SCRIPTS, "compare.js"))
+
+
+def _visible(store: Store, grant: Grant, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    found, missing = [], []
+    for rid in ids:
+        recording = store.get(rid) if valid_id(rid) else None
+        if recording is None or not grant.allows(recording["project_id"]):
+            missing.append(rid)
+        else:
+            found.append(recording)
+    return found, missing
+
+
+def _charts_section() -> str:
+    return """<section class="metrics"><h2>Metrics</h2>
+<div class="controls" id="chart-controls">
+<label>smoothing <input type="range" id="smoothing" min="0" max="0.99" step="0.01" value="0">
+<output id="smoothing-value">0</output></label>
+<label><input type="checkbox" id="log-scale"> log scale</label>
+<label>x axis <select id="x-axis"><option value="step">step</option>
+<option value="relative">relative time</option><option value="wall">wall time</option>
+</select></label>
+<span class="muted">drag to zoom, double-click to reset</span>
+<span id="live-state" class="muted"></span>
+</div>
+<div class="charts" id="charts"><p class="muted" id="charts-empty">Loading…</p></div></section>"""
 
 
 def _identity(r: dict[str, Any]) -> str:
@@ -140,14 +171,14 @@ def _identity(r: dict[str, Any]) -> str:
         ("model", f"{r['model_class']} {r['model_id']}".strip()),
         ("dataset", r["dataset_id"]),
         ("points", str(r["points"])),
-        ("created", r["created_at"]),
+        ("started", start_of(r)),
+        ("ended", str(r.get("ended_at") or "")),
         ("updated", r["updated_at"]),
     ]
     items = "".join(f"<dt>{k}</dt><dd>{escape(v)}</dd>" for k, v in facts if v)
     notes = f'<p class="notes">{escape(r["notes"])}</p>' if r["notes"] else ""
-    return (
-        f'<h1>{escape(r["name"] or r["recording_id"])}</h1><dl class="identity">{items}</dl>{notes}'
-    )
+    name = escape(r["name"] or r["recording_id"])
+    return f'<h1>{name}</h1><dl class="identity">{items}</dl>{notes}'
 
 
 def _table(title: str, values: dict[str, Any]) -> str:
@@ -155,7 +186,7 @@ def _table(title: str, values: dict[str, Any]) -> str:
         return ""
     rows = "".join(
         f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>"
-        for k, v in sorted(jsonable(values).items())
+        for k, v in sorted(values.items())
     )
     return f'<section><h2>{title}</h2><table class="values">{rows}</table></section>'
 

@@ -18,6 +18,7 @@ class PostgresStore(SqlStore):
     """Recordings in a PostgreSQL database, one autocommit connection, writes in transactions."""
 
     value_type = "DOUBLE PRECISION"
+    dialect = "postgresql"
     lock_clause = " FOR UPDATE"
 
     def __init__(self, url: str) -> None:

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from markov_otel.server.records import IDENTITY_FIELDS, JSON_FIELDS, from_resource, now
+from markov_otel.server.seriesstore import SeriesQueries, series_schema
 
 __all__ = ["EventRow", "PointRow", "SqlStore", "StoreRefused"]
 
@@ -63,7 +64,7 @@ def schema(value_type: str) -> list[str]:
     ]
 
 
-class SqlStore:
+class SqlStore(SeriesQueries):
     """Recordings and their points in a SQL database; subclasses supply the connection."""
 
     value_type = "REAL"
@@ -110,7 +111,7 @@ class SqlStore:
     def create_schema(self) -> None:
         """Create the tables if they do not exist."""
         with self._tx() as cur:
-            for statement in schema(self.value_type):
+            for statement in [*schema(self.value_type), *series_schema(self.value_type)]:
                 self._run(cur, statement)
 
     # -- recordings ------------------------------------------------------------------------
@@ -250,6 +251,7 @@ class SqlStore:
                 self._apply_resource(cur, recording_id, attrs)
             if points:
                 self._insert_points(cur, points)
+                self._roll_up(cur, points)
                 self._count_points(cur, points)
             if events:
                 sql = "INSERT INTO events (recording_id, signal, name, time_unix_nano, attributes)"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from markov_otel.errors import ConfigError
+from markov_otel.server.seriesstore import Point
 from markov_otel.server.sqlstore import EventRow, PointRow, SqlStore, StoreRefused
 
 __all__ = ["EventRow", "PointRow", "SQLiteStore", "Store", "StoreRefused", "open_store"]
@@ -30,6 +31,11 @@ class Store(Protocol):
     def alerts(self, recording_id: str) -> list[dict[str, Any]]: ...
     def requirements(self, recording_id: str) -> dict[str, Any] | None: ...
     def records(self, recording_id: str, key: str) -> list[tuple[int, float | int | str, int]]: ...
+    def step_range(self, recording_id: str, key: str) -> tuple[int, int] | None: ...
+    def last_point(self, recording_id: str, key: str) -> Point | None: ...
+    def downsampled(
+        self, recording_id: str, key: str, lo: int, hi: int, max_points: int
+    ) -> tuple[list[Point], int]: ...
     def ingest(
         self,
         idempotency_key: str | None,

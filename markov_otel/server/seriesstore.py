@@ -1,0 +1,198 @@
+"""The series reads of the stores: downsampled points in SQL, over step buckets kept at ingest.
+
+`SeriesQueries` is mixed into `SqlStore`. Ingest folds each batch into `point_buckets`
+(`rollups.py`); a read plans which bucket rows and which edge points to read, and one SQL
+statement folds them into min/max (and first non-finite) per output bucket, with each database's
+way of keeping the whole row of a minimum (SQLite's bare columns beside min()/max(),
+PostgreSQL's DISTINCT ON). A series written before buckets existed is bucketed once, on its
+first read (`point_buckets_ready` says which series are complete).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from markov_otel.server.rollups import Bucket, BucketKey, Plan, bucket_points, plan
+
+__all__ = ["Point", "SeriesQueries", "series_schema"]
+
+# (step, value or the non-finite text, time_unix_nano)
+Point = tuple[int, "float | int | str", int]
+
+_BUCKET_COLUMNS = (
+    "recording_id, key, width, bucket, min_step, min_value, min_time, max_step, max_value,"
+    " max_time, odd_step, odd_text, odd_time, n"
+)
+# Merge a batch's bucket into the stored one, with the same rules as rollups._fold_*.
+_KEEP_MIN = "b.min_value IS NULL OR excluded.min_value < b.min_value OR (excluded.min_value ="
+_KEEP_MIN += " b.min_value AND excluded.min_step < b.min_step)"
+_KEEP_MAX = "b.max_value IS NULL OR excluded.max_value > b.max_value OR (excluded.max_value ="
+_KEEP_MAX += " b.max_value AND excluded.max_step < b.max_step)"
+_KEEP_ODD = "b.odd_step IS NULL OR excluded.odd_step < b.odd_step"
+_UPSERT = (
+    f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+    " ON CONFLICT (recording_id, key, width, bucket) DO UPDATE SET "
+    + ", ".join(
+        f"{col} = CASE WHEN {keep} THEN excluded.{col} ELSE b.{col} END"
+        for keep, cols in ((_KEEP_MIN, "min"), (_KEEP_MAX, "max"), (_KEEP_ODD, "odd"))
+        for col in (
+            f"{cols}_step",
+            f"{cols}_value" if cols != "odd" else "odd_text",
+            f"{cols}_time",
+        )
+    )
+    + ", n = b.n + excluded.n"
+)
+
+
+def series_schema(value_type: str) -> list[str]:
+    """CREATE statements of the bucket tables (each IF NOT EXISTS, beside the main schema)."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS point_buckets (recording_id TEXT NOT NULL,
+            key TEXT NOT NULL, width BIGINT NOT NULL, bucket BIGINT NOT NULL,
+            min_step BIGINT, min_value {value_type}, min_time BIGINT,
+            max_step BIGINT, max_value {value_type}, max_time BIGINT,
+            odd_step BIGINT, odd_text TEXT, odd_time BIGINT, n BIGINT NOT NULL,
+            PRIMARY KEY (recording_id, key, width, bucket))""",
+        """CREATE TABLE IF NOT EXISTS point_buckets_ready (recording_id TEXT NOT NULL,
+            key TEXT NOT NULL, PRIMARY KEY (recording_id, key))""",
+    ]
+
+
+class SeriesQueries:
+    """Downsampled series reads and the bucket upkeep at ingest (a mixin of `SqlStore`)."""
+
+    dialect = "sqlite"
+    _lock: threading.Lock
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _cursor(self) -> Any:
+        raise NotImplementedError
+
+    def _run(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    def _sql(self, sql: str) -> str:
+        raise NotImplementedError
+
+    # -- ingest ----------------------------------------------------------------------------
+    def _roll_up(self, cur: Any, points: Sequence[tuple[Any, ...]]) -> None:
+        """Fold a batch into the buckets; call before the batch's series rows are inserted."""
+        for rid, key in {(p[0], p[1]) for p in points}:
+            sql = "SELECT 1 FROM series WHERE recording_id = ? AND key = ?"
+            if self._run(cur, sql, [rid, key]).fetchone() is None:
+                # A new series: every point of it passes here, so its buckets are complete.
+                sql = "INSERT INTO point_buckets_ready (recording_id, key) VALUES (?, ?)"
+                self._run(cur, sql + " ON CONFLICT DO NOTHING", [rid, key])
+        self._upsert_buckets(cur, bucket_points(points))
+
+    def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
+        rows = [(*k, *b) for k, b in sorted(buckets.items())]
+        cur.executemany(self._sql(_UPSERT), rows)
+
+    def _ensure_buckets(self, recording_id: str, key: str) -> None:
+        """Bucket a series stored before buckets existed (once; later batches keep it up)."""
+        sql = "SELECT 1 FROM point_buckets_ready WHERE recording_id = ? AND key = ?"
+        with self._lock:
+            if self._run(self._cursor(), sql, [recording_id, key]).fetchone() is not None:
+                return
+        with self._tx() as cur:
+            if self._run(cur, sql, [recording_id, key]).fetchone() is not None:
+                return
+            points = self._run(
+                cur,
+                "SELECT recording_id, key, step, value, value_text, time_unix_nano FROM points"
+                " WHERE recording_id = ? AND key = ? ORDER BY step, time_unix_nano",
+                [recording_id, key],
+            ).fetchall()
+            where = " WHERE recording_id = ? AND key = ?"
+            self._run(cur, "DELETE FROM point_buckets" + where, [recording_id, key])
+            self._upsert_buckets(cur, bucket_points(points))
+            insert = "INSERT INTO point_buckets_ready (recording_id, key) VALUES (?, ?)"
+            self._run(cur, insert, [recording_id, key])
+
+    # -- reads -----------------------------------------------------------------------------
+    def step_range(self, recording_id: str, key: str) -> tuple[int, int] | None:
+        """(first step, last step) of a series, or None when it has no points."""
+        one = "FROM points WHERE recording_id = ? AND key = ?"
+        # Two sub-selects: SQLite answers a lone min() or max() from the index, not both at once.
+        sql = f"SELECT (SELECT MIN(step) {one}), (SELECT MAX(step) {one})"
+        with self._lock:
+            row = self._run(self._cursor(), sql, [recording_id, key] * 2).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def last_point(self, recording_id: str, key: str) -> Point | None:
+        """The point with the highest step (latest time among equal steps), or None."""
+        sql = (
+            "SELECT step, value, value_text, time_unix_nano FROM points"
+            " WHERE recording_id = ? AND key = ? ORDER BY step DESC, time_unix_nano DESC LIMIT 1"
+        )
+        with self._lock:
+            row = self._run(self._cursor(), sql, [recording_id, key]).fetchone()
+        return None if row is None else (row[0], row[2] if row[2] is not None else row[1], row[3])
+
+    def downsampled(
+        self, recording_id: str, key: str, lo: int, hi: int, max_points: int
+    ) -> tuple[list[Point], int]:
+        """At most `max_points` points of steps `[lo, hi]`, each output bucket's min and max
+        and first non-finite point; and the output bucket width in steps."""
+        self._ensure_buckets(recording_id, key)
+        for buckets in (max_points // 2 - 1, max_points // 3 - 1):
+            how = plan(lo, hi, max(1, buckets))
+            points = self._read_plan(recording_id, key, how)
+            if len(points) <= max_points:
+                break
+        return points, how.width
+
+    def _read_plan(self, recording_id: str, key: str, how: Plan) -> list[Point]:
+        sql, params = self._candidates(recording_id, key, how)
+        pick = _PICK_POSTGRES if self.dialect == "postgresql" else _PICK_SQLITE
+        sql = f"WITH cand (step, value, value_text, t) AS ({sql}), b AS (SELECT step, value,"
+        sql += f" value_text, t, (step - ?) / ? AS ob FROM cand) {pick}"
+        with self._lock:
+            rows = self._run(self._cursor(), sql, [*params, how.base, how.width]).fetchall()
+        return [(s, text if text is not None else v, t) for s, v, text, t in rows]
+
+    def _candidates(self, recording_id: str, key: str, how: Plan) -> tuple[str, list[Any]]:
+        """The UNION ALL of edge points and bucket extremes that the output buckets fold."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for lo, hi in how.raw:
+            parts.append(
+                "SELECT step, value, value_text, time_unix_nano FROM points"
+                " WHERE recording_id = ? AND key = ? AND step BETWEEN ? AND ?"
+            )
+            params += [recording_id, key, lo, hi]
+        if how.level is not None:
+            where = "FROM point_buckets WHERE recording_id = ? AND key = ? AND width = ?"
+            where += " AND bucket BETWEEN ? AND ?"
+            for columns, present in _BUCKET_PARTS:
+                parts.append(f"SELECT {columns} {where} AND {present} IS NOT NULL")
+                params += [recording_id, key, how.level, how.first, how.last]
+        return " UNION ALL ".join(parts), params
+
+
+_BUCKET_PARTS = (
+    ("min_step, min_value, NULL, min_time", "min_step"),
+    ("max_step, max_value, NULL, max_time", "max_step"),
+    ("odd_step, NULL, odd_text, odd_time", "odd_step"),
+)
+# SQLite: a bare column beside a lone min()/max() comes from the row holding that min/max.
+_PICK_SQLITE = """SELECT step, value, value_text, t FROM (
+    SELECT step, MIN(value) AS value, value_text, t FROM b WHERE value_text IS NULL GROUP BY ob
+    UNION SELECT step, MAX(value), value_text, t FROM b WHERE value_text IS NULL GROUP BY ob
+    UNION SELECT MIN(step), value, value_text, t FROM b WHERE value_text IS NOT NULL GROUP BY ob
+) ORDER BY step, t"""
+_PICK_POSTGRES = """SELECT step, value, value_text, t FROM (
+    (SELECT DISTINCT ON (ob) step, value, value_text, t FROM b WHERE value_text IS NULL
+     ORDER BY ob, value, step)
+    UNION (SELECT DISTINCT ON (ob) step, value, value_text, t FROM b WHERE value_text IS NULL
+     ORDER BY ob, value DESC, step)
+    UNION (SELECT DISTINCT ON (ob) step, value, value_text, t FROM b WHERE value_text IS NOT NULL
+     ORDER BY ob, step)
+) AS picked ORDER BY step, t"""

@@ -1,0 +1,218 @@
+// The runs table: one row per run, sort by any column, filter by text/status/value, choose the
+// visible columns, select runs and open the comparison. Marks <html data-runs-ready="N">.
+"use strict";
+(function () {
+  var root = document.documentElement;
+  window.addEventListener("error", function (event) { root.dataset.jsError = String(event.message); });
+
+  var doc = JSON.parse(document.getElementById("runs-data").textContent);
+  var runs = doc.runs;
+  var storeKey = "markov.columns:" + location.pathname;
+  var state = { sort: "start", dir: -1, selected: new Set() };
+
+  function esc(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+  function fmtNumber(v) {
+    if (Number.isInteger(v)) return String(v);
+    var a = Math.abs(v);
+    return a !== 0 && (a < 1e-4 || a >= 1e7) ? v.toExponential(3) : String(parseFloat(v.toPrecision(6)));
+  }
+  function fmt(v) {
+    if (v === null || v === undefined) return "";
+    return typeof v === "number" ? fmtNumber(v) : String(v);
+  }
+  function fmtDuration(s) {
+    if (s === null || s === undefined) return "";
+    if (s < 60) return s.toFixed(1) + "s";
+    var m = Math.floor(s / 60), h = Math.floor(m / 60);
+    if (h) return h + "h " + String(m % 60).padStart(2, "0") + "m";
+    return m + "m " + String(Math.floor(s % 60)).padStart(2, "0") + "s";
+  }
+  function fmtStart(iso) {
+    var d = new Date(iso);
+    if (isNaN(d)) return iso || "";
+    function p(n) { return String(n).padStart(2, "0"); }
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " +
+      p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+  }
+
+  // -- columns: fixed ones, then every hyperparameter and summary name seen in any run --------
+  function keysOf(field) {
+    var seen = new Set();
+    runs.forEach(function (r) { Object.keys(r[field]).forEach(function (k) { seen.add(k); }); });
+    return Array.from(seen).sort();
+  }
+  var columns = [
+    { id: "name", label: "name", group: "run", get: function (r) { return r.name || r.id; } },
+    { id: "status", label: "status", group: "run", get: function (r) { return r.status; } },
+    { id: "start", label: "start", group: "run", get: function (r) { return r.start; }, show: fmtStart },
+    { id: "duration", label: "duration", group: "run", get: function (r) { return r.duration; }, show: fmtDuration },
+    { id: "points", label: "points", group: "run", get: function (r) { return r.points; } },
+  ];
+  if (!doc.project) columns.push({ id: "project", label: "project", group: "run", get: function (r) { return r.project; } });
+  columns.push({ id: "id", label: "id", group: "run", get: function (r) { return r.id; }, hidden: true });
+  [["params", "hyperparameters"], ["summary", "summary"]].forEach(function (pair) {
+    keysOf(pair[0]).forEach(function (k) {
+      columns.push({ id: pair[0] + "." + k, label: k, group: pair[1],
+        get: function (r) { return r[pair[0]][k]; } });
+    });
+  });
+  var visible = new Set();
+  var saved = null;
+  try { saved = JSON.parse(localStorage.getItem(storeKey) || "null"); } catch (e) { saved = null; }
+  columns.forEach(function (c, i) {
+    var on = saved ? saved.indexOf(c.id) >= 0 : !c.hidden && i < 40;
+    if (on || c.id === "name") visible.add(c.id);
+  });
+
+  // -- filter: plain words match any cell; NAME OP VALUE compares one column -------------------
+  var OP = /^(.+?)(>=|<=|!=|=|>|<|~)(.*)$/;
+  function column(name) {
+    var lower = name.toLowerCase();
+    return columns.find(function (c) { return c.id.toLowerCase() === lower; }) ||
+      columns.find(function (c) { return c.label.toLowerCase() === lower; });
+  }
+  function compareValues(a, b) {
+    var x = typeof a === "number" ? a : parseFloat(a), y = parseFloat(b);
+    if (!isNaN(x) && !isNaN(y) && String(b).trim() !== "") return x < y ? -1 : x > y ? 1 : 0;
+    return String(a).toLowerCase().localeCompare(String(b).toLowerCase());
+  }
+  function matcher(text, status) {
+    var tests = [];
+    text.trim().split(/\s+/).filter(Boolean).forEach(function (token) {
+      var m = OP.exec(token), col = m && column(m[1]);
+      if (col) {
+        var op = m[2], want = m[3];
+        tests.push(function (r) {
+          var v = col.get(r);
+          if (v === null || v === undefined || v === "") return op === "!=";
+          if (op === "~") return String(v).toLowerCase().indexOf(want.toLowerCase()) >= 0;
+          var c = compareValues(v, want);
+          return { "=": c === 0, "!=": c !== 0, ">": c > 0, "<": c < 0, ">=": c >= 0, "<=": c <= 0 }[op];
+        });
+      } else {
+        var word = token.toLowerCase();
+        tests.push(function (r) { return haystack(r).indexOf(word) >= 0; });
+      }
+    });
+    if (status) tests.push(function (r) { return r.status === status; });
+    return function (r) { return tests.every(function (t) { return t(r); }); };
+  }
+  var hay = new Map();
+  function haystack(r) {
+    if (!hay.has(r.id)) {
+      var parts = [r.id, r.name, r.status, r.project];
+      ["params", "summary"].forEach(function (f) {
+        Object.keys(r[f]).forEach(function (k) { parts.push(k + "=" + fmt(r[f][k])); });
+      });
+      hay.set(r.id, parts.join(" ").toLowerCase());
+    }
+    return hay.get(r.id);
+  }
+
+  // -- sort: missing values last in either direction -----------------------------------------
+  function sorted(list) {
+    var col = columns.find(function (c) { return c.id === state.sort; }) || columns[0];
+    return list.slice().sort(function (a, b) {
+      var x = col.get(a), y = col.get(b);
+      var xm = x === null || x === undefined || x === "", ym = y === null || y === undefined || y === "";
+      if (xm || ym) return xm === ym ? 0 : xm ? 1 : -1;
+      var c = typeof x === "number" && typeof y === "number" ? x - y
+        : String(x).localeCompare(String(y), undefined, { numeric: true });
+      return c * state.dir;
+    });
+  }
+
+  // -- render ---------------------------------------------------------------------------------
+  var table = document.getElementById("runs-table");
+  var filterBox = document.getElementById("runs-filter");
+  var statusBox = document.getElementById("runs-status");
+  var shown = [];
+  function cell(col, r) {
+    var v = col.get(r);
+    if (col.id === "name") return '<a href="/recordings/' + esc(r.id) + '">' + esc(v) + "</a>";
+    if (col.id === "project" && v) return '<a href="/projects/' + esc(encodeURIComponent(v)) + '">' + esc(v) + "</a>";
+    if (col.id === "status") return '<span class="status status-' + esc(v) + '">' + esc(v) + "</span>";
+    return esc(col.show ? col.show(v) : fmt(v));
+  }
+  function render() {
+    var cols = columns.filter(function (c) { return visible.has(c.id); });
+    shown = sorted(runs.filter(matcher(filterBox.value, statusBox.value)));
+    var groups = [], head = '<tr><th rowspan="2" class="select"><input type="checkbox" id="select-all" aria-label="select all shown"></th>';
+    cols.forEach(function (c) {
+      var last = groups[groups.length - 1];
+      if (last && last.name === c.group) last.span += 1; else groups.push({ name: c.group, span: 1 });
+    });
+    groups.forEach(function (g) { head += '<th colspan="' + g.span + '" class="group">' + esc(g.name) + "</th>"; });
+    head += "</tr><tr>";
+    cols.forEach(function (c) {
+      var mark = state.sort === c.id ? (state.dir > 0 ? " ▲" : " ▼") : "";
+      head += '<th class="sortable" data-col="' + esc(c.id) + '" title="sort by ' + esc(c.id) + '">' + esc(c.label) + mark + "</th>";
+    });
+    table.tHead.innerHTML = head + "</tr>";
+    var rows = shown.map(function (r) {
+      var on = state.selected.has(r.id) ? " checked" : "";
+      return '<tr data-id="' + esc(r.id) + '"><td class="select"><input type="checkbox" class="pick" data-id="' +
+        esc(r.id) + '" aria-label="select ' + esc(r.name || r.id) + '"' + on + "></td>" +
+        cols.map(function (c) { return "<td>" + cell(c, r) + "</td>"; }).join("") + "</tr>";
+    });
+    table.tBodies[0].innerHTML = rows.join("");
+    document.querySelector("#runs .empty").hidden = runs.length > 0;
+    updateSelection();
+    root.dataset.runsReady = String(shown.length);
+  }
+  function updateSelection() {
+    var n = state.selected.size, button = document.getElementById("runs-compare");
+    button.disabled = n === 0;
+    button.textContent = n ? "Compare " + n + (n === 1 ? " run" : " runs") : "Compare";
+    document.getElementById("runs-count").textContent =
+      shown.length + " of " + runs.length + " runs" + (n ? ", " + n + " selected" : "");
+    var all = document.getElementById("select-all");
+    if (all) all.checked = shown.length > 0 && shown.every(function (r) { return state.selected.has(r.id); });
+  }
+
+  // -- controls ---------------------------------------------------------------------------------
+  Array.from(new Set(runs.map(function (r) { return r.status; }))).sort().forEach(function (s) {
+    var o = document.createElement("option"); o.value = s; o.textContent = s; statusBox.appendChild(o);
+  });
+  var chooser = document.getElementById("runs-columns");
+  chooser.innerHTML = columns.map(function (c) {
+    return '<label><input type="checkbox" data-col="' + esc(c.id) + '"' + (visible.has(c.id) ? " checked" : "") +
+      (c.id === "name" ? " disabled" : "") + "> " + esc(c.group === "run" ? c.label : c.id) + "</label>";
+  }).join("");
+  chooser.addEventListener("change", function (event) {
+    var id = event.target.dataset.col;
+    if (event.target.checked) visible.add(id); else visible.delete(id);
+    try { localStorage.setItem(storeKey, JSON.stringify(Array.from(visible))); } catch (e) { /* private mode */ }
+    render();
+  });
+  var pending = 0;
+  filterBox.addEventListener("input", function () { clearTimeout(pending); pending = setTimeout(render, 120); });
+  statusBox.addEventListener("change", render);
+  table.addEventListener("click", function (event) {
+    var th = event.target.closest("th.sortable");
+    if (!th) return;
+    state.dir = state.sort === th.dataset.col ? -state.dir : 1;
+    state.sort = th.dataset.col;
+    render();
+  });
+  table.addEventListener("change", function (event) {
+    var t = event.target;
+    if (t.id === "select-all") {
+      shown.forEach(function (r) { if (t.checked) state.selected.add(r.id); else state.selected.delete(r.id); });
+      table.querySelectorAll("input.pick").forEach(function (box) { box.checked = t.checked; });
+    } else if (t.classList.contains("pick")) {
+      if (t.checked) state.selected.add(t.dataset.id); else state.selected.delete(t.dataset.id);
+    }
+    updateSelection();
+  });
+  document.getElementById("runs-compare").addEventListener("click", function () {
+    var ids = shown.filter(function (r) { return state.selected.has(r.id); }).map(function (r) { return r.id; });
+    state.selected.forEach(function (id) { if (ids.indexOf(id) < 0) ids.push(id); });
+    location.href = "/compare?ids=" + ids.map(encodeURIComponent).join(",");
+  });
+  render();
+})();
