@@ -70,6 +70,7 @@ class ExperimentRecorder:
     Extras (keyword-only, through ``**kwargs``): ``batch_size`` (records per batch, 1000),
     ``batch_processing_interval`` (seconds between flushes, 1.0), ``register_batch_timeout``
     (seconds for one backend call, 10), ``sync_data_timeout`` (seconds stop() may wait, 30),
+    ``max_batch_bytes`` (bytes per batch, 4 MiB),
     ``recording_id`` (resume an existing recording), ``markov_dir``, ``endpoint``, ``api_key``,
     ``webhook_url``. ``recording_mode=None`` follows `mkv mode` / ``MARKOV_MODE`` (ONLINE if unset).
     """

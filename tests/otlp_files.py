@@ -83,8 +83,8 @@ def points(run_dir: Path) -> list[WirePoint]:
 
 
 def last_resource(run_dir: Path) -> dict[str, Any]:
-    """Resource attributes of the last metrics batch."""
-    batch = metrics(run_dir)[-1]
+    """Resource attributes of the last metrics batch (only that line is parsed)."""
+    batch = Parse(lines(run_dir, "metrics")[-1], MetricsData())
     return attributes(batch.resource_metrics[0].resource.attributes)
 
 

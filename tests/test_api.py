@@ -184,12 +184,19 @@ def test_properties(isolated: Path) -> None:
 
 
 def test_defaults_of_optional_arguments() -> None:
-    """Optional arguments default as documented: empty project, no notes, classification."""
+    """Optional arguments default as documented (README and the class docstring): empty
+    project, no notes, batch_size 1000, interval 1 s, register 10 s, sync 30 s, 4 MiB batches."""
     recorder = offline("d")
     assert recorder.project_id == ""
     assert recorder.notes is None
-    assert recorder.config["batch_size"] > 0
-    assert recorder.config["sync_data_timeout"] > 0
+    documented = {
+        "batch_size": 1000,
+        "batch_processing_interval": 1.0,
+        "register_batch_timeout": 10.0,
+        "sync_data_timeout": 30.0,
+        "max_batch_bytes": 4 * 1024 * 1024,
+    }
+    assert {k: recorder.config[k] for k in documented} == documented
 
 
 def test_documented_methods_exist() -> None:

@@ -329,3 +329,38 @@ def test_the_spool_closes_its_files_and_a_late_append_still_lands(tmp_path: Path
     spool.append("logs", b"{}\n")
     assert open_fds() == before
     assert (tmp_path / "run" / "logs.jsonl").read_bytes() == b"{}\n{}\n"
+
+
+# -- alerts keep infinities apart ------------------------------------------------------------------
+
+
+def test_alerts_on_infinities_keep_their_sign_in_the_run_and_on_the_backend(
+    isolated: Path, backend: Any
+) -> None:
+    """+inf and -inf firing alerts are "Infinity" and "-Infinity" (not "NaN", not a bare token)
+    in recording.json, the alert log event and the backend's alerts."""
+    from backend_fixture import online_recorder
+
+    from markov_otel import BinaryOperation, ExperimentAlertCondition
+
+    recorder = online_recorder(backend.url, backend.token)
+    recorder.attach_alert_on(
+        ExperimentAlertCondition("x", BinaryOperation.GREATER_THAN, 1e300), "up"
+    )
+    recorder.attach_alert_on(
+        ExperimentAlertCondition("x", BinaryOperation.LESS_THAN, -1e300), "down"
+    )
+    with recorder:
+        recorder.add_record({"x": float("inf")})
+        recorder.add_record({"x": float("-inf")})
+    run = isolated / recorder.recording_id
+    text = (run / "recording.json").read_text()
+    assert [a["value"] for a in json.loads(text)["alerts"]] == ["Infinity", "-Infinity"]
+    import requests
+
+    stored = requests.get(
+        f"{backend.url}/api/v1/recordings/{recorder.recording_id}/alerts",
+        headers=backend.headers,
+        timeout=10,
+    ).json()
+    assert [(a["text"], a["value"]) for a in stored] == [("up", "Infinity"), ("down", "-Infinity")]

@@ -428,6 +428,8 @@ def test_concurrent_add_record_stores_every_record_once(isolated: Path) -> None:
     ids = Counter(p.value for p in got if p.key == "id")
     assert len(ids) == threads_n * per_thread
     assert set(ids.values()) == {1}
+    steps = sorted(p.step for p in got if p.key == "id")  # no two records share a step
+    assert steps == list(range(threads_n * per_thread))
     for t in range(threads_n):
         assert sorted(p.value for p in got if p.key == f"t{t}") == list(range(per_thread))
 
