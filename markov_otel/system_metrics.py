@@ -31,6 +31,9 @@ log = logging.getLogger("markov_otel")
 
 DEFAULT_INTERVAL = 10.0
 """Seconds between samples; one sample costs about 0.3 ms of CPU (benchmarks/bench_system.py)."""
+FINAL_SAMPLE_MIN_WINDOW = 0.5
+"""stop() samples the run's last stretch only when it lasted this long (or one interval): CPU
+figures over a few milliseconds are clock-tick noise (psutil counts 10 ms ticks)."""
 SYSTEM_PREFIXES = ("system.", "process.", "hw.")
 """Every key the sampler records starts with one of these (the pages' "System" section)."""
 INSTRUMENTATION_CONFIG: dict[str, list[str] | None] = {
@@ -75,7 +78,8 @@ class SystemSampler:
         self._thread.start()
 
     def stop(self, timeout: float) -> bool:
-        """Take a last sample, release the provider and NVML, join; False if time ran out."""
+        """Sample the last stretch (see FINAL_SAMPLE_MIN_WINDOW), release the provider and NVML,
+        join; False if time ran out."""
         self._stop.set()
         self._thread.join(max(0.0, timeout))
         return not self._thread.is_alive()
@@ -91,10 +95,13 @@ class SystemSampler:
             return
         try:
             collector.collect()  # primes the CPU percentages (psutil measures between calls)
+            last = time.monotonic()
             self.setup_cpu_seconds = time.thread_time() - started
             while not self._stop.wait(self._interval):
                 self._sample(collector)
-            self._sample(collector)  # the run's last stretch
+                last = time.monotonic()
+            if time.monotonic() - last >= min(self._interval, FINAL_SAMPLE_MIN_WINDOW):
+                self._sample(collector)  # the run's last stretch
         except Exception as exc:
             log.warning("markov_otel: system metrics stopped: %s", exc)
         finally:
@@ -214,13 +221,14 @@ class GpuGauges:
             log.debug("markov_otel: no NVIDIA GPU metrics (NVML: %s)", exc or type(exc).__name__)
             return None
         handles: list[Any] = []
+        reason = "NVML sees no GPU"
         try:
             handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
         except Exception as exc:
-            log.debug("markov_otel: no NVIDIA GPU metrics (NVML: %s)", exc)
+            reason = f"NVML: {exc}"
         if not handles:
             nvml.nvmlShutdown()
-            log.debug("markov_otel: no NVIDIA GPU metrics (NVML sees no GPU)")
+            log.debug("markov_otel: no NVIDIA GPU metrics (%s)", reason)
             return None
         gauges = cls(nvml, handles)
         gauges._instruments(meter)

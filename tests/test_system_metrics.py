@@ -21,7 +21,7 @@ from markov_otel.cli import main
 from markov_otel.config import write_config_value
 from markov_otel.otel.encoding import MetricsEncoder
 from markov_otel.otel.series import SeriesTable
-from markov_otel.system_metrics import SYSTEM_PREFIXES, SystemSampler
+from markov_otel.system_metrics import FINAL_SAMPLE_MIN_WINDOW, SYSTEM_PREFIXES, SystemSampler
 
 DEFAULT_KEYS = {
     "system.cpu.utilization/state.user",
@@ -67,7 +67,7 @@ def test_samples_are_points_with_semantic_names_and_folded_keys(isolated: Path) 
         wait_for_samples(recorder.run_dir, 3)
     found = system_points(recorder.run_dir)
     times = sample_times(recorder.run_dir)
-    assert len(times) >= 4  # three while running, one at stop
+    assert len(times) >= 3
     per_time = Counter(p["time"] for p in found)
     assert set(per_time.values()) == {len(DEFAULT_KEYS)}  # every key once in every sample
     assert {p["key"] for p in found} == DEFAULT_KEYS
@@ -115,13 +115,25 @@ def test_each_sample_carries_the_step_of_the_last_record(isolated: Path) -> None
 
 
 def test_a_long_interval_still_gives_the_sample_at_stop(isolated: Path) -> None:
-    """With an interval longer than the run, stop() takes one sample and ends the thread."""
+    """With an interval longer than the run, stop() samples the run's stretch (it lasted past
+    FINAL_SAMPLE_MIN_WINDOW) and ends the thread."""
     recorder = offline(system_metrics=True, system_metrics_interval=3600)
     with recorder:
         recorder.add_record({"loss": 0.5})
         assert len(sampler_threads()) == 1
+        time.sleep(FINAL_SAMPLE_MIN_WINDOW + 0.1)
     assert len(sample_times(recorder.run_dir)) == 1
     assert {p["key"] for p in system_points(recorder.run_dir)} == DEFAULT_KEYS
+    assert sampler_threads() == []
+
+
+def test_a_run_too_short_to_measure_has_no_sample(isolated: Path) -> None:
+    """A run that stops within milliseconds records no CPU figures (they would be tick noise)
+    and still ends the sampler thread."""
+    recorder = offline(system_metrics=True, system_metrics_interval=3600)
+    with recorder:
+        recorder.add_record({"loss": 0.5})
+    assert system_points(recorder.run_dir) == []
     assert sampler_threads() == []
 
 
@@ -189,9 +201,10 @@ def test_without_a_gpu_one_debug_line_and_no_gpu_keys(
     else:
         pynvml.nvmlShutdown()
         pytest.skip("this machine has an NVIDIA driver")
-    recorder = offline(system_metrics=True, system_metrics_interval=3600)
+    recorder = offline(system_metrics=True, system_metrics_interval=0.1)
     with caplog.at_level(logging.DEBUG, logger="markov_otel"), recorder:
         recorder.add_record({"loss": 0.5})
+        wait_for_samples(recorder.run_dir, 2)
     ours = [r for r in caplog.records if r.name == "markov_otel"]
     assert [r.levelno for r in ours if "GPU" in r.getMessage()] == [logging.DEBUG]
     assert [r.getMessage() for r in ours if r.levelno >= logging.WARNING] == []
@@ -242,10 +255,12 @@ def test_gpu_gauges_give_each_gpu_its_keys_in_semantic_units() -> None:
     nvml = StandInNvml()
     samples: list[dict[str, float | int]] = []
     series = SeriesTable()
-    sampler = SystemSampler(lambda t, v: samples.append(v), series, 3600, nvml=nvml)
+    sampler = SystemSampler(lambda t, v: samples.append(v), series, 0.1, nvml=nvml)
     sampler.start()
+    while not samples:
+        time.sleep(0.02)
     assert sampler.stop(10)
-    (sample,) = samples
+    sample = samples[0]
     gpu = {k: v for k, v in sample.items() if k.startswith("hw.")}
     assert gpu == {
         "hw.gpu.utilization/gpu.0": 0.40,
