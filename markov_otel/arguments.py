@@ -7,7 +7,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from markov_otel.config import RecordingMode, Settings
+from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
 from markov_otel.rules import DEFAULT_MAX_BATCH_BYTES
 
@@ -18,7 +18,12 @@ _QUEUE_CONFIG: dict[str, tuple[type, float | int]] = {
     "sync_data_timeout": (float, 30.0),
     "max_batch_bytes": (int, DEFAULT_MAX_BATCH_BYTES),
 }
-_EXTRAS = {"recording_id", "markov_dir", "endpoint", "api_key", "webhook_url", "settings"}
+_SETTING_EXTRAS = ("system_metrics", "system_metrics_interval", "ranks")
+"""Extras that are also settings (config keys): given here, they win over env and config file."""
+_EXTRAS = {
+    "recording_id", "markov_dir", "endpoint", "api_key", "webhook_url", "settings",
+    *_SETTING_EXTRAS,
+}  # fmt: skip
 
 
 class ModelClass(str, enum.Enum):
@@ -68,15 +73,15 @@ def queue_config(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def recorder_settings(mode: Any, kwargs: Mapping[str, Any]) -> Settings:
     given = kwargs.get("settings")
+    extras = {k: kwargs[k] for k in _SETTING_EXTRAS if kwargs.get(k) is not None}
     if given is not None:
         if not isinstance(given, Settings):
             raise ConfigError(f"settings={given!r} must be a markov_otel.config.Settings")
-        return (
-            given
-            if mode is None
-            else Settings(**{**given.__dict__, "mode": RecordingMode.parse(mode)})
-        )
+        if mode is not None:
+            extras["mode"] = mode
+        return given._with(extras)
     overrides = {
+        **extras,
         "mode": mode,
         "dir": kwargs.get("markov_dir"),
         "endpoint": kwargs.get("endpoint"),

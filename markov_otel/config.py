@@ -44,6 +44,9 @@ FILE_KEYS: dict[str, str | None] = {
     "prometheus_port": "MARKOV_PROMETHEUS_PORT",
     "export_points": "MARKOV_EXPORT_POINTS",
     "trace_children": "MARKOV_TRACE_CHILDREN",
+    "system_metrics": "MARKOV_SYSTEM_METRICS",
+    "system_metrics_interval": "MARKOV_SYSTEM_METRICS_INTERVAL",
+    "ranks": "MARKOV_RANKS",
 }
 
 
@@ -140,6 +143,9 @@ class Settings:
     prometheus_port: int | None = None
     export_points: bool = False
     trace_children: bool = False
+    system_metrics: bool = True
+    system_metrics_interval: float = 10.0
+    ranks: str = "0"
 
     def __repr__(self) -> str:
         key = "set" if self.api_key else "unset"
@@ -174,11 +180,15 @@ class Settings:
             values["endpoint"] = values["endpoint"].rstrip("/")
         if "dir" in raw:
             values["dir"] = Path(str(raw["dir"])).expanduser()
-        for key in ("capture_environment", "export_points", "trace_children"):
+        for key in ("capture_environment", "export_points", "trace_children", "system_metrics"):
             if key in raw:
                 values[key] = _truthy(raw[key])
         if "prometheus_port" in raw:
             values["prometheus_port"] = _port(raw["prometheus_port"])
+        if "system_metrics_interval" in raw:
+            values["system_metrics_interval"] = _interval(raw["system_metrics_interval"])
+        if "ranks" in raw:
+            values["ranks"] = _ranks(raw["ranks"])
         return replace(self, **values)
 
 
@@ -190,3 +200,30 @@ def _port(value: object) -> int:
     if not 0 <= port < 65536:
         raise ConfigError(f"prometheus_port={value!r} must be a port number 0..65535")
     return port
+
+
+MIN_SYSTEM_METRICS_INTERVAL = 0.1
+"""Seconds; below it the sampler would cost more than its goal of 0.5% of a core."""
+
+
+def _interval(value: object) -> float:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = -1.0
+    if isinstance(value, bool) or not MIN_SYSTEM_METRICS_INTERVAL <= seconds < float("inf"):
+        raise ConfigError(
+            f"system_metrics_interval={value!r} must be a number of seconds of at least "
+            f"{MIN_SYSTEM_METRICS_INTERVAL}, e.g. system_metrics_interval=10"
+        )
+    return seconds
+
+
+def _ranks(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in ("0", "all"):
+        raise ConfigError(
+            f"ranks={value!r} must be '0' (only rank 0 records add_record values) or 'all' "
+            "(every rank, each point tagged with its rank)"
+        )
+    return text

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from markov_otel.otel.encoding import MetricsEncoder, Record
+from markov_otel.otel.series import SeriesTable
 from markov_otel.weather import SayOnce
 
 if TYPE_CHECKING:
@@ -45,14 +46,19 @@ class Flusher:
         interval: float,
         on_cycle: Callable[[], None],
         view: AggregatedView,
+        series: SeriesTable | None = None,
     ) -> None:
         self._buffer, self._write, self._resource = buffer, write, resource
         self._batch_size, self._max_bytes = batch_size, max_batch_bytes
         self._interval, self._on_cycle, self._view = interval, on_cycle, view
-        self._encoder = MetricsEncoder()
+        self._encoder = MetricsEncoder(series)
         self._unwritten: deque[tuple[bytes, int]] = deque()
         self._unwritten_bytes = 0
         self._wake = threading.Event()
+        # Held from taking a batch out of the buffer until the view's last step is that of the
+        # batch: a system sample appended under it (recorder._append_sample) carries the step
+        # of the last record exactly, whether that record is still buffered or already taken.
+        self.taking = threading.Lock()
         self._stopping = False
         self._deadline = math.inf  # set by stop()
         self._trouble = SayOnce(log)
@@ -115,17 +121,22 @@ class Flusher:
         written = self._write_unwritten()
         buffer = self._buffer
         while buffer and self._unwritten_bytes < MAX_UNWRITTEN_BYTES:
-            records = [buffer.popleft() for _ in range(min(len(buffer), self._batch_size))]
-            try:
-                lines = self._encode(records, self._resource())
-            except Exception:
-                buffer.extendleft(reversed(records))  # a failed encode loses nothing
-                raise
-            for line, points in lines:
-                self._keep(line, points)
-            self._keep_last(records)
+            with self.taking:
+                self._take(buffer)
             written = written and self._write_unwritten()
         return written and not buffer
+
+    def _take(self, buffer: deque[Record]) -> None:
+        """One batch out of the buffer, encoded and kept; the view's last step moves to it."""
+        records = [buffer.popleft() for _ in range(min(len(buffer), self._batch_size))]
+        try:
+            lines = self._encode(records, self._resource())
+        except Exception:
+            buffer.extendleft(reversed(records))  # a failed encode loses nothing
+            raise
+        for line, points in lines:
+            self._keep(line, points)
+        self._keep_last(records)
 
     def _encode(self, records: Sequence[Record], resource: str) -> list[tuple[str, int]]:
         """One line, or several when one would pass max_batch_bytes (a wide logger)."""

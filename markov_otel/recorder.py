@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from markov_otel import environment, process, rebuild
+from markov_otel import distributed, environment, process, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
 from markov_otel.arguments import ModelClass, model_class_value, queue_config, recorder_settings
 from markov_otel.config import RecordingMode, Settings, redact_url
@@ -36,6 +36,7 @@ from markov_otel.flusher import Flusher
 from markov_otel.otel.encoding import Record, attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
+from markov_otel.otel.series import SeriesTable
 from markov_otel.rules import (
     MAX_TEXT_BYTES,
     STEP_MAX,
@@ -48,6 +49,7 @@ from markov_otel.rules import (
 from markov_otel.sender import Sender
 from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
 from markov_otel.summary import ExperimentSummary
+from markov_otel.system_metrics import SystemSampler
 from markov_otel.transport import Target, patch_body, registration_body
 from markov_otel.values import PLAIN_TYPES, normalize_record
 from markov_otel.weather import SayOnce
@@ -72,7 +74,10 @@ class ExperimentRecorder:
     (seconds for one backend call, 10), ``sync_data_timeout`` (seconds stop() may wait, 30),
     ``max_batch_bytes`` (bytes per batch, 4 MiB),
     ``recording_id`` (resume an existing recording), ``markov_dir``, ``endpoint``, ``api_key``,
-    ``webhook_url``. ``recording_mode=None`` follows `mkv mode` / ``MARKOV_MODE`` (ONLINE if unset).
+    ``webhook_url``, ``system_metrics`` (sample host, process and GPU metrics, True),
+    ``system_metrics_interval`` (seconds, 10), ``ranks`` (in a distributed job, whose
+    add_record values are recorded: "0" or "all"). ``recording_mode=None`` follows
+    `mkv mode` / ``MARKOV_MODE`` (ONLINE if unset).
     """
 
     def __init__(
@@ -99,8 +104,16 @@ class ExperimentRecorder:
         self._hparams: dict[str, Any] = {}
         self._metadata = check_params("metadata", metadata)
         flatten_params(self._metadata)
-        self._recording_id = check_run_id(kwargs.get("recording_id") or uuid.uuid4().hex)
-        self._model_id = f"model-{uuid.uuid4().hex[:16]}"
+        # Under torchrun (RANK, WORLD_SIZE): the job's shared recording (distributed.py).
+        self._launch, shared_id = distributed.from_environment(
+            self._name, kwargs.get("recording_id"), self._settings.ranks
+        )
+        self._recording_id = check_run_id(shared_id or uuid.uuid4().hex)
+        self._model_id = (
+            distributed.model_id(self._recording_id)
+            if self._launch
+            else f"model-{uuid.uuid4().hex[:16]}"
+        )
         self._experiment_url: str | None = None
         self._summary = ExperimentSummary(on_change=self._resource_changed)
         self._alerts = AlertRules()
@@ -122,7 +135,12 @@ class ExperimentRecorder:
         self._view = AggregatedView()
         self._resource_version = 0
         self._resource_cache: tuple[int, str] = (-1, "")
-        self._spool = Spool.for_run(self._settings.dir, self._recording_id)
+        self._spool = Spool.for_run(
+            self._settings.dir, distributed.run_dir_name(self._recording_id, self._launch)
+        )
+        tag_rank = self._launch.rank if self._launch and self._launch.tag_rank else None
+        self._series = SeriesTable(tag_rank)  # keys with attributes: system samples, ranks
+        self._sampler: SystemSampler | None = None
         self._lock = threading.RLock()
         self._sender: Sender | None = None
         self._exit_status: str | None = None  # set by SIGTERM: the run was terminated
@@ -136,7 +154,10 @@ class ExperimentRecorder:
         self._trouble = SayOnce(log)
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
-        self._resume_if_existing(kwargs.get("recording_id"))
+        shared = self._recording_id if self._launch else None  # a restarted job goes on
+        self._resuming |= self._resume_if_existing(kwargs.get("recording_id") or shared)
+        if self._launch is not None and not self._launch.records_values:
+            self.add_record = self._add_record_elsewhere  # type: ignore[method-assign]
 
     # -- properties (as documented) ------------------------------------------------------------
 
@@ -151,6 +172,10 @@ class ExperimentRecorder:
             "run_dir": str(self._spool.dir),
             "api_key_set": bool(s.api_key),
             "prometheus_port": self._prometheus_port(),
+            "system_metrics": s.system_metrics,
+            "system_metrics_interval": s.system_metrics_interval,
+            "ranks": s.ranks,
+            "distributed": self._launch.describe() if self._launch else None,
             **self._queue,
         }
 
@@ -217,6 +242,12 @@ class ExperimentRecorder:
         if len(self._buffer) >= self._kick_at:
             self._kick(time_ns)
 
+    def _add_record_elsewhere(self, record: dict[str, Any], *, step: int | None = None) -> None:
+        """add_record on a rank N > 0 of a distributed job whose values rank 0 records (the
+        default, ranks="0"): nothing is kept, the recorder's state is checked all the same."""
+        if not self._running:
+            raise self._not_running()
+
     def _explicit_step(self, step: Any) -> int:
         """A given step; the default steps continue after it."""
         if type(step) is not int or not STEP_MIN <= step <= STEP_MAX:
@@ -277,7 +308,7 @@ class ExperimentRecorder:
             if self._settings.mode is RecordingMode.ONLINE:
                 self._sender = Sender(
                     self._spool,
-                    Target.markov(self._settings),
+                    distributed.markov_target(Target.markov(self._settings), self._info()),
                     self._queue,
                     self._view,
                     on_registered=self._registered,
@@ -304,9 +335,18 @@ class ExperimentRecorder:
             if self._settings.export_points and otlp_configured(self._settings):
                 self._mirror = Sender(self._spool, Target.otlp_points(self._settings), self._queue)
             self._status = "running"
-            self._telemetry = Telemetry(self._spool, self._info(), self._settings, self._view)
+            self._telemetry = Telemetry(
+                self._spool,
+                self._resource_info(),
+                self._settings,
+                self._view,
+                distributed.id_generator(self._recording_id, self._launch),
+            )
             self._view.summary = self._summary.to_dict
-            self._span = self._telemetry.tracer.start_span(f"experiment {self._name}")
+            self._spans = distributed.RunSpans(
+                self._telemetry.tracer, self._name, self._recording_id, self._launch
+            )
+            self._span = self._spans.main
             self._notifiers = _notifiers(self._settings)
             self._flusher = Flusher(
                 self._buffer,
@@ -317,17 +357,19 @@ class ExperimentRecorder:
                 interval=self._queue["batch_processing_interval"],
                 on_cycle=self._after_cycle,
                 view=self._view,
+                series=self._series,
             )
             self._started_at = time.time()
             self._save()
             self._flusher.start()
+            self._start_sampler()
             for sender in self._senders():
                 sender.start()
             self._running = True
             self._state = _State.RUNNING
             process.track(self)
             self._lifecycle("started")
-        if self._settings.capture_environment:
+        if self._settings.capture_environment and (self._launch is None or self._launch.owner):
             self._env_thread = threading.Thread(
                 target=self._capture_environment, name="markov-env", daemon=True
             )
@@ -359,8 +401,9 @@ class ExperimentRecorder:
         self._ended_at = time.time()
         self._resource_changed()
         self._lifecycle(status)
-        self._span.set_status(Status(StatusCode.OK if status == "finished" else StatusCode.ERROR))
-        self._span.end()
+        self._spans.end(Status(StatusCode.OK if status == "finished" else StatusCode.ERROR))
+        if self._sampler is not None:  # its last sample goes into the final drain
+            self._sampler.stop(deadline - time.monotonic())
         flushed = self._flusher.stop(max(0.1, deadline - time.monotonic()))
         self._spool_sync()
         closing = self._telemetry.begin_shutdown()  # the collector export, if any
@@ -472,6 +515,7 @@ class ExperimentRecorder:
         self._forked_from = parent_pid
         self._buffer.clear()
         self._sender = self._mirror = None
+        self._sampler = None  # its thread stayed in the parent
 
     def _not_running(self) -> RecorderStateError:
         if self._forked_from is not None:
@@ -497,8 +541,31 @@ class ExperimentRecorder:
     def _resource_json(self) -> str:
         version = self._resource_version
         if self._resource_cache[0] != version:
-            self._resource_cache = (version, attributes_json(experiment_attributes(self._info())))
+            attributes = experiment_attributes(self._resource_info())
+            self._resource_cache = (version, attributes_json(attributes))
         return self._resource_cache[1]
+
+    def _resource_info(self) -> Mapping[str, Any]:
+        """What batches say of the recording (a rank N > 0 leaves status & co. to rank 0)."""
+        return distributed.resource_info(self._info(), self._launch)
+
+    def _start_sampler(self) -> None:
+        if not self._settings.system_metrics:
+            return
+        self._sampler = SystemSampler(
+            self._append_sample,
+            self._series,
+            self._settings.system_metrics_interval,
+            rank=self._launch.rank if self._launch else None,
+        )
+        self._sampler.start()
+
+    def _append_sample(self, time_ns: int, values: Mapping[str, float | int]) -> None:
+        """A system sample as a record, with the step of the last record (0 before the first):
+        the newest buffered, else the last the flusher took (see Flusher.taking)."""
+        with self._flusher.taking:
+            step = self._buffer[-1][1] if self._buffer else max(self._view.last_step, 0)
+            self._buffer.append((time_ns, step, values))
 
     def _senders(self) -> list[Sender]:
         return [s for s in (self._sender, self._mirror) if s is not None]
@@ -594,6 +661,7 @@ class ExperimentRecorder:
             "points": self._view.counts["spooled"],
             "last_step": self._view.last_step,
             "last_values": {k: v for k, (v, _s) in list(self._view.last.items())},
+            **({"distributed": self._launch.describe()} if self._launch else {}),
         }
 
     def _save(self) -> None:
@@ -609,12 +677,13 @@ class ExperimentRecorder:
         else:
             self._trouble.clear("save")
 
-    def _resume_if_existing(self, recording_id: str | None) -> None:
+    def _resume_if_existing(self, recording_id: str | None) -> bool:
+        """Go on from what the run dir holds; True when it held a recording."""
         if not recording_id:
-            return
+            return False
         info = self._spool.read_recording()
         if not info:
-            return
+            return False
         self._model_id = info.get("model_id") or self._model_id
         self._hparams = {**info.get("hyper_parameters", {}), **self._hparams}
         self._summary.update(info.get("summary", {}))
@@ -627,6 +696,7 @@ class ExperimentRecorder:
         self._explicit_step(last_step)
         self._view.last_step = last_step
         self._view.counts["recorded"] = self._view.counts["spooled"] = points
+        return True
 
     def _capture_environment(self) -> None:
         try:

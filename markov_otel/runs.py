@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from markov_otel import distributed
 from markov_otel.acks import Acks, SetAside
 from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
@@ -139,7 +140,8 @@ def sync_run(
     env = read_json(spool.dir / "environment.json")
     if env:
         patch["requirements"] = env
-    sender = Sender(spool, Target.markov(settings), _SYNC_QUEUE)
+    # a rank N > 0 of a distributed job sends its lines only; rank 0's run dir owns the recording
+    sender = Sender(spool, distributed.markov_target(Target.markov(settings), info), _SYNC_QUEUE)
     deadline = None if timeout is None else time.monotonic() + timeout
     return sender.sync(
         registration,

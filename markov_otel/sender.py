@@ -66,7 +66,7 @@ class Sender:
         self._client = BackendClient(target, float(queue["register_batch_timeout"]))
         self._acks = Acks(spool, target.base, target.acks)
         writer = spool.writer_id()
-        rid = spool.dir.name
+        self._rid = rid = spool.recording_id()
         self._key_prefix = f"{rid}:{writer}:" if writer else f"{rid}:"
         self._max_body: int | None = None  # the backend's body limit, once a 413 asked for it
         self._on_registered = on_registered
@@ -108,6 +108,8 @@ class Sender:
         self._wake.set()
 
     def update_recording(self, patch: Mapping[str, Any]) -> None:
+        if not self._target.registers:  # a collector, or a rank N > 0 of a distributed job
+            return
         with self._lock:
             for key, value in patch.items():
                 if key == "alerts":
@@ -181,7 +183,7 @@ class Sender:
         log.error(
             "markov_otel: the backend refused recording %s: %s. The data stays in %s; "
             "fix the cause, then run: mkv sync %s",
-            self._spool.dir.name,
+            self._rid,
             exc,
             self._spool.dir,
             self._spool.dir.name,
@@ -202,10 +204,9 @@ class Sender:
             patch, self._patch = self._patch, {}
         if not patch:
             return
-        rid = self._spool.dir.name
         try:
             self._client.call(
-                "PATCH", f"/api/v1/recordings/{rid}", json=patch, timeout=self._timeout()
+                "PATCH", f"/api/v1/recordings/{self._rid}", json=patch, timeout=self._timeout()
             )
         except (Retry, Refused):
             self.update_recording(patch)  # keep it for the next round, merged with newer news

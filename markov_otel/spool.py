@@ -110,6 +110,12 @@ class Spool:
     def path(self, signal: str) -> Path:
         return self.dir / f"{signal}.jsonl"
 
+    def recording_id(self) -> str:
+        """The recording this run dir writes into: its name, except for the run dir of a rank
+        N > 0 of a distributed job (`<recording_id>.rank<N>`), whose recording.json says."""
+        named = self.read_recording().get("recording_id")
+        return named if valid_id(named) else self.dir.name
+
     def writer_id(self) -> str | None:
         """This run dir's writer id, part of every Idempotency-Key it sends, so that two run
         dirs adding to one recording (a second machine) never send the same key. None for a

@@ -21,6 +21,16 @@ _MARKOV_ENV = (
     "MARKOV_PROMETHEUS_PORT",
     "MARKOV_EXPORT_POINTS",
     "MARKOV_TRACE_CHILDREN",
+    "MARKOV_SYSTEM_METRICS",
+    "MARKOV_SYSTEM_METRICS_INTERVAL",
+    "MARKOV_RANKS",
+    "MARKOV_RECORDING_ID",
+    # a launcher's variables (a suite run under torchrun must not become a distributed job)
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -30,11 +40,14 @@ _MARKOV_ENV = (
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """No test reads the developer's config or writes outside tmp_path; env capture off."""
+    """No test reads the developer's config or writes outside tmp_path; env capture and system
+    metrics off (tests that count points exactly stay exact; tests/test_system_metrics.py turns
+    them on)."""
     for name in _MARKOV_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MARKOV_CONFIG", str(tmp_path / "config" / "config.json"))
     monkeypatch.setenv("MARKOV_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("MARKOV_CAPTURE_ENVIRONMENT", "0")
+    monkeypatch.setenv("MARKOV_SYSTEM_METRICS", "0")
     monkeypatch.chdir(tmp_path)
     yield tmp_path / "runs"

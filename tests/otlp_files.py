@@ -82,6 +82,38 @@ def points(run_dir: Path) -> list[WirePoint]:
     return out
 
 
+def attributed_points(run_dir: Path) -> list[dict[str, Any]]:
+    """Every point with its metric name, all its attributes and its record key (`markov.key`,
+    else the name), step, value and time: for series that carry attributes."""
+    out = []
+    for batch in metrics(run_dir):
+        for rm in batch.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for dp in metric.gauge.data_points:
+                        attrs = attributes(dp.attributes)
+                        out.append(
+                            {
+                                "name": metric.name,
+                                "key": attrs.get("markov.key", metric.name),
+                                "attributes": attrs,
+                                "step": attrs["markov.step"],
+                                "value": getattr(dp, dp.WhichOneof("value")),
+                                "time": dp.time_unix_nano,
+                            }
+                        )
+    return out
+
+
+def resources(run_dir: Path) -> list[dict[str, Any]]:
+    """The resource attributes of every metrics batch."""
+    return [
+        attributes(rm.resource.attributes)
+        for batch in metrics(run_dir)
+        for rm in batch.resource_metrics
+    ]
+
+
 def last_resource(run_dir: Path) -> dict[str, Any]:
     """Resource attributes of the last metrics batch (only that line is parsed)."""
     batch = Parse(lines(run_dir, "metrics")[-1], MetricsData())

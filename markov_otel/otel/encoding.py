@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from markov_otel import __version__
+from markov_otel.otel.series import SeriesTable
 
 Record = tuple[int, int, Mapping[str, Any]]
 """One add_record call: (time_unix_nano, step, {key: number})."""
@@ -82,9 +83,10 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
 class MetricsEncoder:
     """Turns record batches into one OTLP-JSON `MetricsData` line per batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, series: SeriesTable | None = None) -> None:
         self._key_attr: dict[str, tuple[str, str]] = {}  # key -> (name JSON, extra attribute)
         self._extras: dict[str, str] = {}  # key -> the end of its points' attribute list
+        self._series = series  # keys with attributes (system samples, rank tags); None: none
 
     def encode(self, records: Iterable[Record], resource: str) -> tuple[str, int]:
         """The line (without newline) and the number of points in it."""
@@ -118,8 +120,15 @@ class MetricsEncoder:
         cached = self._key_attr.get(key)
         if cached is None:
             name = metric_name(key)
+            series = self._series.lookup(key, name) if self._series is not None else None
             extra = "]}"
-            if name != key:
+            if series is not None:  # after markov.step: its attributes, then markov.key
+                name = series.name
+                attributes = dict(series.attributes)
+                if series.key != name:
+                    attributes["markov.key"] = series.key
+                extra = "," + attributes_json(attributes)[1:-1] + "]}" if attributes else "]}"
+            elif name != key:
                 extra = ',{"key":"markov.key","value":{"stringValue":' + json.dumps(key) + "}}]}"
             cached = self._key_attr[key] = (json.dumps(name), extra)
             self._extras[key] = extra

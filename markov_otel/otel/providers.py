@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from markov_otel import __version__
 from markov_otel.config import Settings
@@ -124,13 +125,16 @@ class Telemetry:
         info: Mapping[str, Any],
         settings: Settings,
         view: AggregatedView,
+        id_generator: IdGenerator | None = None,
     ) -> None:
         self.resource = Resource.create(experiment_attributes(info))
         self._series = series_attributes(info)
         self._view = view
         self._scrape_server: Any = None
         self.prometheus_port: int | None = None
-        self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        self.tracer_provider = TracerProvider(
+            resource=self.resource, shutdown_on_exit=False, id_generator=id_generator
+        )
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(SpoolSpanExporter(spool)))
         self.logger_provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(

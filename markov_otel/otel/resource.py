@@ -38,6 +38,12 @@ _GROUPS = {
     "hyper_parameters": "markov.hparam.",
     "summary": "markov.summary.",
 }
+_PLACE = {
+    "rank": "markov.rank",
+    "world_size": "markov.world_size",
+    "local_rank": "markov.local_rank",
+    "host": "host.name",
+}
 _KEPT = {"service.name", "markov.recording.id", "markov.status"}  # never left out
 
 
@@ -60,6 +66,11 @@ def experiment_attributes(info: Mapping[str, Any]) -> dict[str, Any]:
         for key, value in flatten_params(info.get(field) or {}).items():
             if value is not None:
                 attrs[prefix + key] = value
+    place = info.get("distributed")  # a rank of a distributed job (distributed.py)
+    if isinstance(place, Mapping):
+        for field, attr in _PLACE.items():
+            if place.get(field) is not None:
+                attrs[attr] = place[field]
     return _bounded(attrs)
 
 

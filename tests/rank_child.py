@@ -1,0 +1,38 @@
+"""One rank of a pretend distributed job, for tests/test_distributed.py: `python rank_child.py`.
+
+The test sets the launcher's variables (RANK, WORLD_SIZE, LOCAL_RANK, TORCHELASTIC_RUN_ID) and the
+recorder's (MARKOV_*). Every rank records `loss` = the step for STEPS steps, about 0.05 s apart,
+and adds its rank to the summary and its own `lr` hyperparameter (only rank 0's may reach the
+backend). With FAIL_ON_RANK=<r>, that rank raises inside `with recorder:` (its status: failed).
+Prints `recording <id>` and `dir <run dir>`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from markov_otel import ExperimentRecorder
+
+STEPS = 5
+
+
+def main() -> None:
+    rank = int(os.environ["RANK"])
+    recorder = ExperimentRecorder("ranked", hyper_parameters={"lr": 0.1 * (rank + 1)})
+    print(f"recording {recorder.recording_id}", flush=True)
+    print(f"dir {recorder.run_dir}", flush=True)
+    try:
+        with recorder:
+            for step in range(STEPS):
+                recorder.add_record({"loss": float(step)})
+                time.sleep(0.05)
+            recorder.summary.add("rank", rank)
+            if os.environ.get("FAIL_ON_RANK") == str(rank):
+                raise RuntimeError(f"rank {rank} fails on purpose")
+    except RuntimeError as exc:
+        print(f"failed: {exc}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
