@@ -91,7 +91,7 @@ def _project_section(project_id: str, recordings: list[dict[str, Any]]) -> str:
         f'<tr><td><a href="/recordings/{escape(r["recording_id"])}">'
         f"{escape(r['name'] or r['recording_id'])}</a></td><td><code>{escape(r['recording_id'])}"
         f"</code></td><td>{escape(r['status'])}</td><td>{r['points']}</td>"
-        f"<td>{escape(r['created_at'][:19])}</td></tr>"
+        f"<td>{_started(r)}</td></tr>"
         for r in recordings
     )
     link = (
@@ -101,7 +101,7 @@ def _project_section(project_id: str, recordings: list[dict[str, Any]]) -> str:
     )
     return (
         f'<section class="project"><h2>{link}</h2><table class="recordings"><tr><th>name</th>'
-        f"<th>id</th><th>status</th><th>points</th><th>created</th></tr>{rows}</table></section>"
+        f"<th>id</th><th>status</th><th>points</th><th>started</th></tr>{rows}</table></section>"
     )
 
 
@@ -140,13 +140,29 @@ def _identity(r: dict[str, Any]) -> str:
         ("model", f"{r['model_class']} {r['model_id']}".strip()),
         ("dataset", r["dataset_id"]),
         ("points", str(r["points"])),
-        ("created", r["created_at"]),
-        ("updated", r["updated_at"]),
+        ("started", _time(r["started_at"])),
+        ("ended", _time(r["ended_at"])),
+        ("uploaded", _time(r["created_at"])),
+        ("updated", _time(r["updated_at"])),
     ]
     items = "".join(f"<dt>{k}</dt><dd>{escape(v)}</dd>" for k, v in facts if v)
     notes = f'<p class="notes">{escape(r["notes"])}</p>' if r["notes"] else ""
     return (
         f'<h1>{escape(r["name"] or r["recording_id"])}</h1><dl class="identity">{items}</dl>{notes}'
+    )
+
+
+def _time(stamp: str | None) -> str:
+    """A stored ISO 8601 UTC time as `2025-05-01 05:09:00 UTC`; "" when unknown."""
+    return f"{stamp[:19].replace('T', ' ')} UTC" if stamp else ""
+
+
+def _started(r: dict[str, Any]) -> str:
+    """The run's start; a run that never said when it started shows its upload time, marked."""
+    if r["started_at"]:
+        return escape(_time(r["started_at"]))
+    return (
+        f'<span title="upload time: the run sent no start">{escape(_time(r["created_at"]))}</span>'
     )
 
 

@@ -60,6 +60,13 @@ class PostgresStore(SqlStore):
     def _cursor(self) -> Any:
         return self._connection().cursor()
 
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        sql = (
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = %s"
+        )
+        return {name for (name,) in cur.execute(sql, (table,)).fetchall()}
+
     def _insert_points(self, cur: Any, rows: Sequence[PointRow]) -> None:
         columns = "recording_id, key, step, value, value_text, time_unix_nano"
         with cur.copy(f"COPY points ({columns}) FROM STDIN") as copy:
