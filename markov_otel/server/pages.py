@@ -49,6 +49,10 @@ def with_token_cookie(handler: Handler) -> Handler:
         token = request.query_params.get("token")
         if token is None:
             return await handler(request)
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            # HTTP headers carry Latin-1 at most, and a cookie value not even that
+            body = "<p>That token cannot be a cookie: a token is printable ASCII.</p>"
+            return layout("bad token", body, 400)
         response = RedirectResponse(request.url.remove_query_params("token"), 303)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response

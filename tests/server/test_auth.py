@@ -130,3 +130,14 @@ def test_page_token_query_moves_into_a_cookie(backend: Backend) -> None:
         assert answer.status_code == 303 and answer.headers["location"].endswith("/")
         assert "httponly" in answer.headers["set-cookie"].lower()
         assert client.get("/").status_code == 200
+
+
+def test_a_page_token_that_cannot_be_a_cookie_is_400(backend: Backend) -> None:
+    """`?token=` holding a character a cookie cannot carry answers 400 (found by test_fuzz)."""
+    for token in ("\u0100", "tab\there"):
+        answer = httpx.get(
+            backend.url + "/", params={"token": token}, headers=backend.headers,
+            follow_redirects=False,
+        )  # fmt: skip
+        assert answer.status_code == 400, token
+        assert "set-cookie" not in answer.headers
