@@ -39,7 +39,7 @@ from markov_otel.server.bodies import (
 )
 from markov_otel.server.fields import resource_fields
 from markov_otel.server.gate import IngestGate
-from markov_otel.server.otlp import parse_metrics
+from markov_otel.server.otlp import Batch, parse_metrics
 from markov_otel.server.records import non_finite_text, valid_id
 from markov_otel.server.signals import parse_events
 from markov_otel.server.storage import (
@@ -138,25 +138,33 @@ def ingest_metrics(
     """Parse and store a metrics batch; return (rejected points, reasons)."""
     with refusals():
         batch = parse_metrics(body, ctype)
-        rejected, reasons = batch.rejected, batch.reasons
         resources: Resources = []
-        rows: list[PointRow] = []
-        isfinite = math.isfinite
+        owners: list[str | None] = []
         for rb in batch.resources:
             rid = rb.attributes.get(RECORDING_ATTR)
-            if not valid_id(rid):
-                rejected += len(rb.points)
-                _note(reasons, NO_RECORDING)
-                continue
-            resources.append((rid, resource_fields(rb.attributes)))
-            for k, step, value, ns in rb.points:
-                if value.__class__ is float and not isfinite(value):
-                    rows.append((rid, k, step, None, non_finite_text(value), ns))
-                else:
-                    rows.append((rid, k, step, value, None, ns))
-        del batch  # the rows hold the points now: let the parsed copy go before storing
+            owners.append(rid if valid_id(rid) else None)
+            if valid_id(rid):
+                resources.append((rid, resource_fields(rb.attributes)))
+            else:
+                _note(batch.reasons, NO_RECORDING)
+        rows = point_rows(batch, owners)
         store.ingest(batch_key(key, body), resources, points=rows, scope=grant.project_id)
-    return rejected, reasons
+    return batch.rejected, batch.reasons
+
+
+def point_rows(batch: Batch, owners: list[str | None]) -> Iterator[PointRow]:
+    """The store's rows of a batch's points, made as the store takes them (see otlp.py); the
+    points of a resource without a valid recording id are counted as rejected."""
+    isfinite = math.isfinite
+    for rb, rid in zip(batch.resources, owners, strict=True):
+        if rid is None:
+            rb.rejected += sum(1 for _ in rb.points)
+            continue
+        for k, step, value, ns in rb.points:
+            if value.__class__ is float and not isfinite(value):
+                yield rid, k, step, None, non_finite_text(value), ns
+            else:
+                yield rid, k, step, value, None, ns
 
 
 def ingest_events(

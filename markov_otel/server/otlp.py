@@ -6,10 +6,16 @@ rejected. Protobuf bodies go through `ParseFromString`. Both paths produce the s
 
 Record keys, steps and times are checked with `markov_otel.rules` (a ConfigError is the 400's
 reason); the range checks are inlined so the common point costs two comparisons, not two calls.
+
+Points are produced lazily (`ResourceBatch.points` is a generator walked once, while the batch
+is stored), so a large body is held as its parsed message only, not also as lists of Python
+tuples: a 32 MB protobuf batch would otherwise cost ~400 MB. A malformed point found on the way
+raises MalformedBody or ConfigError from inside the store's transaction, which rolls back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +57,8 @@ class ResourceBatch:
     """The points of one resource (one recording) with the resource's attributes."""
 
     attributes: dict[str, Any]
-    points: list[Point] = field(default_factory=list)
+    points: Iterator[Point] = field(default_factory=lambda: iter(()))
+    """Lazy, walked once; `rejected` counts the points it skipped once it has been walked."""
     rejected: int = 0
 
 
@@ -66,6 +73,7 @@ class Batch:
 
     @property
     def rejected(self) -> int:
+        """Points skipped so far (all of them once every resource's points were walked)."""
         return sum(r.rejected for r in self.resources)
 
 
@@ -95,18 +103,25 @@ def _parse_json(body: bytes) -> Batch:
         for rm in doc.get("resourceMetrics") or ():
             resource = rm.get("resource") or {}
             out = ResourceBatch(json_attributes(resource.get("attributes")))
-            for sm in rm.get("scopeMetrics") or ():
-                for metric in sm.get("metrics") or ():
-                    _json_metric(metric, out, batch)
+            out.points = _json_points(rm, out, batch)
             batch.resources.append(out)
-    except ConfigError:
-        raise
     except JSON_SHAPE_ERRORS as exc:
         raise MalformedBody(f"OTLP-JSON metrics: malformed structure ({exc!r})") from None
     return batch
 
 
-def _json_metric(metric: dict[str, Any], out: ResourceBatch, batch: Batch) -> None:
+def _json_points(rm: dict[str, Any], out: ResourceBatch, batch: Batch) -> Iterator[Point]:
+    try:
+        for sm in rm.get("scopeMetrics") or ():
+            for metric in sm.get("metrics") or ():
+                yield from _json_metric(metric, out, batch)
+    except ConfigError:
+        raise
+    except JSON_SHAPE_ERRORS as exc:
+        raise MalformedBody(f"OTLP-JSON metrics: malformed structure ({exc!r})") from None
+
+
+def _json_metric(metric: dict[str, Any], out: ResourceBatch, batch: Batch) -> Iterator[Point]:
     name = metric["name"]
     data = metric.get("gauge") or metric.get("sum")
     if data is None:
@@ -115,7 +130,7 @@ def _json_metric(metric: dict[str, Any], out: ResourceBatch, batch: Batch) -> No
                 out.rejected += len(metric[kind].get("dataPoints") or ())
                 _note(batch.reasons, f"{kind} metrics are not stored")
         return
-    append, keys = out.points.append, batch.keys
+    keys = batch.keys
     for dp in data.get("dataPoints") or ():
         key, step = name, None
         for kv in dp.get("attributes") or ():
@@ -134,7 +149,7 @@ def _json_metric(metric: dict[str, Any], out: ResourceBatch, batch: Batch) -> No
             check_step(step)
         if key not in keys:
             keys.add(check_key(key))
-        append((key, step, value, checked_time(int(dp.get("timeUnixNano") or 0))))
+        yield key, step, value, checked_time(int(dp.get("timeUnixNano") or 0))
 
 
 def _json_point_value(dp: dict[str, Any]) -> int | float | None:
@@ -190,14 +205,18 @@ def _parse_protobuf(body: bytes) -> Batch:
     batch = Batch([])
     for rm in request.resource_metrics:
         out = ResourceBatch(proto_attributes(rm.resource.attributes))
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                _proto_metric(metric, out, batch)
+        out.points = _proto_points(rm, out, batch)
         batch.resources.append(out)
     return batch
 
 
-def _proto_metric(metric: Any, out: ResourceBatch, batch: Batch) -> None:
+def _proto_points(rm: Any, out: ResourceBatch, batch: Batch) -> Iterator[Point]:
+    for sm in rm.scope_metrics:
+        for metric in sm.metrics:
+            yield from _proto_metric(metric, out, batch)
+
+
+def _proto_metric(metric: Any, out: ResourceBatch, batch: Batch) -> Iterator[Point]:
     kind = metric.WhichOneof("data")
     if kind not in ("gauge", "sum"):
         if kind is not None:
@@ -220,7 +239,7 @@ def _proto_metric(metric: Any, out: ResourceBatch, batch: Batch) -> None:
         if key not in keys:  # step is an int64 field already; the time is a uint64
             keys.add(check_key(key))
         value = dp.as_double if which == "as_double" else dp.as_int
-        out.points.append((key, step, value, checked_time(dp.time_unix_nano)))
+        yield key, step, value, checked_time(dp.time_unix_nano)
 
 
 def proto_attributes(attrs: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,7 +67,7 @@ class PostgresStore(SqlStore):
         )
         return {name for (name,) in cur.execute(sql, (table,)).fetchall()}
 
-    def _insert_points(self, cur: Any, rows: Sequence[PointRow]) -> None:
+    def _insert_points(self, cur: Any, rows: Iterable[PointRow]) -> None:
         columns = "recording_id, key, step, value, value_text, time_unix_nano"
         with cur.copy(f"COPY points ({columns}) FROM STDIN") as copy:
             for row in rows:

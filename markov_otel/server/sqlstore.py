@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +105,7 @@ class SqlStore:
     def _sql(self, sql: str) -> str:
         return sql
 
-    def _insert_points(self, cur: Any, rows: Sequence[PointRow]) -> None:
+    def _insert_points(self, cur: Any, rows: Iterable[PointRow]) -> None:
         cur.executemany(
             self._sql(
                 "INSERT INTO points (recording_id, key, step, value, value_text, time_unix_nano)"
@@ -272,7 +272,7 @@ class SqlStore:
         self,
         key: BatchKey | None,
         resources: Sequence[tuple[str, dict[str, Any]]],
-        points: Sequence[PointRow] = (),
+        points: Iterable[PointRow] = (),
         events: Sequence[EventRow] = (),
         scope: str | None = None,
     ) -> bool:
@@ -281,6 +281,8 @@ class SqlStore:
         `resources` are (recording id, checked resource fields). Unknown recordings are created
         from their fields; one outside `scope` raises Forbidden, a key already stored in one of
         the batch's recordings with another digest raises KeyReused; both store nothing.
+        `points` may be a generator: it is walked once, after those checks (an exception it
+        raises rolls the batch back), and not at all for a replay.
         """
         with self._tx() as cur:
             first: dict[str, dict[str, Any]] = {}
@@ -297,9 +299,10 @@ class SqlStore:
                 sql = "INSERT INTO batch_keys (recording_id, key, digest, created_at)"
                 rows = [(rid, key.key, key.digest, now()) for rid in sorted(first)]
                 cur.executemany(self._sql(sql + " VALUES (?, ?, ?, ?)"), rows)
-            if points:
-                self._insert_points(cur, points)
-                self._count_points(cur, points)
+            counts: dict[tuple[str, str], int] = {}
+            self._insert_points(cur, _counted(points, counts))
+            if counts:
+                self._count_points(cur, counts)
             if events:
                 sql = "INSERT INTO events (recording_id, signal, name, time_unix_nano, attributes)"
                 event_rows = [(r, s, n, t, json.dumps(a)) for r, s, n, t, a in events]
@@ -339,10 +342,8 @@ class SqlStore:
                 changes[name] = fields[name]
         self._update(cur, current, changes)
 
-    def _count_points(self, cur: Any, points: Sequence[PointRow]) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for row in points:
-            counts[row[0], row[1]] = counts.get((row[0], row[1]), 0) + 1
+    def _count_points(self, cur: Any, counts: dict[tuple[str, str], int]) -> None:
+        """Record the series (recording, key) seen and add to each recording's point count."""
         per_recording: dict[str, int] = {}
         for (rid, _), n in counts.items():
             per_recording[rid] = per_recording.get(rid, 0) + n
@@ -351,6 +352,14 @@ class SqlStore:
         sql = "UPDATE recordings SET points = points + ?, updated_at = ? WHERE recording_id = ?"
         stamp = now()
         cur.executemany(self._sql(sql), [(n, stamp, rid) for rid, n in per_recording.items()])
+
+
+def _counted(rows: Iterable[PointRow], counts: dict[tuple[str, str], int]) -> Iterator[PointRow]:
+    """`rows`, counting them per (recording id, key) on the way through."""
+    get = counts.get
+    for row in rows:
+        counts[row[0], row[1]] = get((row[0], row[1]), 0) + 1
+        yield row
 
 
 def _row_to_recording(row: Sequence[Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ readers never block the writer and a crash loses at most the last commits, never
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,7 +58,7 @@ class Store(Protocol):
         self,
         key: BatchKey | None,
         resources: Sequence[tuple[str, dict[str, Any]]],
-        points: Sequence[PointRow] = (),
+        points: Iterable[PointRow] = (),
         events: Sequence[EventRow] = (),
         scope: str | None = None,
     ) -> bool: ...
