@@ -35,6 +35,7 @@ __all__ = [
     "patch_fields",
     "registration_fields",
     "resource_fields",
+    "text",
 ]
 
 _TEXT_LIMITS = {"notes": MAX_TEXT_BYTES}

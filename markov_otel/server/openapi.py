@@ -290,7 +290,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "what this server accepts: body size, text sizes, parameter "
                     "size and depth, Idempotency-Key length",
-                    "responses": {"200": _json(_ref("Limits"), "the limits")},
+                    "responses": {"200": _json(_ref("Limits"), "the limits"), **_errors()},
                 }
             },
             "/v1/metrics": {"post": _otlp("metrics")},
