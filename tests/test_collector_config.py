@@ -353,9 +353,9 @@ def test_collector_otlp_receiver_ports() -> None:
     protocols = collector()["receivers"]["otlp"]["protocols"]
     assert endpoint_port(protocols["grpc"]["endpoint"]) == OTLP_GRPC_PORT
     assert endpoint_port(protocols["http"]["endpoint"]) == OTLP_HTTP_PORT
-    ports = compose()["services"]["collector"]["ports"]
+    ports = [(host, inside) for _, host, inside in published(REQUIRED)["collector"]]
     for port in (OTLP_GRPC_PORT, OTLP_HTTP_PORT):
-        assert f"{port}:{port}" in ports, ports
+        assert (str(port), str(port)) in ports, ports
 
 
 def test_prometheus_exporter_port_and_labels() -> None:
@@ -397,7 +397,7 @@ def test_markov_backend_port_agrees_everywhere() -> None:
     assert cmd[:2] == ["mkv", "serve"] and cmd[cmd.index("--port") + 1] == str(port)
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     assert cmd[cmd.index("--db") + 1].startswith("postgresql://")
-    assert f"{port}:{port}" in svc["ports"]
+    assert [(h, c) for _, h, c in published(REQUIRED)["markov"]] == [(str(port), str(port))]
     assert re.search(rf"^EXPOSE {port}$", DOCKERFILE.read_text(encoding="utf-8"), re.M)
     exporter = collector()["exporters"]["otlphttp/markov"]
     assert exporter["endpoint"] == f"http://markov:{port}"
@@ -583,6 +583,7 @@ def test_user_doc_names_the_settings_the_code_reads() -> None:
     known = set(re.findall(r'"(MARKOV_[A-Z_]+)"', source))
     known |= {"MARKOV_API_KEY", "MARKOV_ENDPOINT", "MARKOV_DIR", "MARKOV_SERVER_TOKENS"}
     known |= {"MARKOV_PROMETHEUS_ADDR"}  # read where the scrape endpoint starts (otel/providers.py)
+    known |= set(re.findall(r"\$\{(MARKOV_[A-Z_]+)", COMPOSE.read_text(encoding="utf-8")))
     mentioned = set(re.findall(r"\bMARKOV_[A-Z_]+\b", text))
     assert mentioned and mentioned <= known, mentioned - known
     for port in (OTLP_GRPC_PORT, OTLP_HTTP_PORT, COLLECTOR_PROMETHEUS_PORT, backend_port()):
@@ -590,3 +591,140 @@ def test_user_doc_names_the_settings_the_code_reads() -> None:
     assert (
         "protocol.md" in text and "otlpjsonfile" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text
     )
+
+
+# --- safe defaults: no default secret, loopback ports, no anonymous Grafana ---------------------
+
+REQUIRED = {"MARKOV_API_KEY": "k-" + "7" * 30, "GRAFANA_ADMIN_PASSWORD": "g-" + "5" * 20}
+
+
+class ComposeRefused(Exception):
+    """What `docker compose` says when a `${VAR:?message}` variable is not set."""
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation: `$$`, `$VAR`, `${VAR}`, `${VAR:-default}`,
+    `${VAR-default}`, `${VAR:?error}`, `${VAR?error}`, defaults themselves interpolated."""
+    out, i = [], 0
+    while i < len(text):
+        bare = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)", text[i:])
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            end = _closing_brace(text, i + 2)
+            out.append(_substitute(text[i + 2 : end], env))
+            i = end + 1
+        elif bare:
+            out.append(env.get(bare.group(1), ""))
+            i += bare.end()
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """The index of the `}` that closes a `${` whose body starts at `start` (nesting counted)."""
+    depth = 1
+    for j in range(start, len(text)):
+        if text.startswith("${", j):
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise AssertionError(f"unclosed ${{ at {start}")
+
+
+def _substitute(inner: str, env: dict[str, str]) -> str:
+    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])(.*))?", inner, re.S)
+    assert m, f"not a compose variable: ${{{inner}}}"
+    name, op, rest = m.group(1), m.group(2), m.group(3) or ""
+    value = env.get(name)
+    unset = value is None or (op is not None and op.startswith(":") and value == "")
+    if op in (":-", "-") and unset:
+        return interpolate(rest, env)
+    if op in (":?", "?") and unset:
+        raise ComposeRefused(f"required variable {name} is missing a value: {rest}")
+    return value or ""
+
+
+def resolved_compose(env: dict[str, str]) -> dict[str, Any]:
+    return yaml.safe_load(interpolate(COMPOSE.read_text(encoding="utf-8"), env))
+
+
+def published(env: dict[str, str]) -> dict[str, list[tuple[str, str, str]]]:
+    """service -> [(host ip, host port, container port)] of every published port."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for name, svc in resolved_compose(env)["services"].items():
+        for entry in svc.get("ports", []):
+            parts = str(entry).split(":")
+            assert len(parts) == 3, f"{name} publishes {entry!r} without a host address"
+            out.setdefault(name, []).append((parts[0], parts[1], parts[2]))
+    return out
+
+
+def test_the_interpolation_helper_follows_compose() -> None:
+    """Control for the tests below: defaults, required variables and nesting resolve as in
+    compose."""
+    env = {"A": "a", "EMPTY": ""}
+    assert interpolate("${A} $A ${B:-x} ${EMPTY:-d} ${EMPTY-d} $$A", env) == "a a x d  $A"
+    assert interpolate("${B:-${A:-z}}", env) == "a"
+    with pytest.raises(ComposeRefused, match="B"):
+        interpolate("${B:?set B}", env)
+    with pytest.raises(ComposeRefused, match="EMPTY"):
+        interpolate("${EMPTY:?set it}", env)
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
+    """Without MARKOV_API_KEY or GRAFANA_ADMIN_PASSWORD compose stops, naming the variable."""
+    env = {k: v for k, v in REQUIRED.items() if k != missing}
+    with pytest.raises(ComposeRefused, match=missing):
+        resolved_compose(env)
+    with pytest.raises(ComposeRefused, match=missing):
+        resolved_compose({**env, missing: ""})
+    resolved_compose(REQUIRED)  # with both, it resolves
+
+
+def test_no_well_known_secret_anywhere_in_the_stack() -> None:
+    """No fallback token or password: every secret the services get is the one the user set."""
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "markov-dev-token" not in text
+    services = resolved_compose(REQUIRED)["services"]
+    key = REQUIRED["MARKOV_API_KEY"]
+    assert services["collector"]["environment"]["MARKOV_API_KEY"] == key
+    assert services["grafana"]["environment"]["MARKOV_API_KEY"] == key
+    assert services["markov"]["environment"]["MARKOV_SERVER_TOKENS"] == key
+    own = resolved_compose({**REQUIRED, "MARKOV_SERVER_TOKENS": "t1,t2:proj"})
+    assert own["services"]["markov"]["environment"]["MARKOV_SERVER_TOKENS"] == "t1,t2:proj"
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == REQUIRED["GRAFANA_ADMIN_PASSWORD"]
+
+
+def test_published_ports_are_on_loopback_unless_the_user_says_otherwise() -> None:
+    """Every published port binds 127.0.0.1; MARKOV_BIND_ADDRESS=0.0.0.0 opens them all."""
+    ports = published(REQUIRED)
+    assert {"collector", "prometheus", "jaeger", "grafana", "markov"} <= set(ports)
+    assert "postgres" not in ports  # reachable only inside the compose network
+    assert {ip for entries in ports.values() for ip, _, _ in entries} == {"127.0.0.1"}
+    opened = published({**REQUIRED, "MARKOV_BIND_ADDRESS": "0.0.0.0"})
+    assert {ip for entries in opened.values() for ip, _, _ in entries} == {"0.0.0.0"}
+    assert sum(map(len, opened.values())) == sum(map(len, ports.values()))
+
+
+def test_grafana_has_no_anonymous_access() -> None:
+    """Grafana asks for a login: anonymous access and sign-up are off."""
+    env = resolved_compose(REQUIRED)["services"]["grafana"]["environment"]
+    assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert str(env.get("GF_USERS_ALLOW_SIGN_UP", "false")).lower() == "false"
+
+
+def test_stack_docs_say_how_to_start_it_safely() -> None:
+    """docs/opentelemetry.md starts the stack with both secrets and names the bind variable."""
+    text = OTEL_DOC.read_text(encoding="utf-8")
+    for name in (*REQUIRED, "MARKOV_BIND_ADDRESS"):
+        assert name in text, name
+    assert "anonymous viewer" not in text

@@ -1,7 +1,8 @@
 """Security: the API key never leaks, the backend lets nobody in, ids stay in, TLS is verified.
 
 Token scoping (decided in server/auth.py, documented in server/README.md): a token `T:PROJECT`
-reads and writes only PROJECT's recordings (403 on others, lists filtered); a plain token sees all.
+reads and writes only PROJECT's recordings (others read as missing, 404; writes to them 403;
+lists filtered); a plain token sees all.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def test_every_route_in_the_spec_and_the_app_is_401_without_the_token(
 
 
 def test_a_project_scoped_token_cannot_touch_another_project(tmp_path: Path) -> None:
-    """TOKEN:projA gets 403 on every route of a projB recording, never sees it, cannot hijack it."""
+    """TOKEN:projA gets 404 on every route of a projB recording, never sees it, cannot hijack it."""
     server = Backend(tmp_path / "scoped", token="admin", extra_args=["--token", "team-a:projA"])
     try:
         scoped = {"Authorization": "Bearer team-a"}
@@ -190,7 +191,7 @@ def test_a_project_scoped_token_cannot_touch_another_project(tmp_path: Path) -> 
             answer = httpx.request(
                 method, server.url + path, content=b'{"notes": "mine now"}', headers=scoped
             )
-            assert answer.status_code == 403, (method, path, answer.status_code)
+            assert answer.status_code == 404, (method, path, answer.status_code)
         hijack = {"recording_id": theirs, "project_id": "projA", "name": "mine now"}
         answer = httpx.post(server.url + "/api/v1/recordings", json=hijack, headers=scoped)
         assert answer.status_code == 403

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from markov_otel.errors import MarkovError
-from markov_otel.server.app import DEFAULT_MAX_BODY_BYTES
+from markov_otel.server.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT_INGEST
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--public-url", help="base of experiment_url (default: the request's)")
+    parser.add_argument(
+        "--max-concurrent-ingest",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_INGEST,
+        help="request bodies read, parsed and stored at once; more get 503 + Retry-After "
+        f"(default {DEFAULT_MAX_CONCURRENT_INGEST})",
+    )
     return parser
 
 
@@ -48,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_body_bytes=args.max_body_bytes,
             port_file=args.port_file,
             public_url=args.public_url,
+            max_concurrent_ingest=args.max_concurrent_ingest,
         )
     except MarkovError as exc:
         print(f"markov server: {exc}", file=sys.stderr)

@@ -20,6 +20,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from markov_otel.errors import ConfigError
+from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
 from markov_otel.server.api import api_routes, json_response
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
 from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
@@ -31,15 +33,14 @@ from markov_otel.server.browser_auth import (
     login_routes,
     wants_login_form,
 )
+from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST, IngestGate
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.openapi import openapi_document
 from markov_otel.server.pages import page_routes
 from markov_otel.server.series import series_routes
 from markov_otel.server.storage import Store, StoreRefused, open_store
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
-
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONCURRENT_INGEST", "create_app"]
 STATIC_DIR = Path(__file__).parent / "static"
 _PUBLIC = ("/healthz", "/openapi.json", LOGIN_PATH)
 
@@ -50,8 +51,14 @@ def create_app(
     tokens: list[str],
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
+    max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
 ) -> Starlette:
-    """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`."""
+    """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`.
+
+    At most `max_concurrent_ingest` request bodies are read, parsed and stored at once; past
+    that a request gets 503 with Retry-After (see gate.py).
+    """
+    gate = IngestGate(max_concurrent_ingest)
     store = open_store(db)
 
     @contextlib.asynccontextmanager
@@ -61,10 +68,11 @@ def create_app(
 
     table = TokenTable(tokens)
     app = Starlette(
-        routes=[*routes(store, max_body_bytes, public_url), *login_routes(table)],
+        routes=[*routes(store, max_body_bytes, public_url, gate), *login_routes(table)],
         exception_handlers={
             ApiError: api_error,
-            StoreRefused: store_refused,
+            ConfigError: refused,
+            StoreRefused: refused,
             HTTPException: http_error,
         },
         lifespan=lifespan,
@@ -74,17 +82,19 @@ def create_app(
     return app
 
 
-def routes(store: Store, limit: int, public_url: str | None) -> list[Route | Mount]:
+def routes(
+    store: Store, limit: int, public_url: str | None, gate: IngestGate
+) -> list[Route | Mount]:
     """Every route of the backend."""
     ingest = [
-        Route(f"/v1/{signal}", ingest_endpoint(signal, store, limit), methods=["POST"])
+        Route(f"/v1/{signal}", ingest_endpoint(signal, store, limit, gate), methods=["POST"])
         for signal in ("metrics", "traces", "logs")
     ]
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *ingest,
-        *api_routes(store, limit, public_url),
+        *api_routes(store, limit, public_url, gate),
         *series_routes(store),
         *page_routes(store),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -102,12 +112,14 @@ async def openapi(request: Request) -> Response:
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     response = json_response({"error": exc.reason}, exc.status)
+    response.headers.update(exc.headers)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
 
-async def store_refused(request: Request, exc: Exception) -> Response:
+async def refused(request: Request, exc: Exception) -> Response:
+    """A value the rules (ConfigError) or the database (StoreRefused) refuse: 400, its reason."""
     return json_response({"error": str(exc)}, 400)
 
 

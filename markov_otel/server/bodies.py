@@ -1,7 +1,9 @@
-"""Request bodies: size limit (413), gzip, content types, JSON objects; `ApiError` for refusals.
+"""Request bodies: size limit (413), gzip, content types, JSON; `ApiError` for refusals.
 
 A body is counted while it streams in, and a gzip body is inflated with the same limit, so neither
-a large upload nor a small gzip bomb can take the server's memory.
+a large upload nor a small gzip bomb can take the server's memory. Every JSON body, REST or OTLP,
+is decoded by `parse_json`, the one place that turns a body nested past the interpreter's
+recursion limit into a 400.
 """
 
 from __future__ import annotations
@@ -12,19 +14,46 @@ from typing import Any
 
 from starlette.requests import Request
 
-__all__ = ["JSON", "PROTOBUF", "ApiError", "json_object", "otlp_content_type", "read_body"]
+__all__ = [
+    "JSON",
+    "PROTOBUF",
+    "ApiError",
+    "MalformedBody",
+    "json_document",
+    "json_object",
+    "otlp_content_type",
+    "parse_json",
+    "read_body",
+]
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
 
 
 class ApiError(Exception):
-    """A refusal with its HTTP status and the reason sent back to the client."""
+    """A refusal with its HTTP status, the reason sent back to the client, and extra headers."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or {}
+
+
+class MalformedBody(ValueError):
+    """The body is not what the route takes; the message is the reason sent back with the 400."""
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    """`json.loads(body)`, or MalformedBody saying why not (also for nesting too deep to parse)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedBody(
+            f"{what}: body is nested too deeply to parse; nest JSON at most a few dozen levels"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"{what}: body is not JSON ({exc})") from exc
 
 
 def otlp_content_type(request: Request) -> str:
@@ -42,12 +71,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, inflated if gzip; 413 past `limit` bytes (before or after inflating)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"body of {length} bytes is larger than the limit of {limit} bytes")
+        raise ApiError(413, f"body of {length} bytes is larger than {_limit_named(limit)}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"body is larger than the limit of {limit} bytes")
+            raise ApiError(413, f"body is larger than {_limit_named(limit)}")
         chunks.append(chunk)
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -66,19 +95,31 @@ def gunzip(body: bytes, limit: int) -> bytes:
     except zlib.error as exc:
         raise ApiError(400, f"body is not valid gzip ({exc})") from exc
     if len(out) > limit or inflater.unconsumed_tail:
-        raise ApiError(413, f"gzip body inflates past the limit of {limit} bytes")
+        raise ApiError(413, f"gzip body inflates past {_limit_named(limit)}")
     if not inflater.eof:
         raise ApiError(400, "gzip body is truncated")
     return out
+
+
+def _limit_named(limit: int) -> str:
+    return (
+        f"the limit of {limit} bytes (max_body_bytes, see GET /api/v1/limits; "
+        "the server's --max-body-bytes)"
+    )
+
+
+def json_document(body: bytes, what: str) -> dict[str, Any]:
+    """A body that must be a JSON object; MalformedBody with the reason otherwise."""
+    doc = parse_json(body, what)
+    if not isinstance(doc, dict):
+        raise MalformedBody(f"{what}: body must be a JSON object, got {type(doc).__name__}")
+    return doc
 
 
 async def json_object(request: Request, limit: int) -> dict[str, Any]:
     """A JSON object body (REST routes); 400 with the reason when it is anything else."""
     body = await read_body(request, limit)
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"body is not JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise ApiError(400, f"body must be a JSON object, got {type(doc).__name__}")
-    return doc
+        return json_document(body, f"{request.method} {request.url.path}")
+    except MalformedBody as exc:
+        raise ApiError(400, str(exc)) from None

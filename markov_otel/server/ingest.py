@@ -1,15 +1,21 @@
 """OTLP/HTTP ingest: `POST /v1/metrics`, `/v1/traces`, `/v1/logs`, answered in the same encoding.
 
 Points attach to the recording named by the resource attribute `markov.recording.id` (registered
-from the resource when unknown). A batch with an `Idempotency-Key` is stored with its key in one
-transaction; a repeated key answers 200 and stores nothing. Points that cannot be stored (no
-recording id, no `markov.step`, histograms) are reported in `partialSuccess`, as OTLP says.
+from the resource when unknown). Everything that reaches storage follows `markov_otel.rules`; a
+value they refuse is a 400 with their message. A batch with an `Idempotency-Key` is stored with
+its key, scoped to the batch's recordings, and the SHA-256 of its decoded body, in one
+transaction: the same key and body again answers 200 and stores nothing, the same key with
+another body 422. Points that cannot be stored (no recording id, no `markov.step`, histograms)
+are reported in `partialSuccess`, as OTLP says.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from google.rpc.status_pb2 import Status
@@ -20,14 +26,33 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from markov_otel.errors import ConfigError
+from markov_otel.rules import MAX_IDEMPOTENCY_KEY
 from markov_otel.server.auth import Grant
-from markov_otel.server.bodies import JSON, PROTOBUF, ApiError, otlp_content_type, read_body
-from markov_otel.server.otlp import MalformedBody, parse_metrics
+from markov_otel.server.bodies import (
+    JSON,
+    PROTOBUF,
+    ApiError,
+    MalformedBody,
+    otlp_content_type,
+    read_body,
+)
+from markov_otel.server.fields import resource_fields
+from markov_otel.server.gate import IngestGate
+from markov_otel.server.otlp import Batch, parse_metrics
 from markov_otel.server.records import non_finite_text, valid_id
 from markov_otel.server.signals import parse_events
-from markov_otel.server.storage import EventRow, PointRow, Store, StoreRefused
+from markov_otel.server.storage import (
+    BatchKey,
+    EventRow,
+    Forbidden,
+    KeyReused,
+    PointRow,
+    Store,
+    StoreRefused,
+)
 
-__all__ = ["ingest_endpoint"]
+__all__ = ["error_response", "ingest_endpoint"]
 
 RECORDING_ATTR = "markov.recording.id"
 NO_RECORDING = f"resources need a valid {RECORDING_ATTR} attribute"
@@ -53,23 +78,26 @@ _RESPONSES: dict[str, tuple[Any, Any, str, str]] = {
     ),
 }
 # HTTP status -> google.rpc.Code for the error body
-_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3}
+_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 422: 9, 503: 14}
+
+Resources = list[tuple[str, dict[str, Any]]]
 
 
-def ingest_endpoint(signal: str, store: Store, limit: int) -> Any:
+def ingest_endpoint(signal: str, store: Store, limit: int, gate: IngestGate) -> Any:
     """The Starlette endpoint for one OTLP signal."""
+    work = ingest_metrics if signal == "metrics" else ingest_events
 
     async def endpoint(request: Request) -> Response:
         ctype = JSON
         try:
             ctype = otlp_content_type(request)
-            body = await read_body(request, limit)
             key = idempotency_key(request)
             grant: Grant = request.state.grant
-            work = ingest_metrics if signal == "metrics" else ingest_events
-            rejected, reasons = await run_in_threadpool(
-                work, store, grant, signal, body, ctype, key
-            )
+            async with gate.slot():
+                body = await read_body(request, limit)
+                rejected, reasons = await run_in_threadpool(
+                    work, store, grant, signal, body, ctype, key
+                )
         except ApiError as exc:
             return error_response(exc, ctype)
         return export_response(signal, ctype, rejected, reasons)
@@ -78,87 +106,91 @@ def ingest_endpoint(signal: str, store: Store, limit: int) -> Any:
 
 
 def idempotency_key(request: Request) -> str | None:
-    """The Idempotency-Key header, if any; 400 when it is blank or unreasonably long."""
+    """The Idempotency-Key header, if any; 400 when it is blank or longer than the rule."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not key.strip() or len(key) > 512:
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(
-            400, "Idempotency-Key must be 1-512 characters, e.g. <recording_id>:metrics:7"
+            400,
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters, "
+            "e.g. <recording_id>:<writer_id>:metrics:7",
         )
     return key
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Turn what parsing, the rules and the store refuse into the HTTP answer for it."""
+    try:
+        yield
+    except (MalformedBody, ConfigError, StoreRefused) as exc:
+        raise ApiError(400, str(exc)) from None
+    except Forbidden as exc:
+        raise ApiError(403, str(exc)) from None
+    except KeyReused as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 def ingest_metrics(
     store: Store, grant: Grant, signal: str, body: bytes, ctype: str, key: str | None
 ) -> tuple[int, list[str]]:
     """Parse and store a metrics batch; return (rejected points, reasons)."""
-    try:
+    with refusals():
         batch = parse_metrics(body, ctype)
-    except MalformedBody as exc:
-        raise ApiError(400, str(exc)) from exc
-    rejected, reasons = batch.rejected, batch.reasons
-    resources: list[tuple[str, dict[str, Any]]] = []
-    rows: list[PointRow] = []
+        resources: Resources = []
+        owners: list[str | None] = []
+        for rb in batch.resources:
+            rid = rb.attributes.get(RECORDING_ATTR)
+            owners.append(rid if valid_id(rid) else None)
+            if valid_id(rid):
+                resources.append((rid, resource_fields(rb.attributes)))
+            else:
+                _note(batch.reasons, NO_RECORDING)
+        rows = point_rows(batch, owners)
+        store.ingest(batch_key(key, body), resources, points=rows, scope=grant.project_id)
+    return batch.rejected, batch.reasons
+
+
+def point_rows(batch: Batch, owners: list[str | None]) -> Iterator[PointRow]:
+    """The store's rows of a batch's points, made as the store takes them (see otlp.py); the
+    points of a resource without a valid recording id are counted as rejected."""
     isfinite = math.isfinite
-    for rb in batch.resources:
-        rid = rb.attributes.get(RECORDING_ATTR)
-        if not valid_id(rid):
-            rejected += len(rb.points)
-            _note(reasons, NO_RECORDING)
+    for rb, rid in zip(batch.resources, owners, strict=True):
+        if rid is None:
+            rb.rejected += sum(1 for _ in rb.points)
             continue
-        resources.append((rid, rb.attributes))
         for k, step, value, ns in rb.points:
             if value.__class__ is float and not isfinite(value):
-                rows.append((rid, k, step, None, non_finite_text(value), ns))
+                yield rid, k, step, None, non_finite_text(value), ns
             else:
-                rows.append((rid, k, step, value, None, ns))
-    check_projects(store, grant, resources)
-    store_batch(store, key, resources, points=rows)
-    return rejected, reasons
+                yield rid, k, step, value, None, ns
 
 
 def ingest_events(
     store: Store, grant: Grant, signal: str, body: bytes, ctype: str, key: str | None
 ) -> tuple[int, list[str]]:
     """Parse and store a traces or logs batch; return (rejected spans/records, reasons)."""
-    try:
+    with refusals():
         batch = parse_events(signal, body, ctype)
-    except MalformedBody as exc:
-        raise ApiError(400, str(exc)) from exc
-    rejected, reasons = 0, list[str]()
-    resources: list[tuple[str, dict[str, Any]]] = []
-    rows: list[EventRow] = []
-    for attrs, events in batch:
-        rid = attrs.get(RECORDING_ATTR)
-        if not valid_id(rid):
-            rejected += len(events)
-            _note(reasons, NO_RECORDING)
-            continue
-        resources.append((rid, attrs))
-        rows.extend((rid, signal, name, ns, event_attrs) for name, ns, event_attrs in events)
-    check_projects(store, grant, resources)
-    store_batch(store, key, resources, events=rows)
+        rejected, reasons = 0, list[str]()
+        resources: Resources = []
+        rows: list[EventRow] = []
+        for attrs, events in batch:
+            rid = attrs.get(RECORDING_ATTR)
+            if not valid_id(rid):
+                rejected += len(events)
+                _note(reasons, NO_RECORDING)
+                continue
+            resources.append((rid, resource_fields(attrs)))
+            rows.extend((rid, signal, name, ns, event_attrs) for name, ns, event_attrs in events)
+        store.ingest(batch_key(key, body), resources, events=rows, scope=grant.project_id)
     return rejected, reasons
 
 
-def store_batch(store: Store, key: str | None, *args: Any, **kwargs: Any) -> None:
-    """`store.ingest`, with a value the database cannot hold turned into a 400."""
-    try:
-        store.ingest(key, *args, **kwargs)
-    except StoreRefused as exc:
-        raise ApiError(400, str(exc)) from exc
-
-
-def check_projects(store: Store, grant: Grant, resources: list[tuple[str, dict[str, Any]]]) -> None:
-    """403 when a scoped token writes to a recording of another project."""
-    if grant.project_id is None:
-        return
-    known = store.projects_of([rid for rid, _ in resources])
-    for rid, attrs in resources:
-        project = known.get(rid, attrs.get("markov.project.id"))
-        if not grant.allows(None if project is None else str(project)):
-            raise ApiError(403, f"this token may not write recording {rid!r} of another project")
+def batch_key(key: str | None, body: bytes) -> BatchKey | None:
+    """The key with the SHA-256 of the decoded (inflated) body it names."""
+    return None if key is None else BatchKey(key, hashlib.sha256(body).hexdigest())
 
 
 def export_response(signal: str, ctype: str, rejected: int, reasons: list[str]) -> Response:
@@ -180,7 +212,9 @@ def export_response(signal: str, ctype: str, rejected: int, reasons: list[str]) 
 def error_response(exc: ApiError, ctype: str) -> Response:
     """A refusal as a google.rpc.Status, in the request's encoding (OTLP/HTTP's error body)."""
     code = _RPC_CODES.get(exc.status, 2)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if ctype == PROTOBUF:
         body = Status(code=code, message=exc.reason).SerializeToString()
         return Response(body, exc.status, headers=headers, media_type=PROTOBUF)

@@ -1,9 +1,14 @@
-"""The OpenAPI 3.0 document served at /openapi.json, written by hand to match protocol.md."""
+"""The OpenAPI 3.0 document served at /openapi.json, written by hand to match protocol.md.
+
+Sizes follow `markov_otel.rules` (in UTF-8 bytes there; `maxLength` here counts characters, so
+it is the byte limit, an upper bound). Nesting depth (rules.MAX_DEPTH) is stated in descriptions.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from markov_otel import rules
 from markov_otel.server.records import ID_PATTERN
 
 __all__ = ["openapi_document"]
@@ -11,8 +16,26 @@ __all__ = ["openapi_document"]
 _STR = {"type": "string"}
 _OBJ = {"type": "object", "additionalProperties": True}
 # Strings the backend stores as columns: no NUL (PostgreSQL text cannot hold it); null means "".
-_TEXT = {"type": "string", "pattern": "^[^\\x00]*$", "nullable": True}
+_TEXT = {
+    "type": "string",
+    "pattern": "^[^\\x00]*$",
+    "maxLength": rules.MAX_NAME_BYTES,
+    "nullable": True,
+}
+_LONG_TEXT = {**_TEXT, "maxLength": rules.MAX_TEXT_BYTES}
+_PARAMS_NOTE = (
+    f"at most {rules.MAX_DEPTH} levels deep and {rules.MAX_PARAMS_BYTES} bytes as JSON; "
+    "stored and read back flat, nested keys joined with '.'"
+)
 _NULLABLE_OBJ = {**_OBJ, "nullable": True}
+_PARAMS = {**_NULLABLE_OBJ, "description": _PARAMS_NOTE}
+_TIME = {
+    "type": "string",
+    "format": "date-time",
+    "nullable": True,
+    "description": "ISO 8601 with a zone, e.g. 2025-05-01T05:09:00Z; read back as UTC",
+}
+_STORED_TIME = {"type": "string", "nullable": True}
 _VALUE = {
     "oneOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]
 }
@@ -31,10 +54,13 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["recording_id"],
         "properties": {
             "recording_id": {"type": "string", "pattern": ID_PATTERN},
-            **{f: _TEXT for f in ("name", "project_id", "notes", "dataset_id", "model_class")},
+            **{f: _TEXT for f in ("name", "project_id", "dataset_id", "model_class")},
+            "notes": _LONG_TEXT,
             "model_id": _TEXT,
-            "metadata": _NULLABLE_OBJ,
-            "hyper_parameters": _NULLABLE_OBJ,
+            "metadata": _PARAMS,
+            "hyper_parameters": _PARAMS,
+            "started_at": _TIME,
+            "ended_at": _TIME,
         },
     },
     "Alert": {
@@ -54,12 +80,18 @@ _SCHEMAS: dict[str, Any] = {
     "Patch": {
         "type": "object",
         "properties": {
-            "hyper_parameters": _NULLABLE_OBJ,
-            "summary": _NULLABLE_OBJ,
-            "metadata": _NULLABLE_OBJ,
-            "status": _TEXT,
-            "notes": _TEXT,
+            "hyper_parameters": _PARAMS,
+            "summary": _PARAMS,
+            "metadata": _PARAMS,
+            "status": {
+                **_TEXT,
+                "description": "set as given: an explicit PATCH may move a finished recording "
+                "back to running (a resume); a batch's resource status never does",
+            },
+            "notes": _LONG_TEXT,
             "requirements": _NULLABLE_OBJ,
+            "started_at": _TIME,
+            "ended_at": _TIME,
             "alerts": {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/Alert"},
@@ -82,7 +114,28 @@ _SCHEMAS: dict[str, Any] = {
             "points": {"type": "integer"},
             "created_at": _STR,
             "updated_at": _STR,
+            "started_at": _STORED_TIME,
+            "ended_at": _STORED_TIME,
             "experiment_url": _STR,
+        },
+    },
+    "Limits": {
+        "type": "object",
+        "required": [
+            "max_body_bytes",
+            "max_name_bytes",
+            "max_text_bytes",
+            "max_params_bytes",
+            "max_depth",
+            "max_idempotency_key",
+        ],
+        "properties": {
+            "max_body_bytes": {"type": "integer"},
+            "max_name_bytes": {"type": "integer"},
+            "max_text_bytes": {"type": "integer"},
+            "max_params_bytes": {"type": "integer"},
+            "max_depth": {"type": "integer"},
+            "max_idempotency_key": {"type": "integer"},
         },
     },
     "Record": {
@@ -173,19 +226,24 @@ def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
         400: "malformed request (the reason is in error)",
         401: "missing or wrong bearer token",
-        403: "token scoped to another project",
-        404: "unknown recording",
-        413: "body too large",
+        403: "token scoped to another project (writes to a recording of another project)",
+        404: "unknown recording, or one of a project this token may not see (same answer)",
+        413: "body larger than max_body_bytes (GET /api/v1/limits)",
         415: "unsupported content type or encoding",
+        422: "Idempotency-Key already used in this recording for a different body",
+        503: "too many request bodies in progress; retry after Retry-After seconds",
     }
-    return {str(c): _json(_ref("Error"), reasons[c]) for c in (401, *codes)}
+    out = {str(c): _json(_ref("Error"), reasons[c]) for c in (401, *codes)}
+    if "503" in out:
+        out["503"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    return out
 
 
 def _read(summary: str, schema: dict[str, Any], *params: dict[str, Any]) -> dict[str, Any]:
     return {
         "summary": summary,
         "parameters": [_RECORDING_ID, *params],
-        "responses": {"200": _json(schema, summary), **_errors(400, 403, 404)},
+        "responses": {"200": _json(schema, summary), **_errors(400, 404)},
     }
 
 
@@ -198,7 +256,15 @@ def _otlp(signal: str) -> dict[str, Any]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "\\S"},
+                "description": "opaque to the server; scoped to the batch's recording(s) and "
+                "bound to the SHA-256 of the decoded body: the same key and body again is a "
+                "replay (200, nothing stored), the same key with another body 422",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": rules.MAX_IDEMPOTENCY_KEY,
+                    "pattern": "\\S",
+                },
             },
         ],
         "requestBody": {
@@ -210,7 +276,7 @@ def _otlp(signal: str) -> dict[str, Any]:
                 "description": "stored (or a repeated Idempotency-Key: nothing stored)",
                 "content": {"application/json": {"schema": _OBJ}, "application/x-protobuf": body},
             },
-            **_errors(400, 403, 413, 415),
+            **_errors(400, 403, 413, 415, 422, 503),
         },
     }
 
@@ -237,11 +303,11 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": _json(recording, "registered"),
                         "200": _json(recording, "already registered"),
-                        **_errors(400, 403, 413),
+                        **_errors(400, 403, 413, 503),
                     },
                 },
                 "get": {
-                    "summary": "list recordings, newest first",
+                    "summary": "list recordings, newest start first (started_at, else created_at)",
                     "parameters": [
                         {"name": "project_id", "in": "query", "required": False, "schema": _TEXT}
                     ],
@@ -262,7 +328,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(recording, "the updated recording"),
-                        **_errors(400, 403, 404, 413),
+                        **_errors(400, 404, 413, 503),
                     },
                 },
             },
@@ -285,6 +351,13 @@ def openapi_document() -> dict[str, Any]:
                 "get": _read("the stored environment.json", _OBJ),
             },
             "/api/v1/series": _series(),
+            "/api/v1/limits": {
+                "get": {
+                    "summary": "what this server accepts: body size, text sizes, parameter "
+                    "size and depth, Idempotency-Key length",
+                    "responses": {"200": _json(_ref("Limits"), "the limits"), **_errors()},
+                }
+            },
             "/v1/metrics": {"post": _otlp("metrics")},
             "/v1/traces": {"post": _otlp("traces")},
             "/v1/logs": {"post": _otlp("logs")},

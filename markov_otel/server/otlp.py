@@ -3,12 +3,19 @@
 OTLP-JSON is walked as dicts after `json.loads` (int64 as decimal strings, non-finite doubles as
 "NaN"/"Infinity"/"-Infinity"); `json_format.Parse` is ~10x slower and rejects nothing we need
 rejected. Protobuf bodies go through `ParseFromString`. Both paths produce the same `Batch`.
+
+Record keys, steps and times are checked with `markov_otel.rules` (a ConfigError is the 400's
+reason); the range checks are inlined so the common point costs two comparisons, not two calls.
+
+Points are produced lazily (`ResourceBatch.points` is a generator walked once, while the batch
+is stored), so a large body is held as its parsed message only, not also as lists of Python
+tuples: a 32 MB protobuf batch would otherwise cost ~400 MB. A malformed point found on the way
+raises MalformedBody or ConfigError from inside the store's transaction, which rolls back.
 """
 
 from __future__ import annotations
 
-import json
-import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,18 +25,31 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-__all__ = ["Batch", "MalformedBody", "Point", "ResourceBatch", "parse_metrics", "value_of"]
+from markov_otel.errors import ConfigError
+from markov_otel.rules import INT64_MAX, INT64_MIN, TIME_MAX, check_key, check_step, check_time
+from markov_otel.server.bodies import MalformedBody, json_document
+from markov_otel.server.records import NON_FINITE
+
+__all__ = [
+    "Batch",
+    "MalformedBody",
+    "Point",
+    "ResourceBatch",
+    "checked_time",
+    "parse_metrics",
+    "value_of",
+]
 
 STEP_ATTR = "markov.step"
 KEY_ATTR = "markov.key"
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 # (key, step, value, time_unix_nano); value is int, float (possibly non-finite).
 Point = tuple[str, int, "int | float", int]
 
 
-class MalformedBody(ValueError):
-    """The body is not a valid OTLP request; the message is the reason sent back with the 400."""
+# What walking a decoded JSON document can raise when its shape is wrong: a 400, not a 500.
+# OverflowError: int(Infinity), which json.loads accepts as a number.
+JSON_SHAPE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, OverflowError, RecursionError)
 
 
 @dataclass
@@ -37,7 +57,8 @@ class ResourceBatch:
     """The points of one resource (one recording) with the resource's attributes."""
 
     attributes: dict[str, Any]
-    points: list[Point] = field(default_factory=list)
+    points: Iterator[Point] = field(default_factory=lambda: iter(()))
+    """Lazy, walked once; `rejected` counts the points it skipped once it has been walked."""
     rejected: int = 0
 
 
@@ -47,9 +68,12 @@ class Batch:
 
     resources: list[ResourceBatch]
     reasons: list[str] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    """Record keys already checked against the rules (a batch repeats few keys many times)."""
 
     @property
     def rejected(self) -> int:
+        """Points skipped so far (all of them once every resource's points were walked)."""
         return sum(r.rejected for r in self.resources)
 
 
@@ -62,13 +86,14 @@ def parse_metrics(body: bytes, content_type: str) -> Batch:
 
 def load_json_object(body: bytes, what: str) -> dict[str, Any]:
     """`json.loads` a body that must be an object; raise MalformedBody with the reason."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBody(f"{what}: body is not JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise MalformedBody(f"{what}: body must be a JSON object, got {type(doc).__name__}")
-    return doc
+    return json_document(body, what)
+
+
+def checked_time(time_unix_nano: int) -> int:
+    """A time within the rules (`check_time`), without the call in the common case."""
+    if 0 <= time_unix_nano <= TIME_MAX:
+        return time_unix_nano
+    return check_time(time_unix_nano)
 
 
 def _parse_json(body: bytes) -> Batch:
@@ -78,25 +103,34 @@ def _parse_json(body: bytes) -> Batch:
         for rm in doc.get("resourceMetrics") or ():
             resource = rm.get("resource") or {}
             out = ResourceBatch(json_attributes(resource.get("attributes")))
-            for sm in rm.get("scopeMetrics") or ():
-                for metric in sm.get("metrics") or ():
-                    _json_metric(metric, out, batch.reasons)
+            out.points = _json_points(rm, out, batch)
             batch.resources.append(out)
-    except (AttributeError, TypeError, ValueError, KeyError) as exc:
-        raise MalformedBody(f"OTLP-JSON metrics: malformed structure ({exc!r})") from exc
+    except JSON_SHAPE_ERRORS as exc:
+        raise MalformedBody(f"OTLP-JSON metrics: malformed structure ({exc!r})") from None
     return batch
 
 
-def _json_metric(metric: dict[str, Any], out: ResourceBatch, reasons: list[str]) -> None:
+def _json_points(rm: dict[str, Any], out: ResourceBatch, batch: Batch) -> Iterator[Point]:
+    try:
+        for sm in rm.get("scopeMetrics") or ():
+            for metric in sm.get("metrics") or ():
+                yield from _json_metric(metric, out, batch)
+    except ConfigError:
+        raise
+    except JSON_SHAPE_ERRORS as exc:
+        raise MalformedBody(f"OTLP-JSON metrics: malformed structure ({exc!r})") from None
+
+
+def _json_metric(metric: dict[str, Any], out: ResourceBatch, batch: Batch) -> Iterator[Point]:
     name = metric["name"]
     data = metric.get("gauge") or metric.get("sum")
     if data is None:
         for kind in ("histogram", "exponentialHistogram", "summary"):
             if kind in metric:
                 out.rejected += len(metric[kind].get("dataPoints") or ())
-                _note(reasons, f"{kind} metrics are not stored")
+                _note(batch.reasons, f"{kind} metrics are not stored")
         return
-    append = out.points.append
+    keys = batch.keys
     for dp in data.get("dataPoints") or ():
         key, step = name, None
         for kv in dp.get("attributes") or ():
@@ -109,16 +143,25 @@ def _json_metric(metric: dict[str, Any], out: ResourceBatch, reasons: list[str])
             value = _json_point_value(dp)
         if step is None or value is None:
             out.rejected += 1
-            _note(reasons, "points need a value and the attribute markov.step")
+            _note(batch.reasons, "points need a value and the attribute markov.step")
             continue
-        append((key, step, value, int(dp.get("timeUnixNano") or 0)))
+        if not INT64_MIN <= step <= INT64_MAX:
+            check_step(step)
+        if key not in keys:
+            keys.add(check_key(key))
+        yield key, step, value, checked_time(int(dp.get("timeUnixNano") or 0))
 
 
 def _json_point_value(dp: dict[str, Any]) -> int | float | None:
     value = dp.get("asDouble")
     if value is None:
         as_int = dp.get("asInt")
-        return None if as_int is None else int(as_int)
+        if as_int is None:
+            return None
+        number = int(as_int)
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise ValueError(f"asInt {number} is outside int64 (OTLP's sfixed64)")
+        return number
     if isinstance(value, str):
         if value not in NON_FINITE:
             raise ValueError(f"asDouble {value!r} is not a number")
@@ -162,20 +205,25 @@ def _parse_protobuf(body: bytes) -> Batch:
     batch = Batch([])
     for rm in request.resource_metrics:
         out = ResourceBatch(proto_attributes(rm.resource.attributes))
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                _proto_metric(metric, out, batch.reasons)
+        out.points = _proto_points(rm, out, batch)
         batch.resources.append(out)
     return batch
 
 
-def _proto_metric(metric: Any, out: ResourceBatch, reasons: list[str]) -> None:
+def _proto_points(rm: Any, out: ResourceBatch, batch: Batch) -> Iterator[Point]:
+    for sm in rm.scope_metrics:
+        for metric in sm.metrics:
+            yield from _proto_metric(metric, out, batch)
+
+
+def _proto_metric(metric: Any, out: ResourceBatch, batch: Batch) -> Iterator[Point]:
     kind = metric.WhichOneof("data")
     if kind not in ("gauge", "sum"):
         if kind is not None:
             out.rejected += len(getattr(metric, kind).data_points)
-            _note(reasons, f"{kind} metrics are not stored")
+            _note(batch.reasons, f"{kind} metrics are not stored")
         return
+    keys = batch.keys
     for dp in getattr(metric, kind).data_points:
         key, step = metric.name, None
         for kv in dp.attributes:
@@ -186,10 +234,12 @@ def _proto_metric(metric: Any, out: ResourceBatch, reasons: list[str]) -> None:
         which = dp.WhichOneof("value")
         if step is None or which is None:
             out.rejected += 1
-            _note(reasons, "points need a value and the attribute markov.step")
+            _note(batch.reasons, "points need a value and the attribute markov.step")
             continue
+        if key not in keys:  # step is an int64 field already; the time is a uint64
+            keys.add(check_key(key))
         value = dp.as_double if which == "as_double" else dp.as_int
-        out.points.append((key, step, value, dp.time_unix_nano))
+        yield key, step, value, checked_time(dp.time_unix_nano)
 
 
 def proto_attributes(attrs: Any) -> dict[str, Any]:

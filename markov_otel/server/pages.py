@@ -20,7 +20,7 @@ from starlette.routing import Route
 from markov_otel.rules import valid_id
 from markov_otel.server.auth import COOKIE, Grant
 from markov_otel.server.layout import layout
-from markov_otel.server.page_data import embed_json, flat, run_row, start_of
+from markov_otel.server.page_data import embed_json, flat, run_row
 from markov_otel.server.records import jsonable
 from markov_otel.server.series import MAX_IDS
 from markov_otel.server.storage import Store
@@ -56,6 +56,10 @@ def with_token_cookie(handler: Handler) -> Handler:
         token = request.query_params.get("token")
         if token is None:
             return await handler(request)
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            # HTTP headers carry Latin-1 at most, and a cookie value not even that
+            body = "<p>That token cannot be a cookie: a token is printable ASCII.</p>"
+            return layout("bad token", body, 400)
         response = RedirectResponse(request.url.remove_query_params("token"), 303)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
@@ -171,14 +175,20 @@ def _identity(r: dict[str, Any]) -> str:
         ("model", f"{r['model_class']} {r['model_id']}".strip()),
         ("dataset", r["dataset_id"]),
         ("points", str(r["points"])),
-        ("started", start_of(r)),
-        ("ended", str(r.get("ended_at") or "")),
-        ("updated", r["updated_at"]),
+        ("started", _time(r["started_at"])),
+        ("ended", _time(r["ended_at"])),
+        ("uploaded", _time(r["created_at"])),
+        ("updated", _time(r["updated_at"])),
     ]
     items = "".join(f"<dt>{k}</dt><dd>{escape(v)}</dd>" for k, v in facts if v)
     notes = f'<p class="notes">{escape(r["notes"])}</p>' if r["notes"] else ""
     name = escape(r["name"] or r["recording_id"])
     return f'<h1>{name}</h1><dl class="identity">{items}</dl>{notes}'
+
+
+def _time(stamp: str | None) -> str:
+    """A stored ISO 8601 UTC time as `2025-05-01 05:09:00 UTC`; "" when unknown."""
+    return f"{stamp[:19].replace('T', ' ')} UTC" if stamp else ""
 
 
 def _table(title: str, values: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -61,7 +61,14 @@ class PostgresStore(SqlStore):
     def _cursor(self) -> Any:
         return self._connection().cursor()
 
-    def _insert_points(self, cur: Any, rows: Sequence[PointRow]) -> None:
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        sql = (
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = %s"
+        )
+        return {name for (name,) in cur.execute(sql, (table,)).fetchall()}
+
+    def _insert_points(self, cur: Any, rows: Iterable[PointRow]) -> None:
         columns = "recording_id, key, step, value, value_text, time_unix_nano"
         with cur.copy(f"COPY points ({columns}) FROM STDIN") as copy:
             for row in rows:

@@ -1,46 +1,44 @@
-"""The recording model shared by the stores, the API and the pages: fields, merges, JSON values.
+"""The recording model shared by the stores, the API and the pages: fields, JSON values, reads.
 
 A recording is a dict with the fields of the protocol's recording object. Values kept in JSON
 columns may be non-finite floats; `jsonable` turns them into the protocol's strings on the way out.
+`read_params` reads a stored parameter column in the canonical flat form whatever the row holds
+(a database written by an older backend keeps nested values), and never raises: one odd row must
+not break a list for everyone.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from datetime import datetime, timezone
 from typing import Any
 
-from markov_otel.rules import ID_PATTERN, valid_id
+from markov_otel.errors import ConfigError
+from markov_otel.rules import ID_PATTERN, flatten_params, valid_id
 
 __all__ = [
     "IDENTITY_FIELDS",
     "ID_PATTERN",
     "JSON_FIELDS",
-    "from_resource",
+    "NON_FINITE",
+    "TIME_FIELDS",
     "jsonable",
+    "non_finite_text",
     "now",
+    "read_json",
+    "read_params",
     "split_value",
     "valid_id",
 ]
 
+log = logging.getLogger(__name__)
 
 IDENTITY_FIELDS = ("name", "project_id", "notes", "dataset_id", "model_class", "model_id")
 JSON_FIELDS = ("metadata", "hyper_parameters", "summary")
-
-_RESOURCE_FIELDS = {
-    "markov.recording.name": "name",
-    "markov.project.id": "project_id",
-    "markov.notes": "notes",
-    "markov.dataset.id": "dataset_id",
-    "markov.model.class": "model_class",
-    "markov.model.id": "model_id",
-    "markov.status": "status",
-}
-_RESOURCE_MAPS = {
-    "markov.metadata.": "metadata",
-    "markov.hparam.": "hyper_parameters",
-    "markov.summary.": "summary",
-}
+TIME_FIELDS = ("started_at", "ended_at")
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _NON_FINITE_TEXT = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
@@ -49,19 +47,35 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def from_resource(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The recording fields named by a resource's `markov.*` attributes (only those present)."""
-    fields: dict[str, Any] = {}
-    for attr, value in attrs.items():
-        if not attr.startswith("markov."):
-            continue
-        if attr in _RESOURCE_FIELDS:
-            fields[_RESOURCE_FIELDS[attr]] = "" if value is None else str(value)
-            continue
-        for prefix, name in _RESOURCE_MAPS.items():
-            if attr.startswith(prefix):
-                fields.setdefault(name, {})[attr[len(prefix) :]] = value
-    return fields
+def read_json(text: str | None, what: str) -> Any:
+    """A stored JSON column, or None (logged) when it cannot be decoded."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        log.warning("markov server: stored %s is not readable JSON (%.200s); left out", what, exc)
+        return None
+
+
+def read_params(text: str | None, what: str) -> dict[str, Any]:
+    """A stored parameter mapping in the flat form, whatever the row holds; {} if unreadable."""
+    value = read_json(text, what)
+    if not isinstance(value, dict):
+        return {}
+    try:
+        return dict(flatten_params(value))
+    except (ConfigError, RecursionError, ValueError, TypeError):
+        pass
+    # Nested and flat spellings of one key side by side (written before the flat form), or a
+    # value too deep to walk: flatten item by item, later spellings win, unwalkable ones go.
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        try:
+            out.update(flatten_params({str(key): item}))
+        except (ConfigError, RecursionError, ValueError, TypeError):
+            log.warning("markov server: stored %s[%r] cannot be read; left out", what, key)
+    return out
 
 
 def split_value(value: float | int) -> tuple[float | int | None, str | None]:

@@ -10,7 +10,7 @@ instead of a million points, and a spike is never averaged away: it is some buck
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
@@ -30,11 +30,26 @@ _VALUE = itemgetter(3)
 
 def bucket_points(rows: Iterable[tuple[Any, ...]]) -> dict[BucketKey, Bucket]:
     """The buckets at every level of `rows` = (recording_id, key, step, value, text, time, ...)."""
-    first = LEVELS[0]
     level: dict[BucketKey, Bucket] = {}
+    for _ in fold_runs(rows, level):
+        pass
+    return upper_levels(level)
+
+
+def fold_runs(
+    rows: Iterable[tuple[Any, ...]], level: dict[BucketKey, Bucket]
+) -> Iterator[tuple[Any, ...]]:
+    """`rows`, passed on as they stream by (to an insert), folded into the finest buckets."""
+    first = LEVELS[0]
     # A batch holds each key's points in step order: fold runs of one bucket at C speed.
     for bucket_key, group in groupby(rows, key=lambda r: (r[0], r[1], first, r[2] // first)):
-        merge_into(level, bucket_key, _fold_run(list(group)))
+        run = list(group)
+        merge_into(level, bucket_key, _fold_run(run))
+        yield from run
+
+
+def upper_levels(level: dict[BucketKey, Bucket]) -> dict[BucketKey, Bucket]:
+    """The finest buckets and every coarser level folded from them."""
     out = dict(level)
     for below, width in itertools.pairwise(LEVELS):
         above: dict[BucketKey, Bucket] = {}

@@ -11,7 +11,11 @@ from pathlib import Path
 import uvicorn
 
 from markov_otel.errors import ConfigError
-from markov_otel.server.app import DEFAULT_MAX_BODY_BYTES, create_app
+from markov_otel.server.app import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT_INGEST,
+    create_app,
+)
 
 __all__ = ["TOKENS_ENV", "is_loopback", "serve"]
 
@@ -28,6 +32,7 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     port_file: str | None = None,
     public_url: str | None = None,
+    max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
@@ -41,7 +46,13 @@ def serve(
         )
     if max_body_bytes <= 0:
         raise ConfigError(f"max_body_bytes={max_body_bytes!r} must be a positive number of bytes")
-    app = create_app(db=db, tokens=tokens, max_body_bytes=max_body_bytes, public_url=public_url)
+    app = create_app(
+        db=db,
+        tokens=tokens,
+        max_body_bytes=max_body_bytes,
+        public_url=public_url,
+        max_concurrent_ingest=max_concurrent_ingest,
+    )
     sock = bind(host, port)
     if port_file is not None:
         write_port_file(port_file, sock.getsockname()[1])

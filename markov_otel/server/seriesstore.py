@@ -11,11 +11,11 @@ first read (`point_buckets_ready` says which series are complete).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from markov_otel.server.rollups import Bucket, BucketKey, Plan, bucket_points, plan
+from markov_otel.server.rollups import Bucket, BucketKey, Plan, bucket_points, plan, upper_levels
 
 __all__ = ["Point", "SeriesQueries", "series_schema"]
 
@@ -81,15 +81,18 @@ class SeriesQueries:
         raise NotImplementedError
 
     # -- ingest ----------------------------------------------------------------------------
-    def _roll_up(self, cur: Any, points: Sequence[tuple[Any, ...]]) -> None:
-        """Fold a batch into the buckets; call before the batch's series rows are inserted."""
-        for rid, key in {(p[0], p[1]) for p in points}:
+    def _roll_up(
+        self, cur: Any, series: Iterable[tuple[str, str]], finest: dict[BucketKey, Bucket]
+    ) -> None:
+        """Fold a batch's finest buckets into every level; call before the batch's series rows
+        are inserted (a series without one is new, so its buckets are complete)."""
+        for rid, key in series:
             sql = "SELECT 1 FROM series WHERE recording_id = ? AND key = ?"
             if self._run(cur, sql, [rid, key]).fetchone() is None:
                 # A new series: every point of it passes here, so its buckets are complete.
                 sql = "INSERT INTO point_buckets_ready (recording_id, key) VALUES (?, ?)"
                 self._run(cur, sql + " ON CONFLICT DO NOTHING", [rid, key])
-        self._upsert_buckets(cur, bucket_points(points))
+        self._upsert_buckets(cur, upper_levels(finest))
 
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
         rows = [(*k, *b) for k, b in sorted(buckets.items())]

@@ -1,7 +1,9 @@
 """Parse OTLP/HTTP traces and logs bodies into event rows (name, time, attributes) per resource.
 
 The reference backend keeps spans and log records simply: one row each, enough to show a run's
-lifecycle and alert events and to count what arrived. Metrics live in `otlp.py`.
+lifecycle and alert events and to count what arrived. Metrics live in `otlp.py`. Names, times
+and attributes follow `markov_otel.rules` (the attributes are stored as one JSON text, so they
+obey the parameter rules: depth and size).
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from markov_otel.errors import ConfigError
+from markov_otel.rules import MAX_NAME_BYTES, check_params, check_text
 from markov_otel.server.otlp import (
+    JSON_SHAPE_ERRORS,
     MalformedBody,
+    checked_time,
     json_any_value,
     json_attributes,
     load_json_object,
@@ -36,10 +42,33 @@ def parse_events(signal: str, body: bytes, content_type: str) -> EventBatch:
     doc = load_json_object(body, f"OTLP-JSON {signal}")
     try:
         if signal == "traces":
-            return [_json_spans(rs) for rs in doc.get("resourceSpans") or ()]
-        return [_json_logs(rl) for rl in doc.get("resourceLogs") or ()]
-    except (AttributeError, TypeError, ValueError, KeyError) as exc:
-        raise MalformedBody(f"OTLP-JSON {signal}: malformed structure ({exc!r})") from exc
+            batch = [_json_spans(rs) for rs in doc.get("resourceSpans") or ()]
+        else:
+            batch = [_json_logs(rl) for rl in doc.get("resourceLogs") or ()]
+    except ConfigError:
+        raise
+    except JSON_SHAPE_ERRORS as exc:
+        raise MalformedBody(f"OTLP-JSON {signal}: malformed structure ({exc!r})") from None
+    return _checked(signal, batch)
+
+
+def _checked(signal: str, batch: EventBatch) -> EventBatch:
+    """The batch with each event's name, time and attributes checked against the rules."""
+    what = "span" if signal == "traces" else "log record"
+    return [
+        (
+            attrs,
+            [
+                (
+                    check_text(f"{what} name", name, MAX_NAME_BYTES),
+                    checked_time(ns),
+                    check_params(f"{what} attributes", event_attrs),
+                )
+                for name, ns, event_attrs in events
+            ],
+        )
+        for attrs, events in batch
+    ]
 
 
 def _json_spans(rs: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
@@ -82,8 +111,8 @@ def _parse_protobuf(signal: str, body: bytes) -> EventBatch:
     except (DecodeError, ValueError) as exc:
         raise MalformedBody(f"OTLP protobuf {signal}: cannot decode ({exc})") from exc
     if signal == "traces":
-        return [_proto_spans(rs) for rs in request.resource_spans]
-    return [_proto_logs(rl) for rl in request.resource_logs]
+        return _checked(signal, [_proto_spans(rs) for rs in request.resource_spans])
+    return _checked(signal, [_proto_logs(rl) for rl in request.resource_logs])
 
 
 def _proto_spans(rs: Any) -> tuple[dict[str, Any], list[Event]]:

@@ -1,23 +1,40 @@
-"""The storage logic both databases share: schema, recordings, points, alerts, idempotency keys.
+"""The storage logic both databases share: recordings, points, alerts, batches and their keys.
 
 SQL here is portable (SQLite >= 3.24 and PostgreSQL): `?` placeholders, which the PostgreSQL store
 rewrites to `%s`; JSON kept as text; non-finite point values in a text column beside the number
 (SQLite stores a NaN REAL as NULL). One connection guarded by a lock: writes are serialised by
 both databases anyway, and a reference backend should be simple before it is clever.
+
+Every write that may create a recording claims it in the same transaction that checks who owns
+it: `INSERT … ON CONFLICT DO NOTHING`, then the row is read back locked (`FOR UPDATE` on
+PostgreSQL; SQLite's `BEGIN IMMEDIATE` already holds the write lock), and a token scoped to
+another project rolls the whole transaction back. So two projects racing for one new id never
+both win, across threads and across server processes sharing a database.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from markov_otel.server.records import IDENTITY_FIELDS, JSON_FIELDS, from_resource, now
+from markov_otel.rules import next_status
+from markov_otel.server.records import (
+    IDENTITY_FIELDS,
+    JSON_FIELDS,
+    TIME_FIELDS,
+    now,
+    read_json,
+    read_params,
+)
+from markov_otel.server.rollups import fold_runs
+from markov_otel.server.schema import UPGRADES, statements
 from markov_otel.server.seriesstore import SeriesQueries, series_schema
 
-__all__ = ["EventRow", "PointRow", "SqlStore", "StoreRefused"]
+__all__ = ["BatchKey", "EventRow", "Forbidden", "KeyReused", "PointRow", "SqlStore", "StoreRefused"]
 
 # (recording_id, key, step, value, value_text, time_unix_nano)
 PointRow = tuple[str, str, int, "float | int | None", "str | None", int]
@@ -32,6 +49,7 @@ _COLUMNS = (
     "points",
     "created_at",
     "updated_at",
+    *TIME_FIELDS,
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM recordings"
 
@@ -40,28 +58,28 @@ class StoreRefused(ValueError):
     """The database cannot hold a value of the request (e.g. NUL in PostgreSQL text): a 400."""
 
 
-def schema(value_type: str) -> list[str]:
-    """CREATE statements; `value_type` is the point value column's type in this database."""
-    identity = ", ".join(f"{name} TEXT NOT NULL DEFAULT ''" for name in IDENTITY_FIELDS)
-    return [
-        f"""CREATE TABLE IF NOT EXISTS recordings (recording_id TEXT PRIMARY KEY, {identity},
-            metadata TEXT NOT NULL, hyper_parameters TEXT NOT NULL, summary TEXT NOT NULL,
-            status TEXT NOT NULL, requirements TEXT, points BIGINT NOT NULL DEFAULT 0,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
-        f"""CREATE TABLE IF NOT EXISTS points (recording_id TEXT NOT NULL, key TEXT NOT NULL,
-            step BIGINT NOT NULL, value {value_type}, value_text TEXT,
-            time_unix_nano BIGINT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS points_by_key"
-        " ON points (recording_id, key, step, time_unix_nano)",
-        """CREATE TABLE IF NOT EXISTS series (recording_id TEXT NOT NULL, key TEXT NOT NULL,
-            PRIMARY KEY (recording_id, key))""",
-        """CREATE TABLE IF NOT EXISTS alerts (recording_id TEXT NOT NULL, alert_id TEXT NOT NULL,
-            seq BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (recording_id, alert_id))""",
-        """CREATE TABLE IF NOT EXISTS events (recording_id TEXT NOT NULL, signal TEXT NOT NULL,
-            name TEXT NOT NULL, time_unix_nano BIGINT NOT NULL, attributes TEXT NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS idempotency_keys (key TEXT PRIMARY KEY,
-            created_at TEXT NOT NULL)""",
-    ]
+class Forbidden(Exception):
+    """The recording exists and belongs to a project the request's token may not write."""
+
+    def __init__(self, recording_id: str, scope: str) -> None:
+        super().__init__(
+            f"this token may only write recordings of project {scope!r} and recording "
+            f"{recording_id!r} is not one; a new recording needs project_id (the resource "
+            f"attribute markov.project.id) = {scope!r}"
+        )
+        self.recording_id = recording_id
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key already stored in this recording with a different body."""
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """A batch's Idempotency-Key and the SHA-256 (hex) of its decoded body."""
+
+    key: str
+    digest: str
 
 
 class SqlStore(SeriesQueries):
@@ -82,10 +100,14 @@ class SqlStore(SeriesQueries):
         """A cursor for reads outside a transaction."""
         raise NotImplementedError
 
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        """The column names `table` has in this database."""
+        raise NotImplementedError
+
     def _sql(self, sql: str) -> str:
         return sql
 
-    def _insert_points(self, cur: Any, rows: Sequence[PointRow]) -> None:
+    def _insert_points(self, cur: Any, rows: Iterable[PointRow]) -> None:
         cur.executemany(
             self._sql(
                 "INSERT INTO points (recording_id, key, step, value, value_text, time_unix_nano)"
@@ -109,19 +131,41 @@ class SqlStore(SeriesQueries):
         return cur
 
     def create_schema(self) -> None:
-        """Create the tables if they do not exist."""
+        """Create the tables if they do not exist; add columns a previous schema lacked."""
         with self._tx() as cur:
-            for statement in [*schema(self.value_type), *series_schema(self.value_type)]:
+            for statement in [*statements(self.value_type), *series_schema(self.value_type)]:
                 self._run(cur, statement)
+            for table, columns in UPGRADES.items():
+                have = self._columns(cur, table)
+                for name, kind in columns:
+                    if name not in have:
+                        self._run(cur, f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     # -- recordings ------------------------------------------------------------------------
-    def register(self, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Register a recording unless its id exists; return (recording, created)."""
+    def register(
+        self, fields: dict[str, Any], scope: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Register a recording unless its id exists; return (recording, created).
+
+        `scope` is the one project the caller may write (None: every project); a recording of
+        another project raises Forbidden and nothing is written.
+        """
         with self._tx() as cur:
-            created = self._insert_recording(cur, fields)
+            created = self._claim(cur, fields["recording_id"], fields, scope)
             row = self._fetch(cur, fields["recording_id"])
         assert row is not None
         return row, created
+
+    def _claim(
+        self, cur: Any, recording_id: str, fields: dict[str, Any], scope: str | None
+    ) -> bool:
+        """Create the recording if new, lock its row, check the scope; True when created."""
+        created = self._insert_recording(cur, {**fields, "recording_id": recording_id})
+        sql = "SELECT project_id FROM recordings WHERE recording_id = ?" + self.lock_clause
+        (project,) = self._run(cur, sql, [recording_id]).fetchone()
+        if scope is not None and project != scope:
+            raise Forbidden(recording_id, scope)
+        return created
 
     def _insert_recording(self, cur: Any, fields: dict[str, Any]) -> bool:
         stamp = now()
@@ -129,6 +173,7 @@ class SqlStore(SeriesQueries):
         values += [str(fields.get(name) or "") for name in IDENTITY_FIELDS]
         values += [json.dumps(fields.get(name) or {}) for name in JSON_FIELDS]
         values += [fields.get("status") or "running", 0, stamp, stamp]
+        values += [fields.get(name) for name in TIME_FIELDS]
         marks = ", ".join("?" * len(values))
         sql = f"INSERT INTO recordings ({', '.join(_COLUMNS)}) VALUES ({marks})"
         self._run(cur, sql + " ON CONFLICT (recording_id) DO NOTHING", values)
@@ -152,31 +197,21 @@ class SqlStore(SeriesQueries):
         return recording
 
     def list_recordings(self, project_id: str | None = None) -> list[dict[str, Any]]:
-        """All recordings (of a project), newest first; without `keys`."""
+        """All recordings (of a project), newest start first; without `keys`."""
         where, params = ("", []) if project_id is None else (" WHERE project_id = ?", [project_id])
-        sql = _SELECT + where + " ORDER BY created_at DESC, recording_id"
+        order = " ORDER BY COALESCE(started_at, created_at) DESC, created_at DESC, recording_id"
         with self._lock:
-            rows = self._run(self._cursor(), sql, params).fetchall()
+            rows = self._run(self._cursor(), _SELECT + where + order, params).fetchall()
         return [_row_to_recording(row) for row in rows]
 
-    def projects_of(self, recording_ids: Sequence[str]) -> dict[str, str]:
-        """recording_id -> project_id for those of `recording_ids` that exist."""
-        with self._lock:
-            cur = self._cursor()
-            found = {}
-            for rid in set(recording_ids):
-                row = self._run(
-                    cur, "SELECT project_id FROM recordings WHERE recording_id = ?", [rid]
-                ).fetchone()
-                if row is not None:
-                    found[rid] = row[0]
-            return found
-
-    def patch(self, recording_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
-        """Merge `changes` (protocol PATCH body) into a recording; None when it does not exist."""
+    def patch(
+        self, recording_id: str, changes: dict[str, Any], scope: str | None = None
+    ) -> dict[str, Any] | None:
+        """Merge `changes` (checked PATCH fields) into a recording; None when it does not exist
+        or belongs to a project outside `scope`. An explicit status may leave a terminal one."""
         with self._tx() as cur:
             current = self._fetch(cur, recording_id, lock=True)
-            if current is None:
+            if current is None or (scope is not None and current["project_id"] != scope):
                 return None
             self._update(cur, current, changes)
             if "requirements" in changes:
@@ -188,10 +223,10 @@ class SqlStore(SeriesQueries):
 
     def _update(self, cur: Any, current: dict[str, Any], changes: dict[str, Any]) -> None:
         sets: dict[str, Any] = {}
-        for name in ("hyper_parameters", "summary", "metadata"):
+        for name in JSON_FIELDS:
             if changes.get(name):
                 sets[name] = json.dumps({**current[name], **changes[name]})
-        for name in ("status", "notes"):
+        for name in ("status", "notes", *TIME_FIELDS):
             if name in changes and changes[name] != current[name]:
                 sets[name] = changes[name]
         if not sets:
@@ -209,18 +244,20 @@ class SqlStore(SeriesQueries):
         self._run(cur, sql + " ON CONFLICT (recording_id, alert_id) DO NOTHING", params)
 
     def alerts(self, recording_id: str) -> list[dict[str, Any]]:
-        """The recording's alerts in firing order."""
+        """The recording's alerts in firing order (an unreadable stored alert is left out)."""
         sql = "SELECT body FROM alerts WHERE recording_id = ? ORDER BY seq"
         with self._lock:
             rows = self._run(self._cursor(), sql, [recording_id]).fetchall()
-        return [json.loads(body) for (body,) in rows]
+        alerts = (read_json(body, f"alert of {recording_id}") for (body,) in rows)
+        return [alert for alert in alerts if isinstance(alert, dict)]
 
     def requirements(self, recording_id: str) -> dict[str, Any] | None:
         """The stored environment.json of a recording, or None."""
         sql = "SELECT requirements FROM recordings WHERE recording_id = ?"
         with self._lock:
             row = self._run(self._cursor(), sql, [recording_id]).fetchone()
-        return None if row is None or row[0] is None else dict(json.loads(row[0]))
+        found = None if row is None else read_json(row[0], f"requirements of {recording_id}")
+        return found if isinstance(found, dict) else None
 
     # -- points and events -----------------------------------------------------------------
     def records(self, recording_id: str, key: str) -> list[tuple[int, float | int | str, int]]:
@@ -235,44 +272,82 @@ class SqlStore(SeriesQueries):
 
     def ingest(
         self,
-        idempotency_key: str | None,
+        key: BatchKey | None,
         resources: Sequence[tuple[str, dict[str, Any]]],
-        points: Sequence[PointRow] = (),
+        points: Iterable[PointRow] = (),
         events: Sequence[EventRow] = (),
+        scope: str | None = None,
     ) -> bool:
-        """Store one batch in one transaction; False (nothing stored) if the key was seen."""
+        """Store one batch in one transaction; False (nothing stored) for a replay of its key.
+
+        `resources` are (recording id, checked resource fields). Unknown recordings are created
+        from their fields; one outside `scope` raises Forbidden, a key already stored in one of
+        the batch's recordings with another digest raises KeyReused; both store nothing.
+        `points` may be a generator: it is walked once, after those checks (an exception it
+        raises rolls the batch back), and not at all for a replay.
+        """
         with self._tx() as cur:
-            if idempotency_key is not None:
-                sql = "INSERT INTO idempotency_keys (key, created_at) VALUES (?, ?)"
-                self._run(cur, sql + " ON CONFLICT (key) DO NOTHING", [idempotency_key, now()])
-                if cur.rowcount != 1:
-                    return False
-            for recording_id, attrs in resources:
-                self._apply_resource(cur, recording_id, attrs)
-            if points:
-                self._insert_points(cur, points)
-                self._roll_up(cur, points)
-                self._count_points(cur, points)
+            first: dict[str, dict[str, Any]] = {}
+            for rid, fields in resources:
+                first.setdefault(rid, fields)
+            created = {rid for rid in sorted(first) if self._claim(cur, rid, first[rid], scope)}
+            if key is not None and self._replayed(cur, key, sorted(first)):
+                return False
+            for rid, fields in resources:
+                if rid in created and fields is first[rid]:
+                    continue  # its row was just made from these fields
+                self._apply_resource(cur, rid, fields)
+            if key is not None:
+                sql = "INSERT INTO batch_keys (recording_id, key, digest, created_at)"
+                rows = [(rid, key.key, key.digest, now()) for rid in sorted(first)]
+                cur.executemany(self._sql(sql + " VALUES (?, ?, ?, ?)"), rows)
+            counts: dict[tuple[str, str], int] = {}
+            buckets: dict[Any, Any] = {}  # the finest step buckets, folded as points stream in
+            self._insert_points(cur, _counted(fold_runs(points, buckets), counts))
+            if counts:
+                self._roll_up(cur, counts, buckets)  # before _count_points: it finds new series
+                self._count_points(cur, counts)
             if events:
                 sql = "INSERT INTO events (recording_id, signal, name, time_unix_nano, attributes)"
-                rows = [(r, s, n, t, json.dumps(a, default=str)) for r, s, n, t, a in events]
-                cur.executemany(self._sql(sql + " VALUES (?, ?, ?, ?, ?)"), rows)
+                event_rows = [(r, s, n, t, json.dumps(a)) for r, s, n, t, a in events]
+                cur.executemany(self._sql(sql + " VALUES (?, ?, ?, ?, ?)"), event_rows)
         return True
 
-    def _apply_resource(self, cur: Any, recording_id: str, attrs: dict[str, Any]) -> None:
-        fields = from_resource(attrs)
-        current = self._fetch(cur, recording_id, lock=True)
-        if current is None:
-            self._insert_recording(cur, {**fields, "recording_id": recording_id})
-            return
-        names = ("hyper_parameters", "summary", "status")
-        changes: dict[str, Any] = {k: fields[k] for k in names if k in fields}
+    def _replayed(self, cur: Any, key: BatchKey, recording_ids: list[str]) -> bool:
+        """True when this key and body were stored before; KeyReused when another body was."""
+        sql = "SELECT digest FROM batch_keys WHERE recording_id = ? AND key = ?"
+        seen = False
+        for rid in recording_ids:
+            row = self._run(cur, sql, [rid, key.key]).fetchone()
+            if row is not None and row[0] != key.digest:
+                raise KeyReused(
+                    f"Idempotency-Key {key.key!r} was used in recording {rid!r} for a different "
+                    "body; a retry must send the same bytes, a new batch needs a new key"
+                )
+            seen = seen or row is not None
+        return seen
+
+    def _apply_resource(self, cur: Any, recording_id: str, fields: dict[str, Any]) -> None:
+        """Merge a batch's resource fields into an existing recording (its row is locked).
+
+        A batch never moves a finished recording back to running (`next_status`), and sets a
+        start or end time only where the recording has none.
+        """
+        current = self._fetch(cur, recording_id)
+        assert current is not None
+        changes: dict[str, Any] = {}
+        for name in ("hyper_parameters", "summary"):
+            if name in fields:
+                changes[name] = fields[name]
+        if "status" in fields:
+            changes["status"] = next_status(current["status"], fields["status"], explicit=False)
+        for name in TIME_FIELDS:
+            if fields.get(name) and not current[name]:
+                changes[name] = fields[name]
         self._update(cur, current, changes)
 
-    def _count_points(self, cur: Any, points: Sequence[PointRow]) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for row in points:
-            counts[row[0], row[1]] = counts.get((row[0], row[1]), 0) + 1
+    def _count_points(self, cur: Any, counts: dict[tuple[str, str], int]) -> None:
+        """Record the series (recording, key) seen and add to each recording's point count."""
         per_recording: dict[str, int] = {}
         for (rid, _), n in counts.items():
             per_recording[rid] = per_recording.get(rid, 0) + n
@@ -283,8 +358,17 @@ class SqlStore(SeriesQueries):
         cur.executemany(self._sql(sql), [(n, stamp, rid) for rid, n in per_recording.items()])
 
 
+def _counted(rows: Iterable[PointRow], counts: dict[tuple[str, str], int]) -> Iterator[PointRow]:
+    """`rows`, counting them per (recording id, key) on the way through."""
+    get = counts.get
+    for row in rows:
+        counts[row[0], row[1]] = get((row[0], row[1]), 0) + 1
+        yield row
+
+
 def _row_to_recording(row: Sequence[Any]) -> dict[str, Any]:
+    """A recording from its row; parameter columns read in the flat form, never raising."""
     recording = dict(zip(_COLUMNS, row, strict=True))
     for name in JSON_FIELDS:
-        recording[name] = json.loads(recording[name])
+        recording[name] = read_params(recording[name], f"{name} of {recording['recording_id']}")
     return recording

@@ -8,26 +8,50 @@ readers never block the writer and a crash loses at most the last commits, never
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from markov_otel.errors import ConfigError
 from markov_otel.server.seriesstore import Point
-from markov_otel.server.sqlstore import EventRow, PointRow, SqlStore, StoreRefused
+from markov_otel.server.sqlstore import (
+    BatchKey,
+    EventRow,
+    Forbidden,
+    KeyReused,
+    PointRow,
+    SqlStore,
+    StoreRefused,
+)
 
-__all__ = ["EventRow", "PointRow", "SQLiteStore", "Store", "StoreRefused", "open_store"]
+__all__ = [
+    "BatchKey",
+    "EventRow",
+    "Forbidden",
+    "KeyReused",
+    "PointRow",
+    "SQLiteStore",
+    "Store",
+    "StoreRefused",
+    "open_store",
+]
 
 
 class Store(Protocol):
-    """What the app needs from storage; every method is blocking and thread-safe."""
+    """What the app needs from storage; every method is blocking and thread-safe.
 
-    def register(self, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    `scope` is the one project a request's token may write (None: every project).
+    """
+
+    def register(
+        self, fields: dict[str, Any], scope: str | None = None
+    ) -> tuple[dict[str, Any], bool]: ...
     def get(self, recording_id: str) -> dict[str, Any] | None: ...
     def list_recordings(self, project_id: str | None = None) -> list[dict[str, Any]]: ...
-    def projects_of(self, recording_ids: Sequence[str]) -> dict[str, str]: ...
-    def patch(self, recording_id: str, changes: dict[str, Any]) -> dict[str, Any] | None: ...
+    def patch(
+        self, recording_id: str, changes: dict[str, Any], scope: str | None = None
+    ) -> dict[str, Any] | None: ...
     def alerts(self, recording_id: str) -> list[dict[str, Any]]: ...
     def requirements(self, recording_id: str) -> dict[str, Any] | None: ...
     def records(self, recording_id: str, key: str) -> list[tuple[int, float | int | str, int]]: ...
@@ -38,10 +62,11 @@ class Store(Protocol):
     ) -> tuple[list[Point], int]: ...
     def ingest(
         self,
-        idempotency_key: str | None,
+        key: BatchKey | None,
         resources: Sequence[tuple[str, dict[str, Any]]],
-        points: Sequence[PointRow] = (),
+        points: Iterable[PointRow] = (),
         events: Sequence[EventRow] = (),
+        scope: str | None = None,
     ) -> bool: ...
     def close(self) -> None: ...
 
@@ -75,6 +100,9 @@ class SQLiteStore(SqlStore):
 
     def _cursor(self) -> Any:
         return self._conn.cursor()
+
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        return {row[1] for row in cur.execute(f"PRAGMA table_info({table})").fetchall()}
 
     def close(self) -> None:
         with self._lock:

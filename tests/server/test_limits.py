@@ -120,3 +120,24 @@ def test_kill_and_restart_keeps_data_and_port(backend: Backend) -> None:
         headers=backend.headers,
     ).json()
     assert len(got) == 100
+
+
+def test_limits_are_discoverable_and_named_by_the_413(small: Backend) -> None:
+    """GET /api/v1/limits (token required) gives the rules and the body limit the 413 names."""
+    from markov_otel import rules
+
+    url = small.url + "/api/v1/limits"
+    assert httpx.get(url).status_code == 401
+    limits = httpx.get(url, headers=small.headers).json()
+    assert limits == {
+        "max_body_bytes": 4096,
+        "max_name_bytes": rules.MAX_NAME_BYTES,
+        "max_text_bytes": rules.MAX_TEXT_BYTES,
+        "max_params_bytes": rules.MAX_PARAMS_BYTES,
+        "max_depth": rules.MAX_DEPTH,
+        "max_idempotency_key": rules.MAX_IDEMPOTENCY_KEY,
+    }
+    big = metrics_json_bytes(new_id(), series("x", 100))
+    answer = httpx.post(small.url + "/v1/metrics", content=big, headers={**small.headers, **JSON})
+    assert answer.status_code == 413
+    assert "4096" in answer.json()["message"] and "max_body_bytes" in answer.json()["message"]
