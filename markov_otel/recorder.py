@@ -2,7 +2,7 @@
 
 add_record stamps the time and step, copies the record, appends it to a deque and checks the
 alert conditions: no I/O, no lock, no SDK call. Everything else happens on the flusher thread
-(flusher.py) and, online, the sender thread (transport.py). See DESIGN.md for the picture.
+(flusher.py) and, online, the sender thread (transport.py). See docs/architecture.md for the picture.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ from opentelemetry.trace import Status, StatusCode
 
 from markov_otel import environment, process, rebuild
 from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
-from markov_otel.arguments import ModelClass, model_class_value, queue_config, recorder_settings
+from markov_otel.arguments import (
+    ModelClass,
+    model_class_value,
+    note_recording_locally,
+    queue_config,
+    recorder_settings,
+)
 from markov_otel.config import RecordingMode, Settings, redact_url
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.flusher import Flusher
@@ -71,7 +77,8 @@ class ExperimentRecorder:
     ``batch_processing_interval`` (seconds between flushes, 1.0), ``register_batch_timeout``
     (seconds for one backend call, 10), ``sync_data_timeout`` (seconds stop() may wait, 30),
     ``recording_id`` (resume an existing recording), ``markov_dir``, ``endpoint``, ``api_key``,
-    ``webhook_url``. ``recording_mode=None`` follows `mkv mode` / ``MARKOV_MODE`` (ONLINE if unset).
+    ``webhook_url``. ``recording_mode=None`` follows `mkv mode` / ``MARKOV_MODE``; where no mode is
+    set, ONLINE if an endpoint is configured, else OFFLINE (said once, with how to go online).
     """
 
     def __init__(
@@ -273,6 +280,7 @@ class ExperimentRecorder:
             self._spool.create()
             self._status = "registered"
             self._save()
+            note_recording_locally(self._settings, self._recording_id, self._spool.dir)
             if self._settings.mode is RecordingMode.ONLINE:
                 self._sender = Sender(
                     self._spool,
@@ -411,9 +419,10 @@ class ExperimentRecorder:
         self._sender.update_recording(self._patch_body())
         if not self._sender.stop(max(0.0, deadline - time.monotonic())):
             log.warning(
-                "markov_otel: recording %s is not fully sent; its data is safe in %s. "
+                "markov_otel: recording %s is not fully sent%s; its data is safe in %s. "
                 "Finish with: mkv sync %s",
                 self._recording_id,
+                self._sender.why_unsent(),
                 self._spool.dir,
                 self._recording_id,
             )
