@@ -155,9 +155,7 @@ class Sender:
                 self._wake.wait(self._queue["batch_processing_interval"])
                 self._wake.clear()
                 delay = self.pump()
-                if self._stopping and (
-                    self._finished() or self._past_deadline() or self.gave_up
-                ):
+                if self._stopping and (self._finished() or self._past_deadline() or self.gave_up):
                     return
                 if delay:
                     self._sleep(delay)
