@@ -2,7 +2,8 @@
 
 add_record stamps the time and step, copies the record, appends it to a deque and checks the
 alert conditions: no I/O, no lock, no SDK call. Everything else happens on the flusher thread
-(flusher.py) and, online, the sender thread (transport.py). See docs/architecture.md for the picture.
+(flusher.py) and, online, the sender thread (sender.py). See docs/architecture.md for the
+picture.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from markov_otel import environment, process, rebuild
-from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
+from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition
 from markov_otel.arguments import (
     ModelClass,
     model_class_value,
@@ -36,9 +37,10 @@ from markov_otel.arguments import (
     queue_config,
     recorder_settings,
 )
-from markov_otel.config import RecordingMode, Settings, redact_url
+from markov_otel.config import RecordingMode, Settings, cooldown_seconds, redact_url
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.flusher import Flusher
+from markov_otel.notices import AlertNotices, WebhookNotifier
 from markov_otel.otel.encoding import Record, attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
@@ -110,6 +112,7 @@ class ExperimentRecorder:
         self._experiment_url: str | None = None
         self._summary = ExperimentSummary(on_change=self._resource_changed)
         self._alerts = AlertRules()
+        self._notices = AlertNotices(self._settings.alert_cooldown, name=self._name)
         self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
         # Hot-path copies: one attribute load each instead of a dict lookup or a state compare.
         self._max_buffered = MAX_BUFFERED  # lowered for wide records (_normalize)
@@ -267,9 +270,15 @@ class ExperimentRecorder:
             self._hparams.update(values)
         self._resource_changed()
 
-    def attach_alert_on(self, condition: ExperimentAlertCondition, text: str) -> None:
-        """Fire `text` when `condition` becomes true on a recorded value (checked in add_record)."""
+    def attach_alert_on(
+        self, condition: ExperimentAlertCondition, text: str, *, cooldown: float | None = None
+    ) -> None:
+        """Fire `text` when `condition` becomes true on a recorded value (checked in add_record).
+        Extra: ``cooldown`` seconds between two notifications of it (default `alert_cooldown`,
+        60); every firing is kept in the run all the same."""
+        seconds = None if cooldown is None else cooldown_seconds(cooldown)
         self._alerts.add(condition, text)
+        self._notices.set_cooldown(condition, text, seconds)
         self._check_alerts = self._alerts.check
 
     def register(self) -> None:
@@ -314,7 +323,7 @@ class ExperimentRecorder:
             self._telemetry = Telemetry(self._spool, self._info(), self._settings, self._view)
             self._view.summary = self._summary.to_dict
             self._span = self._telemetry.tracer.start_span(f"experiment {self._name}")
-            self._notifiers = _notifiers(self._settings)
+            self._notices.start(_notifiers(self._settings))
             self._flusher = Flusher(
                 self._buffer,
                 self._write_metrics,
@@ -373,8 +382,7 @@ class ExperimentRecorder:
         closing = self._telemetry.begin_shutdown()  # the collector export, if any
         self._save()
         self._finish_sending(flushed, deadline)
-        for notifier in self._notifiers:
-            notifier.close(max(0.0, deadline - time.monotonic()))
+        self._notices.close(max(0.0, deadline - time.monotonic()))
         closing.join(max(0.0, deadline - time.monotonic()))
         if closing.is_alive():
             log.warning(
@@ -524,7 +532,6 @@ class ExperimentRecorder:
             self._save()
 
     def _deliver(self, firing: AlertFiring) -> None:
-        log.warning("markov alert [%s]: %s", self._name, firing.message())
         self._alert_log.append(firing.to_json())
         attrs = {
             "markov.alert.metric": firing.condition.metric_name,
@@ -543,8 +550,7 @@ class ExperimentRecorder:
             time_ns=firing.time_unix_nano,
             span=self._span,
         )
-        for notifier in self._notifiers:
-            notifier(firing)
+        self._notices(firing)  # a person hears of it at most once per cooldown
         if self._sender is not None:
             self._sender.update_recording({"alerts": [firing.to_json()]})
 
