@@ -171,15 +171,24 @@ def _backend(spool: Spool, endpoint: str | None) -> str:
 
 def points(spool: Spool, key: str | None = None) -> Iterator[Point]:
     """Every point in metrics.jsonl (a torn last line is skipped), optionally of one key."""
+    for batch in batches(spool, key):
+        yield from batch
+
+
+def batches(spool: Spool, key: str | None = None) -> Iterator[list[Point]]:
+    """The points of each metrics.jsonl line (one batch: grouped by key, not by time)."""
     for line in spool.lines("metrics"):
         try:
             data = json.loads(line.data)
         except ValueError:
             continue
-        for rm in data.get("resourceMetrics", []):
-            for sm in rm.get("scopeMetrics", []):
-                for metric in sm.get("metrics", []):
-                    yield from _metric_points(metric, key)
+        yield [
+            point
+            for rm in data.get("resourceMetrics", [])
+            for sm in rm.get("scopeMetrics", [])
+            for metric in sm.get("metrics", [])
+            for point in _metric_points(metric, key)
+        ]
 
 
 def _metric_points(metric: dict[str, Any], key: str | None) -> Iterator[Point]:
