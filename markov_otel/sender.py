@@ -200,7 +200,7 @@ class Sender:
     def why_unsent(self) -> str:
         """After stop() returned False: why, in a few words for the warning ('' if unknown)."""
         if self._paused:
-            return f" (the backend refused it: {self._paused})"
+            return " (the backend refused it, as said above)"
         if self.gave_up:
             return f" (cannot connect to {self._client.base})"
         return ""
