@@ -1,8 +1,10 @@
-"""Alert conditions, the synchronous check on add_record, notifiers, and AlertReader.
+"""Alert conditions, the synchronous check on add_record, and AlertReader.
 
-A condition fires when it becomes true, and again only after it was false in between. The check
-runs on the training thread (a dict lookup and a comparison per condition); everything else —
-log events, webhooks, the backend — happens on background threads.
+A condition fires when it becomes true, and again only after it was false in between; a NaN is
+no evidence either way (it neither fires nor re-arms). The check runs on the training thread (a
+dict lookup and a comparison per condition); everything else — log events, the backend, the
+notifications to people (`notices.py`, rate-limited per condition) — happens on background
+threads.
 """
 
 from __future__ import annotations
@@ -10,15 +12,12 @@ from __future__ import annotations
 import enum
 import logging
 import operator
-import queue
-import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from opentelemetry.sdk.metrics.export import (
     Gauge,
     MetricExporter,
@@ -29,7 +28,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from markov_otel.errors import ConfigError
-from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel.alerts")
 
@@ -157,7 +155,7 @@ class AlertRules:
     def check(self, values: Mapping[str, Any], time_ns: int, step: int | None) -> None:
         for metric, rules in self._by_metric.items():
             value = values.get(metric)
-            if value is None:
+            if value is None or value != value:  # absent, or NaN: the state stays as it was
                 continue
             for rule in rules:
                 hit = rule.condition.holds(value)
@@ -167,38 +165,6 @@ class AlertRules:
 
     def conditions(self) -> list[tuple[ExperimentAlertCondition, str]]:
         return [(r.condition, r.text) for rules in self._by_metric.values() for r in rules]
-
-
-class WebhookNotifier:
-    """Posts Slack-compatible JSON (`{"text": …}`) from its own thread; failures log once."""
-
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        self.url, self.timeout = url, timeout
-        self._queue: queue.Queue[AlertFiring | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="markov-webhook", daemon=True)
-        self._trouble = SayOnce(log)
-        self._thread.start()
-
-    def __call__(self, firing: AlertFiring) -> None:
-        self._queue.put(firing)
-
-    def close(self, timeout: float = 2.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        with requests.Session() as session:
-            while (firing := self._queue.get()) is not None:
-                body = {"text": f":rotating_light: {firing.message()}", "alert": firing.to_json()}
-                try:
-                    session.post(self.url, json=body, timeout=self.timeout).raise_for_status()
-                except requests.RequestException as exc:
-                    self._trouble.say(
-                        "webhook",
-                        logging.WARNING,
-                        "alert webhook failed (%s); alerts stay in the run's logs",
-                        exc,
-                    )
 
 
 class _AlertExporter(MetricExporter):
@@ -218,6 +184,8 @@ class _AlertExporter(MetricExporter):
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
         for name, attrs, value, time_ns in _points(metrics_data):
+            if value != value:  # NaN neither fires nor re-arms, as on add_record
+                continue
             for index, (condition, text) in enumerate(self._alerts):
                 if condition.metric_name != name:
                     continue

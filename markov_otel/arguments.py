@@ -4,12 +4,19 @@ any I/O so that misuse raises at once with the value and the fix."""
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from markov_otel.config import Settings
+from markov_otel.config import EXPLICIT, Settings
 from markov_otel.errors import ConfigError
 from markov_otel.rules import DEFAULT_MAX_BATCH_BYTES
+from markov_otel.weather import SayOnce
+
+log = logging.getLogger("markov_otel")
+_LOCAL_NOTE = SayOnce(log)  # once per process: a sweep of 300 runs needs the hint once
 
 _QUEUE_CONFIG: dict[str, tuple[type, float | int]] = {
     "batch_size": (int, 1000),
@@ -79,7 +86,8 @@ def recorder_settings(mode: Any, kwargs: Mapping[str, Any]) -> Settings:
             raise ConfigError(f"settings={given!r} must be a markov_otel.config.Settings")
         if mode is not None:
             extras["mode"] = mode
-        return given._with(extras)
+        sources = {**given.sources, **dict.fromkeys(extras, EXPLICIT)}
+        return replace(given._with(extras), sources=sources)
     overrides = {
         **extras,
         "mode": mode,
@@ -89,3 +97,17 @@ def recorder_settings(mode: Any, kwargs: Mapping[str, Any]) -> Settings:
         "webhook_url": kwargs.get("webhook_url"),
     }
     return Settings.resolve(overrides)
+
+
+def note_recording_locally(settings: Settings, recording_id: str, run_dir: Path) -> None:
+    """Say once, in one line, that runs stay local because no backend is configured anywhere,
+    and how to go online and upload them later."""
+    if not settings.offline_by_default:
+        return
+    _LOCAL_NOTE.say(
+        "local", logging.WARNING,
+        "markov_otel: no backend configured, so recording %s is kept locally in %s. To go "
+        "online: `mkv serve` (or your team's backend) and `mkv config set endpoint URL`; then "
+        "`mkv sync %s` uploads this run (`mkv mode offline` silences this note)",
+        recording_id, run_dir, recording_id,
+    )  # fmt: skip

@@ -1,4 +1,5 @@
-"""`mkv`: mode, config, runs, show, sync, serve, env. Our errors become one line on stderr."""
+"""`mkv`: mode, config, runs, show, sync, export, serve, env. Our errors become one line on
+stderr. A RUN argument is a recording id or a unique start of one, as git takes a commit."""
 
 from __future__ import annotations
 
@@ -10,18 +11,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from markov_otel import environment, rebuild, runs
+from markov_otel import display, environment, rebuild, runs
 from markov_otel.config import (
+    DEFAULT,
+    ENV,
     ENV_MODE,
+    EXPLICIT,
+    FILE,
     FILE_KEYS,
     RecordingMode,
     Settings,
     config_path,
-    read_config_file,
     redact_url,
     write_config_value,
 )
 from markov_otel.errors import ConfigError, MarkovError
+from markov_otel.progress_bar import ProgressBar
 from markov_otel.sender import Progress
 from markov_otel.spool import check_run_id, read_json
 
@@ -36,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mkv: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mkv export RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("mode", nargs="?", choices=[m.value for m in RecordingMode])
     mode.set_defaults(run=cmd_mode)
 
-    config = sub.add_parser("config", help="get or set a setting in the config file")
-    config.add_argument("action", choices=["get", "set", "unset", "path"])
+    config = sub.add_parser(
+        "config",
+        help="list, get or set settings (set/unset: the config file)",
+        description="`list`: every setting, its value and where it comes from (environment, "
+        "config file, default); `get KEY`: the value in effect (its source on stderr); "
+        "`set KEY VALUE` / `unset KEY`: the config file; `path`: where the file is.",
+    )
+    config.add_argument("action", choices=["list", "get", "set", "unset", "path"])
     config.add_argument("key", nargs="?", choices=list(FILE_KEYS))
     config.add_argument("value", nargs="?")
     config.set_defaults(run=cmd_config)
@@ -57,13 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=cmd_runs)
 
     show = sub.add_parser("show", help="show one local run")
-    show.add_argument("run_id")
+    show.add_argument("run_id", metavar="RUN", help="a recording id, or a unique start of one")
     show.add_argument("--dir")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=cmd_show)
 
     sync = sub.add_parser("sync", help="upload offline runs and whatever an online run left")
-    sync.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    sync.add_argument(
+        "run_ids", nargs="*", metavar="RUN", help="recording ids, or unique starts of them"
+    )
     sync.add_argument("--all", action="store_true", help="every local run with unsent data")
     sync.add_argument("--endpoint", help="backend URL (default: MARKOV_ENDPOINT / config)")
     sync.add_argument("--dir")
@@ -76,28 +92,55 @@ def build_parser() -> argparse.ArgumentParser:
     sync.set_defaults(run=cmd_sync)
 
     serve = sub.add_parser("serve", help="run the reference Markov backend")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8470)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=8470, help="port (default: %(default)s)")
     serve.add_argument(
         "--db",
         default="sqlite:///markov-server.db",
-        help="sqlite:///path (default) or postgresql://user@host/db",
+        help="sqlite:///path or postgresql://user@host/db (default: %(default)s, in the "
+        "current directory)",
     )
     serve.add_argument(
         "--token",
         action="append",
         default=[],
-        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); "
-        "also MARKOV_SERVER_TOKENS",
+        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); also "
+        "MARKOV_SERVER_TOKENS (default: none, and then the server refuses to start)",
     )
     serve.add_argument("--port-file", help=argparse.SUPPRESS)
-    serve.add_argument("--public-url", help="base of experiment_url links")
+    serve.add_argument(
+        "--public-url",
+        help="base of experiment_url links (default: the address each request came to)",
+    )
     serve.set_defaults(run=cmd_serve)
+
+    export = sub.add_parser(
+        "export",
+        help="write a run's points as a table (step, time, key, value)",
+        description="One row per recorded point, in record order: step, time (UTC, ISO 8601 "
+        "with nanoseconds), key, value (non-finite values as NaN, Infinity, -Infinity).",
+    )
+    export.add_argument("run_id", metavar="RUN", help="a recording id, or a unique start of one")
+    export.add_argument("--format", choices=["csv", "jsonl", "parquet"], default="csv",
+                        help="csv (default), jsonl, or parquet (needs pyarrow)")  # fmt: skip
+    export.add_argument("-o", "--output", help="file to write (default: stdout; parquet needs one)")
+    export.add_argument("--dir")
+    export.add_argument(
+        "--endpoint", help="read the run from this backend instead of the local runs directory"
+    )
+    export.set_defaults(run=cmd_export)
 
     env = sub.add_parser("env", help="rebuild a run's environment")
     env.add_argument("what", choices=["requirements", "venv", "conda"])
-    env.add_argument("run_id")
-    env.add_argument("path", nargs="?")
+    env.add_argument("run_id", metavar="RUN")
+    env.add_argument(
+        "path",
+        nargs="?",
+        help="where to write (default: requirements to stdout, venv ./RUN_venv, "
+        "conda ./RUN_conda_env)",
+    )
     env.add_argument("--dir")
     env.add_argument("--endpoint")
     env.set_defaults(run=cmd_env)
@@ -110,6 +153,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+# -- mode and config ---------------------------------------------------------------------------
+
+
 def cmd_mode(args: argparse.Namespace) -> int:
     if args.mode:
         path = write_config_value("mode", args.mode)
@@ -117,14 +163,15 @@ def cmd_mode(args: argparse.Namespace) -> int:
         if os.environ.get(ENV_MODE):
             print(f"note: {ENV_MODE}={os.environ[ENV_MODE]} overrides it in this shell")
         return 0
-    print(Settings.resolve().mode.value)
-    return 0
+    return _print_setting(Settings.resolve(), "mode")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.action == "path":
         print(config_path())
         return 0
+    if args.action == "list":
+        return _list_settings(Settings.resolve())
     if not args.key:
         raise ConfigError(f"`mkv config {args.action}` needs a KEY: {', '.join(FILE_KEYS)}")
     if args.action == "set":
@@ -134,11 +181,64 @@ def cmd_config(args: argparse.Namespace) -> int:
     elif args.action == "unset":
         write_config_value(args.key, None)
     else:
-        value = read_config_file().get(args.key)
-        if value is None:
-            return 1
-        print("<set>" if args.key == "api_key" else value)
+        return _print_setting(Settings.resolve(), args.key)
     return 0
+
+
+def _print_setting(settings: Settings, key: str) -> int:
+    """The value in effect on stdout (scripts read it), where it comes from on stderr; exit 1
+    when the key has no value at all."""
+    value = _shown_value(settings, key)
+    if value is None:
+        print(f"{key} is not set ({_origin(settings, key)})", file=sys.stderr)
+        return 1
+    print(value)
+    print(f"({_origin(settings, key)})", file=sys.stderr)
+    return 0
+
+
+def _list_settings(settings: Settings) -> int:
+    rows = [(key, _shown_value(settings, key), _origin(settings, key)) for key in FILE_KEYS]
+    width = max(len(str(value)) for _, value, _ in rows)
+    width = min(max(width, 5), 40)
+    print(f"{'KEY':20} {'VALUE':{width}}  SOURCE")
+    for key, value, origin in rows:
+        print(f"{key:20} {'-' if value is None else value:{width}}  {origin}")
+    return 0
+
+
+def _shown_value(settings: Settings, key: str) -> str | None:
+    value = getattr(settings, key)
+    if key == "api_key":
+        return "<set>" if value else None  # never the key itself
+    if value is None:
+        return None
+    if isinstance(value, RecordingMode):
+        return value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _origin(settings: Settings, key: str) -> str:
+    """Where a setting's value comes from, in words."""
+    source = settings.source(key)
+    if source == ENV:
+        return f"environment {FILE_KEYS[key]}"
+    if source == FILE:
+        return f"config file {config_path()}"
+    if source == EXPLICIT:
+        return f"--{key} option"
+    if key == "mode" and source == DEFAULT:
+        if settings.offline_by_default:
+            return "default: offline while no endpoint is configured"
+        return "default: online, as an endpoint is configured"
+    return DEFAULT
+
+
+# -- runs and show -----------------------------------------------------------------------------
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -148,83 +248,115 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not ids:
         print(f"no runs in {base}")
         return 0
-    print(f"{'RECORDING ID':34} {'NAME':24} {'STATUS':9} {'POINTS':>9}  SYNCED")
+    print(
+        f"{'RECORDING ID':32}  {'NAME':20} {'STATUS':9} {'STARTED':16} {'DURATION':>8} "
+        f"{'POINTS':>8}  SYNC"
+    )
     for run_id in ids:
         spool = runs.open_run(base, run_id)
         info = spool.read_recording()
-        synced = "yes" if runs.unsent_lines(spool, settings.endpoint) == 0 else "no"
-        refused = len(runs.set_aside(spool, settings.endpoint))
-        if refused:
-            synced += f" ({refused} refused)"
+        timing = runs.timing(spool, info)
+        state = runs.sync_state(spool, settings.endpoint)
+        name = str(info.get("name") or "-").replace(" ", "_")[:20]
         print(
-            f"{run_id:34} {str(info.get('name'))[:24]:24} {runs.status_of(info):9} "
-            f"{runs.point_count(spool, info):>9}  {synced}"
+            f"{run_id:32}  {name:20} {runs.status_of(info):9} "
+            f"{display.local_time(timing.started_at):16} {display.duration_cell(timing):>8} "
+            f"{runs.point_count(spool, info):>8}  {display.sync_cell(state, str(info.get('mode')))}"
         )
+    print(f"SYNC: against {redact_url(settings.endpoint)}; `mkv show RUN` says more")
     return 0
+
+
+_SHOWN = ("recording_id", "name", "project_id", "status", "started", "duration", "model_class",
+          "model_id", "dataset_id", "notes", "points", "sync", "run_dir")  # fmt: skip
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    spool = runs.open_run(settings.dir, args.run_id)
+    run_id = runs.resolve_run_id(settings.dir, args.run_id)
+    spool = runs.open_run(settings.dir, run_id)
     info = spool.read_recording()
+    timing = runs.timing(spool, info)
+    state = runs.sync_state(spool, settings.endpoint)
+    aside = runs.set_aside(spool, settings.endpoint)
     info["points"] = runs.point_count(spool, info)
     info["status"] = runs.status_of(info)
-    info["unsent_lines"] = runs.unsent_lines(spool, settings.endpoint)
-    info["set_aside"] = [vars(e) for e in runs.set_aside(spool, settings.endpoint)]
+    info["duration"] = timing.duration
+    info["unsent_lines"] = state.unsent
+    info["set_aside"] = [vars(e) for e in aside]
     info["run_dir"] = str(spool.dir)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
-    for key in (
-        "recording_id",
-        "name",
-        "project_id",
-        "status",
-        "model_class",
-        "model_id",
-        "notes",
-        "points",
-        "unsent_lines",
-        "run_dir",
-    ):
-        print(f"{key:16} {info.get(key)}")
+    info["started"] = display.local_time(timing.started_at, precise=True)
+    info["duration"] = display.duration_line(timing)
+    info["sync"] = display.sync_line(state, str(info.get("mode")), run_id)
+    for key in _SHOWN:
+        if info.get(key) not in (None, ""):  # an unset note is not "None"
+            print(f"{key:13} {info[key]}")
     for title in ("hyper_parameters", "summary", "last_values"):
-        print(f"{title}:")
-        for key, value in sorted((info.get(title) or {}).items()):
-            print(f"  {key:24} {value}")
-    print("alerts:")
-    for alert in info.get("alerts", []):
-        print(
-            f"  step {alert.get('step')}: {alert.get('text')} "
-            f"({alert.get('metric_name')}={alert.get('value')})"
-        )
-    aside = runs.set_aside(spool, settings.endpoint)
+        if info.get(title):
+            print(f"{title}:")
+            for key, value in sorted(info[title].items()):
+                print(f"  {key:24} {value}")
+    if info.get("alerts"):
+        print("alerts:")
+        for alert in info["alerts"]:
+            print(
+                f"  step {alert.get('step')}: {alert.get('text')} "
+                f"({alert.get('metric_name')}={alert.get('value')})"
+            )
     if aside:
         print(
             f"set aside (refused by {redact_url(settings.endpoint)}; resend with "
-            f"`mkv sync {args.run_id} --resend-set-aside` once the cause is fixed):"
+            f"`mkv sync {run_id} --resend-set-aside` once the cause is fixed):"
         )
         for entry in aside:
             print(f"  {entry.signal}.jsonl line {entry.line}: {entry.reason}")
     return 0
 
 
+# -- sync and export ---------------------------------------------------------------------------
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    ids = list(args.run_ids)
+    ids = [runs.resolve_run_id(settings.dir, given) for given in args.run_ids]
     if args.all:
-        ids += [r for r in runs.run_ids(settings.dir) if r not in ids]
+        ids += [
+            r for r in runs.run_ids(settings.dir) if r not in ids and _has_work(settings, r, args)
+        ]
+    elif not ids:
+        raise ConfigError("name the runs to sync (mkv sync RUN …) or pass --all")
     if not ids:
-        raise ConfigError("name the runs to sync (mkv sync RUN_ID …) or pass --all")
-    refused = 0
-    for run_id in ids:
-        spool = runs.open_run(settings.dir, run_id)
-        total = runs.unsent_lines(spool, settings.endpoint)
+        where = redact_url(settings.endpoint)
+        print(f"nothing to sync: every run in {settings.dir} is sent to {where}")
+    refused = [run_id for run_id in ids if not _sync_one(settings, run_id, args)]
+    return 1 if refused else 0  # a script must notice data the backend does not have
 
-        def show(progress: Progress, run_id: str = run_id, total: int = total) -> None:
-            if sys.stderr.isatty():
-                print(f"\r{run_id}: {progress.sent_lines}/{total} batches", end="", file=sys.stderr)
 
+def _has_work(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
+    """Whether `mkv sync --all` has anything to do for a run: unsent lines, or set-aside lines
+    when resending those."""
+    spool = runs.open_run(settings.dir, run_id)
+    state = runs.sync_state(spool, settings.endpoint)
+    return state.unsent > 0 or (args.resend_set_aside and state.set_aside > 0)
+
+
+def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
+    """Sync one run; False when the backend refused lines of it (set aside)."""
+    spool = runs.open_run(settings.dir, run_id)
+    total = runs.unsent_lines(spool, settings.endpoint)
+    bar = None
+    if sys.stderr.isatty():  # a progress bar on a terminal; nothing in a pipe or a log
+        size = runs.unsent_bytes(spool, settings.endpoint)
+        bar = ProgressBar(run_id[:8], size, total, sys.stderr)
+
+    def show(progress: Progress) -> None:
+        if bar is not None:
+            bar.update(progress.sent_bytes, progress.sent_lines)
+
+    try:
         done = runs.sync_run(
             spool,
             settings,
@@ -232,21 +364,40 @@ def cmd_sync(args: argparse.Namespace) -> int:
             progress=show,
             resend_set_aside=args.resend_set_aside,
         )
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(
+        f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
+        f"to {redact_url(settings.endpoint)}"
+    )
+    if args.resend_set_aside:
+        print(f"{run_id}: {done.resent} set-aside batches stored on resending")
+    if done.still_set_aside:
         print(
-            f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
-            f"to {redact_url(settings.endpoint)}"
+            f"{run_id}: {done.still_set_aside} batches refused by the backend are set "
+            f"aside; `mkv show {run_id}` says why"
         )
-        if args.resend_set_aside:
-            print(f"{run_id}: {done.resent} set-aside batches stored on resending")
-        if done.still_set_aside:
-            refused += 1
-            print(
-                f"{run_id}: {done.still_set_aside} batches refused by the backend are set "
-                f"aside; `mkv show {run_id}` says why"
-            )
-    return 1 if refused else 0  # a script must notice data the backend does not have
+    return not done.still_set_aside
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from markov_otel import export, read
+
+    settings = _settings(args)
+    if args.endpoint:
+        source: str | Path = settings.endpoint
+        run_id = check_run_id(args.run_id)
+    else:
+        source = settings.dir
+        run_id = runs.resolve_run_id(settings.dir, args.run_id)
+    points = read.points(run_id, source=source)
+    if args.output:
+        count = export.write_file(points, args.format, Path(args.output))
+        print(f"wrote {count} points of {run_id} to {args.output}", file=sys.stderr)
+    else:
+        export.write_stream(points, args.format, sys.stdout)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -266,17 +417,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    env = _recorded_environment(settings, args.run_id)
+    run_id = check_run_id(args.run_id)
+    try:
+        run_id = runs.resolve_run_id(settings.dir, run_id)
+    except ConfigError:
+        if any(r.startswith(run_id) for r in runs.run_ids(settings.dir)):
+            raise  # ambiguous here; not found locally: the backend may have it
+    env = _recorded_environment(settings, run_id)
     if args.what == "requirements":
-        target = args.path or "requirements.txt"
-        path = environment.write_requirements_file(env, target, recording_id=args.run_id)
+        if not args.path:  # to stdout: `mkv env requirements RUN > requirements.txt`
+            print(environment.requirements_text(env, recording_id=run_id), end="")
+            return 0
+        path = environment.write_requirements_file(env, args.path, recording_id=run_id)
         print(f"wrote {path}")
     elif args.what == "venv":
-        report = rebuild.create_virtualenv(env, args.path or f"{args.run_id}_venv", progress=print)
+        report = rebuild.create_virtualenv(env, args.path or f"{run_id}_venv", progress=print)
         print(report.message)
     else:
         path = rebuild.create_conda_environment(
-            env, args.path or f"{args.run_id}_conda_env", progress=print
+            env, args.path or f"{run_id}_conda_env", progress=print
         )
         print(f"created conda environment at {path}")
     return 0

@@ -1,7 +1,14 @@
 """Settings resolution: explicit argument > environment > config file > default.
 
 The config file is JSON, written by `mkv` with mode 0600 because it may hold the API key. Nothing
-here runs at import time; `Settings.resolve()` reads the environment when a recorder is built.
+here runs at import time; `Settings.resolve()` reads the environment when a recorder is built,
+and remembers where each value came from (`Settings.source(key)`), so that `mkv config list`
+can say it and the recorder can tell a mode somebody chose from the default.
+
+The default mode: ONLINE when an endpoint is configured (argument, environment or file), else
+OFFLINE (there is no backend to send to: record locally, as MLflow's ./mlruns does, and say once
+how to go online). A mode that is set (`recording_mode=`, MARKOV_MODE, `mkv mode`) is followed as
+given: ONLINE with no endpoint configured sends to DEFAULT_ENDPOINT.
 """
 
 from __future__ import annotations
@@ -27,9 +34,15 @@ ENV_DIR = "MARKOV_DIR"
 """Directory holding one run dir per recording (default ./markov-runs)."""
 ENV_CONFIG = "MARKOV_CONFIG"
 """Path of the config file (default: the user config dir's markov/config.json)."""
+ENV_ALERT_COOLDOWN = "MARKOV_ALERT_COOLDOWN"
+"""Seconds between two notifications (webhook, log warning) of one alert condition."""
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8470"
 DEFAULT_DIR = "markov-runs"
+DEFAULT_ALERT_COOLDOWN = 60.0
+
+EXPLICIT, ENV, FILE, DEFAULT = "explicit", "env", "file", "default"
+"""Where a setting came from (`Settings.source`), strongest first."""
 
 # Keys `mkv config set` accepts, with the environment variable that overrides each.
 FILE_KEYS: dict[str, str | None] = {
@@ -47,6 +60,7 @@ FILE_KEYS: dict[str, str | None] = {
     "system_metrics": "MARKOV_SYSTEM_METRICS",
     "system_metrics_interval": "MARKOV_SYSTEM_METRICS_INTERVAL",
     "ranks": "MARKOV_RANKS",
+    "alert_cooldown": ENV_ALERT_COOLDOWN,
 }
 
 
@@ -98,6 +112,8 @@ def write_config_value(key: str, value: str | None, path: Path | None = None) ->
         raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(FILE_KEYS)}")
     if key == "mode" and value is not None:
         value = RecordingMode.parse(value).value
+    if value is not None:
+        Settings()._with({key: value})  # a value resolve() would refuse is refused now
     path = path or config_path()
     data = read_config_file(path)
     if value is None:
@@ -146,6 +162,25 @@ class Settings:
     system_metrics: bool = True
     system_metrics_interval: float = 10.0
     ranks: str = "0"
+    alert_cooldown: float = DEFAULT_ALERT_COOLDOWN
+    # Where each value came from (EXPLICIT, ENV, FILE); a key absent here is the default.
+    # Not part of equality: two Settings with the same values are the same settings.
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def source(self, key: str) -> str:
+        """EXPLICIT, ENV, FILE or DEFAULT: where the value of `key` came from."""
+        if key not in FILE_KEYS:
+            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(FILE_KEYS)}")
+        return self.sources.get(key, DEFAULT)
+
+    @property
+    def offline_by_default(self) -> bool:
+        """OFFLINE only because neither a mode nor an endpoint is configured anywhere."""
+        return (
+            self.mode is RecordingMode.OFFLINE
+            and self.source("mode") == DEFAULT
+            and self.source("endpoint") == DEFAULT
+        )
 
     def __repr__(self) -> str:
         key = "set" if self.api_key else "unset"
@@ -158,16 +193,21 @@ class Settings:
     def resolve(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
         """Merge explicit overrides, the environment, the config file and the defaults."""
         raw: dict[str, Any] = dict(read_config_file())
+        sources = dict.fromkeys(raw, FILE)
         for key, env in FILE_KEYS.items():
             if env and os.environ.get(env) not in (None, ""):
-                raw[key] = os.environ[env]
-        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+                raw[key], sources[key] = os.environ[env], ENV
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        raw.update(given)
+        sources.update(dict.fromkeys(given, EXPLICIT))
         unknown = set(raw) - set(FILE_KEYS)
         if unknown:
             raise ConfigError(
                 f"unknown setting(s) {sorted(unknown)}; known: {', '.join(FILE_KEYS)}"
             )
-        return cls()._with(raw)
+        if "mode" not in raw and "endpoint" not in raw:
+            raw["mode"] = RecordingMode.OFFLINE  # nowhere to send: record locally (see above)
+        return replace(cls()._with(raw), sources=sources)
 
     def _with(self, raw: Mapping[str, Any]) -> Settings:
         values: dict[str, Any] = {}
@@ -189,7 +229,23 @@ class Settings:
             values["system_metrics_interval"] = _interval(raw["system_metrics_interval"])
         if "ranks" in raw:
             values["ranks"] = _ranks(raw["ranks"])
+        if "alert_cooldown" in raw:
+            values["alert_cooldown"] = cooldown_seconds(raw["alert_cooldown"], "alert_cooldown")
         return replace(self, **values)
+
+
+def cooldown_seconds(value: object, what: str = "cooldown") -> float:
+    """Seconds between two notifications of one alert condition: a number >= 0 (0: no limit)."""
+    try:
+        seconds = float(str(value)) if not isinstance(value, bool) else -1.0
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(
+            f"{what}={value!r} must be a number of seconds >= 0 (0: every crossing notifies), "
+            f"e.g. {what}=60"
+        )
+    return seconds
 
 
 def _port(value: object) -> int:

@@ -1,7 +1,8 @@
 """A real, tiny experiment: logistic regression by gradient descent, recorded with markov_otel.
 
-    python -m markov_otel.example            # OFFLINE unless MARKOV_MODE / `mkv mode` say online
-    python -m markov_otel.example --online   # to MARKOV_ENDPOINT (see `mkv serve`)
+    python -m markov_otel.example            # where your settings say: locally until an
+                                             # endpoint (or `mkv mode online`) is configured
+    python -m markov_otel.example --online   # to the configured endpoint (see `mkv serve`)
 
 Pure Python on synthetic data, so it runs on a fresh machine in a second or two.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 
 from markov_otel import (
@@ -70,11 +70,7 @@ def main() -> None:
     parser.add_argument("--online", action="store_true", help="record to the Markov backend")
     parser.add_argument("--epochs", type=int, default=100)
     args = parser.parse_args()
-    mode = (
-        RecordingMode.ONLINE
-        if args.online
-        else (None if os.environ.get("MARKOV_MODE") else RecordingMode.OFFLINE)
-    )
+    mode = RecordingMode.ONLINE if args.online else None  # None: follow the settings
     hparams = {"lr": 0.5, "epochs": args.epochs, "seed": 7, "optimizer": "gd"}
     recorder = ExperimentRecorder(
         name="logreg-blobs",

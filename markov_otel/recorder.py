@@ -2,7 +2,8 @@
 
 add_record stamps the time and step, copies the record, appends it to a deque and checks the
 alert conditions: no I/O, no lock, no SDK call. Everything else happens on the flusher thread
-(flusher.py) and, online, the sender thread (transport.py). See DESIGN.md for the picture.
+(flusher.py) and, online, the sender thread (sender.py). See docs/architecture.md for the
+picture.
 """
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from markov_otel import distributed, environment, process, rebuild
-from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition, WebhookNotifier
-from markov_otel.arguments import ModelClass, model_class_value, queue_config, recorder_settings
-from markov_otel.config import RecordingMode, Settings, redact_url
+from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition
+from markov_otel.arguments import (
+    ModelClass,
+    model_class_value,
+    note_recording_locally,
+    queue_config,
+    recorder_settings,
+)
+from markov_otel.config import RecordingMode, Settings, cooldown_seconds, redact_url
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.flusher import Flusher
+from markov_otel.notices import AlertNotices, WebhookNotifier
 from markov_otel.otel.encoding import Record, attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
@@ -77,7 +85,8 @@ class ExperimentRecorder:
     ``webhook_url``, ``system_metrics`` (sample host, process and GPU metrics, True),
     ``system_metrics_interval`` (seconds, 10), ``ranks`` (in a distributed job, whose
     add_record values are recorded: "0" or "all"). ``recording_mode=None`` follows
-    `mkv mode` / ``MARKOV_MODE`` (ONLINE if unset).
+    `mkv mode` / ``MARKOV_MODE``; where no mode is set, ONLINE if an endpoint is configured,
+    else OFFLINE (said once, with how to go online).
     """
 
     def __init__(
@@ -117,6 +126,7 @@ class ExperimentRecorder:
         self._experiment_url: str | None = None
         self._summary = ExperimentSummary(on_change=self._resource_changed)
         self._alerts = AlertRules()
+        self._notices = AlertNotices(self._settings.alert_cooldown, name=self._name)
         self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
         # Hot-path copies: one attribute load each instead of a dict lookup or a state compare.
         self._max_buffered = MAX_BUFFERED  # lowered for wide records (_normalize)
@@ -292,9 +302,15 @@ class ExperimentRecorder:
             self._hparams.update(values)
         self._resource_changed()
 
-    def attach_alert_on(self, condition: ExperimentAlertCondition, text: str) -> None:
-        """Fire `text` when `condition` becomes true on a recorded value (checked in add_record)."""
+    def attach_alert_on(
+        self, condition: ExperimentAlertCondition, text: str, *, cooldown: float | None = None
+    ) -> None:
+        """Fire `text` when `condition` becomes true on a recorded value (checked in add_record).
+        Extra: ``cooldown`` seconds between two notifications of it (default `alert_cooldown`,
+        60); every firing is kept in the run all the same."""
+        seconds = None if cooldown is None else cooldown_seconds(cooldown)
         self._alerts.add(condition, text)
+        self._notices.set_cooldown(condition, text, seconds)
         self._check_alerts = self._alerts.check
 
     def register(self) -> None:
@@ -305,6 +321,7 @@ class ExperimentRecorder:
             self._spool.create()
             self._status = "registered"
             self._save()
+            note_recording_locally(self._settings, self._recording_id, self._spool.dir)
             if self._settings.mode is RecordingMode.ONLINE:
                 self._sender = Sender(
                     self._spool,
@@ -347,7 +364,7 @@ class ExperimentRecorder:
                 self._telemetry.tracer, self._name, self._recording_id, self._launch
             )
             self._span = self._spans.main
-            self._notifiers = _notifiers(self._settings)
+            self._notices.start(_notifiers(self._settings))
             self._flusher = Flusher(
                 self._buffer,
                 self._write_metrics,
@@ -409,8 +426,7 @@ class ExperimentRecorder:
         closing = self._telemetry.begin_shutdown()  # the collector export, if any
         self._save()
         self._finish_sending(flushed, deadline)
-        for notifier in self._notifiers:
-            notifier.close(max(0.0, deadline - time.monotonic()))
+        self._notices.close(max(0.0, deadline - time.monotonic()))
         closing.join(max(0.0, deadline - time.monotonic()))
         if closing.is_alive():
             log.warning(
@@ -455,9 +471,10 @@ class ExperimentRecorder:
         self._sender.update_recording(self._patch_body())
         if not self._sender.stop(max(0.0, deadline - time.monotonic())):
             log.warning(
-                "markov_otel: recording %s is not fully sent; its data is safe in %s. "
+                "markov_otel: recording %s is not fully sent%s; its data is safe in %s. "
                 "Finish with: mkv sync %s",
                 self._recording_id,
+                self._sender.why_unsent(),
                 self._spool.dir,
                 self._recording_id,
             )
@@ -583,7 +600,6 @@ class ExperimentRecorder:
             self._save()
 
     def _deliver(self, firing: AlertFiring) -> None:
-        log.warning("markov alert [%s]: %s", self._name, firing.message())
         self._alert_log.append(firing.to_json())
         attrs = {
             "markov.alert.metric": firing.condition.metric_name,
@@ -602,8 +618,7 @@ class ExperimentRecorder:
             time_ns=firing.time_unix_nano,
             span=self._span,
         )
-        for notifier in self._notifiers:
-            notifier(firing)
+        self._notices(firing)  # a person hears of it at most once per cooldown
         if self._sender is not None:
             self._sender.update_recording({"alerts": [firing.to_json()]})
 

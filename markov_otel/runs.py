@@ -19,7 +19,7 @@ from markov_otel.acks import Acks, SetAside
 from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
 from markov_otel.sender import Progress, Sender
-from markov_otel.spool import Spool, read_json
+from markov_otel.spool import SIGNALS, Spool, check_run_id, read_json
 from markov_otel.transport import Target, patch_body, registration_body
 
 _SYNC_QUEUE = {"register_batch_timeout": 30.0, "batch_processing_interval": 1.0}
@@ -48,6 +48,81 @@ def open_run(base: Path, run_id: str) -> Spool:
     if not (spool.dir / "recording.json").is_file():
         raise ConfigError(f"no recording {run_id!r} in {base}; list them with `mkv runs`")
     return spool
+
+
+def resolve_run_id(base: Path, given: str) -> str:
+    """The local run `given` names: its full id, or a unique prefix of one (as git takes a
+    commit). ConfigError when none or several match, naming the candidates."""
+    check_run_id(given)
+    if (Path(base) / given / "recording.json").is_file():
+        return given
+    found = [run_id for run_id in run_ids(base) if run_id.startswith(given)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(f"no recording {given!r} in {base}; list them with `mkv runs`")
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    raise ConfigError(
+        f"{given!r} is the start of {len(found)} recordings in {base} ({shown}); "
+        "give more of the id"
+    )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a run started and how long it ran, as far as its run dir knows (Unix seconds)."""
+
+    started_at: float | None
+    duration: float | None  # None: unknown (never started)
+    state: str  # "ended", "running" (duration so far) or "crashed" (at least this long)
+
+
+def timing(spool: Spool, info: dict[str, Any], *, now: float | None = None) -> Timing:
+    """Start and duration from recording.json's started_at/ended_at; a running run's elapsed
+    time; a crashed run's time until its last write to metrics.jsonl (at least that long)."""
+    started, ended = info.get("started_at"), info.get("ended_at")
+    if not isinstance(started, (int, float)):
+        return Timing(None, None, "ended")
+    if isinstance(ended, (int, float)):
+        return Timing(started, max(0.0, ended - started), "ended")
+    if status_of(info) == "crashed":
+        try:
+            last = spool.path("metrics").stat().st_mtime
+        except OSError:
+            return Timing(started, None, "crashed")
+        return Timing(started, max(0.0, last - started), "crashed")
+    return Timing(started, max(0.0, (time.time() if now is None else now) - started), "running")
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What a backend holds of a run: lines not yet sent, lines it refused, and whether the run
+    was ever sent there at all."""
+
+    backend: str
+    unsent: int
+    set_aside: int
+    never_sent: bool  # no line acknowledged nor set aside by this backend
+
+
+def sync_state(spool: Spool, endpoint: str | None = None) -> SyncState:
+    acks = Acks(spool, _backend(spool, endpoint))
+    never = all(acks.mark(signal) == (0, 0) for signal in SIGNALS)
+    aside = len(acks.set_aside_lines())
+    return SyncState(acks.backend, acks.unsent(), aside, never and not aside)
+
+
+def unsent_bytes(spool: Spool, endpoint: str | None = None) -> int:
+    """Bytes of the spool lines a backend has not acknowledged: what a sync will send."""
+    acks = Acks(spool, _backend(spool, endpoint))
+    total = 0
+    for signal in SIGNALS:
+        try:
+            size = spool.path(signal).stat().st_size
+        except OSError:
+            continue
+        total += max(0, size - acks.mark(signal)[1])
+    return total
 
 
 def status_of(info: dict[str, Any]) -> str:
@@ -97,15 +172,24 @@ def _backend(spool: Spool, endpoint: str | None) -> str:
 
 def points(spool: Spool, key: str | None = None) -> Iterator[Point]:
     """Every point in metrics.jsonl (a torn last line is skipped), optionally of one key."""
+    for batch in batches(spool, key):
+        yield from batch
+
+
+def batches(spool: Spool, key: str | None = None) -> Iterator[list[Point]]:
+    """The points of each metrics.jsonl line (one batch: grouped by key, not by time)."""
     for line in spool.lines("metrics"):
         try:
             data = json.loads(line.data)
         except ValueError:
             continue
-        for rm in data.get("resourceMetrics", []):
-            for sm in rm.get("scopeMetrics", []):
-                for metric in sm.get("metrics", []):
-                    yield from _metric_points(metric, key)
+        yield [
+            point
+            for rm in data.get("resourceMetrics", [])
+            for sm in rm.get("scopeMetrics", [])
+            for metric in sm.get("metrics", [])
+            for point in _metric_points(metric, key)
+        ]
 
 
 def _metric_points(metric: dict[str, Any], key: str | None) -> Iterator[Point]:

@@ -11,6 +11,9 @@ so a restart or `mkv sync` resumes where it stopped and never duplicates a point
   that fit (`<key>.<part>/<parts>`).
 - Any other refusal (a bad token) pauses sending, is said once, and leaves the data on disk for
   `mkv sync`.
+- Waiting only makes sense while the backend answers: once stop() began, or during a sync, a
+  backend that refuses the connection on GIVE_UP_UNREACHABLE attempts in a row is given up on
+  at once (the data stays on disk); one that answers 503 or slowly gets the whole timeout.
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
 
+GIVE_UP_UNREACHABLE = 3
+"""Connection failures in a row, once stop() began (or during a sync), that end the waiting."""
+UNREACHABLE_RETRY = 0.2
+"""Seconds between those attempts while stop() waits: a restarting backend gets a moment."""
+
 
 @dataclass
 class Progress:
     """What a sender has done: spool lines acknowledged by the backend, and set aside."""
 
     sent_lines: int = 0
+    sent_bytes: int = 0  # of the lines sent (with their newlines): what a progress bar shows
     set_aside: int = 0
     resent: int = 0  # set-aside lines stored by --resend-set-aside
     still_set_aside: int = 0
@@ -80,6 +89,9 @@ class Sender:
         self._paused: str | None = None
         self._trouble = SayOnce(log)
         self._attempt = 0
+        self._unreachable = 0  # connection failures in a row
+        self._quiet = False  # sync: refusals are raised to the caller, not logged
+        self._on_line: Callable[[Progress], None] | None = None
         self.progress = Progress()
         self._thread = threading.Thread(target=self._run, name="markov-sender", daemon=True)
 
@@ -95,10 +107,9 @@ class Sender:
             self._refuse(exc)
         except Retry as exc:
             self._warn(
-                "register",
-                f"markov_otel: cannot register recording "
-                f"{body['recording_id']} with {self._client.base} ({exc}); recording "
-                "to disk and retrying in the background",
+                "unreachable" if exc.unreachable else "register",
+                f"markov_otel: cannot register recording {body['recording_id']}: {exc}; "
+                "recording to disk and retrying in the background",
             )
 
     def start(self) -> None:
@@ -123,6 +134,7 @@ class Sender:
     def stop(self, timeout: float) -> bool:
         """Send what is left for at most `timeout` seconds; True when everything is acked."""
         self._deadline = time.monotonic() + timeout
+        self._unreachable = 0  # count the failures since stop began
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout + 0.2)
@@ -145,7 +157,7 @@ class Sender:
                 self._wake.wait(self._queue["batch_processing_interval"])
                 self._wake.clear()
                 delay = self.pump()
-                if self._stopping and (self._finished() or self._past_deadline()):
+                if self._stopping and (self._finished() or self._past_deadline() or self.gave_up):
                     return
                 if delay:
                     self._sleep(delay)
@@ -165,21 +177,42 @@ class Sender:
             self._send_patch()  # after the batches, whose resources carry an older status
         except Retry as exc:
             self._attempt += 1
-            self._warn(
-                "retry",
-                f"markov_otel: backend trouble ({exc}); data is safe in "
-                f"{self._spool.dir}, retrying",
-            )
+            self._unreachable = self._unreachable + 1 if exc.unreachable else 0
+            if not (exc.unreachable and self._quiet):  # a sync that gives up says it itself
+                self._warn(
+                    "unreachable" if exc.unreachable else "retry",
+                    f"markov_otel: backend trouble ({exc}); data is safe in "
+                    f"{self._spool.dir}, retrying",
+                )
+            if exc.unreachable and self._stopping:
+                return UNREACHABLE_RETRY
             return exc.delay if exc.delay is not None else backoff(self._attempt)
         except Refused as exc:
+            self._unreachable = 0
             self._refuse(exc)
             return 0.0
-        self._attempt = 0
+        self._attempt = self._unreachable = 0
         return 0.0
 
+    @property
+    def gave_up(self) -> bool:
+        """stop() (or a sync) stopped waiting: the backend refused every connection lately."""
+        return self._unreachable >= GIVE_UP_UNREACHABLE and (self._stopping or self._quiet)
+
+    def why_unsent(self) -> str:
+        """After stop() returned False: why, in a few words for the warning ('' if unknown)."""
+        if self._paused:
+            return " (the backend refused it, as said above)"
+        if self.gave_up:
+            return f" (cannot connect to {self._client.base})"
+        return ""
+
     def _refuse(self, exc: Refused) -> None:
-        """Pause sending and say why, once: retrying cannot fix a refusal."""
+        """Pause sending and say why, once: retrying cannot fix a refusal. A sync raises it to
+        its caller instead, which says it (once)."""
         self._paused = str(exc)
+        if self._quiet:
+            return
         log.error(
             "markov_otel: the backend refused recording %s: %s. The data stays in %s; "
             "fix the cause, then run: mkv sync %s",
@@ -229,9 +262,12 @@ class Sender:
             else:
                 self._acks.advance(signal, line)
                 self.progress.sent_lines += 1
+                self.progress.sent_bytes += len(line.data) + 1
                 if signal == "metrics" and self._view is not None:
                     self._view.counts["sent"] += line.data.count(b'"timeUnixNano"')
             self._acks.save()
+            if self._on_line is not None:
+                self._on_line(self.progress)
             self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
 
     def _send_line(self, signal: str, data: bytes, key: str) -> None:
@@ -352,6 +388,7 @@ class Sender:
         """Register, PATCH and send everything now, in this thread; BackendError if it can't.
         With `resend_set_aside`, lines this backend refused before are tried once more."""
         self._registration, self._deadline = registration, deadline
+        self._quiet, self._on_line = True, progress
         self.update_recording(patch)
         try:
             self._sync_rounds(progress)
@@ -368,13 +405,31 @@ class Sender:
             delay = self.pump()
             if progress is not None:
                 progress(self.progress)
+            rid = self._spool.dir.name
             if self._paused:
-                raise BackendError(self._paused)
+                raise BackendError(
+                    f"{self._client.base} refused recording {rid}: {self._paused}. "
+                    f"{_fix_for(self._paused)}then run: mkv sync {rid}"
+                )
             if self._all_sent():
                 return self.progress
+            if self.gave_up:
+                raise BackendError(
+                    f"cannot connect to {self._client.base}: is the backend running? Start it "
+                    f"(`mkv serve`) or name another (--endpoint URL), then run: mkv sync {rid}"
+                )
             if self._past_deadline():
                 raise BackendError(
                     f"{self._client.base} did not take recording "
                     f"{self._spool.dir.name} in time; run mkv sync again"
                 )
             time.sleep(delay or 0.01)
+
+
+def _fix_for(refusal: str) -> str:
+    """What to fix for a refusal that pauses sending (the HTTP status is in its text)."""
+    if refusal.startswith(("HTTP 401", "HTTP 403")):
+        return "Check the API key (`mkv config set api_key KEY` or MARKOV_API_KEY), "
+    if refusal.startswith("HTTP 404"):
+        return "Check the endpoint (`mkv config get endpoint`), "
+    return "Fix the cause, "

@@ -30,6 +30,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
 
 from markov_otel.config import Settings, redact_url
 from markov_otel.errors import ConfigError
@@ -70,11 +71,14 @@ def _times(info: Mapping[str, Any]) -> dict[str, str]:
 
 
 class Retry(Exception):
-    """Weather: try again after `delay` seconds (None: use backoff)."""
+    """Weather: try again after `delay` seconds (None: use backoff). `unreachable`: nobody took
+    the connection (refused, no route, unknown host), as opposed to a backend that answered
+    slowly or with 5xx; waiting long for it only makes sense while it answers."""
 
-    def __init__(self, reason: str, delay: float | None = None) -> None:
+    def __init__(self, reason: str, delay: float | None = None, *, unreachable: bool = False):
         super().__init__(reason)
         self.delay = delay
+        self.unreachable = unreachable
 
 
 class Refused(Exception):
@@ -194,6 +198,9 @@ class BackendClient:
             raise _tls_failure(self.base, exc) from exc
         except requests.RequestException as exc:
             late = " (no complete answer within the deadline)" if watchdog.finished.is_set() else ""
+            failed = _connection_failure(exc)
+            if failed:
+                raise Retry(f"cannot connect to {self.base} ({failed})", unreachable=True) from exc
             raise Retry(f"{type(exc).__name__} talking to {self.base}{late}") from exc
         finally:
             watchdog.cancel()
@@ -218,6 +225,18 @@ class BackendClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _connection_failure(exc: requests.RequestException) -> str | None:
+    """Why the connection itself failed (refused, no route, unknown host: nobody is listening),
+    or None. A connect timeout is not one: a slow or filtered network may still get through."""
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.Timeout):
+        return None
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if not isinstance(reason, NewConnectionError):
+        return None
+    cause = reason.__cause__ or reason.__context__
+    return str(getattr(cause, "strerror", None) or "connection failed")
 
 
 class _Sockets:

@@ -93,7 +93,7 @@ FIRES_AT = [1, 4, 8]  # false->true only; quiet while it stays true
 def test_alert_fires_exactly_on_crossings(isolated: Path, caplog: pytest.LogCaptureFixture) -> None:
     """loss < 0.25 fires on each false->true crossing, with the record's value and step."""
     recorder = offline()
-    recorder.attach_alert_on(ExperimentAlertCondition("loss", LT, 0.25), "converged")
+    recorder.attach_alert_on(ExperimentAlertCondition("loss", LT, 0.25), "converged", cooldown=0)
     with caplog.at_level(logging.WARNING, logger="markov_otel"), recorder:
         for loss in LOSSES:
             recorder.add_record({"loss": loss, "acc": 1 - loss})
@@ -190,9 +190,9 @@ def test_alert_is_a_span_event_while_running(isolated: Path) -> None:
 
 
 def test_webhook_gets_slack_compatible_posts(isolated: Path, webhook: Webhook) -> None:
-    """Each firing is POSTed to the webhook as {"text": ..., "alert": {...}}."""
+    """With no cooldown, each firing is POSTed to the webhook as {"text": ..., "alert": {...}}."""
     recorder = offline(webhook_url=webhook.url)
-    recorder.attach_alert_on(ExperimentAlertCondition("loss", LT, 0.25), "converged")
+    recorder.attach_alert_on(ExperimentAlertCondition("loss", LT, 0.25), "converged", cooldown=0)
     with recorder:
         for loss in LOSSES:
             recorder.add_record({"loss": loss})

@@ -60,9 +60,27 @@ def test_seed_example_runs_as_written_offline(
     assert last_resource(run)["markov.summary.training_loss"] == 0.23
 
 
-def test_mode_defaults_to_online_when_nothing_is_set() -> None:
-    """Without recording_mode, MARKOV_MODE or a config file, the recorder is ONLINE."""
-    assert ExperimentRecorder(name="x").config["recording_mode"] is RecordingMode.ONLINE
+def test_mode_defaults_to_offline_when_no_endpoint_is_configured() -> None:
+    """Without recording_mode, MARKOV_MODE, a config file or an endpoint anywhere, there is no
+    backend to send to: the recorder records locally (OFFLINE)."""
+    assert ExperimentRecorder(name="x").config["recording_mode"] is OFFLINE
+
+
+@pytest.mark.parametrize("how", ["argument", "env", "file"])
+def test_mode_defaults_to_online_when_an_endpoint_is_configured(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no mode set, an endpoint given anywhere (argument, MARKOV_ENDPOINT, config file)
+    makes the recorder ONLINE to it, as before."""
+    url = "http://127.0.0.1:9"
+    kwargs = {"endpoint": url} if how == "argument" else {}
+    if how == "env":
+        monkeypatch.setenv("MARKOV_ENDPOINT", url)
+    if how == "file":
+        assert main(["config", "set", "endpoint", url]) == 0
+    recorder = ExperimentRecorder(name="x", **kwargs)
+    assert recorder.config["recording_mode"] is RecordingMode.ONLINE
+    assert recorder.config["endpoint"] == url
 
 
 def test_mode_follows_environment(monkeypatch: pytest.MonkeyPatch) -> None:

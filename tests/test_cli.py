@@ -44,10 +44,18 @@ def record_run(name: str = "cli-run", **kwargs: object) -> ExperimentRecorder:
 # -- mode ----------------------------------------------------------------------------------------
 
 
-def test_mode_prints_online_when_unset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """`mkv mode` prints online when nothing is configured, and writes no file."""
-    assert run(["mode"], capsys) == (0, "online\n", "")
+def test_mode_prints_offline_by_default_and_why(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`mkv mode` with nothing configured prints offline (what a recorder does) and, on stderr,
+    that it is the default while no endpoint is configured; it writes no file."""
+    code, out, err = run(["mode"], capsys)
+    assert (code, out) == (0, "offline\n")
+    assert "default" in err and "no endpoint" in err
     assert not config_file(tmp_path).exists()
+    assert run(["config", "set", "endpoint", "http://127.0.0.1:9"], capsys)[0] == 0
+    code, out, err = run(["mode"], capsys)
+    assert (code, out) == (0, "online\n") and "default" in err
 
 
 def test_mode_set_persists_with_mode_0600(
@@ -87,12 +95,19 @@ def test_mode_refuses_unknown_value(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_config_set_get_unset(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """config set/get/unset round-trip a key; the file stays 0600; get of a missing key exits 1."""
+    """config set/get/unset round-trip a key; the file stays 0600; get prints the value in effect
+    (the default once unset) with its source on stderr; a key with no value at all exits 1."""
     assert run(["config", "set", "endpoint", "http://example.test:9"], capsys)[0] == 0
-    assert run(["config", "get", "endpoint"], capsys) == (0, "http://example.test:9\n", "")
+    code, out, err = run(["config", "get", "endpoint"], capsys)
+    assert (code, out) == (0, "http://example.test:9\n")
+    assert f"config file {config_file(tmp_path)}" in err
     assert stat.S_IMODE(config_file(tmp_path).stat().st_mode) == 0o600
     assert run(["config", "unset", "endpoint"], capsys)[0] == 0
-    assert run(["config", "get", "endpoint"], capsys)[:2] == (1, "")
+    assert run(["config", "get", "endpoint"], capsys)[:3] == (
+        0, "http://127.0.0.1:8470\n", "(default)\n"
+    )  # fmt: skip
+    code, out, err = run(["config", "get", "webhook_url"], capsys)
+    assert (code, out) == (1, "") and "webhook_url is not set" in err
     assert json.loads(config_file(tmp_path).read_text()) == {}
 
 
@@ -108,6 +123,8 @@ def test_config_api_key_is_never_printed(
     assert run(["config", "set", "api_key", "s3cret-token"], capsys)[0] == 0
     code, out, err = run(["config", "get", "api_key"], capsys)
     assert code == 0 and "s3cret" not in out + err and out == "<set>\n"
+    code, out, err = run(["config", "list"], capsys)
+    assert code == 0 and "s3cret" not in out + err and "<set>" in out
     assert stat.S_IMODE(config_file(tmp_path).stat().st_mode) == 0o600
 
 
@@ -160,9 +177,10 @@ def test_runs_lists_local_runs(capsys: pytest.CaptureFixture[str]) -> None:
     second = record_run("second-run")
     code, out, _ = run(["runs"], capsys)
     assert code == 0
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
     assert set(rows) == {first.recording_id, second.recording_id}
-    assert rows[first.recording_id][1:] == ["first-run", "finished", "6", "no"]
+    row = rows[first.recording_id]
+    assert (row[1], row[2], row[-2], row[-1]) == ("first-run", "finished", "6", "local")
 
 
 def test_runs_dir_option(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -198,6 +216,7 @@ def test_show_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert info["last_values"]["loss"] == 0.4
     assert info["points"] == 6
     assert info["unsent_lines"] > 0
+    assert info["duration"] == info["ended_at"] - info["started_at"] >= 0
     assert [a["text"] for a in info["alerts"]] == ["halfway"]
 
 

@@ -131,7 +131,7 @@ def test_sigkill_keeps_what_was_flushed(isolated: Path, capsys: pytest.CaptureFi
 
     assert main(["runs"]) == 0
     (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if run_id in line]
-    assert row[1:4] == ["killed", "crashed", "1000"]
+    assert (row[1], row[2], row[6]) == ("killed", "crashed", "1000")
     assert main(["show", run_id, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["status"], shown["points"]) == ("crashed", 1000)

@@ -87,7 +87,7 @@ def test_kill9_keeps_every_flushed_record_and_syncs_it_once(
 
     assert main(["runs"]) == 0
     (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if run_id in line]
-    assert row[2:4] == ["crashed", str(2 * spooled)]
+    assert (row[2], row[6]) == ("crashed", str(2 * spooled))
 
     monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
     monkeypatch.setenv("MARKOV_API_KEY", backend.token)

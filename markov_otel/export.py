@@ -1,0 +1,127 @@
+"""`mkv export`: a run's points in long form (step, time, key, value) as CSV, JSON Lines or
+Parquet.
+
+`time` is the record time in UTC, ISO 8601 with nanoseconds (`2024-05-01T12:01:05.123456789Z`)
+in CSV and JSON Lines, a `timestamp[ns, UTC]` column in Parquet. Non-finite values are `NaN`,
+`Infinity`, `-Infinity` in CSV (Python's float() and pandas read them back) and the same strings
+in JSON Lines (as the protocol writes them: JSON has no bare NaN). CSV and JSON Lines need
+nothing beyond the standard library; Parquet needs pyarrow (the extra `markov-otel[parquet]`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from markov_otel.errors import ConfigError
+from markov_otel.read import Point
+
+FORMATS = ("csv", "jsonl", "parquet")
+COLUMNS = ("step", "time", "key", "value")
+_PARQUET_CHUNK = 100_000  # rows held in memory per Parquet row group
+
+
+def iso_time(time_unix_nano: int) -> str:
+    """UTC, ISO 8601, all nine digits of the nanoseconds: exact, and sorts as text."""
+    seconds, nanos = divmod(time_unix_nano, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+def text_value(value: float | int) -> str | float | int:
+    """A value as JSON and CSV can hold it: non-finite floats as the protocol's strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def write_stream(points: Iterable[Point], fmt: str, stream: TextIO) -> int:
+    """Write CSV or JSON Lines to a text stream; the number of points written."""
+    if fmt == "csv":
+        return _write_csv(points, stream)
+    if fmt == "jsonl":
+        return _write_jsonl(points, stream)
+    if fmt == "parquet":
+        raise ConfigError("--format parquet is binary: name a file with -o FILE.parquet")
+    raise ConfigError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+def write_file(points: Iterable[Point], fmt: str, path: Path) -> int:
+    """Write a file in `fmt`; the number of points written."""
+    if fmt == "parquet":
+        return _write_parquet(points, path)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        return write_stream(points, fmt, fh)
+
+
+def _write_csv(points: Iterable[Point], stream: TextIO) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    for p in points:
+        value = text_value(p.value)
+        writer.writerow((p.step, iso_time(p.time_unix_nano), p.key, _csv_number(value)))
+        count += 1
+    return count
+
+
+def _csv_number(value: str | float | int) -> str:
+    return value if isinstance(value, str) else repr(value)  # repr: the shortest exact float
+
+
+def _write_jsonl(points: Iterable[Point], stream: TextIO) -> int:
+    count = 0
+    for p in points:
+        row = {"step": p.step, "time": iso_time(p.time_unix_nano), "key": p.key}
+        row["value"] = text_value(p.value)
+        stream.write(json.dumps(row, allow_nan=False) + "\n")
+        count += 1
+    return count
+
+
+def _write_parquet(points: Iterable[Point], path: Path) -> int:
+    pa, pq = _pyarrow()
+    schema = pa.schema(
+        [("step", pa.int64()), ("time", pa.timestamp("ns", tz="UTC")), ("key", pa.string()),
+         ("value", pa.float64())]
+    )  # fmt: skip
+    count = 0
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for chunk in _chunks(points, _PARQUET_CHUNK):
+            columns = (
+                [p.step for p in chunk],
+                [p.time_unix_nano for p in chunk],
+                [p.key for p in chunk],
+                [float(p.value) for p in chunk],
+            )
+            arrays = [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            count += len(chunk)
+    return count
+
+
+def _chunks(points: Iterable[Point], size: int) -> Iterator[list[Point]]:
+    chunk: list[Point] = []
+    for point in points:
+        chunk.append(point)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise ConfigError(
+            "--format parquet needs pyarrow: pip install pyarrow (it is the extra "
+            "markov-otel[parquet]); csv and jsonl need nothing"
+        ) from exc
+    return pyarrow, pyarrow.parquet
