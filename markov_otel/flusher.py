@@ -138,7 +138,7 @@ class Flusher:
             self._keep(line, points)
         self._keep_last(records)
 
-    def _encode(self, records: Sequence[Record], resource: str) -> list[tuple[str, int]]:
+    def _encode(self, records: Sequence[Record], resource: str) -> list[tuple[bytes, int]]:
         """One line, or several when one would pass max_batch_bytes (a wide logger)."""
         line, points = self._encoder.encode(records, resource)
         if len(line) < self._max_bytes or points <= 1:
@@ -156,17 +156,22 @@ class Flusher:
             ]
         return [part for chunk in chunks for part in self._encode(chunk, resource)]
 
-    def _keep(self, line: str, points: int) -> None:
-        data = (line + "\n").encode("utf-8")
+    def _keep(self, line: bytes, points: int) -> None:
+        data = line + b"\n"
         self._unwritten.append((data, points))
         self._unwritten_bytes += len(data)
         self._view.counts["recorded"] += points
 
     def _keep_last(self, records: list[Record]) -> None:
-        last = self._view.last
-        for _time_ns, step, values in records:
-            for key, value in values.items():
-                last[key] = (value, step)
+        """Each key's last value and step: newest first, a record whose keys were all seen
+        already is skipped by one set test (a batch's records mostly share their keys)."""
+        last, seen = self._view.last, set[str]()
+        for _time_ns, step, values in reversed(records):
+            if values.keys() <= seen:
+                continue
+            for key in values.keys() - seen:
+                last[key] = (values[key], step)
+            seen.update(values)
         self._view.last_step = records[-1][1]
 
     def _write_unwritten(self) -> bool:

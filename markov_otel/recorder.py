@@ -137,7 +137,7 @@ class ExperimentRecorder:
         self._status = "created"
         self._running = False  # _state is RUNNING, as one cheap check for add_record
         self._buffer: deque[Record] = deque()
-        self._steps: Iterator[int] = itertools.count(0)  # the default steps
+        self._steps: Iterator[int] = _default_steps(0)
         # recording_id= adds to a recording that may have finished: the backend only lets an
         # explicit PATCH (not a batch) turn a finished recording back to running.
         self._resuming = bool(kwargs.get("recording_id"))
@@ -244,7 +244,7 @@ class ExperimentRecorder:
             values = record.copy()
         else:
             values = self._normalize(record)
-        # next() of itertools.count is one C call under the GIL: threads never share a step.
+        # next() of the default steps is C code under the GIL: threads never share a step.
         step = next(self._steps) if step is None else self._explicit_step(step)
         self._buffer.append((time_ns, step, values))
         if self._check_alerts is not None:
@@ -262,7 +262,7 @@ class ExperimentRecorder:
         """A given step; the default steps continue after it."""
         if type(step) is not int or not STEP_MIN <= step <= STEP_MAX:
             step = check_step(step)
-        self._steps = itertools.count(step + 1) if step < STEP_MAX else _StepsExhausted(step)
+        self._steps = _default_steps(step + 1)
         return int(step)
 
     def _normalize(self, record: Any) -> dict[str, Any]:
@@ -749,19 +749,22 @@ def _notifiers(settings: Settings) -> list[WebhookNotifier]:
     return [WebhookNotifier(settings.webhook_url)] if settings.webhook_url else []
 
 
+def _default_steps(first: int) -> Iterator[int]:
+    """first, first + 1, … up to 2**63-1, then a ConfigError: all in C (chain, range), so one
+    next() is atomic under the GIL and costs what itertools.count costs."""
+    return itertools.chain(range(first, STEP_MAX + 1), _StepsExhausted())
+
+
 class _StepsExhausted:
     """The default steps after step 2**63-1: there is no next int64 step."""
-
-    def __init__(self, last: int) -> None:
-        self._last = last
 
     def __iter__(self) -> Iterator[int]:
         return self
 
     def __next__(self) -> int:
         raise ConfigError(
-            f"the default step after step={self._last} would pass 2**63-1, the largest step "
-            "OTLP carries; pass step= explicitly"
+            "the default step after step=9223372036854775807 (2**63-1) would leave the int64 "
+            "range that OTLP carries; pass step= explicitly"
         )
 
 

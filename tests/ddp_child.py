@@ -34,7 +34,7 @@ def main() -> None:
             loss.backward()  # the gradients are all-reduced between the ranks here
             optimizer.step()
             recorder.add_record({"loss": loss.item()})
-            time.sleep(0.02)  # a step's worth of time, so that the sampler (0.1 s) samples
+            time.sleep(0.05)  # a step's worth of time, so that the sampler (0.1 s) samples
         recorder.summary.add_training_loss(loss.item())
     if rank == 0:
         print(f"recording {recorder.recording_id}", flush=True)

@@ -26,7 +26,7 @@ def main() -> None:
         with recorder:
             for step in range(STEPS):
                 recorder.add_record({"loss": float(step)})
-                time.sleep(0.05)
+                time.sleep(0.1)  # so that the sampler (0.1 s) has a stretch to measure
             recorder.summary.add("rank", rank)
             if os.environ.get("FAIL_ON_RANK") == str(rank):
                 raise RuntimeError(f"rank {rank} fails on purpose")

@@ -86,18 +86,23 @@ def test_threads_never_share_a_default_step(isolated: Path) -> None:
     assert sorted(steps) == list(range(threads_n * per_thread))
 
 
-def test_default_step_after_the_last_int64_is_refused_and_keeps_nothing(isolated: Path) -> None:
-    """step=2**63-1 is kept; the default step after it would overflow: ConfigError, not a line
+@pytest.mark.parametrize("start", [INT64_MAX, INT64_MAX - 2])
+def test_default_step_past_the_last_int64_is_refused_and_keeps_nothing(
+    isolated: Path, start: int
+) -> None:
+    """Default steps walk up to 2**63-1; the one after would overflow: ConfigError, not a line
     that no reader (nor the backend) could take; explicit steps go on."""
     recorder = offline()
     with recorder:
-        recorder.add_record({"x": 1.0}, step=INT64_MAX)
+        recorder.add_record({"x": 1.0}, step=start)
+        for _ in range(start, INT64_MAX):
+            recorder.add_record({"x": 1.0})
         with pytest.raises(ConfigError, match=r"2\*\*63-1.*step="):
             recorder.add_record({"x": 2.0})
         recorder.add_record({"x": 3.0}, step=5)
         recorder.add_record({"x": 4.0})
     got = [(p.step, p.value) for p in points(isolated / recorder.recording_id)]
-    assert got == [(INT64_MAX, 1.0), (5, 3.0), (6, 4.0)]
+    assert got == [(s, 1.0) for s in range(start, INT64_MAX + 1)] + [(5, 3.0), (6, 4.0)]
 
 
 # -- what is checked at the call ---------------------------------------------------------------

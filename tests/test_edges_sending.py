@@ -96,7 +96,7 @@ def test_a_line_the_backend_refuses_is_set_aside_and_the_rest_flows_on(
     (aside,) = runs.set_aside(Spool(first.run_dir), backend.url)
     assert aside.status == 400 and "many" in aside.reason
     assert main(["runs"]) == 0
-    assert "(1 refused)" in capsys.readouterr().out
+    assert "+1-refused" in capsys.readouterr().out
     assert main(["show", rid]) == 0
     shown = capsys.readouterr().out
     assert f"metrics.jsonl line {aside.line}: HTTP 400" in shown
