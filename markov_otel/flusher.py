@@ -17,9 +17,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import repeat, starmap
 from typing import TYPE_CHECKING
 
-from markov_otel.otel.encoding import MetricsEncoder, Record
+from markov_otel.otel.encoding import MetricsEncoder, Record, Runs, runs
 from markov_otel.otel.series import SeriesTable
 from markov_otel.weather import SayOnce
 
@@ -128,19 +129,24 @@ class Flusher:
 
     def _take(self, buffer: deque[Record]) -> None:
         """One batch out of the buffer, encoded and kept; the view's last step moves to it."""
-        records = [buffer.popleft() for _ in range(min(len(buffer), self._batch_size))]
+        take = min(len(buffer), self._batch_size)
+        records = list(starmap(buffer.popleft, repeat((), take)))  # a C loop
         try:
-            lines = self._encode(records, self._resource())
+            grouped = runs(records)
+            lines = self._encode(records, self._resource(), grouped)
         except Exception:
             buffer.extendleft(reversed(records))  # a failed encode loses nothing
             raise
         for line, points in lines:
             self._keep(line, points)
-        self._keep_last(records)
+        self._keep_last(grouped)
+        self._view.last_step = records[-1][1]
 
-    def _encode(self, records: Sequence[Record], resource: str) -> list[tuple[bytes, int]]:
+    def _encode(
+        self, records: Sequence[Record], resource: str, grouped: Runs | None = None
+    ) -> list[tuple[bytes, int]]:
         """One line, or several when one would pass max_batch_bytes (a wide logger)."""
-        line, points = self._encoder.encode(records, resource)
+        line, points = self._encoder.encode(records, resource, grouped)
         if len(line) < self._max_bytes or points <= 1:
             return [(line, points)]
         parts = math.ceil(len(line) / (self._max_bytes * 0.8))
@@ -162,17 +168,13 @@ class Flusher:
         self._unwritten_bytes += len(data)
         self._view.counts["recorded"] += points
 
-    def _keep_last(self, records: list[Record]) -> None:
-        """Each key's last value and step: newest first, a record whose keys were all seen
-        already is skipped by one set test (a batch's records mostly share their keys)."""
-        last, seen = self._view.last, set[str]()
-        for _time_ns, step, values in reversed(records):
-            if values.keys() <= seen:
-                continue
-            for key in values.keys() - seen:
-                last[key] = (values[key], step)
-            seen.update(values)
-        self._view.last_step = records[-1][1]
+    def _keep_last(self, grouped: Runs) -> None:
+        """Each key's last value and step: the last record of each run of records with the same
+        keys, in order, so a later run overwrites an earlier one."""
+        last = self._view.last
+        for keys, run in grouped:
+            _time_ns, step, values = run[-1]
+            last.update(zip(keys, zip(values.values(), repeat(step), strict=False), strict=True))
 
     def _write_unwritten(self) -> bool:
         """Write kept batches in order; True when none is left, False on a write error."""

@@ -66,6 +66,8 @@ log = logging.getLogger("markov_otel")
 
 MAX_BUFFERED = 200_000
 """Records held in memory before add_record waits for the flusher (backpressure, never loss)."""
+KICK_STEP = 256
+"""Records between two looks at the flusher while it lags (about 0.3 ms of a tight loop)."""
 MAX_BUFFERED_POINTS = 2_000_000
 """Points held in memory likewise: a record of 300 keys counts 300 (about 100 bytes a point)."""
 
@@ -130,7 +132,9 @@ class ExperimentRecorder:
         self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
         # Hot-path copies: one attribute load each instead of a dict lookup or a state compare.
         self._max_buffered = MAX_BUFFERED  # lowered for wide records (_normalize)
-        self._kick_at: int = min(self._queue["batch_size"], MAX_BUFFERED)
+        self._kick_base = min(self._queue["batch_size"], MAX_BUFFERED)
+        self._kick_at: int = self._kick_base  # raised while the flusher lags (see _kick)
+        self._nested: dict[str, dict[str, str]] = {}  # outer key -> inner key -> flat name
         self._max_lag_ns = int(self._queue["batch_processing_interval"] * 0.5e9)
         self._alert_log: list[dict[str, Any]] = []
         self._state = _State.CREATED
@@ -243,7 +247,8 @@ class ExperimentRecorder:
         ):
             values = record.copy()
         else:
-            values = self._normalize(record)
+            known = self._flat_known(record) if self._nested else None
+            values = self._normalize(record) if known is None else known
         # next() of the default steps is C code under the GIL: threads never share a step.
         step = next(self._steps) if step is None else self._explicit_step(step)
         self._buffer.append((time_ns, step, values))
@@ -265,15 +270,48 @@ class ExperimentRecorder:
         self._steps = _default_steps(step + 1)
         return int(step)
 
+    def _flat_known(self, record: Any) -> dict[str, Any] | None:
+        """A dict nesting known keys one level deep ({"val": {"loss": 0.9}}), flattened from
+        the names learnt on the slow path; None sends it there (anything new or odd)."""
+        if type(record) is not dict:
+            return None
+        out: dict[str, Any] = {}
+        plain, nested, leaves = self._plain_keys, self._nested, 0
+        for key, value in record.items():
+            if type(value) is dict:
+                names = nested.get(key)
+                if names is None:
+                    return None
+                for inner, leaf in value.items():
+                    name = names.get(inner)
+                    if name is None:
+                        return None
+                    out[name] = leaf
+                leaves += len(value)
+            elif key in plain:
+                out[key] = value
+                leaves += 1
+            else:
+                return None
+        if len(out) != leaves or not out:  # a flat name given twice, or nothing at all
+            return None
+        return out if PLAIN_TYPES.issuperset(map(type, out.values())) else None
+
     def _normalize(self, record: Any) -> dict[str, Any]:
         """The slow path: new keys, nested dicts, converted values. A record of a new width
-        passes here once, so the bound in points is kept without a count on the fast path."""
+        passes here once, so the bound in points is kept without a count on the fast path;
+        the flat names of a dict nested one level deep are learnt for `_flat_known`."""
         values = normalize_record(record)
         if isinstance(record, dict):
             self._plain_keys.update(k for k in record if k in values)
+            for key, inner in record.items():
+                if type(inner) is dict and type(key) is str:
+                    names = {k: f"{key}/{k}" for k in inner if f"{key}/{k}" in values}
+                    self._nested.setdefault(key, {}).update(names)
         if len(values) * self._max_buffered > MAX_BUFFERED_POINTS:
             self._max_buffered = max(1, MAX_BUFFERED_POINTS // len(values))
-            self._kick_at = min(self._kick_at, self._max_buffered)
+            self._kick_base = min(self._kick_base, self._max_buffered)
+            self._kick_at = min(self._kick_at, self._kick_base)
         return values
 
     def _kick(self, now_ns: int) -> None:
@@ -281,10 +319,15 @@ class ExperimentRecorder:
 
         Too far: MAX_BUFFERED records (fewer for wide records: MAX_BUFFERED_POINTS), or an
         oldest record older than half the flush interval — so a tight loop cannot run ahead of
-        the disk, and a kill -9 loses at most the last flush interval.
+        the disk, and a kill -9 loses at most the last flush interval. When nothing needs
+        waiting for, the next look is KICK_STEP records later (the flusher's cycle resets it),
+        so a loop running at the flusher's heels does not pay for this on every call.
         """
-        self._flusher.wake()
         buffer, flusher, most = self._buffer, self._flusher, self._max_buffered
+        flusher.wake()
+        if len(buffer) < most and now_ns - _oldest(buffer, now_ns) <= self._max_lag_ns:
+            self._kick_at = len(buffer) + KICK_STEP
+            return
         while flusher.alive and (
             len(buffer) >= most or now_ns - _oldest(buffer, now_ns) > self._max_lag_ns
         ):
@@ -591,6 +634,7 @@ class ExperimentRecorder:
         self._spool.append("metrics", data)
 
     def _after_cycle(self) -> None:
+        self._kick_at = self._kick_base  # the buffer was drained: kick at a full batch again
         while self._alerts.fired:
             self._deliver(self._alerts.fired.popleft())
         for sender in self._senders():

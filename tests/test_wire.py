@@ -496,3 +496,75 @@ def test_any_records_round_trip(isolated: Path, records: list[dict[str, Any]]) -
             assert got[where] == float(value), where
         else:
             assert got[where] == value, where
+
+
+# -- nested records of a known shape take the fast path, with the slow path's outcome -------------
+
+
+_leaf = st.one_of(
+    st.floats(allow_nan=False),
+    st.integers(min_value=-5, max_value=5),
+    st.sampled_from(["0.5", "n/a", None]),
+)
+_inner = st.dictionaries(st.sampled_from(["loss", "acc", "", "x\x00"]), _leaf, max_size=2)
+_nested_records = st.dictionaries(
+    st.sampled_from(["train", "val", "val/loss", "lr", "", "bad\x00"]),
+    st.one_of(_leaf, _inner),
+    max_size=3,
+)
+
+
+def _outcome(recorder: ExperimentRecorder, record: Any) -> str:
+    try:
+        recorder.add_record(record)
+    except ConfigError as exc:
+        return f"refused: {exc}"
+    return "kept"
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(records=st.lists(_nested_records, min_size=1, max_size=6))
+def test_a_nested_record_of_a_known_shape_is_kept_or_refused_as_the_first_time(
+    isolated: Path, records: list[dict[str, Any]]
+) -> None:
+    """Each record is given twice: the second time (learnt names, the fast path) it is kept or
+    refused exactly as the first time, and stores the same points."""
+    recorder = offline()
+    with recorder:
+        outcomes = [(_outcome(recorder, r), _outcome(recorder, r)) for r in records]
+    for first, second in outcomes:
+        assert first == second
+    got: dict[int, dict[str, Any]] = {}
+    for p in points(isolated / recorder.recording_id):
+        got.setdefault(p.step, {})[p.key] = p.value
+    pairs = sorted(got.items())
+    assert len(pairs) % 2 == 0 and len(pairs) == 2 * sum(f == "kept" for f, _ in outcomes)
+    for (_, a), (_, b) in zip(pairs[0::2], pairs[1::2], strict=True):
+        assert a == b
+
+
+def test_a_key_given_twice_through_a_learnt_nesting_is_still_refused(isolated: Path) -> None:
+    """Both spellings learnt, then together in one record: refused as on the slow path."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"val/loss": 1.0})
+        recorder.add_record({"val": {"loss": 2.0}})
+        for _ in range(2):
+            with pytest.raises(ConfigError, match="given twice"):
+                recorder.add_record({"val/loss": 1.0, "val": {"loss": 2.0}})
+    assert [p.value for p in points(isolated / recorder.recording_id)] == [1.0, 2.0]
+
+
+def test_a_new_or_bad_flat_key_beside_a_learnt_nesting_takes_the_slow_path(isolated: Path) -> None:
+    """Beside a learnt nested dict, a key never seen is checked as on the slow path: a NUL key
+    refused, a good one kept."""
+    recorder = offline()
+    with recorder:
+        recorder.add_record({"train": {"loss": 1.0}})
+        with pytest.raises(ConfigError, match="NUL"):
+            recorder.add_record({"train": {"loss": 1.0}, "bad\x00": 0.5})
+        recorder.add_record({"train": {"loss": 2.0}, "lr": 0.5})
+    got = [(p.key, p.value) for p in points(isolated / recorder.recording_id)]
+    assert sorted(got) == [("lr", 0.5), ("train/loss", 1.0), ("train/loss", 2.0)]

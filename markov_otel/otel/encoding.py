@@ -106,14 +106,17 @@ class MetricsEncoder:
         self._names: dict[str, tuple[bytes, bytes | None]] = {}  # key -> (opening, extra)
         self._series = series  # keys with attributes (system samples, rank tags); None: none
 
-    def encode(self, records: Sequence[Record], resource: str) -> tuple[bytes, int]:
-        """The line (without newline) and the number of points in it."""
+    def encode(
+        self, records: Sequence[Record], resource: str, grouped: Runs | None = None
+    ) -> tuple[bytes, int]:
+        """The line (without newline) and the number of points in it; `grouped` is
+        `runs(records)` when the caller has it already."""
         columns: dict[str, list[list[bytes]]] = {}
         count = 0
-        for keys, run in groupby(records, _keys):
-            group = list(run)
-            prefixes = [_PREFIX % (t, s) for t, s, _ in group] if len(group) >= _COLUMNS else []
-            dicts = [values for _, _, values in group]
+        for keys, group in runs(records) if grouped is None else grouped:
+            short = len(group) < _COLUMNS
+            prefixes = [] if short else list(map(_PREFIX.__mod__, map(_TIME_STEP, group)))
+            dicts = list(map(_VALUES, group))
             for key in keys:
                 column = list(map(itemgetter(key), dicts))
                 columns.setdefault(key, []).append(self._points(key, column, prefixes, group))
@@ -174,8 +177,16 @@ _COLUMNS = 4
 """A run of fewer records goes point by point: a column's set-up would cost more."""
 
 
-def _keys(record: Record) -> tuple[str, ...]:
-    return tuple(record[2])
+_TIME_STEP, _VALUES, _FIRST, _SECOND = itemgetter(0, 1), itemgetter(2), itemgetter(0), itemgetter(1)
+
+
+Runs = list[tuple[tuple[str, ...], list[Record]]]
+
+
+def runs(records: Sequence[Record]) -> Runs:
+    """Consecutive records with the same keys, as (keys, records), in order (C loops only)."""
+    keyed = zip(map(tuple, map(_VALUES, records)), records, strict=True)
+    return [(keys, list(map(_SECOND, run))) for keys, run in groupby(keyed, _FIRST)]
 
 
 _ID_FIELDS = {"traceId", "spanId", "parentSpanId"}
