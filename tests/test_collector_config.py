@@ -388,10 +388,30 @@ def test_prometheus_scrapes_a_recorder_endpoint_on_the_host() -> None:
         assert str(port) in OTEL_DOC.read_text(encoding="utf-8")
 
 
+def serve_defaults() -> dict[str, int | None]:
+    """The backend's port as each place in the code defaults it."""
+    import inspect
+
+    from markov_otel import cli, config
+    from markov_otel.server import __main__ as server_main
+    from markov_otel.server import runner
+
+    mkv_serve = cli.build_parser().parse_args(["serve"]).port
+    return {
+        "config.DEFAULT_ENDPOINT": urlsplit(config.DEFAULT_ENDPOINT).port,
+        "mkv serve --port": mkv_serve,
+        "python -m markov_otel.server --port": server_main.build_parser().parse_args([]).port,
+        "runner.serve(port=)": inspect.signature(runner.serve).parameters["port"].default,
+    }
+
+
 def test_markov_backend_port_agrees_everywhere() -> None:
-    """mkv serve's port (config.DEFAULT_ENDPOINT) is what compose, Dockerfile, exporter use."""
-    port = backend_port()
-    assert port == 8470 or code_constant_containing(port)
+    """The port the code defaults to (the recorder's endpoint, both serve commands, serve()) is
+    one port, and it is what compose, the Dockerfile and the collector's exporter use."""
+    defaults = serve_defaults()
+    assert len(set(defaults.values())) == 1, defaults
+    (port,) = set(defaults.values())
+    assert port == backend_port()
     svc = compose()["services"]["markov"]
     cmd = svc["command"]
     assert cmd[:2] == ["mkv", "serve"] and cmd[cmd.index("--port") + 1] == str(port)
