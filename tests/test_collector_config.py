@@ -83,15 +83,6 @@ def module_constants(relpath: str) -> dict[str, Any]:
     return found
 
 
-def code_constant_containing(value: int) -> bool:
-    """True when some markov_otel module defines a literal constant mentioning `value`."""
-    for path in (ROOT / "markov_otel").rglob("*.py"):
-        for v in module_constants(str(path.relative_to(ROOT))).values():
-            if v == value or (isinstance(v, str) and re.search(rf":{value}\b", v)):
-                return True
-    return False
-
-
 def backend_port() -> int:
     """The backend port: config.DEFAULT_ENDPOINT's if the code has it, else mkv serve's 8470."""
     endpoint = module_constants("markov_otel/config.py").get("DEFAULT_ENDPOINT")
