@@ -75,6 +75,7 @@ class SeriesQueries:
     """Downsampled series reads and the bucket upkeep at ingest (a mixin of `SqlStore`)."""
 
     dialect = "sqlite"
+    lock_clause = ""
     _lock: threading.Lock
 
     def _tx(self) -> AbstractContextManager[Any]:
@@ -114,12 +115,20 @@ class SeriesQueries:
             self._run(cur, _UPSERT_ARRAYS, columns)
 
     def _ensure_buckets(self, recording_id: str, key: str) -> None:
-        """Bucket a series stored before buckets existed (once; later batches keep it up)."""
+        """Bucket a series stored before buckets existed (once; later batches keep it up).
+
+        Safe with several server processes on one database: the backfill holds the lock of
+        the recording's row (`FOR UPDATE`; SQLite's write lock) that every ingest into that
+        recording takes first, so no batch lands between reading the points and replacing the
+        buckets, and a second backfill waits, then finds the series ready.
+        """
         sql = "SELECT 1 FROM point_buckets_ready WHERE recording_id = ? AND key = ?"
         with self._lock:
             if self._run(self._cursor(), sql, [recording_id, key]).fetchone() is not None:
                 return
         with self._tx() as cur:
+            lock = "SELECT 1 FROM recordings WHERE recording_id = ?" + self.lock_clause
+            self._run(cur, lock, [recording_id])
             if self._run(cur, sql, [recording_id, key]).fetchone() is not None:
                 return
             points = self._run(
