@@ -85,6 +85,7 @@ def bodies_for(folder: Path, encoding: str, recording_id: str | None = None) -> 
     bodies = [p.read_bytes() for p in files]
     if recording_id is not None:
         old = json.loads((folder / "meta.json").read_text())["recording_id"]
+        assert len(old) == len(recording_id), "protobuf bodies are length-prefixed"
         bodies = [b.replace(old.encode(), recording_id.encode()) for b in bodies]
     return bodies
 
@@ -206,7 +207,8 @@ def over_loopback(folder: Path, url: str, encoding: str, clients: int) -> dict[s
 
     meta = json.loads((folder / "meta.json").read_text())
     ctype = PROTOBUF if encoding == "protobuf" else JSON
-    work = [(f"loop-{uuid.uuid4().hex[:10]}", n) for n in range(clients)]
+    # Same length as the id the bodies carry: a protobuf body is length-prefixed.
+    work = [(f"loop-{uuid.uuid4().hex[:11]}", n) for n in range(clients)]
     sets = {rid: bodies_for(folder, encoding, rid) for rid, _ in work}
 
     def send(rid: str) -> int:
