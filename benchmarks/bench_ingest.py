@@ -312,10 +312,11 @@ def main() -> None:
         meta = {"recording_id": rid, "points": points}
         (folder / "meta.json").write_text(json.dumps(meta))
         size = (folder / "bodies" / "0.json").stat().st_size / 1e6
+        proto = (folder / "bodies" / "0.pb").stat().st_size / 1e6
         print(
             f"{args.bodies} bodies x {points:,} points ({len(KEYS)} keys x {args.records:,} "
-            f"records; {size:.1f} MB OTLP-JSON, {(folder / 'bodies' / '0.pb').stat().st_size / 1e6:.1f} MB "
-            f"protobuf), best of {args.rounds} rounds, {os.cpu_count()} CPUs",
+            f"records; {size:.1f} MB OTLP-JSON, {proto:.1f} MB protobuf), best of "
+            f"{args.rounds} rounds, {os.cpu_count()} CPUs",
             flush=True,
         )
         dbs = Databases(folder, args.postgres)
