@@ -114,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-url",
         help="base of experiment_url links (default: the address each request came to)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (default: %(default)s; more than one needs "
+        "--db postgresql://…)",
+    )
+    serve.add_argument(
+        "--max-concurrent-ingest",
+        type=int,
+        help="request bodies each process reads, parses and stores at once; more get 503 + "
+        "Retry-After (default: 4)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     export = sub.add_parser(
@@ -402,6 +415,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from markov_otel.server import serve
+    from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST
+
+    ingest = args.max_concurrent_ingest  # None: not given (the parser cannot import the server)
 
     print(f"mkv serve: http://{args.host}:{args.port} (db {args.db})", file=sys.stderr)
     serve(  # serve() adds the tokens in MARKOV_SERVER_TOKENS
@@ -411,6 +427,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tokens=args.token,
         port_file=args.port_file,
         public_url=args.public_url,
+        workers=args.workers,
+        max_concurrent_ingest=(
+            DEFAULT_MAX_CONCURRENT_INGEST if ingest is None else ingest  # 0 is refused, not 4
+        ),
     )
     return 0
 

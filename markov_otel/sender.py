@@ -5,6 +5,10 @@ as-is (it is already OTLP-JSON) with an Idempotency-Key naming that line of this
 (`<recording>:<writer>:<signal>:<line>`), and records the ack under that backend in acks.json,
 so a restart or `mkv sync` resumes where it stopped and never duplicates a point.
 
+- Two lines are in flight at once (`IN_FLIGHT`), so the backend stores one while the next one
+  travels; answers are settled in line order, so acks only ever cover a contiguous prefix, and
+  after a failure the lines still in flight are waited for and sent again later (same key: the
+  backend answers a replay 200 and stores nothing twice).
 - Weather (`Retry`) is retried with exponential backoff and jitter, Retry-After honoured.
 - A line the backend refuses for its content (`LINE_REFUSALS`) is set aside with its reason and
   the rest of the run flows on; one larger than the backend's body limit is first sent in parts
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +46,10 @@ from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
 
+IN_FLIGHT = 2
+"""Lines POSTed at once: the backend stores one while the next one travels. Lines are immutable
+and idempotent (their key names them), and acks still advance in line order: a line is acked
+only after every line before it was acked or set aside."""
 GIVE_UP_UNREACHABLE = 3
 """Connection failures in a row, once stop() began (or during a sync), that end the waiting."""
 UNREACHABLE_RETRY = 0.2
@@ -248,27 +257,41 @@ class Sender:
     # -- lines ---------------------------------------------------------------------------------
 
     def _send_lines(self, signal: str) -> None:
+        """POST the unacked lines, IN_FLIGHT at a time; settle (ack, set aside) in line order."""
         lines, offset = self._acks.mark(signal)
-        for line in self._spool.lines(signal, lines, offset):
-            if self._past_deadline():
-                return
-            key = f"{self._key_prefix}{signal}:{line.number}"
-            try:
-                self._send_line(signal, line.data, key)
-            except Refused as exc:
-                if exc.status not in LINE_REFUSALS:
-                    raise
-                self._set_aside(signal, line, exc)
-            else:
-                self._acks.advance(signal, line)
-                self.progress.sent_lines += 1
-                self.progress.sent_bytes += len(line.data) + 1
-                if signal == "metrics" and self._view is not None:
-                    self._view.counts["sent"] += line.data.count(b'"timeUnixNano"')
-            self._acks.save()
-            if self._on_line is not None:
-                self._on_line(self.progress)
-            self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
+        pending: deque[tuple[SpoolLine, _Call]] = deque()
+        try:
+            for line in self._spool.lines(signal, lines, offset):
+                if self._past_deadline():
+                    break
+                key = f"{self._key_prefix}{signal}:{line.number}"
+                pending.append((line, _Call(self._send_line, signal, line.data, key)))
+                if len(pending) >= IN_FLIGHT:
+                    self._settle(signal, *pending.popleft())
+            while pending:
+                self._settle(signal, *pending.popleft())
+        finally:
+            for _, call in pending:  # after a failure: let them end, keep nothing of them
+                call.join()
+
+    def _settle(self, signal: str, line: SpoolLine, call: _Call) -> None:
+        """The answer to one line: acked, or set aside, or (weather, a pause) raised."""
+        try:
+            call.result()
+        except Refused as exc:
+            if exc.status not in LINE_REFUSALS:
+                raise
+            self._set_aside(signal, line, exc)
+        else:
+            self._acks.advance(signal, line)
+            self.progress.sent_lines += 1
+            self.progress.sent_bytes += len(line.data) + 1
+            if signal == "metrics" and self._view is not None:
+                self._view.counts["sent"] += line.data.count(b'"timeUnixNano"')
+        self._acks.save()
+        if self._on_line is not None:
+            self._on_line(self.progress)
+        self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
 
     def _send_line(self, signal: str, data: bytes, key: str) -> None:
         """POST one line; one the backend finds too large (413) goes in parts that fit."""
@@ -424,6 +447,32 @@ class Sender:
                     f"{self._spool.dir.name} in time; run mkv sync again"
                 )
             time.sleep(delay or 0.01)
+
+
+class _Call:
+    """One line's POST in a daemon thread of its own (a hung call never holds up exit)."""
+
+    def __init__(self, send: Callable[[str, bytes, str], None], *args: Any) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(send, args), name="markov-send", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, send: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            send(*args)
+        except BaseException as exc:  # handed to the sender thread by result()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        """Wait for the answer; raise what the call raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _fix_for(refusal: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from markov_otel import ExperimentRecorder, RecordingMode
+from markov_otel.cli import main
 
 
 def test_mkv_serve_takes_an_online_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +48,23 @@ def test_mkv_serve_takes_an_online_run(tmp_path: Path, monkeypatch: pytest.Monke
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_mkv_serve_refuses_several_workers_over_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--workers 2 over SQLite exits 1 naming PostgreSQL, before listening or touching the db."""
+    db = tmp_path / "one-writer.db"
+    assert main(["serve", "--port", "0", "--workers", "2", "--db", f"sqlite:///{db}"]) == 1
+    error = capsys.readouterr().err
+    assert "--workers 2 needs PostgreSQL" in error
+    assert not db.exists()
+
+
+def test_mkv_serve_passes_max_concurrent_ingest_to_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mkv serve hands --max-concurrent-ingest to the server, whose check refuses 0."""
+    args = ["serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    assert main([*args, "--max-concurrent-ingest", "0"]) == 1
+    assert "max_concurrent_ingest=0 must be a positive integer" in capsys.readouterr().err

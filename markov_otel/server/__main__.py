@@ -1,4 +1,4 @@
-"""`python -m markov_otel.server --host H --port P --db URL --token T --port-file F`."""
+"""`python -m markov_otel.server --host H --port P --db URL --token T --port-file F --workers N`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="request bodies read, parsed and stored at once; more get 503 + Retry-After "
         f"(default {DEFAULT_MAX_CONCURRENT_INGEST})",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes over one PostgreSQL database (default 1; more needs PostgreSQL)",
+    )
     return parser
 
 
@@ -56,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port_file=args.port_file,
             public_url=args.public_url,
             max_concurrent_ingest=args.max_concurrent_ingest,
+            workers=args.workers,
         )
     except MarkovError as exc:
         print(f"markov server: {exc}", file=sys.stderr)

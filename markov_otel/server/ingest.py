@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,14 +39,14 @@ from markov_otel.server.bodies import (
 from markov_otel.server.fields import resource_fields
 from markov_otel.server.gate import IngestGate
 from markov_otel.server.otlp import Batch, parse_metrics
-from markov_otel.server.records import non_finite_text, valid_id
+from markov_otel.server.records import valid_id
 from markov_otel.server.signals import parse_events
 from markov_otel.server.storage import (
     BatchKey,
     EventRow,
     Forbidden,
     KeyReused,
-    PointRow,
+    SeriesPoints,
     Store,
     StoreRefused,
 )
@@ -147,24 +146,20 @@ def ingest_metrics(
                 resources.append((rid, resource_fields(rb.attributes)))
             else:
                 _note(batch.reasons, NO_RECORDING)
-        rows = point_rows(batch, owners)
-        store.ingest(batch_key(key, body), resources, points=rows, scope=grant.project_id)
+        series = point_series(batch, owners)
+        store.ingest(batch_key(key, body), resources, points=series, scope=grant.project_id)
     return batch.rejected, batch.reasons
 
 
-def point_rows(batch: Batch, owners: list[str | None]) -> Iterator[PointRow]:
-    """The store's rows of a batch's points, made as the store takes them (see otlp.py); the
-    points of a resource without a valid recording id are counted as rejected."""
-    isfinite = math.isfinite
+def point_series(batch: Batch, owners: list[str | None]) -> Iterator[SeriesPoints]:
+    """The store's series of a batch, made as the store takes them (see otlp.py); the points
+    of a resource without a valid recording id are counted as rejected."""
     for rb, rid in zip(batch.resources, owners, strict=True):
         if rid is None:
-            rb.rejected += sum(1 for _ in rb.points)
+            rb.rejected += sum(len(columns.steps) for columns in rb.points)
             continue
-        for k, step, value, ns in rb.points:
-            if value.__class__ is float and not isfinite(value):
-                yield rid, k, step, None, non_finite_text(value), ns
-            else:
-                yield rid, k, step, value, None, ns
+        for c in rb.points:
+            yield SeriesPoints.of(rid, c.key, c.steps, c.values, c.times)
 
 
 def ingest_events(

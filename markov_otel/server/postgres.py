@@ -9,9 +9,17 @@ from typing import Any
 import psycopg
 
 from markov_otel.errors import ConfigError
-from markov_otel.server.sqlstore import PointRow, SqlStore, StoreRefused
+from markov_otel.server.sqlstore import SeriesPoints, SqlStore, StoreRefused
 
 __all__ = ["PostgresStore"]
+
+_POINT_COLUMNS = ("recording_id", "key", "step", "value", "value_text", "time_unix_nano")
+# information_schema's data_type -> the name binary COPY needs (a database of an older schema
+# may hold values as REAL, which binary COPY must send as float4).
+_BINARY_NAMES = {
+    "text": "text", "bigint": "int8", "integer": "int4", "double precision": "float8",
+    "real": "float4",
+}  # fmt: skip
 
 
 class PostgresStore(SqlStore):
@@ -30,6 +38,19 @@ class PostgresStore(SqlStore):
             raise ConfigError(f"cannot connect to the PostgreSQL database at --db: {exc}") from exc
         self._sql_cache: dict[str, str] = {}
         self.create_schema()
+        self._point_types = self._binary_types("points", _POINT_COLUMNS)
+
+    def _binary_types(self, table: str, columns: Sequence[str]) -> list[str] | None:
+        """The binary COPY type names of `columns` as this database holds them; None (COPY as
+        text) when one is of a type not in `_BINARY_NAMES`."""
+        sql = (
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = %s"
+        )
+        with self._tx() as cur:
+            found = dict(cur.execute(sql, (table,)).fetchall())
+        names = [_BINARY_NAMES.get(found.get(column, "")) for column in columns]
+        return None if None in names else [str(name) for name in names]
 
     def _sql(self, sql: str) -> str:
         cached = self._sql_cache.get(sql)
@@ -68,11 +89,17 @@ class PostgresStore(SqlStore):
         )
         return {name for (name,) in cur.execute(sql, (table,)).fetchall()}
 
-    def _insert_points(self, cur: Any, rows: Iterable[PointRow]) -> None:
-        columns = "recording_id, key, step, value, value_text, time_unix_nano"
-        with cur.copy(f"COPY points ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+    def _insert_points(self, cur: Any, points: Iterable[SeriesPoints]) -> None:
+        sql = f"COPY points ({', '.join(_POINT_COLUMNS)}) FROM STDIN"
+        binary = self._point_types is not None
+        # Binary COPY: no number is formatted as text and parsed back (~30% faster).
+        with cur.copy(sql + (" (FORMAT BINARY)" if binary else "")) as copy:
+            if self._point_types is not None:
+                copy.set_types(self._point_types)
+            write = copy.write_row
+            for series in points:
+                for row in series.rows():
+                    write(row)
 
     def close(self) -> None:
         with self._lock:

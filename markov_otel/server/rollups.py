@@ -10,13 +10,16 @@ instead of a million points, and a spike is never averaged away: it is some buck
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["LEVELS", "Plan", "bucket_points", "plan"]
+from markov_otel.server.points import SeriesPoints
+
+__all__ = ["LEVELS", "Plan", "bucket_points", "fold_series", "plan"]
 
 # Each level is 16x the one below: a read touches at most ~16 bucket rows per output bucket.
 LEVELS = (16, 256, 4096, 65536)
@@ -46,6 +49,30 @@ def fold_runs(
         run = list(group)
         merge_into(level, bucket_key, _fold_run(run))
         yield from run
+
+
+def fold_series(series: SeriesPoints, level: dict[BucketKey, Bucket]) -> None:
+    """Fold a batch's series into the finest buckets. Finite values with steps in order (as a
+    recorder writes them): a bucket is a slice of the columns, folded by min()/max() and
+    index(), whose first hit is the smaller step; anything else goes row by row."""
+    if series.texts is not None or not series.ascending():
+        for _ in fold_runs(series.rows(), level):
+            pass
+        return
+    width = LEVELS[0]
+    rid, key, steps, values, times = (
+        series.recording_id, series.key, series.steps, series.values, series.times,
+    )  # fmt: skip
+    start, end = 0, len(steps)
+    while start < end:
+        index = steps[start] // width
+        stop = bisect_left(steps, (index + 1) * width, start, end)
+        run: list[Any] = values[start:stop]  # no None: every value is finite
+        lo, hi = min(run), max(run)
+        a, b = start + run.index(lo), start + run.index(hi)
+        bucket = [steps[a], lo, times[a], steps[b], hi, times[b], None, None, None, stop - start]
+        merge_into(level, (rid, key, width, index), bucket)
+        start = stop
 
 
 def upper_levels(level: dict[BucketKey, Bucket]) -> dict[BucketKey, Bucket]:

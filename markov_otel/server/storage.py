@@ -21,6 +21,7 @@ from markov_otel.server.sqlstore import (
     Forbidden,
     KeyReused,
     PointRow,
+    SeriesPoints,
     SqlStore,
     StoreRefused,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "KeyReused",
     "PointRow",
     "SQLiteStore",
+    "SeriesPoints",
     "Store",
     "StoreRefused",
     "open_store",
@@ -64,7 +66,7 @@ class Store(Protocol):
         self,
         key: BatchKey | None,
         resources: Sequence[tuple[str, dict[str, Any]]],
-        points: Iterable[PointRow] = (),
+        points: Iterable[SeriesPoints] = (),
         events: Sequence[EventRow] = (),
         scope: str | None = None,
     ) -> bool: ...

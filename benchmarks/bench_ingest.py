@@ -1,0 +1,333 @@
+"""Backend ingest alone: points/s of POST /v1/metrics, per body encoding and database.
+
+Run: python benchmarks/bench_ingest.py [--bodies 8] [--records 7500] [--rounds 2]
+         [--encoding json,protobuf] [--db sqlite,postgres]
+         [--postgres URL (default: $MARKOV_TEST_POSTGRES_URL)]
+         [--baseline NAME=PATH ...]   e.g. --baseline f5e59d3=/tmp/perf-base
+         [--workers 1,2]              the real server over loopback instead (PostgreSQL)
+
+Bodies are built like the recorder's spool lines (its own encoder and resource attributes):
+4 keys x `--records` records per body (~4 MB of OTLP-JSON at 7500), consecutive steps of one
+recording, each POSTed with an Idempotency-Key as the sender does; protobuf bodies are the same
+requests in the official proto classes. Each (tree, database, encoding) runs in a child process
+whose PYTHONPATH is that tree, on a fresh SQLite file or a fresh PostgreSQL schema, calling the
+ASGI app in-process (httpx's ASGITransport: no sockets), one body at a time. The trees named by
+`--baseline` (a `git worktree add /tmp/perf-base f5e59d3` checkout) run in the same rounds, so
+the ratios compare numbers taken under the same load. The best round of each counts.
+
+`--workers N,...` instead starts `python -m markov_otel.server --workers N` (this tree) on
+PostgreSQL and POSTs the bodies over loopback from 2*N client threads, each its own recording.
+
+Not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+TREE = HERE.parent
+KEYS = ("loss", "accuracy", "lr", "grad_norm")
+PROTOBUF, JSON = "application/x-protobuf", "application/json"
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+
+def build_bodies(out: Path, bodies: int, records: int, recording_id: str) -> int:
+    """Spool-like lines (OTLP-JSON) and their protobuf twins in `out`; returns points per body."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from markov_otel.otel.encoding import MetricsEncoder, attributes_json
+    from markov_otel.otel.resource import experiment_attributes
+
+    info = {
+        "recording_id": recording_id,
+        "name": "bench-ingest",
+        "project_id": "bench",
+        "hyper_parameters": {"lr": 0.001, "optimizer": {"name": "adamw", "beta1": 0.9}},
+        "status": "running",
+        "started_at": time.time(),
+    }
+    resource = attributes_json(experiment_attributes(info))
+    encoder = MetricsEncoder()
+    t0 = time.time_ns()
+    for n in range(bodies):
+        batch = [
+            (t0 + step * 1000, step, {k: 1.0 / (step + i + 1) for i, k in enumerate(KEYS)})
+            for step in range(n * records, (n + 1) * records)
+        ]
+        line, points = encoder.encode(batch, resource)
+        (out / "bodies").mkdir(exist_ok=True)
+        (out / "bodies" / f"{n}.json").write_text(line)
+        request = json_format.Parse(line, ExportMetricsServiceRequest())
+        (out / "bodies" / f"{n}.pb").write_bytes(request.SerializeToString())
+    return points
+
+
+def bodies_for(folder: Path, encoding: str, recording_id: str | None = None) -> list[bytes]:
+    """The bodies of one encoding; with `recording_id`, moved to that recording."""
+    suffix = ".pb" if encoding == "protobuf" else ".json"
+    files = sorted((folder / "bodies").glob(f"*{suffix}"), key=lambda p: int(p.stem))
+    bodies = [p.read_bytes() for p in files]
+    if recording_id is not None:
+        old = json.loads((folder / "meta.json").read_text())["recording_id"]
+        assert len(old) == len(recording_id), "protobuf bodies are length-prefixed"
+        bodies = [b.replace(old.encode(), recording_id.encode()) for b in bodies]
+    return bodies
+
+
+# -- one child: one tree, one database, one encoding, in-process ---------------------------------
+
+
+def child(folder: Path, db: str, encoding: str, label: str) -> None:
+    """Ingest every body through the app of the tree on PYTHONPATH; print the result as JSON."""
+    import asyncio
+
+    import httpx
+
+    from markov_otel.server.app import create_app
+
+    meta = json.loads((folder / "meta.json").read_text())
+    bodies = bodies_for(folder, encoding)
+    ctype = PROTOBUF if encoding == "protobuf" else JSON
+    app = create_app(db=db, tokens=[])
+
+    async def run() -> float:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            elapsed = 0.0
+            for n, body in enumerate(bodies):
+                headers = {
+                    "Content-Type": ctype,
+                    "Idempotency-Key": f"{meta['recording_id']}:w:metrics:{n}",
+                }
+                t0 = time.perf_counter()
+                answer = await client.post("/v1/metrics", content=body, headers=headers)
+                elapsed += time.perf_counter() - t0
+                if answer.status_code != 200 or b"rejected" in answer.content:
+                    raise SystemExit(f"{label}: HTTP {answer.status_code} {answer.content[:300]!r}")
+            return elapsed
+
+    elapsed = asyncio.run(run())
+    points = meta["points"] * len(bodies)
+    stored = app.state.store.get(meta["recording_id"])["points"]
+    if stored != points:
+        raise SystemExit(f"{label}: stored {stored} points, sent {points}")
+    print(json.dumps({"seconds": elapsed, "points": points}))
+
+
+def run_child(tree: Path, folder: Path, db: str, encoding: str, label: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    args = [sys.executable, str(HERE / "bench_ingest.py"), "--child", str(folder), db, encoding]
+    done = subprocess.run(
+        [*args, label], env=env, capture_output=True, text=True, cwd=tree, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{done.stdout}\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- databases -----------------------------------------------------------------------------------
+
+
+class Databases:
+    """A fresh SQLite file or PostgreSQL schema for each run; schemas dropped at the end."""
+
+    def __init__(self, work: Path, postgres: str | None) -> None:
+        self.work, self.postgres = work, postgres
+        self.schemas: list[str] = []
+
+    def fresh(self, kind: str) -> str:
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        if kind == "sqlite":
+            return f"sqlite:///{self.work / (name + '.db')}"
+        import psycopg
+
+        assert self.postgres is not None
+        with psycopg.connect(self.postgres, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        self.schemas.append(name)
+        sep = "&" if "?" in self.postgres else "?"
+        return f"{self.postgres}{sep}options=-csearch_path%3D{name}"
+
+    def drop(self) -> None:
+        if not self.schemas:
+            return
+        import psycopg
+
+        assert self.postgres is not None
+        with psycopg.connect(self.postgres, autocommit=True) as conn:
+            for name in self.schemas:
+                conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+# -- the real server over loopback, N workers ----------------------------------------------------
+
+
+def start_server(db: str, workers: int, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import urllib.request
+
+    port_file = work / f"port-{workers}"
+    args = [sys.executable, "-m", "markov_otel.server", "--port", "0", "--db", db]
+    args += ["--port-file", str(port_file), "--workers", str(workers)]
+    log = (work / f"server-{workers}.log").open("wb")
+    process = subprocess.Popen(args, stdout=log, stderr=log, cwd=TREE)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit((work / f"server-{workers}.log").read_text())
+        if port_file.exists():
+            url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2):
+                    return process, url
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+def over_loopback(folder: Path, url: str, encoding: str, clients: int) -> dict[str, Any]:
+    """`clients` threads, each POSTing every body to its own recording; points/s overall."""
+    import requests
+
+    meta = json.loads((folder / "meta.json").read_text())
+    ctype = PROTOBUF if encoding == "protobuf" else JSON
+    # Same length as the id the bodies carry: a protobuf body is length-prefixed.
+    work = [(f"loop-{uuid.uuid4().hex[:11]}", n) for n in range(clients)]
+    sets = {rid: bodies_for(folder, encoding, rid) for rid, _ in work}
+
+    def send(rid: str) -> int:
+        with requests.Session() as session:
+            for n, body in enumerate(sets[rid]):
+                while True:
+                    headers = {"Content-Type": ctype, "Idempotency-Key": f"{rid}:w:metrics:{n}"}
+                    answer = session.post(url + "/v1/metrics", data=body, headers=headers)
+                    if answer.status_code != 503:  # the ingest gate: retry as the sender does
+                        break
+                    time.sleep(0.05)
+                answer.raise_for_status()
+            stored: int = session.get(f"{url}/api/v1/recordings/{rid}").json()["points"]
+            return stored
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        stored = list(pool.map(send, [rid for rid, _ in work]))
+    elapsed = time.perf_counter() - t0
+    points = meta["points"] * len(sets[work[0][0]]) * clients
+    if sum(stored) != points:
+        raise SystemExit(f"stored {sum(stored)} points over loopback, sent {points}")
+    return {"seconds": elapsed, "points": points}
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def in_process(args: argparse.Namespace, folder: Path, dbs: Databases) -> None:
+    trees = [("this tree", TREE)]
+    for spec in args.baseline:
+        name, _, path = spec.partition("=")
+        trees.append((name, Path(path).resolve()))
+    best: dict[tuple[str, str, str], float] = {}
+    for _ in range(args.rounds):
+        for kind in args.db.split(","):
+            for encoding in args.encoding.split(","):
+                for name, tree in trees:
+                    label = f"{name}/{kind}/{encoding}"
+                    result = run_child(tree, folder, dbs.fresh(kind), encoding, label)
+                    rate = result["points"] / result["seconds"]
+                    best[name, kind, encoding] = max(best.get((name, kind, encoding), 0), rate)
+                    print(f"  {label:40} {rate:12,.0f} points/s", file=sys.stderr)
+    print(f"{'database':10} {'encoding':9} " + " ".join(f"{n:>14}" for n, _ in trees), end="")
+    print("".join(f"  {'x ' + n:>12}" for n, _ in trees[1:]))
+    for kind in args.db.split(","):
+        for encoding in args.encoding.split(","):
+            rates = [best[name, kind, encoding] for name, _ in trees]
+            line = f"{kind:10} {encoding:9} " + " ".join(f"{r:14,.0f}" for r in rates)
+            print(line + "".join(f"  {rates[0] / r:11.2f}x" for r in rates[1:]))
+
+
+def with_workers(args: argparse.Namespace, folder: Path, dbs: Databases) -> None:
+    if not args.postgres:
+        raise SystemExit("--workers needs PostgreSQL: --postgres URL or MARKOV_TEST_POSTGRES_URL")
+    results: dict[tuple[int, str], float] = {}
+    for _ in range(args.rounds):
+        for workers in (int(w) for w in args.workers.split(",")):
+            process, url = start_server(dbs.fresh("postgres"), workers, folder)
+            try:
+                for encoding in args.encoding.split(","):
+                    result = over_loopback(folder, url, encoding, 2 * workers)
+                    rate = result["points"] / result["seconds"]
+                    results[workers, encoding] = max(results.get((workers, encoding), 0), rate)
+                    print(
+                        f"  {workers} worker(s) {encoding:9} {rate:12,.0f} points/s",
+                        file=sys.stderr,
+                    )
+            finally:
+                process.terminate()
+                process.wait(30)
+    one = {e: results.get((1, e)) for e in args.encoding.split(",")}
+    print(f"{'workers':8} {'encoding':9} {'points/s':>12} {'x 1 worker':>11}")
+    for (workers, encoding), rate in sorted(results.items()):
+        base = one[encoding]
+        ratio = f"{rate / base:10.2f}x" if base else ""
+        print(f"{workers:<8} {encoding:9} {rate:12,.0f} {ratio}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bodies", type=int, default=8)
+    parser.add_argument("--records", type=int, default=7500, help="records per body")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--encoding", default="json,protobuf")
+    parser.add_argument("--db", default="sqlite,postgres")
+    parser.add_argument("--postgres", default=os.environ.get("MARKOV_TEST_POSTGRES_URL"))
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--workers", help="e.g. 1,2: the real server over loopback")
+    args = parser.parse_args()
+    if "postgres" in args.db and not args.postgres:
+        args.db = ",".join(d for d in args.db.split(",") if d != "postgres")
+        print("no PostgreSQL (--postgres URL): SQLite only", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        folder = Path(tmp)
+        rid = f"bench-{uuid.uuid4().hex[:10]}"
+        points = build_bodies(folder, args.bodies, args.records, rid)
+        meta = {"recording_id": rid, "points": points}
+        (folder / "meta.json").write_text(json.dumps(meta))
+        size = (folder / "bodies" / "0.json").stat().st_size / 1e6
+        proto = (folder / "bodies" / "0.pb").stat().st_size / 1e6
+        print(
+            f"{args.bodies} bodies x {points:,} points ({len(KEYS)} keys x {args.records:,} "
+            f"records; {size:.1f} MB OTLP-JSON, {proto:.1f} MB protobuf), best of "
+            f"{args.rounds} rounds, {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        dbs = Databases(folder, args.postgres)
+        try:
+            if args.workers:
+                with_workers(args, folder, dbs)
+            else:
+                in_process(args, folder, dbs)
+        finally:
+            dbs.drop()
+
+
+if __name__ == "__main__":
+    main()

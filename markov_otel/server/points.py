@@ -1,0 +1,82 @@
+"""The points of one series in one batch as columns: what ingest hands the store.
+
+A batch of the recorder holds a few keys with thousands of points each, so the store takes them a
+series at a time, as lists (steps, values, times), and inserts, counts and buckets each list with
+C loops (`executemany` over a `zip`, `min`/`max` over slices) instead of Python code per point.
+Non-finite values go to the text column (SQLite stores a NaN REAL as NULL); one `sum` per column
+tells whether there are any.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import groupby, repeat
+from typing import Any
+
+from markov_otel.server.records import non_finite_text
+
+__all__ = ["PointRow", "SeriesPoints"]
+
+# (recording_id, key, step, value, value_text, time_unix_nano)
+PointRow = tuple[str, str, int, "float | int | None", "str | None", int]
+
+
+@dataclass(slots=True)
+class SeriesPoints:
+    """Points of one (recording, key); point i is index i of each list."""
+
+    recording_id: str
+    key: str
+    steps: list[int]
+    values: list[float | int | None]
+    """None where `texts` holds the point's non-finite value."""
+    times: list[int]
+    texts: list[str | None] | None = None
+    """"NaN", "Infinity" or "-Infinity" where the value is not finite; None when all are."""
+
+    @classmethod
+    def of(
+        cls,
+        recording_id: str,
+        key: str,
+        steps: list[int],
+        values: list[Any],
+        times: list[int],
+    ) -> SeriesPoints:
+        """The series with its non-finite values (if any) moved to `texts`."""
+        total = sum(values)  # NaN or ±inf anywhere makes the sum so; finite: none is
+        if isinstance(total, int) or math.isfinite(total):
+            return cls(recording_id, key, steps, values, times)
+        texts: list[str | None] = [None] * len(values)
+        numbers: list[float | int | None] = list(values)
+        for i, value in enumerate(values):
+            if value.__class__ is float and not math.isfinite(value):
+                numbers[i], texts[i] = None, non_finite_text(value)
+        if not any(texts):  # only the sum overflowed
+            return cls(recording_id, key, steps, values, times)
+        return cls(recording_id, key, steps, numbers, times, texts)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[PointRow]) -> Iterator[SeriesPoints]:
+        """Rows grouped into series, a run of one (recording, key) at a time."""
+        for (rid, key), run in groupby(rows, key=lambda row: (row[0], row[1])):
+            _, _, steps, values, texts, times = (list(c) for c in zip(*run, strict=True))
+            finite = all(text is None for text in texts)
+            yield cls(rid, key, steps, values, times, None if finite else texts)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def rows(self) -> Iterator[PointRow]:
+        """The points as rows of the points table."""
+        n = len(self.steps)
+        texts = repeat(None, n) if self.texts is None else self.texts
+        rid, key = repeat(self.recording_id, n), repeat(self.key, n)
+        return zip(rid, key, self.steps, self.values, texts, self.times, strict=False)
+
+    def ascending(self) -> bool:
+        """True when the steps never go down (as a recorder writes them)."""
+        steps = self.steps
+        return all(map(int.__le__, steps, steps[1:]))
