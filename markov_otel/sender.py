@@ -82,6 +82,12 @@ class Sender:
         self._spool, self._queue, self._view = spool, queue, view
         self._target = target
         self._client = BackendClient(target, float(queue["register_batch_timeout"]))
+        # One client per line in flight: a call's deadline shuts its own client's sockets, so it
+        # must never cut the other line's call short.
+        self._line_clients = [self._client] + [
+            BackendClient(target, float(queue["register_batch_timeout"]))
+            for _ in range(IN_FLIGHT - 1)
+        ]
         self._acks = Acks(spool, target.base, target.acks)
         writer = spool.writer_id()
         self._rid = rid = spool.recording_id()
@@ -149,7 +155,7 @@ class Sender:
         self._thread.join(timeout + 0.2)
         done = not self._thread.is_alive() and self._all_sent()
         if not self._thread.is_alive():
-            self._client.close()
+            self._close_clients()
         return done
 
     def hurry(self) -> None:
@@ -172,7 +178,7 @@ class Sender:
                     self._sleep(delay)
         finally:
             if self._stopping:  # stop() may have given up waiting: close here, not leak
-                self._client.close()
+                self._close_clients()
 
     def pump(self) -> float:
         """One round: register, send unacked lines, PATCH. Returns a retry delay (0: all good)."""
@@ -265,7 +271,8 @@ class Sender:
                 if self._past_deadline():
                     break
                 key = f"{self._key_prefix}{signal}:{line.number}"
-                pending.append((line, _Call(self._send_line, signal, line.data, key)))
+                client = self._line_clients[line.number % IN_FLIGHT]  # neighbours differ
+                pending.append((line, _Call(self._send_line, signal, line.data, key, client)))
                 if len(pending) >= IN_FLIGHT:
                     self._settle(signal, *pending.popleft())
             while pending:
@@ -293,21 +300,25 @@ class Sender:
             self._on_line(self.progress)
         self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
 
-    def _send_line(self, signal: str, data: bytes, key: str) -> None:
+    def _send_line(
+        self, signal: str, data: bytes, key: str, client: BackendClient | None = None
+    ) -> None:
         """POST one line; one the backend finds too large (413) goes in parts that fit."""
         try:
-            self._post(signal, data, key)
+            self._post(signal, data, key, client)
         except Refused as exc:
             if exc.status != 413 or signal != "metrics":
                 raise
-            parts = split_metrics_line(data, int(self._body_limit(len(data)) * 0.9))
+            parts = split_metrics_line(data, int(self._body_limit(len(data), client) * 0.9))
             if len(parts) < 2:
                 raise
             for number, part in enumerate(parts):
-                self._post(signal, part, f"{key}.{number}/{len(parts)}")
+                self._post(signal, part, f"{key}.{number}/{len(parts)}", client)
 
-    def _post(self, signal: str, data: bytes, key: str) -> None:
-        self._client.call(
+    def _post(
+        self, signal: str, data: bytes, key: str, client: BackendClient | None = None
+    ) -> None:
+        (client or self._client).call(
             "POST",
             self._target.paths.get(signal, f"/v1/{signal}"),
             data=data,
@@ -315,11 +326,17 @@ class Sender:
             headers={"Content-Type": "application/json", "Idempotency-Key": key},
         )
 
-    def _body_limit(self, refused: int) -> int:
+    def _close_clients(self) -> None:
+        for client in self._line_clients:
+            client.close()
+
+    def _body_limit(self, refused: int, client: BackendClient | None = None) -> int:
         """The backend's body limit (GET /api/v1/limits); half the refused size if unknown."""
         if self._max_body is None:
             try:
-                limits = self._client.call("GET", "/api/v1/limits", timeout=self._timeout())
+                limits = (client or self._client).call(
+                    "GET", "/api/v1/limits", timeout=self._timeout()
+                )
                 self._max_body = int(limits["max_body_bytes"])
             except (Retry, Refused, KeyError, TypeError, ValueError):
                 return refused // 2
@@ -421,7 +438,7 @@ class Sender:
                 self.progress.still_set_aside = len(self._acks.set_aside_lines())
             return self.progress
         finally:
-            self._client.close()
+            self._close_clients()
 
     def _sync_rounds(self, progress: Callable[[Progress], None] | None) -> Progress:
         while True:

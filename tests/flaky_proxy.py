@@ -10,6 +10,8 @@ request gets which depends only on arrival order):
 - ``stall``: forwards, then holds the answer for ``stall`` seconds (past the client's timeout).
 
 ``die_after=K`` forwards K requests and resets every later one (an upstream that went away).
+``scripted={suffix: [fate, …]}`` gives the first requests whose Idempotency-Key ends with
+`suffix` those fates in turn (also ``late``: forwarded after ``stall`` seconds, answered).
 ``counts`` tells what happened, so a test can check that the faults it asked for did occur.
 """
 
@@ -42,6 +44,7 @@ class FlakyProxy:
         seed: int = 0,
         stall: float = 1.0,
         die_after: int | None = None,
+        scripted: Mapping[str, list[str]] | None = None,
     ) -> None:
         unknown = set(faults or {}) - set(FAULTS)
         if unknown or sum((faults or {}).values()) > 1.0:
@@ -51,6 +54,7 @@ class FlakyProxy:
         self.faults = dict(faults or {})
         self.stall = stall
         self.die_after = die_after
+        self.scripted = {suffix: list(fates) for suffix, fates in (scripted or {}).items()}
         self.counts: Counter[str] = Counter()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -63,9 +67,14 @@ class FlakyProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def decide(self) -> str:
-        """The fate of the next request: a fault kind, or ``forward``."""
+    def decide(self, key: str | None = None) -> str:
+        """The fate of the next request (its Idempotency-Key): a fault kind, or ``forward``."""
         with self._lock:
+            for suffix, fates in self.scripted.items():
+                if key is not None and key.endswith(suffix) and fates:
+                    fate = fates.pop(0)
+                    self.counts[fate] += 1
+                    return fate
             if self.die_after is not None and self.counts["forward"] >= self.die_after:
                 fate = "reset"
             else:
@@ -120,7 +129,9 @@ def _handler_for(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            fate = proxy.decide()
+            fate = proxy.decide(self.headers.get("Idempotency-Key"))
+            if fate == "late":
+                time.sleep(proxy.stall)
             if fate == "reset":
                 return self._reset()
             if fate in ("503", "429"):

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from backend_fixture import Backend, online_recorder
+from flaky_proxy import FlakyProxy
 
 from markov_otel import ExperimentRecorder, RecordingMode, runs
 from markov_otel.cli import main
@@ -329,3 +330,25 @@ def test_every_run_dir_file_is_one_of_the_documented_ones(backend: Backend) -> N
         "writer-id", "requirements.txt", "environment.json",
     }  # fmt: skip
     assert os.path.getsize(recorder.run_dir / "writer-id") == 17
+
+
+# -- two lines in flight ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fates", [["503", "503"], ["lost"], ["reset"], ["late"]])
+def test_with_two_lines_in_flight_acks_never_pass_a_line_that_failed(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, fates: list[str]
+) -> None:
+    """Line 1 fails (or answers after line 2) while line 2 is stored: line 1 is sent again,
+    the acks end over every line, and each point is stored once."""
+    with offline(batch_size=10) as recorder:
+        for i in range(60):
+            recorder.add_record({"loss": float(i)})
+    rid = recorder.recording_id
+    with FlakyProxy(backend.url, scripted={":metrics:1": fates}, stall=0.5) as proxy:
+        monkeypatch.setenv("MARKOV_ENDPOINT", proxy.url)
+        monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+        assert main(["sync", rid]) == 0
+        assert sum(proxy.counts[f] for f in set(fates)) == len(fates)
+        assert runs.unsent_lines(Spool(recorder.run_dir), proxy.url) == 0
+    assert steps(backend, rid, "loss") == list(range(60))
