@@ -795,8 +795,10 @@ def _notifiers(settings: Settings) -> list[WebhookNotifier]:
 
 def _default_steps(first: int) -> Iterator[int]:
     """first, first + 1, … up to 2**63-1, then a ConfigError: all in C (chain, range), so one
-    next() is atomic under the GIL and costs what itertools.count costs."""
-    return itertools.chain(range(first, STEP_MAX + 1), _StepsExhausted())
+    next() is atomic under the GIL. The range stops at 2**63-1 (sys.maxsize), which keeps it on
+    CPython's machine-integer fast path; the last step follows on its own."""
+    last = (STEP_MAX,) if first <= STEP_MAX else ()
+    return itertools.chain(range(first, STEP_MAX), last, _StepsExhausted())
 
 
 class _StepsExhausted:
