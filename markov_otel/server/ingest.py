@@ -146,7 +146,9 @@ def ingest_metrics(
                 resources.append((rid, resource_fields(rb.attributes)))
             else:
                 _note(batch.reasons, NO_RECORDING)
-        series = point_series(batch, owners)
+        # Walked into columns here, before the store's lock: one body parses while another is
+        # stored (the database releases the GIL), and the ingest gate bounds the memory.
+        series = list(point_series(batch, owners))
         store.ingest(batch_key(key, body), resources, points=series, scope=grant.project_id)
     return batch.rejected, batch.reasons
 
