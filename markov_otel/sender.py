@@ -295,7 +295,7 @@ class Sender:
             self.progress.sent_bytes += len(line.data) + 1
             if signal == "metrics" and self._view is not None:
                 self._view.counts["sent"] += line.data.count(b'"timeUnixNano"')
-        self._acks.save()
+        self._save_acks()
         if self._on_line is not None:
             self._on_line(self.progress)
         self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
@@ -325,6 +325,22 @@ class Sender:
             timeout=self._timeout(),
             headers={"Content-Type": "application/json", "Idempotency-Key": key},
         )
+
+    def _save_acks(self) -> None:
+        """Write acks.json. A disk that refuses is weather: the backend has the lines, sending
+        goes on from the marks in memory, and a later sync sends them again as replays, which
+        the backend stores once."""
+        try:
+            self._acks.save()
+        except OSError as exc:
+            self._warn(
+                "acks",
+                f"markov_otel: cannot record what the backend took in {self._spool.dir}/"
+                f"acks.json ({exc.strerror or exc}); sending goes on, and a later `mkv sync` "
+                "sends those lines again (the backend stores them once)",
+            )
+        else:
+            self._trouble.clear("acks")
 
     def _close_clients(self) -> None:
         for client in self._line_clients:
@@ -381,7 +397,7 @@ class Sender:
                     raise
                 continue  # still refused: it stays aside
             self._acks.taken_back(entry)
-            self._acks.save()
+            self._save_acks()
             stored += 1
         return stored
 

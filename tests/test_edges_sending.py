@@ -352,3 +352,28 @@ def test_with_two_lines_in_flight_acks_never_pass_a_line_that_failed(
         assert sum(proxy.counts[f] for f in set(fates)) == len(fates)
         assert runs.unsent_lines(Spool(recorder.run_dir), proxy.url) == 0
     assert steps(backend, rid, "loss") == list(range(60))
+
+
+# -- the run dir refuses the acks ------------------------------------------------------------------
+
+
+def test_acks_that_cannot_be_written_never_stop_the_sending(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """acks.json cannot be replaced (a directory stands in its way): every point still reaches
+    the backend, the trouble is said once, and a later `mkv sync` replays without doubling."""
+    n = 500
+    recorder = online_recorder(backend.url, backend.token, batch_size=50)
+    recorder.register()
+    (recorder.run_dir / "acks.json").mkdir()
+    with recorder:
+        for i in range(n):
+            recorder.add_record({"loss": float(i)})
+    rid = recorder.recording_id
+    assert steps(backend, rid, "loss") == list(range(n))
+    said = [r.getMessage() for r in caplog.records if "acks.json" in r.getMessage()]
+    assert len(said) == 1, said
+    (recorder.run_dir / "acks.json").rmdir()
+    use(backend, monkeypatch)
+    assert main(["sync", rid]) == 0
+    assert steps(backend, rid, "loss") == list(range(n))
