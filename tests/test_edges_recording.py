@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,29 +60,6 @@ def kill(proc: subprocess.Popen[str]) -> None:
 
 
 # -- steps -----------------------------------------------------------------------------------
-
-
-def test_threads_never_share_a_default_step(isolated: Path) -> None:
-    """8 threads x 10k records with default steps: 80k distinct steps, 0..79999, each once."""
-    threads_n, per_thread = 8, 10_000
-    recorder = offline(batch_size=500)
-    barrier = threading.Barrier(threads_n)
-
-    def work(t: int) -> None:
-        barrier.wait()
-        for i in range(per_thread):
-            recorder.add_record({"v": t * per_thread + i})
-
-    with recorder:
-        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    steps = Counter(p.step for p in points(isolated / recorder.recording_id))
-    assert len(steps) == threads_n * per_thread
-    assert set(steps.values()) == {1}
-    assert sorted(steps) == list(range(threads_n * per_thread))
 
 
 @pytest.mark.parametrize("start", [INT64_MAX, INT64_MAX - 2])
@@ -300,26 +276,6 @@ def test_one_megabyte_of_notes_rides_once_not_on_every_batch(isolated: Path) -> 
 
 
 # -- the spool ---------------------------------------------------------------------------------
-
-
-def test_a_torn_line_longer_than_a_read_block_is_cut_back_to_the_last_whole_line(
-    isolated: Path,
-) -> None:
-    """200 KB of torn line (more than the 64 KiB the repair reads at a time): only it goes."""
-    first = offline()
-    with first:
-        for i in range(10):
-            first.add_record({"loss": float(i)})
-    metrics = first.run_dir / "metrics.jsonl"
-    whole = metrics.read_bytes()
-    metrics.write_bytes(whole + b'{"resourceMetrics":[' + b"x" * 200_000)
-    with offline(recording_id=first.recording_id) as second:
-        second.add_record({"loss": 10.0})
-    text = metrics.read_bytes()
-    assert text.startswith(whole)
-    assert [p.step for p in points(first.run_dir)] == list(range(11))
-    for line in lines(first.run_dir, "metrics"):
-        json.loads(line)
 
 
 def test_the_spool_closes_its_files_and_a_late_append_still_lands(tmp_path: Path) -> None:

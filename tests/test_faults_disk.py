@@ -151,15 +151,20 @@ def test_disk_full_for_seconds_is_said_once_and_stop_still_returns(
     assert sum("1100 points" in m and "could not be written" in m for m in said) == 1, said
 
 
-def test_torn_last_line_is_ignored_on_read_and_cut_on_resume(isolated: Path) -> None:
-    """Half a line appended after a crash: reads skip it, a resumed run cuts it, counts add up."""
+@pytest.mark.parametrize("torn_bytes", [150, 200_000])
+def test_torn_last_line_is_ignored_on_read_and_cut_on_resume(
+    isolated: Path, torn_bytes: int
+) -> None:
+    """Half a line appended after a crash: reads skip it, a resumed run cuts it, counts add up;
+    also when the torn line is longer than the 64 KiB the repair reads at a time."""
     first = offline()
     with first:
         for i in range(300):
             first.add_record({"loss": float(i)})
     metrics = first.run_dir / "metrics.jsonl"
     whole = metrics.read_bytes()
-    torn = whole.splitlines(keepends=True)[0][:150]  # the head of a real batch, no newline
+    head = whole.splitlines()[0]  # a real batch, repeated as a crashed writer could leave it
+    torn = (head * (torn_bytes // len(head) + 1))[:torn_bytes]  # and no newline
     metrics.write_bytes(whole + torn)
     assert [p.step for p in points(Spool(first.run_dir))] == list(range(300))
 
