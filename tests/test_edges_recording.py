@@ -12,12 +12,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import child_process
 import pytest
 from otlp_files import last_resource, lines, points, recording
 
@@ -25,38 +25,11 @@ from markov_otel import ConfigError, ExperimentRecorder, RecordingMode, runs
 from markov_otel.recorder import MAX_BUFFERED
 from markov_otel.spool import Spool
 
-CHILD = Path(__file__).with_name("recording_child.py")
 INT64_MAX = 2**63 - 1
 
 
 def offline(**kwargs: Any) -> ExperimentRecorder:
     return ExperimentRecorder("edges", recording_mode=RecordingMode.OFFLINE, **kwargs)
-
-
-def child(mode: str, n: int = 0, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), mode, str(n)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
-
-
-def said(proc: subprocess.Popen[str], word: str) -> list[str]:
-    """The words after `word` on the child's next line that starts with it."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        head, *rest = line.split()
-        if head == word:
-            return rest
-    raise AssertionError(f"the child ended before saying {word!r}: {proc.stderr.read()}")  # type: ignore[union-attr]
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -149,15 +122,15 @@ def test_batch_size_above_the_buffer_bound_still_reaches_disk(isolated: Path) ->
     """batch_size=1M, interval=1 h: once MAX_BUFFERED records wait, the flusher writes them
     (before, nothing reached disk until a million records or an hour)."""
     n = MAX_BUFFERED + 100_000
-    proc = child("big-batch", n)
+    proc = child_process.start("big-batch", n)
     try:
-        (run_id,) = said(proc, "id")
-        assert said(proc, "recorded") == [str(n)]
+        run_id = child_process.said_next(proc, "id")
+        assert child_process.said_next(proc, "recorded") == str(n)
         spool, deadline = Spool(isolated / run_id), time.monotonic() + 60
         while spool.points_on_disk()[0] < 2 * MAX_BUFFERED and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        kill(proc)
+        child_process.end(proc)
     assert spool.points_on_disk()[0] >= 2 * MAX_BUFFERED  # two keys a record
 
 
@@ -165,17 +138,17 @@ def test_kill9_loses_at_most_the_last_flush_interval(isolated: Path) -> None:
     """A tight loop with batch_processing_interval=0.2: after kill -9, every record made more
     than one interval before the kill is on disk (backpressure holds the loop to the disk)."""
     interval = 0.2  # recording_child's setting
-    proc = child("timed")
+    proc = child_process.start("timed")
     try:
-        (run_id,) = said(proc, "id")
+        run_id = child_process.said_next(proc, "id")
         made: list[tuple[int, float]] = []
         while len(made) < 60:  # 300k records: well past the buffer bound, loop at full speed
-            n, t = said(proc, "progress")
+            n, t = child_process.said_next(proc, "progress").split()
             made.append((int(n), float(t)))
         killed_at = time.time()
         proc.send_signal(signal.SIGKILL)
     finally:
-        kill(proc)
+        child_process.end(proc)
     steps = sorted(p.step for p in points(isolated / run_id) if p.key == "acc")
     assert steps == list(range(len(steps)))  # a gapless prefix
     old_enough = max(n for n, t in made if t < killed_at - interval)
@@ -201,9 +174,9 @@ def test_a_full_disk_holds_memory_bounded_and_loses_nothing(tmp_path: Path) -> N
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
     n = 1_000_000  # ~150 MB of OTLP-JSON: twice what may wait in memory
-    proc = child("progress", n, MARKOV_DIR=str(disk))
+    proc = child_process.start("progress", n, MARKOV_DIR=str(disk))
     try:
-        (run_id,) = said(proc, "id")
+        run_id = child_process.said_next(proc, "id")
         last, still_since = 0, time.monotonic()
         while time.monotonic() - still_since < 3.0:  # until the loop has waited 3 s
             line = _line_within(proc, 1.0)
@@ -212,12 +185,12 @@ def test_a_full_disk_holds_memory_bounded_and_loses_nothing(tmp_path: Path) -> N
         assert last < n, "the loop never waited: memory grew with the disk full"
         assert rss_mb(proc.pid) < 700
         subprocess.run(["mount", "-o", "remount,size=512m", str(disk)], check=True)
-        assert said(proc, "done") == []
+        assert child_process.said_next(proc, "done") == ""
         proc.communicate(timeout=120)
         steps = [p.step for p in runs.points(Spool(disk / run_id), "acc")]
         assert steps == list(range(n))
     finally:
-        kill(proc)
+        child_process.end(proc)
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 

@@ -8,20 +8,17 @@ later, while stop() is writing the buffer to disk.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import child_process
 import pytest
 from otlp_files import last_resource, recording
 
 from markov_otel import runs
 from markov_otel.spool import Spool
 
-CHILD = Path(__file__).with_name("recording_child.py")
 N = 300_000  # records of four keys: 1.2M points
 
 
@@ -35,24 +32,15 @@ def test_a_signal_during_stop_waits_for_the_drain(
 ) -> None:
     """SIGTERM (or Ctrl-C) 0.3 s into stop(): every point on disk, status terminated
     (interrupted), then the signal acts as it would have (exit 143; death by SIGINT)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), "stop-signal", str(N)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
+    proc = child_process.start("stop-signal", N)
     try:
-        assert proc.stdout is not None
-        run_id = proc.stdout.readline().split()[1]
-        assert proc.stdout.readline().strip() == "stopping"
+        run_id = child_process.said_next(proc, "id")
+        assert child_process.said_next(proc, "stopping") == ""
         time.sleep(0.3)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        child_process.end(proc)
     assert proc.returncode == code, err
     assert "stopped" not in out  # stop() returned, then the signal acted
     run = isolated / run_id

@@ -6,13 +6,12 @@ import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import child_process
 import pytest
 import requests
 
@@ -22,7 +21,6 @@ from markov_otel.errors import RecorderStateError
 from markov_otel.runs import points
 from markov_otel.spool import Spool
 
-CHILD = Path(__file__).with_name("recording_child.py")
 KEYS = ("loss", "acc")
 FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"
 
@@ -39,26 +37,6 @@ def steps_by_key(run_dir: Path) -> dict[str, list[int]]:
     return out
 
 
-def start_child(mode: str, n: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), mode, str(n)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-
-
-def read_word(proc: subprocess.Popen[str], word: str) -> str:
-    """The rest of the next stdout line starting with `word` (skipping others)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        head, _, rest = line.strip().partition(" ")
-        if head == word:
-            return rest
-    raise AssertionError(f"child ended before printing {word!r}: {proc.stderr.read()}")  # type: ignore[union-attr]
-
-
 @pytest.mark.slow
 def test_kill9_keeps_every_flushed_record_and_syncs_it_once(
     isolated: Path,
@@ -68,11 +46,11 @@ def test_kill9_keeps_every_flushed_record_and_syncs_it_once(
 ) -> None:
     """SIGKILL at a seeded random moment past 200k records: gapless prefix, crashed, synced once."""
     checkpoint = 200_000
-    proc = start_child("kill9", checkpoint)
+    proc = child_process.start("kill9", checkpoint)
     try:
-        run_id = read_word(proc, "id")
-        assert int(read_word(proc, "checkpoint")) == checkpoint
-        read_word(proc, "progress")  # past the 0.6 s pause: recording again
+        run_id = child_process.said_next(proc, "id")
+        assert int(child_process.said_next(proc, "checkpoint")) == checkpoint
+        child_process.said_next(proc, "progress")  # past the 0.6 s pause: recording again
         time.sleep(random.Random(6).uniform(0.0, 0.3))
     finally:
         proc.send_signal(signal.SIGKILL)
