@@ -107,7 +107,9 @@ def flusher_throughput(records: int, base: Path) -> float:
 
     spool = Spool(base / "flusher-bench")
     spool.create()
-    buffer = deque((time.time_ns(), i, record(i)) for i in range(records))
+    buffer: deque[Any] = deque()  # flat, as the recorder keeps it: time, step, values, ...
+    for i in range(records):
+        buffer.extend((time.time_ns(), i, record(i)))
     view = AggregatedView()
     flusher = Flusher(
         buffer,

@@ -1,7 +1,11 @@
 """The flusher thread: cuts the record buffer into batches, encodes them, appends them to the spool.
 
 It is the only consumer of the record buffer, so the training thread never waits for a lock: it
-appends to a deque, and wakes the flusher once a batch is full. A batch is bounded in records
+extends a deque with a record's three fields, and wakes the flusher once a batch is full. The
+fields lie flat (time, step, values, time, step, ...) rather than as one tuple per record: a tuple
+holding a dict stays tracked by the garbage collector, and full collections walking 200k buffered
+records cost a tight loop about 0.4 µs a record. One `extend` and one C loop of `popleft` are
+each atomic under the GIL, so the deque always holds whole records. A batch is bounded in records
 (`batch_size`) and in bytes (`max_batch_bytes`, well under the backend's body limit), so every
 line can be sent as one request. A batch that cannot be written (disk full) stays in memory in
 order and is retried each cycle, the trouble logged once; while `MAX_UNWRITTEN_BYTES` of them
@@ -18,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import repeat, starmap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from markov_otel.otel.encoding import MetricsEncoder, Record, Runs, runs
 from markov_otel.otel.series import SeriesTable
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("markov_otel")
 
+FIELDS = 3
+"""Items a record takes in the buffer: time_ns, step, values."""
+
 MAX_UNWRITTEN_BYTES = 64 << 20
 """Encoded batches kept in memory while the disk refuses them, before the flusher pauses."""
 
@@ -38,7 +45,7 @@ class Flusher:
 
     def __init__(
         self,
-        buffer: deque[Record],
+        buffer: deque[Any],
         write: Callable[[bytes, int], None],
         resource: Callable[[], str],
         *,
@@ -78,7 +85,7 @@ class Flusher:
 
     def backlog(self) -> int:
         """Points not yet on disk: those of buffered records and of unwritten batches."""
-        buffered = sum(len(values) for _t, _s, values in list(self._buffer))
+        buffered = sum(map(len, list(self._buffer)[2::FIELDS]))
         return buffered + sum(points for _data, points in list(self._unwritten))
 
     def stop(self, timeout: float) -> bool:
@@ -127,15 +134,16 @@ class Flusher:
             written = written and self._write_unwritten()
         return written and not buffer
 
-    def _take(self, buffer: deque[Record]) -> None:
+    def _take(self, buffer: deque[Any]) -> None:
         """One batch out of the buffer, encoded and kept; the view's last step moves to it."""
-        take = min(len(buffer), self._batch_size)
-        records = list(starmap(buffer.popleft, repeat((), take)))  # a C loop
+        take = min(len(buffer) // FIELDS, self._batch_size) * FIELDS
+        fields = list(starmap(buffer.popleft, repeat((), take)))  # a C loop: atomic
+        records = list(zip(fields[0::3], fields[1::3], fields[2::3], strict=True))
         try:
             grouped = runs(records)
             lines = self._encode(records, self._resource(), grouped)
         except Exception:
-            buffer.extendleft(reversed(records))  # a failed encode loses nothing
+            buffer.extendleft(reversed(fields))  # a failed encode loses nothing
             raise
         for line, points in lines:
             self._keep(line, points)

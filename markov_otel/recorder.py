@@ -39,9 +39,9 @@ from markov_otel.arguments import (
 )
 from markov_otel.config import RecordingMode, Settings, cooldown_seconds, redact_url
 from markov_otel.errors import ConfigError, RecorderStateError
-from markov_otel.flusher import Flusher
+from markov_otel.flusher import FIELDS, Flusher
 from markov_otel.notices import AlertNotices, WebhookNotifier
-from markov_otel.otel.encoding import Record, attributes_json
+from markov_otel.otel.encoding import attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
 from markov_otel.otel.resource import experiment_attributes
 from markov_otel.otel.series import SeriesTable
@@ -132,7 +132,8 @@ class ExperimentRecorder:
         self._check_alerts: Callable[[Mapping[str, Any], int, int], None] | None = None
         # Hot-path copies: one attribute load each instead of a dict lookup or a state compare.
         self._max_buffered = MAX_BUFFERED  # lowered for wide records (_normalize)
-        self._kick_base = min(self._queue["batch_size"], MAX_BUFFERED)
+        # In buffer items (FIELDS per record), as len(self._buffer) counts them.
+        self._kick_base = min(self._queue["batch_size"], MAX_BUFFERED) * FIELDS
         self._kick_at: int = self._kick_base  # raised while the flusher lags (see _kick)
         self._nested: dict[str, dict[str, str]] = {}  # outer key -> inner key -> flat name
         self._max_lag_ns = int(self._queue["batch_processing_interval"] * 0.5e9)
@@ -140,7 +141,7 @@ class ExperimentRecorder:
         self._state = _State.CREATED
         self._status = "created"
         self._running = False  # _state is RUNNING, as one cheap check for add_record
-        self._buffer: deque[Record] = deque()
+        self._buffer: deque[Any] = deque()  # time, step, values of each record, flat
         self._steps: Iterator[int] = _default_steps(0)
         # recording_id= adds to a recording that may have finished: the backend only lets an
         # explicit PATCH (not a batch) turn a finished recording back to running.
@@ -251,7 +252,7 @@ class ExperimentRecorder:
             values = self._normalize(record) if known is None else known
         # next() of the default steps is C code under the GIL: threads never share a step.
         step = next(self._steps) if step is None else self._explicit_step(step)
-        self._buffer.append((time_ns, step, values))
+        self._buffer.extend((time_ns, step, values))  # flat: see flusher.FIELDS
         if self._check_alerts is not None:
             self._check_alerts(values, time_ns, step)
         if len(self._buffer) >= self._kick_at:
@@ -310,7 +311,7 @@ class ExperimentRecorder:
                     self._nested.setdefault(key, {}).update(names)
         if len(values) * self._max_buffered > MAX_BUFFERED_POINTS:
             self._max_buffered = max(1, MAX_BUFFERED_POINTS // len(values))
-            self._kick_base = min(self._kick_base, self._max_buffered)
+            self._kick_base = min(self._kick_base, self._max_buffered * FIELDS)
             self._kick_at = min(self._kick_at, self._kick_base)
         return values
 
@@ -323,10 +324,10 @@ class ExperimentRecorder:
         waiting for, the next look is KICK_STEP records later (the flusher's cycle resets it),
         so a loop running at the flusher's heels does not pay for this on every call.
         """
-        buffer, flusher, most = self._buffer, self._flusher, self._max_buffered
+        buffer, flusher, most = self._buffer, self._flusher, self._max_buffered * FIELDS
         flusher.wake()
         if len(buffer) < most and now_ns - _oldest(buffer, now_ns) <= self._max_lag_ns:
-            self._kick_at = len(buffer) + KICK_STEP
+            self._kick_at = len(buffer) + KICK_STEP * FIELDS
             return
         while flusher.alive and (
             len(buffer) >= most or now_ns - _oldest(buffer, now_ns) > self._max_lag_ns
@@ -624,8 +625,9 @@ class ExperimentRecorder:
         """A system sample as a record, with the step of the last record (0 before the first):
         the newest buffered, else the last the flusher took (see Flusher.taking)."""
         with self._flusher.taking:
-            step = self._buffer[-1][1] if self._buffer else max(self._view.last_step, 0)
-            self._buffer.append((time_ns, step, values))
+            buffer = self._buffer
+            step = buffer[-2] if buffer else max(self._view.last_step, 0)
+            buffer.extend((time_ns, step, values))
 
     def _senders(self) -> list[Sender]:
         return [s for s in (self._sender, self._mirror) if s is not None]
@@ -814,9 +816,9 @@ class _StepsExhausted:
         )
 
 
-def _oldest(buffer: deque[Record], default: int) -> int:
+def _oldest(buffer: deque[Any], default: int) -> int:
     """Time of the oldest buffered record (the flusher may empty the deque meanwhile)."""
     try:
-        return buffer[0][0]
+        return buffer[0]
     except IndexError:
         return default

@@ -5,7 +5,7 @@ The OpenTelemetry system-metrics instrumentation (psutil) and, when NVML answers
 not the recorder's aggregated-view provider either (its readers would run these callbacks on
 their own schedule, and every collection resets psutil's CPU-percentage baselines). Its only
 reader is an `InMemoryMetricReader` that the sampler's thread collects every `interval` seconds;
-each collection becomes ONE record `(time_ns, step, {key: value})` in the recorder's buffer, as
+each collection becomes ONE record (time_ns, step, {key: value}) in the recorder's buffer, as
 an add_record call makes: stamped at sampling, carrying the step of the last record
 (`ExperimentRecorder._append_sample`), then encoded, spooled and sent by the same flusher and
 sender.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -405,6 +406,22 @@ def test_backpressure_never_drops(isolated: Path) -> None:
     assert len(values) == n
     assert values == list(range(n))
     assert recording(run)["points"] == n
+
+
+def test_buffered_records_give_the_garbage_collector_nothing_to_walk(isolated: Path) -> None:
+    """Records waiting in the buffer are not GC-tracked objects: full collections walking
+    200k buffered (time, step, dict) tuples cost a tight loop ~0.4 µs a record."""
+    n = 50_000
+    recorder = offline(batch_size=1_000_000, batch_processing_interval=3600)
+    with recorder:
+        gc.collect()
+        before = len(gc.get_objects())
+        for i in range(n):
+            recorder.add_record({"loss": float(i), "acc": 0.5})
+        gc.collect()
+        grown = len(gc.get_objects()) - before
+        assert grown < n // 100, f"{grown} tracked objects for {n} buffered records"
+    assert len(points(isolated / recorder.recording_id)) == 2 * n  # buffered, then all written
 
 
 def test_concurrent_add_record_stores_every_record_once(isolated: Path) -> None:
