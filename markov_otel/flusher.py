@@ -20,11 +20,11 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from itertools import repeat, starmap
 from typing import TYPE_CHECKING, Any
 
-from markov_otel.otel.encoding import MetricsEncoder, Record, Runs, runs
+from markov_otel.otel.encoding import MetricsEncoder, Runs, runs
 from markov_otel.otel.series import SeriesTable
 from markov_otel.weather import SayOnce
 
@@ -138,37 +138,42 @@ class Flusher:
         """One batch out of the buffer, encoded and kept; the view's last step moves to it."""
         take = min(len(buffer) // FIELDS, self._batch_size) * FIELDS
         fields = list(starmap(buffer.popleft, repeat((), take)))  # a C loop: atomic
-        records = list(zip(fields[0::3], fields[1::3], fields[2::3], strict=True))
+        times, steps, values = fields[0::3], fields[1::3], fields[2::3]
         try:
-            grouped = runs(records)
-            lines = self._encode(records, self._resource(), grouped)
+            grouped = runs(values)
+            lines = self._encode(times, steps, values, self._resource(), grouped)
         except Exception:
             buffer.extendleft(reversed(fields))  # a failed encode loses nothing
             raise
         for line, points in lines:
             self._keep(line, points)
-        self._keep_last(grouped)
-        self._view.last_step = records[-1][1]
+        self._keep_last(grouped, steps, values)
+        self._view.last_step = steps[-1]
 
     def _encode(
-        self, records: Sequence[Record], resource: str, grouped: Runs | None = None
+        self,
+        times: list[int],
+        steps: list[int],
+        values: list[Mapping[str, Any]],
+        resource: str,
+        grouped: Runs | None = None,
     ) -> list[tuple[bytes, int]]:
         """One line, or several when one would pass max_batch_bytes (a wide logger)."""
-        line, points = self._encoder.encode(records, resource, grouped)
+        line, points = self._encoder.encode_columns(times, steps, values, resource, grouped)
         if len(line) < self._max_bytes or points <= 1:
             return [(line, points)]
         parts = math.ceil(len(line) / (self._max_bytes * 0.8))
-        if len(records) > 1:
-            size = math.ceil(len(records) / min(parts, len(records)))
-            chunks = [records[i : i + size] for i in range(0, len(records), size)]
+        n = len(values)
+        if n > 1:
+            size = math.ceil(n / min(parts, n))
+            cuts = [(times[i : i + size], steps[i : i + size], values[i : i + size])
+                    for i in range(0, n, size)]  # fmt: skip
         else:  # one record wider than a batch: its keys go into several lines
-            (time_ns, step, values), keys = records[0], list(records[0][2])
+            keys = list(values[0])
             size = math.ceil(len(keys) / min(parts, len(keys)))
-            chunks = [
-                [(time_ns, step, {k: values[k] for k in keys[i : i + size]})]
-                for i in range(0, len(keys), size)
-            ]
-        return [part for chunk in chunks for part in self._encode(chunk, resource)]
+            cuts = [(times, steps, [{k: values[0][k] for k in keys[i : i + size]}])
+                    for i in range(0, len(keys), size)]  # fmt: skip
+        return [part for cut in cuts for part in self._encode(*cut, resource)]
 
     def _keep(self, line: bytes, points: int) -> None:
         data = line + b"\n"
@@ -176,13 +181,13 @@ class Flusher:
         self._unwritten_bytes += len(data)
         self._view.counts["recorded"] += points
 
-    def _keep_last(self, grouped: Runs) -> None:
+    def _keep_last(self, grouped: Runs, steps: list[int], values: list[Mapping[str, Any]]) -> None:
         """Each key's last value and step: the last record of each run of records with the same
         keys, in order, so a later run overwrites an earlier one."""
         last = self._view.last
-        for keys, run in grouped:
-            _time_ns, step, values = run[-1]
-            last.update(zip(keys, zip(values.values(), repeat(step), strict=False), strict=True))
+        for keys, _lo, hi in grouped:
+            step, record = steps[hi - 1], values[hi - 1]
+            last.update(zip(keys, zip(record.values(), repeat(step), strict=False), strict=True))
 
     def _write_unwritten(self) -> bool:
         """Write kept batches in order; True when none is left, False on a write error."""

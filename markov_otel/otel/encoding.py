@@ -106,21 +106,36 @@ class MetricsEncoder:
         self._names: dict[str, tuple[bytes, bytes | None]] = {}  # key -> (opening, extra)
         self._series = series  # keys with attributes (system samples, rank tags); None: none
 
-    def encode(
-        self, records: Sequence[Record], resource: str, grouped: Runs | None = None
+    def encode(self, records: Sequence[Record], resource: str) -> tuple[bytes, int]:
+        """The line (without newline) and the number of points in it."""
+        return self.encode_columns(
+            list(map(_FIRST, records)), list(map(_SECOND, records)), list(map(_VALUES, records)),
+            resource,
+        )  # fmt: skip
+
+    def encode_columns(
+        self,
+        times: list[int],
+        steps: list[int],
+        values: list[Mapping[str, Any]],
+        resource: str,
+        grouped: Runs | None = None,
     ) -> tuple[bytes, int]:
-        """The line (without newline) and the number of points in it; `grouped` is
-        `runs(records)` when the caller has it already."""
+        """`encode` of records given as columns (the flusher's form); `grouped` is
+        `runs(values)` when the caller has it already."""
         columns: dict[str, list[list[bytes]]] = {}
         count = 0
-        for keys, group in runs(records) if grouped is None else grouped:
-            short = len(group) < _COLUMNS
-            prefixes = [] if short else list(map(_PREFIX.__mod__, map(_TIME_STEP, group)))
-            dicts = list(map(_VALUES, group))
+        for keys, lo, hi in runs(values) if grouped is None else grouped:
+            run_times, run_steps, dicts = times[lo:hi], steps[lo:hi], values[lo:hi]
+            short = hi - lo < _COLUMNS
+            prefixes = (
+                [] if short else list(map(_PREFIX.__mod__, zip(run_times, run_steps, strict=True)))
+            )
             for key in keys:
                 column = list(map(itemgetter(key), dicts))
-                columns.setdefault(key, []).append(self._points(key, column, prefixes, group))
-            count += len(keys) * len(group)
+                points = self._points(key, column, prefixes, run_times, run_steps)
+                columns.setdefault(key, []).append(points)
+            count += len(keys) * (hi - lo)
         parts = [_HEAD, resource.encode("utf-8"), _SCOPE_HEAD]
         for index, (key, chunks) in enumerate(columns.items()):
             parts.append(self._opening(key)[0] if index == 0 else b"]}}," + self._opening(key)[0])
@@ -132,7 +147,12 @@ class MetricsEncoder:
         return b"".join(parts), count
 
     def _points(
-        self, key: str, column: list[Any], prefixes: list[bytes], group: list[Record]
+        self,
+        key: str,
+        column: list[Any],
+        prefixes: list[bytes],
+        times: list[int],
+        steps: list[int],
     ) -> list[bytes]:
         """The points of one key as parts, each point opening with `},{`."""
         extra = self._opening(key)[1]
@@ -144,7 +164,7 @@ class MetricsEncoder:
             return parts
         return [
             _GENERAL % (t, s, extra or b"", number_json(v).encode("ascii"))
-            for (t, s, _), v in zip(group, column, strict=True)
+            for t, s, v in zip(times, steps, column, strict=True)
         ]
 
     def _opening(self, key: str) -> tuple[bytes, bytes | None]:
@@ -177,16 +197,27 @@ _COLUMNS = 4
 """A run of fewer records goes point by point: a column's set-up would cost more."""
 
 
-_TIME_STEP, _VALUES, _FIRST, _SECOND = itemgetter(0, 1), itemgetter(2), itemgetter(0), itemgetter(1)
+_VALUES, _FIRST, _SECOND = itemgetter(2), itemgetter(0), itemgetter(1)
 
 
-Runs = list[tuple[tuple[str, ...], list[Record]]]
+Runs = list[tuple[tuple[str, ...], int, int]]
+"""Runs of consecutive records with the same keys: (keys, first index, index after the last)."""
 
 
-def runs(records: Sequence[Record]) -> Runs:
-    """Consecutive records with the same keys, as (keys, records), in order (C loops only)."""
-    keyed = zip(map(tuple, map(_VALUES, records)), records, strict=True)
-    return [(keys, list(map(_SECOND, run))) for keys, run in groupby(keyed, _FIRST)]
+def runs(values: Sequence[Mapping[str, Any]]) -> Runs:
+    """Consecutive records with the same keys, in order (C loops only)."""
+    shapes = list(map(tuple, values))
+    if not shapes:
+        return []
+    if shapes.count(shapes[0]) == len(shapes):  # the usual batch: one shape throughout
+        return [(shapes[0], 0, len(shapes))]
+    out: Runs = []
+    lo = 0
+    for keys, run in groupby(shapes):
+        hi = lo + sum(1 for _ in run)
+        out.append((keys, lo, hi))
+        lo = hi
+    return out
 
 
 _ID_FIELDS = {"traceId", "spanId", "parentSpanId"}
