@@ -59,7 +59,7 @@ from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
 from markov_otel.summary import ExperimentSummary
 from markov_otel.system_metrics import SystemSampler
 from markov_otel.transport import Target, patch_body, registration_body
-from markov_otel.values import PLAIN_TYPES, normalize_record
+from markov_otel.values import PLAIN_TYPES, Flattener, normalize_record, shape_flattener
 from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
@@ -68,6 +68,8 @@ MAX_BUFFERED = 200_000
 """Records held in memory before add_record waits for the flusher (backpressure, never loss)."""
 KICK_STEP = 256
 """Records between two looks at the flusher while it lags (about 0.3 ms of a tight loop)."""
+MAX_SHAPES = 1024
+"""Shapes of nested records learnt for the fast path (`_learn_shape`)."""
 MAX_BUFFERED_POINTS = 2_000_000
 """Points held in memory likewise: a record of 300 keys counts 300 (about 100 bytes a point)."""
 
@@ -135,7 +137,7 @@ class ExperimentRecorder:
         # In buffer items (FIELDS per record), as len(self._buffer) counts them.
         self._kick_base = min(self._queue["batch_size"], MAX_BUFFERED) * FIELDS
         self._kick_at: int = self._kick_base  # raised while the flusher lags (see _kick)
-        self._nested: dict[str, dict[str, str]] = {}  # outer key -> inner key -> flat name
+        self._shapes: dict[tuple[str, ...], Flattener] = {}  # nested records (_learn_shape)
         self._max_lag_ns = int(self._queue["batch_processing_interval"] * 0.5e9)
         self._alert_log: list[dict[str, Any]] = []
         self._state = _State.CREATED
@@ -247,8 +249,9 @@ class ExperimentRecorder:
             and PLAIN_TYPES.issuperset(map(type, record.values()))
         ):
             values = record.copy()
-        else:
-            known = self._flat_known(record) if self._nested else None
+        else:  # a nested record of a learnt shape, flattened by its function, or the slow path
+            shape = self._shapes.get(tuple(record)) if type(record) is dict else None
+            known = None if shape is None else shape(record)
             values = self._normalize(record) if known is None else known
         # next() of the default steps is C code under the GIL: threads never share a step.
         step = next(self._steps) if step is None else self._explicit_step(step)
@@ -271,49 +274,28 @@ class ExperimentRecorder:
         self._steps = _default_steps(step + 1)
         return int(step)
 
-    def _flat_known(self, record: Any) -> dict[str, Any] | None:
-        """A dict nesting known keys one level deep ({"val": {"loss": 0.9}}), flattened from
-        the names learnt on the slow path; None sends it there (anything new or odd)."""
-        if type(record) is not dict:
-            return None
-        out: dict[str, Any] = {}
-        plain, nested, leaves = self._plain_keys, self._nested, 0
-        for key, value in record.items():
-            if type(value) is dict:
-                names = nested.get(key)
-                if names is None:
-                    return None
-                for inner, leaf in value.items():
-                    name = names.get(inner)
-                    if name is None:
-                        return None
-                    out[name] = leaf
-                leaves += len(value)
-            elif key in plain:
-                out[key] = value
-                leaves += 1
-            else:
-                return None
-        if len(out) != leaves or not out:  # a flat name given twice, or nothing at all
-            return None
-        return out if PLAIN_TYPES.issuperset(map(type, out.values())) else None
-
     def _normalize(self, record: Any) -> dict[str, Any]:
         """The slow path: new keys, nested dicts, converted values. A record of a new width
         passes here once, so the bound in points is kept without a count on the fast path;
-        the flat names of a dict nested one level deep are learnt for `_flat_known`."""
+        the shape of a record nesting dicts one level deep is learnt (`_learn_shape`)."""
         values = normalize_record(record)
         if isinstance(record, dict):
+            self._learn_shape(record, values)
             self._plain_keys.update(k for k in record if k in values)
-            for key, inner in record.items():
-                if type(inner) is dict and type(key) is str:
-                    names = {k: f"{key}/{k}" for k in inner if f"{key}/{k}" in values}
-                    self._nested.setdefault(key, {}).update(names)
         if len(values) * self._max_buffered > MAX_BUFFERED_POINTS:
             self._max_buffered = max(1, MAX_BUFFERED_POINTS // len(values))
             self._kick_base = min(self._kick_base, self._max_buffered * FIELDS)
             self._kick_at = min(self._kick_at, self._kick_base)
         return values
+
+    def _learn_shape(self, record: dict[Any, Any], values: dict[str, Any]) -> None:
+        """Remember the shape of a record nesting dicts (values.shape_flattener), so the next
+        one like it takes the fast path (nested p50 within 1.5x the flat one). A bounded
+        cache: keys made up on the fly stop being learnt, never being recorded."""
+        if len(self._shapes) < MAX_SHAPES and any(type(v) is dict for v in record.values()):
+            flatten = shape_flattener(record, values)
+            if flatten is not None:
+                self._shapes[tuple(record)] = flatten
 
     def _kick(self, now_ns: int) -> None:
         """Wake the flusher; wait for it (backpressure, never a drop) while it lags too far.

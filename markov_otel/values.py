@@ -29,7 +29,7 @@ A record is checked whole before anything is kept, so an error never records hal
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from markov_otel.errors import ConfigError
@@ -105,3 +105,52 @@ def _unsupported(key: str, value: Any) -> ConfigError:
         "number; record numbers only (text belongs in summary.add() or metadata), e.g. "
         f"{{{key!r}: 0.9}}"
     )
+
+
+Flattener = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""A learnt shape's flattening: the flat dict of plain numbers, or None for the slow path."""
+
+
+def shape_flattener(record: dict[Any, Any], values: Mapping[str, Any]) -> Flattener | None:
+    """A function flattening records shaped like `record` (a dict whose values are numbers or
+    dicts of numbers, one level) straight into `values`' names, or None if `values` did not
+    come from `record` that plainly (conversions of names, deeper nesting, empty dicts).
+
+    It is generated source, as `dataclasses` and `namedtuple` generate theirs: one dict display
+    with constant keys is the fastest flattening CPython has (iterator chains cost more than
+    the record). Keys enter it only through repr(), so any string is a literal, never code.
+    The caller looks it up by the record's outer keys, in order; the function checks the rest
+    (each nested value a dict of the same size with the same keys, every value a plain
+    number) and returns None for anything else, which then takes the slow path.
+    """
+    checks, items, names = [], [], []
+    for i, (outer, inner) in enumerate(record.items()):
+        if type(inner) is not dict:
+            items.append(f"{outer!r}: r[{outer!r}]")
+            names.append(outer)
+            continue
+        if not inner:
+            return None
+        checks.append(f"        v{i} = r[{outer!r}]")
+        checks.append(
+            f"        if type(v{i}) is not dict or len(v{i}) != {len(inner)}: return None"
+        )
+        for key in inner:
+            items.append(f"{outer + '/' + key!r}: v{i}[{key!r}]")
+            names.append(f"{outer}/{key}")
+    if tuple(values) != tuple(names) or len(names) != len(set(names)):
+        return None
+    source = "\n".join([
+        "def flatten(r):",
+        "    try:",
+        *checks,
+        "        out = {" + ", ".join(items) + "}",
+        "    except KeyError:",
+        "        return None",
+        "    return out if PLAIN_TYPES.issuperset(map(type, out.values())) else None",
+    ])  # fmt: skip
+    namespace: dict[str, Any] = {}
+    scope = {"PLAIN_TYPES": PLAIN_TYPES, "dict": dict, "map": map, "type": type, "len": len}
+    exec(compile(source, "<markov_otel record shape>", "exec"), scope, namespace)
+    flatten: Flattener = namespace["flatten"]
+    return flatten

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from otlp_files import lines, log_records, metrics, points, recording, spans, traces
 
@@ -561,6 +561,78 @@ def test_a_nested_record_of_a_known_shape_is_kept_or_refused_as_the_first_time(
     assert len(pairs) % 2 == 0 and len(pairs) == 2 * sum(f == "kept" for f, _ in outcomes)
     for (_, a), (_, b) in zip(pairs[0::2], pairs[1::2], strict=True):
         assert a == b
+
+
+def _stored(recorder: ExperimentRecorder, run_dir: Path) -> dict[int, dict[str, Any]]:
+    got: dict[int, dict[str, Any]] = {}
+    for p in points(run_dir / recorder.recording_id):
+        got.setdefault(p.step, {})[p.key] = p.value
+    return got
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(first=_nested_records, inners=st.lists(st.one_of(_leaf, _inner), min_size=3, max_size=3))
+@example(first={"train": {"loss": 1.0}}, inners=[{"loss": 2.0, "acc": 3.0}])  # one key more
+@example(first={"train": {"loss": 1.0, "acc": 1.0}}, inners=[{"loss": 2.0, "x": 3.0}])  # other
+@example(first={"train": {"loss": 1.0}}, inners=[0.5])  # no dict any more
+@example(first={"train": {"loss": 1.0}, "lr": 0.1}, inners=[{"loss": 2.0}, {"a": 1.0}])
+@example(first={"train": {"loss": 1.0}}, inners=[{"loss": "n/a"}])  # not a number
+def test_a_record_like_a_learnt_shape_but_different_inside_is_kept_or_refused_as_when_new(
+    isolated: Path, first: dict[str, Any], inners: list[Any]
+) -> None:
+    """A record with a learnt shape's outer keys but other inner keys, sizes or types (the
+    shape's flattening function looks it up by the outer keys alone) is kept or refused, and
+    stores the same points, as by a recorder that never saw the shape."""
+    second = dict(zip(first, inners, strict=False))
+    learnt, fresh = offline(), offline()
+    with learnt:
+        _outcome(learnt, first)
+        _outcome(learnt, first)  # learnt, if the slow path kept it
+        after_learning = _outcome(learnt, second)
+    with fresh:
+        when_new = _outcome(fresh, second)
+    assert after_learning == when_new
+    if when_new == "kept":
+        assert list(_stored(learnt, isolated).values())[-1] == _stored(fresh, isolated)[0]
+
+
+def test_keys_that_look_like_code_are_recorded_as_text_by_the_learnt_shape(
+    isolated: Path,
+) -> None:
+    """A learnt shape's function is generated source: keys with quotes, backslashes, braces
+    and newlines are literals in it, recorded exactly, never run."""
+    outer = "x'); open('pwned', 'w') #\\"
+    inner = 'y"}\n{__import__("os")}'
+    recorder = offline()
+    with recorder:
+        for i in range(3):  # the slow path, then twice through the learnt shape
+            recorder.add_record({outer: {inner: float(i)}, "lr": 0.5})
+    got = _stored(recorder, isolated)
+    assert [got[s] for s in range(3)] == [
+        {f"{outer}/{inner}": float(i), "lr": 0.5} for i in range(3)
+    ]
+    assert not (isolated.parent / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_nested_records_of_more_shapes_than_are_learnt_are_all_recorded(isolated: Path) -> None:
+    """Past MAX_SHAPES learnt shapes, new ones take the slow path every time: all still kept."""
+    from markov_otel.recorder import MAX_SHAPES
+
+    shapes = MAX_SHAPES + 50
+    recorder = offline()
+    with recorder:
+        for i in range(shapes):
+            for v in (1.0, 2.0):
+                recorder.add_record({f"g{i}": {"loss": v}})
+        learnt = len(recorder._shapes)
+    got = _stored(recorder, isolated)
+    assert len(got) == 2 * shapes
+    assert sorted(got.values(), key=str) == sorted(
+        ({f"g{i}/loss": v} for i in range(shapes) for v in (1.0, 2.0)), key=str
+    )
+    assert learnt == MAX_SHAPES
 
 
 def test_a_key_given_twice_through_a_learnt_nesting_is_still_refused(isolated: Path) -> None:
