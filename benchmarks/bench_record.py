@@ -11,6 +11,7 @@ asserts a time.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -96,8 +97,10 @@ def bench_hot_path(calls: int, base: Path) -> dict[str, tuple[list[int], float]]
     return results
 
 
-def flusher_throughput(records: int, base: Path) -> float:
-    """Encode + append `records` records through the flusher's own code path, in this thread."""
+def flusher_throughput(records: int, base: Path) -> tuple[float, float]:
+    """Encode + append `records` records through the flusher's own code path, in this thread:
+    ns of thread CPU per point in all, and of it in the spool's write (a syscall that releases
+    the GIL, so the training thread runs meanwhile)."""
     from collections import deque
 
     from markov_otel.flusher import Flusher
@@ -111,9 +114,16 @@ def flusher_throughput(records: int, base: Path) -> float:
     for i in range(records):
         buffer.extend((time.time_ns(), i, record(i)))
     view = AggregatedView()
+    writing = [0]
+
+    def write(data: bytes, points: int) -> None:
+        t0 = time.thread_time_ns()
+        spool.append("metrics", data)
+        writing[0] += time.thread_time_ns() - t0
+
     flusher = Flusher(
         buffer,
-        lambda data, n: spool.append("metrics", data),
+        write,
         lambda: "[]",
         batch_size=1000,
         max_batch_bytes=DEFAULT_MAX_BATCH_BYTES,
@@ -121,16 +131,18 @@ def flusher_throughput(records: int, base: Path) -> float:
         on_cycle=lambda: None,
         view=view,
     )
-    t0 = time.thread_time()  # CPU time of this thread: the GIL time a flusher takes
+    t0 = time.thread_time_ns()  # CPU time of this thread: what a flusher takes from the loop
     flusher._cycle(final=True)  # the same cycle the thread runs, timed without thread wake-ups
-    elapsed = time.thread_time() - t0
-    assert view.counts["spooled"] == records * len(KEYS)
-    return view.counts["spooled"] / elapsed
+    elapsed = time.thread_time_ns() - t0
+    points = view.counts["spooled"]
+    assert points == records * len(KEYS)
+    return elapsed / points, writing[0] / points
 
 
-def tight_loop(records: int, base: Path) -> tuple[float, float]:
+def tight_loop(records: int, base: Path) -> tuple[float, float, float, float]:
     """ns per record of a whole tight loop (start to stop(): the hot path, the flusher's share
-    of the GIL, backpressure, the final drain), and of the same loop doing list.append."""
+    of the GIL, backpressure, the final drain), and of the same loop doing list.append; then
+    the CPU per record of the training thread, and of the other threads (the flusher)."""
     sink: list[dict[str, float]] = []
     t0 = time.perf_counter_ns()
     for i in range(records):
@@ -141,11 +153,20 @@ def tight_loop(records: int, base: Path) -> tuple[float, float]:
     )
     recorder.start()
     add = recorder.add_record
+    process0, thread0 = _process_cpu_ns(), time.thread_time_ns()
     t0 = time.perf_counter_ns()
     for i in range(records):
         add(record(i))
     recorder.stop()
-    return (time.perf_counter_ns() - t0) / records, floor
+    wall = (time.perf_counter_ns() - t0) / records
+    training = (time.thread_time_ns() - thread0) / records
+    others = (_process_cpu_ns() - process0) / records - training
+    return wall, floor, training, others
+
+
+def _process_cpu_ns() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1e9
 
 
 def step_allocation(calls: int) -> tuple[float, float]:
@@ -204,15 +225,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         report_hot_path(bench_hot_path(args.calls, base), args.calls)
-        rate = flusher_throughput(args.records, base)
+        cpu, write = flusher_throughput(args.records, base)
         print(
             f"flusher: {args.records} records x {len(KEYS)} keys encoded + spooled: "
-            f"{1e9 / rate:.0f} ns of GIL (thread CPU) time per point ({rate:,.0f} points/s)"
+            f"{cpu:.0f} ns of thread CPU per point ({1e9 / cpu:,.0f} points/s), of which "
+            f"{write:.0f} in the write (GIL released): {cpu - write:.0f} ns of GIL time a point"
         )
-        whole, floor = tight_loop(args.records, base)
+        whole, floor, training, others = tight_loop(args.records, base)
         print(
             f"tight loop of {args.records} records, start to stop(): {whole:.0f} ns per record "
             f"all-inclusive ({whole / floor:.1f}x the same loop doing list.append: {floor:.0f} ns)"
+            f"; CPU per record: training thread {training:.0f} ns, flusher {others:.0f} ns"
         )
         plain, atomic = step_allocation(args.calls)
         print(

@@ -118,7 +118,7 @@ class Flusher:
         while not self._drain() and final and time.monotonic() < self._deadline:
             time.sleep(0.05)  # disk full at stop(): keep trying until its deadline
         if final:  # the last batch carries the final Resource even when no points are pending
-            self._keep(self._encoder.encode((), self._resource())[0], 0)
+            self._keep(self._encoder.encode_columns([], [], [], self._resource())[0], 0)
             while not self._write_unwritten() and time.monotonic() < self._deadline:
                 time.sleep(0.05)
         self._on_cycle()
@@ -158,7 +158,7 @@ class Flusher:
         resource: str,
         grouped: Runs | None = None,
     ) -> list[tuple[bytes, int]]:
-        """One line, or several when one would pass max_batch_bytes (a wide logger)."""
+        """One line (newline included), or several when one would pass max_batch_bytes."""
         line, points = self._encoder.encode_columns(times, steps, values, resource, grouped)
         if len(line) < self._max_bytes or points <= 1:
             return [(line, points)]
@@ -175,8 +175,8 @@ class Flusher:
                     for i in range(0, len(keys), size)]  # fmt: skip
         return [part for cut in cuts for part in self._encode(*cut, resource)]
 
-    def _keep(self, line: bytes, points: int) -> None:
-        data = line + b"\n"
+    def _keep(self, data: bytes, points: int) -> None:
+        """Keep a line (newline included) to write, in order."""
         self._unwritten.append((data, points))
         self._unwritten_bytes += len(data)
         self._view.counts["recorded"] += points
