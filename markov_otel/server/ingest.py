@@ -39,6 +39,7 @@ from markov_otel.server.bodies import (
 from markov_otel.server.fields import resource_fields
 from markov_otel.server.gate import IngestGate
 from markov_otel.server.otlp import Batch, parse_metrics
+from markov_otel.server.otlp_json import parse_common
 from markov_otel.server.records import valid_id
 from markov_otel.server.signals import parse_events
 from markov_otel.server.storage import (
@@ -136,7 +137,8 @@ def ingest_metrics(
 ) -> tuple[int, list[str]]:
     """Parse and store a metrics batch; return (rejected points, reasons)."""
     with refusals():
-        batch = parse_metrics(body, ctype)
+        common = parse_common(body) if ctype == JSON else None  # the fast path, or None
+        batch = parse_metrics(body, ctype) if common is None else common
         resources: Resources = []
         owners: list[str | None] = []
         for rb in batch.resources:

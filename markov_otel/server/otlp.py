@@ -17,9 +17,11 @@ a tuple per point: a 32 MB protobuf batch would otherwise cost ~400 MB. A malfor
 on the way raises MalformedBody or ConfigError from inside the store's transaction, which rolls
 back.
 
-OTLP-JSON bodies are decoded by orjson (`fast_json_object`; ~4x the speed of `json.loads`).
-orjson reads an integer past 64 bits as a double, so int64 fields (`json_int`) refuse a JSON
-number that arrives as a double instead of rounding it.
+A body of the common shape (the recorder's) is decoded by msgspec instead (`otlp_json.py`); this
+module's walk takes every other body. OTLP-JSON bodies are decoded by orjson
+(`fast_json_object`; ~4x the speed of `json.loads`). orjson reads an integer past 64 bits as a
+double, so int64 fields (`json_int`) refuse a JSON number that arrives as a double instead of
+rounding it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "Columns",
     "MalformedBody",
     "ResourceBatch",
+    "check_columns",
     "checked_time",
     "parse_metrics",
     "value_of",
@@ -324,6 +327,12 @@ def _proto_each(name: str, points: Any, out: ResourceBatch, batch: Batch) -> Ite
 def _check_key(batch: Batch, key: str) -> None:
     if key not in batch.keys:
         batch.keys.add(check_key(key))
+
+
+def check_columns(batch: Batch, columns: Columns) -> Columns:
+    """`columns` once its key, steps and times are within the rules (ConfigError otherwise)."""
+    _check_key(batch, columns.key)
+    return _checked_ranges(columns)
 
 
 def _checked_ranges(columns: Columns) -> Columns:
