@@ -33,6 +33,7 @@ from markov_otel.server.bodies import (
     PROTOBUF,
     ApiError,
     MalformedBody,
+    collector_paused,
     otlp_content_type,
     read_body,
 )
@@ -136,7 +137,7 @@ def ingest_metrics(
     store: Store, grant: Grant, signal: str, body: bytes, ctype: str, key: str | None
 ) -> tuple[int, list[str]]:
     """Parse and store a metrics batch; return (rejected points, reasons)."""
-    with refusals():
+    with refusals(), collector_paused():  # the parsed body and its columns hold no cycles
         common = parse_common(body) if ctype == JSON else None  # the fast path, or None
         batch = parse_metrics(body, ctype) if common is None else common
         resources: Resources = []
@@ -151,6 +152,7 @@ def ingest_metrics(
         # Walked into columns here, before the store's lock: one body parses while another is
         # stored (the database releases the GIL), and the ingest gate bounds the memory.
         series = list(point_series(batch, owners))
+    with refusals():
         store.ingest(batch_key(key, body), resources, points=series, scope=grant.project_id)
     return batch.rejected, batch.reasons
 

@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 
 from markov_otel.errors import ConfigError
+from markov_otel.server.rollups import Bucket, BucketKey
+from markov_otel.server.seriesstore import BUCKET_COLUMNS, MERGE_BUCKETS
 from markov_otel.server.sqlstore import SeriesPoints, SqlStore, StoreRefused
 
 __all__ = ["PostgresStore"]
@@ -28,6 +30,21 @@ _COPY_TRAILER = struct.pack(">h", -1)
 _FINITE_ROW = struct.Struct(">hiqiqidiiq")
 _TEXT_ROW_HEAD = struct.Struct(">hiqiqii")  # ... value NULL, then value_text's length
 _TEXT_ROW_TAIL = struct.Struct(">iq")
+# A batch's buckets go by binary COPY into this session's staging table, then into point_buckets
+# by one INSERT … SELECT … ON CONFLICT: faster than one unnest() over arrays, which psycopg
+# formats in Python element by element. Its rows go at each commit (or rollback).
+_STAGE_BUCKETS = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS point_buckets_batch (LIKE point_buckets)"
+    " ON COMMIT DELETE ROWS"
+)
+_BUCKET_TYPES = (
+    "int8", "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8", "int8", "text",
+    "int8", "int8",
+)  # fmt: skip
+_MERGE_STAGED = (
+    f"INSERT INTO point_buckets AS b ({BUCKET_COLUMNS}) SELECT {BUCKET_COLUMNS}"
+    " FROM point_buckets_batch ORDER BY series_id, width, bucket" + MERGE_BUCKETS
+)
 # A lock id of this backend's schema changes (pg_advisory_xact_lock takes any bigint).
 _SCHEMA_LOCK = 0x6D6B765F736368  # "mkv_sch"
 
@@ -97,6 +114,19 @@ class PostgresStore(SqlStore):
             for series_id, series in points:
                 copy.write(_copy_rows(series_id, series))
             copy.write(_COPY_TRAILER)
+
+    def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
+        if not buckets:
+            return
+        cur.execute(_STAGE_BUCKETS)
+        copy_sql = f"COPY point_buckets_batch ({BUCKET_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        with cur.copy(copy_sql) as copy:
+            copy.set_types(_BUCKET_TYPES)
+            for (series_id, width, index), b in buckets.items():
+                lo = None if b[1] is None else float(b[1])  # float8: an asInt point is an int
+                hi = None if b[4] is None else float(b[4])
+                copy.write_row((series_id, width, index, b[0], lo, *b[2:4], hi, *b[5:]))
+        cur.execute(_MERGE_STAGED)
 
     def close(self) -> None:
         with self._lock:

@@ -18,22 +18,29 @@ from typing import Any
 
 from markov_otel.server.rollups import Bucket, BucketKey, Plan, bucket_points, plan, upper_levels
 
-__all__ = ["SERIES_ID", "Point", "SeriesQueries", "series_schema"]
+__all__ = [
+    "BUCKET_COLUMNS",
+    "MERGE_BUCKETS",
+    "SERIES_ID",
+    "Point",
+    "SeriesQueries",
+    "series_schema",
+]
 
 # (step, value or the non-finite text, time_unix_nano)
 Point = tuple[int, "float | int | str", int]
 
-_BUCKET_COLUMNS = (
+BUCKET_COLUMNS = (
     "series_id, width, bucket, min_step, min_value, min_time, max_step, max_value, max_time,"
     " odd_step, odd_text, odd_time, n"
 )
-# Merge a batch's bucket into the stored one, with the same rules as rollups._fold_*.
+# Merge a batch's bucket (`excluded`) into the stored one (`b`), by the rules of rollups._fold_*.
 _KEEP_MIN = "b.min_value IS NULL OR excluded.min_value < b.min_value OR (excluded.min_value ="
 _KEEP_MIN += " b.min_value AND excluded.min_step < b.min_step)"
 _KEEP_MAX = "b.max_value IS NULL OR excluded.max_value > b.max_value OR (excluded.max_value ="
 _KEEP_MAX += " b.max_value AND excluded.max_step < b.max_step)"
 _KEEP_ODD = "b.odd_step IS NULL OR excluded.odd_step < b.odd_step"
-_MERGE = (
+MERGE_BUCKETS = (
     " ON CONFLICT (series_id, width, bucket) DO UPDATE SET "
     + ", ".join(
         f"{col} = CASE WHEN {keep} THEN excluded.{col} ELSE b.{col} END"
@@ -46,18 +53,10 @@ _MERGE = (
     )
     + ", n = b.n + excluded.n"
 )
-_UPSERT = f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) VALUES ({', '.join('?' * 13)})"
-_UPSERT += _MERGE
-# PostgreSQL: the whole batch's buckets in one statement, a typed array per column, sent in
-# binary (psycopg formats text arrays in Python, a regex per element).
-_BUCKET_TYPES = (
-    "int8", "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8", "int8", "text",
-    "int8", "int8",
-)  # fmt: skip
+_UPSERT = f"INSERT INTO point_buckets AS b ({BUCKET_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_UPSERT += MERGE_BUCKETS
 # The series of (recording_id, key), for the reads that take those two parameters.
 SERIES_ID = "(SELECT series_id FROM series WHERE recording_id = ? AND key = ?)"
-_UPSERT_ARRAYS = f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) SELECT * FROM unnest("
-_UPSERT_ARRAYS += ", ".join(f"%b::{kind}[]" for kind in _BUCKET_TYPES) + ")" + _MERGE
 
 
 def series_schema(value_type: str) -> list[str]:
@@ -98,14 +97,8 @@ class SeriesQueries:
         self._upsert_buckets(cur, upper_levels(finest))
 
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
-        rows = [(*k, *b) for k, b in sorted(buckets.items())]
-        if self.dialect != "postgresql":
-            cur.executemany(self._sql(_UPSERT), rows)
-        elif rows:  # one statement, not a round trip per bucket
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            for i in (4, 7):  # min_value, max_value: float8 (an asInt point is a Python int)
-                columns[i] = [None if v is None else float(v) for v in columns[i]]
-            self._run(cur, _UPSERT_ARRAYS, columns)
+        """Merge `buckets` into point_buckets (PostgreSQL's store does it its own way)."""
+        cur.executemany(self._sql(_UPSERT), [(*k, *b) for k, b in sorted(buckets.items())])
 
     def _ensure_buckets(self, recording_id: str, key: str) -> int | None:
         """The series' id (None: no such series), once its buckets are complete: a series
