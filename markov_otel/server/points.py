@@ -2,7 +2,8 @@
 
 A batch of the recorder holds a few keys with thousands of points each, so the store takes them a
 series at a time, as lists (steps, values, times), and inserts, counts and buckets each list with
-C loops (`executemany` over a `zip`, `min`/`max` over slices) instead of Python code per point.
+C loops (slice assignments into one parameter list, `struct` packing over a `map`, `min`/`max`
+over slices) instead of Python code per point. The store numbers the series (`series_id`).
 Non-finite values go to the text column (SQLite stores a NaN REAL as NULL); one `sum` per column
 tells whether there are any.
 """
