@@ -72,7 +72,8 @@ def build_bodies(out: Path, bodies: int, records: int, recording_id: str) -> int
         ]
         line, points = encoder.encode(batch, resource)
         (out / "bodies").mkdir(exist_ok=True)
-        (out / "bodies" / f"{n}.json").write_text(line)
+        data = line if isinstance(line, bytes) else line.encode()  # the encoder returns bytes now
+        (out / "bodies" / f"{n}.json").write_bytes(data)
         request = json_format.Parse(line, ExportMetricsServiceRequest())
         (out / "bodies" / f"{n}.pb").write_bytes(request.SerializeToString())
     return points

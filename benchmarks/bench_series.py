@@ -36,7 +36,7 @@ from typing import Any
 from markov_otel.server.auth import OPEN
 from markov_otel.server.rollups import Plan
 from markov_otel.server.series import SeriesQuery, read_series
-from markov_otel.server.storage import Store, open_store
+from markov_otel.server.storage import SeriesPoints, Store, open_store
 
 KEY = "loss"
 T0 = 1_700_000_000_000_000_000
@@ -59,11 +59,10 @@ def fill(store: Store, ids: list[str], points: int) -> float:
             raise SystemExit(f"{rid} holds {found['points']} points, not {points}: use a fresh db")
         resource = {"markov.recording.name": f"sweep-{n}", "markov.hparam.lr": 10 ** -(n % 5)}
         for start in range(0, points, BATCH):
-            rows = [
-                (rid, KEY, s, _value(n, s), None, T0 + s * 1_000_000)
-                for s in range(start, min(points, start + BATCH))
-            ]
-            store.ingest(None, [(rid, resource)] if start == 0 else [], rows)
+            steps = list(range(start, min(points, start + BATCH)))
+            values = [_value(n, s) for s in steps]
+            batch = SeriesPoints.of(rid, KEY, steps, values, [T0 + s * 1_000_000 for s in steps])
+            store.ingest(None, [(rid, resource)] if start == 0 else [], [batch])
         print(f"  stored {rid}", file=sys.stderr)
     return time.perf_counter() - started
 
@@ -85,7 +84,8 @@ def median_seconds(what: Callable[[], Any], repeat: int) -> float:
 
 def count_rows(store: Any, ids: list[str]) -> int:
     marks = ", ".join("?" * len(ids))
-    sql = f"SELECT count(*) FROM points WHERE recording_id IN ({marks}) AND key = ?"
+    series = f"SELECT series_id FROM series WHERE recording_id IN ({marks}) AND key = ?"
+    sql = f"SELECT count(*) FROM points WHERE series_id IN ({series})"
     with store._lock:
         return int(store._run(store._cursor(), sql, [*ids, KEY]).fetchone()[0])
 
@@ -94,7 +94,8 @@ def raw_scan(store: Any, ids: list[str], points: int) -> None:
     """The series read with the buckets ignored: min/max per output bucket over every point."""
     width = -(-points // 499)
     for rid in ids:
-        store._read_plan(rid, KEY, Plan(width, 0, None, 0, -1, ((0, points - 1),)))
+        series_id = store._ensure_buckets(rid, KEY)
+        store._read_plan(series_id, Plan(width, 0, None, 0, -1, ((0, points - 1),)))
 
 
 def page_data(url: str, ids: list[str]) -> None:
@@ -157,17 +158,18 @@ def measure(name: str, db: str, args: argparse.Namespace, workdir: Path) -> dict
 
 def ingest_cost(db: str, points: int) -> tuple[float, float]:
     """Microseconds per point to ingest one run, with and without the bucket upkeep."""
-    rows = [("ingest-probe", KEY, s, _value(0, s), None, T0 + s) for s in range(points)]
     costs = []
     for keep_buckets in (True, False):
         store = open_store(db)
         if not keep_buckets:
-            store._roll_up = lambda cur, batch: None  # type: ignore[attr-defined]
+            store._roll_up = lambda cur, buckets: None  # type: ignore[attr-defined]
         rid = f"ingest-probe-{keep_buckets}-{time.time_ns()}"
         started = time.perf_counter()
         for start in range(0, points, BATCH):
-            batch = [(rid, *row[1:]) for row in rows[start : start + BATCH]]
-            store.ingest(None, [(rid, {})] if start == 0 else [], batch)
+            steps = list(range(start, min(points, start + BATCH)))
+            values = [_value(0, s) for s in steps]
+            batch = SeriesPoints.of(rid, KEY, steps, values, [T0 + s for s in steps])
+            store.ingest(None, [(rid, {})] if start == 0 else [], [batch])
         costs.append((time.perf_counter() - started) / points * 1e6)
         store.close()
     return costs[0], costs[1]

@@ -24,6 +24,7 @@ __all__ = [
     "PROTOBUF",
     "ApiError",
     "MalformedBody",
+    "collector_paused",
     "fast_json_object",
     "json_document",
     "json_object",
@@ -119,7 +120,7 @@ def fast_json_object(body: bytes, what: str) -> dict[str, Any]:
     refuses (bare NaN tokens, nesting past 1024, lone surrogates, a BOM …) goes through
     `json_document`, so it is taken or refused exactly as the standard parser does."""
     try:
-        with _collector_paused():
+        with collector_paused():
             doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return json_document(body, what)
@@ -150,7 +151,7 @@ _paused = 0  # parses in progress that paused the cyclic collector
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while a body is decoded: the decoded tree has no cycles, and
     the collections its ~100k containers set off would cost a third of the decode. Concurrent
     decodes share the pause; a collector disabled by someone else is left as it was."""

@@ -33,12 +33,14 @@ from markov_otel.server.bodies import (
     PROTOBUF,
     ApiError,
     MalformedBody,
+    collector_paused,
     otlp_content_type,
     read_body,
 )
 from markov_otel.server.fields import resource_fields
 from markov_otel.server.gate import IngestGate
 from markov_otel.server.otlp import Batch, parse_metrics
+from markov_otel.server.otlp_json import parse_common
 from markov_otel.server.records import valid_id
 from markov_otel.server.signals import parse_events
 from markov_otel.server.storage import (
@@ -135,8 +137,9 @@ def ingest_metrics(
     store: Store, grant: Grant, signal: str, body: bytes, ctype: str, key: str | None
 ) -> tuple[int, list[str]]:
     """Parse and store a metrics batch; return (rejected points, reasons)."""
-    with refusals():
-        batch = parse_metrics(body, ctype)
+    with refusals(), collector_paused():  # the parsed body and its columns hold no cycles
+        common = parse_common(body) if ctype == JSON else None  # the fast path, or None
+        batch = parse_metrics(body, ctype) if common is None else common
         resources: Resources = []
         owners: list[str | None] = []
         for rb in batch.resources:
@@ -149,6 +152,7 @@ def ingest_metrics(
         # Walked into columns here, before the store's lock: one body parses while another is
         # stored (the database releases the GIL), and the ingest gate bounds the memory.
         series = list(point_series(batch, owners))
+    with refusals():
         store.ingest(batch_key(key, body), resources, points=series, scope=grant.project_id)
     return batch.rejected, batch.reasons
 

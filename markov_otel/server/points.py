@@ -2,7 +2,8 @@
 
 A batch of the recorder holds a few keys with thousands of points each, so the store takes them a
 series at a time, as lists (steps, values, times), and inserts, counts and buckets each list with
-C loops (`executemany` over a `zip`, `min`/`max` over slices) instead of Python code per point.
+C loops (slice assignments into one parameter list, `struct` packing over a `map`, `min`/`max`
+over slices) instead of Python code per point. The store numbers the series (`series_id`).
 Non-finite values go to the text column (SQLite stores a NaN REAL as NULL); one `sum` per column
 tells whether there are any.
 """
@@ -10,17 +11,18 @@ tells whether there are any.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import groupby, repeat
+from itertools import repeat
 from typing import Any
 
 from markov_otel.server.records import non_finite_text
 
-__all__ = ["PointRow", "SeriesPoints"]
+__all__ = ["COLUMNS_A_ROW", "PointRow", "SeriesPoints"]
 
-# (recording_id, key, step, value, value_text, time_unix_nano)
-PointRow = tuple[str, str, int, "float | int | None", "str | None", int]
+# (series_id, step, value, value_text, time_unix_nano): a row of the points table
+PointRow = tuple[int, int, "float | int | None", "str | None", int]
+COLUMNS_A_ROW = 5
 
 
 @dataclass(slots=True)
@@ -58,23 +60,27 @@ class SeriesPoints:
             return cls(recording_id, key, steps, values, times)
         return cls(recording_id, key, steps, numbers, times, texts)
 
-    @classmethod
-    def from_rows(cls, rows: Iterable[PointRow]) -> Iterator[SeriesPoints]:
-        """Rows grouped into series, a run of one (recording, key) at a time."""
-        for (rid, key), run in groupby(rows, key=lambda row: (row[0], row[1])):
-            _, _, steps, values, texts, times = (list(c) for c in zip(*run, strict=True))
-            finite = all(text is None for text in texts)
-            yield cls(rid, key, steps, values, times, None if finite else texts)
-
     def __len__(self) -> int:
         return len(self.steps)
 
-    def rows(self) -> Iterator[PointRow]:
-        """The points as rows of the points table."""
+    def rows(self, series_id: int) -> Iterator[PointRow]:
+        """The points as rows of the points table, for the series numbered `series_id`."""
         n = len(self.steps)
         texts = repeat(None, n) if self.texts is None else self.texts
-        rid, key = repeat(self.recording_id, n), repeat(self.key, n)
-        return zip(rid, key, self.steps, self.values, texts, self.times, strict=False)
+        return zip(repeat(series_id, n), self.steps, self.values, texts, self.times, strict=False)
+
+    def flat(self, series_id: int) -> list[Any]:
+        """The rows' values one after another (row i is `[5*i : 5*i + 5]`), laid out by slice
+        assignments: the parameters of a multi-row INSERT without a tuple per point."""
+        n = len(self.steps)
+        out: list[Any] = [None] * (COLUMNS_A_ROW * n)  # value_text stays None where finite
+        out[0::COLUMNS_A_ROW] = [series_id] * n
+        out[1::COLUMNS_A_ROW] = self.steps
+        out[2::COLUMNS_A_ROW] = self.values
+        if self.texts is not None:
+            out[3::COLUMNS_A_ROW] = self.texts
+        out[4::COLUMNS_A_ROW] = self.times
+        return out
 
     def ascending(self) -> bool:
         """True when the steps never go down (as a recorder writes them)."""

@@ -27,12 +27,12 @@ LEVELS = (16, 256, 4096, 65536)
 # One bucket, as a list so that folding points in stays cheap on the ingest path:
 # [min_step, min_value, min_time, max_step, max_value, max_time, odd_step, odd_text, odd_time, n]
 Bucket = list[Any]
-BucketKey = tuple[str, str, int, int]  # (recording_id, key, width, bucket index)
-_VALUE = itemgetter(3)
+BucketKey = tuple[int, int, int]  # (series_id, width, bucket index)
+_VALUE = itemgetter(2)
 
 
 def bucket_points(rows: Iterable[tuple[Any, ...]]) -> dict[BucketKey, Bucket]:
-    """The buckets at every level of `rows` = (recording_id, key, step, value, text, time, ...)."""
+    """The buckets at every level of `rows` = (series_id, step, value, text, time)."""
     level: dict[BucketKey, Bucket] = {}
     for _ in fold_runs(rows, level):
         pass
@@ -45,24 +45,23 @@ def fold_runs(
     """`rows`, passed on as they stream by (to an insert), folded into the finest buckets."""
     first = LEVELS[0]
     # A batch holds each key's points in step order: fold runs of one bucket at C speed.
-    for bucket_key, group in groupby(rows, key=lambda r: (r[0], r[1], first, r[2] // first)):
+    for bucket_key, group in groupby(rows, key=lambda r: (r[0], first, r[1] // first)):
         run = list(group)
         merge_into(level, bucket_key, _fold_run(run))
         yield from run
 
 
-def fold_series(series: SeriesPoints, level: dict[BucketKey, Bucket]) -> None:
-    """Fold a batch's series into the finest buckets. Finite values with steps in order (as a
-    recorder writes them): a bucket is a slice of the columns, folded by min()/max() and
-    index(), whose first hit is the smaller step; anything else goes row by row."""
+def fold_series(series: SeriesPoints, series_id: int, level: dict[BucketKey, Bucket]) -> None:
+    """Fold a batch's series (numbered `series_id`) into the finest buckets. Finite values
+    with steps in order (as a recorder writes them): a bucket is a slice of the columns, folded
+    by min()/max() and index(), whose first hit is the smaller step; anything else goes row by
+    row."""
     if series.texts is not None or not series.ascending():
-        for _ in fold_runs(series.rows(), level):
+        for _ in fold_runs(series.rows(series_id), level):
             pass
         return
     width = LEVELS[0]
-    rid, key, steps, values, times = (
-        series.recording_id, series.key, series.steps, series.values, series.times,
-    )  # fmt: skip
+    steps, values, times = series.steps, series.values, series.times
     start, end = 0, len(steps)
     while start < end:
         index = steps[start] // width
@@ -71,7 +70,7 @@ def fold_series(series: SeriesPoints, level: dict[BucketKey, Bucket]) -> None:
         lo, hi = min(run), max(run)
         a, b = start + run.index(lo), start + run.index(hi)
         bucket = [steps[a], lo, times[a], steps[b], hi, times[b], None, None, None, stop - start]
-        merge_into(level, (rid, key, width, index), bucket)
+        merge_into(level, (series_id, width, index), bucket)
         start = stop
 
 
@@ -80,8 +79,8 @@ def upper_levels(level: dict[BucketKey, Bucket]) -> dict[BucketKey, Bucket]:
     out = dict(level)
     for below, width in itertools.pairwise(LEVELS):
         above: dict[BucketKey, Bucket] = {}
-        for (rid, key, _, index), bucket in level.items():
-            merge_into(above, (rid, key, width, index // (width // below)), bucket)
+        for (series_id, _, index), bucket in level.items():
+            merge_into(above, (series_id, width, index // (width // below)), bucket)
         out.update(above)
         level = above
     return out
@@ -90,15 +89,15 @@ def upper_levels(level: dict[BucketKey, Bucket]) -> dict[BucketKey, Bucket]:
 def _fold_run(group: list[tuple[Any, ...]]) -> Bucket:
     """One bucket of points that share it; of equal values the first one wins (min() and
     max() keep the first), which is the smaller step as batches and backfills come by step."""
-    finite = [r for r in group if r[4] is None]
+    finite = [r for r in group if r[3] is None]
     out: Bucket = [None] * 9 + [len(group)]
     if finite:
         lo = min(finite, key=_VALUE)
         hi = max(finite, key=_VALUE)
-        out[0:6] = [lo[2], lo[3], lo[5], hi[2], hi[3], hi[5]]
+        out[0:6] = [lo[1], lo[2], lo[4], hi[1], hi[2], hi[4]]
     if len(finite) < len(group):
-        odd = min((r for r in group if r[4] is not None), key=lambda r: r[2])
-        out[6:9] = [odd[2], odd[4], odd[5]]
+        odd = min((r for r in group if r[3] is not None), key=lambda r: r[1])
+        out[6:9] = [odd[1], odd[3], odd[4]]
     return out
 
 

@@ -5,35 +5,43 @@
 statement folds them into min/max (and first non-finite) per output bucket, with each database's
 way of keeping the whole row of a minimum (SQLite's bare columns beside min()/max(),
 PostgreSQL's DISTINCT ON). A series written before buckets existed is bucketed once, on its
-first read (`point_buckets_ready` says which series are complete).
+first read (`series.buckets_ready` says which series are complete). Points and buckets are keyed
+by the series' integer id (`series.series_id`, see schema.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from markov_otel.server.rollups import Bucket, BucketKey, Plan, bucket_points, plan, upper_levels
 
-__all__ = ["Point", "SeriesQueries", "series_schema"]
+__all__ = [
+    "BUCKET_COLUMNS",
+    "MERGE_BUCKETS",
+    "SERIES_ID",
+    "Point",
+    "SeriesQueries",
+    "series_schema",
+]
 
 # (step, value or the non-finite text, time_unix_nano)
 Point = tuple[int, "float | int | str", int]
 
-_BUCKET_COLUMNS = (
-    "recording_id, key, width, bucket, min_step, min_value, min_time, max_step, max_value,"
-    " max_time, odd_step, odd_text, odd_time, n"
+BUCKET_COLUMNS = (
+    "series_id, width, bucket, min_step, min_value, min_time, max_step, max_value, max_time,"
+    " odd_step, odd_text, odd_time, n"
 )
-# Merge a batch's bucket into the stored one, with the same rules as rollups._fold_*.
+# Merge a batch's bucket (`excluded`) into the stored one (`b`), by the rules of rollups._fold_*.
 _KEEP_MIN = "b.min_value IS NULL OR excluded.min_value < b.min_value OR (excluded.min_value ="
 _KEEP_MIN += " b.min_value AND excluded.min_step < b.min_step)"
 _KEEP_MAX = "b.max_value IS NULL OR excluded.max_value > b.max_value OR (excluded.max_value ="
 _KEEP_MAX += " b.max_value AND excluded.max_step < b.max_step)"
 _KEEP_ODD = "b.odd_step IS NULL OR excluded.odd_step < b.odd_step"
-_MERGE = (
-    " ON CONFLICT (recording_id, key, width, bucket) DO UPDATE SET "
+MERGE_BUCKETS = (
+    " ON CONFLICT (series_id, width, bucket) DO UPDATE SET "
     + ", ".join(
         f"{col} = CASE WHEN {keep} THEN excluded.{col} ELSE b.{col} END"
         for keep, cols in ((_KEEP_MIN, "min"), (_KEEP_MAX, "max"), (_KEEP_ODD, "odd"))
@@ -45,29 +53,21 @@ _MERGE = (
     )
     + ", n = b.n + excluded.n"
 )
-_UPSERT = f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) VALUES ({', '.join('?' * 14)})"
-_UPSERT += _MERGE
-# PostgreSQL: the whole batch's buckets in one statement, a typed array per column, sent in
-# binary (psycopg formats text arrays in Python, a regex per element).
-_BUCKET_TYPES = (
-    "text", "text", "int8", "int8", "int8", "float8", "int8", "int8", "float8", "int8", "int8",
-    "text", "int8", "int8",
-)  # fmt: skip
-_UPSERT_ARRAYS = f"INSERT INTO point_buckets AS b ({_BUCKET_COLUMNS}) SELECT * FROM unnest("
-_UPSERT_ARRAYS += ", ".join(f"%b::{kind}[]" for kind in _BUCKET_TYPES) + ")" + _MERGE
+_UPSERT = f"INSERT INTO point_buckets AS b ({BUCKET_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_UPSERT += MERGE_BUCKETS
+# The series of (recording_id, key), for the reads that take those two parameters.
+SERIES_ID = "(SELECT series_id FROM series WHERE recording_id = ? AND key = ?)"
 
 
 def series_schema(value_type: str) -> list[str]:
     """CREATE statements of the bucket tables (each IF NOT EXISTS, beside the main schema)."""
     return [
-        f"""CREATE TABLE IF NOT EXISTS point_buckets (recording_id TEXT NOT NULL,
-            key TEXT NOT NULL, width BIGINT NOT NULL, bucket BIGINT NOT NULL,
+        f"""CREATE TABLE IF NOT EXISTS point_buckets (series_id BIGINT NOT NULL,
+            width BIGINT NOT NULL, bucket BIGINT NOT NULL,
             min_step BIGINT, min_value {value_type}, min_time BIGINT,
             max_step BIGINT, max_value {value_type}, max_time BIGINT,
             odd_step BIGINT, odd_text TEXT, odd_time BIGINT, n BIGINT NOT NULL,
-            PRIMARY KEY (recording_id, key, width, bucket))""",
-        """CREATE TABLE IF NOT EXISTS point_buckets_ready (recording_id TEXT NOT NULL,
-            key TEXT NOT NULL, PRIMARY KEY (recording_id, key))""",
+            PRIMARY KEY (series_id, width, bucket))""",
     ]
 
 
@@ -91,62 +91,51 @@ class SeriesQueries:
         raise NotImplementedError
 
     # -- ingest ----------------------------------------------------------------------------
-    def _roll_up(
-        self, cur: Any, series: Iterable[tuple[str, str]], finest: dict[BucketKey, Bucket]
-    ) -> None:
-        """Fold a batch's finest buckets into every level; call before the batch's series rows
-        are inserted (a series without one is new, so its buckets are complete)."""
-        for rid, key in series:
-            sql = "SELECT 1 FROM series WHERE recording_id = ? AND key = ?"
-            if self._run(cur, sql, [rid, key]).fetchone() is None:
-                # A new series: every point of it passes here, so its buckets are complete.
-                sql = "INSERT INTO point_buckets_ready (recording_id, key) VALUES (?, ?)"
-                self._run(cur, sql + " ON CONFLICT DO NOTHING", [rid, key])
+    def _roll_up(self, cur: Any, finest: dict[BucketKey, Bucket]) -> None:
+        """Fold a batch's finest buckets into every level (a series the batch created is
+        `buckets_ready` from its start: every point of it passes here)."""
         self._upsert_buckets(cur, upper_levels(finest))
 
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
-        rows = [(*k, *b) for k, b in sorted(buckets.items())]
-        if self.dialect != "postgresql":
-            cur.executemany(self._sql(_UPSERT), rows)
-        elif rows:  # one statement, not a round trip per bucket
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            for i in (5, 8):  # min_value, max_value: float8 (an asInt point is a Python int)
-                columns[i] = [None if v is None else float(v) for v in columns[i]]
-            self._run(cur, _UPSERT_ARRAYS, columns)
+        """Merge `buckets` into point_buckets (PostgreSQL's store does it its own way)."""
+        cur.executemany(self._sql(_UPSERT), [(*k, *b) for k, b in sorted(buckets.items())])
 
-    def _ensure_buckets(self, recording_id: str, key: str) -> None:
-        """Bucket a series stored before buckets existed (once; later batches keep it up).
+    def _ensure_buckets(self, recording_id: str, key: str) -> int | None:
+        """The series' id (None: no such series), once its buckets are complete: a series
+        stored before buckets existed is bucketed here (once; later batches keep it up).
 
         Safe with several server processes on one database: the backfill holds the lock of
         the recording's row (`FOR UPDATE`; SQLite's write lock) that every ingest into that
         recording takes first, so no batch lands between reading the points and replacing the
         buckets, and a second backfill waits, then finds the series ready.
         """
-        sql = "SELECT 1 FROM point_buckets_ready WHERE recording_id = ? AND key = ?"
+        sql = "SELECT series_id, buckets_ready FROM series WHERE recording_id = ? AND key = ?"
         with self._lock:
-            if self._run(self._cursor(), sql, [recording_id, key]).fetchone() is not None:
-                return
+            row = self._run(self._cursor(), sql, [recording_id, key]).fetchone()
+        if row is None or row[1]:
+            return None if row is None else int(row[0])
         with self._tx() as cur:
             lock = "SELECT 1 FROM recordings WHERE recording_id = ?" + self.lock_clause
             self._run(cur, lock, [recording_id])
-            if self._run(cur, sql, [recording_id, key]).fetchone() is not None:
-                return
+            series_id, ready = self._run(cur, sql, [recording_id, key]).fetchone()
+            if ready:
+                return int(series_id)
             points = self._run(
                 cur,
-                "SELECT recording_id, key, step, value, value_text, time_unix_nano FROM points"
-                " WHERE recording_id = ? AND key = ? ORDER BY step, time_unix_nano",
-                [recording_id, key],
+                "SELECT series_id, step, value, value_text, time_unix_nano FROM points"
+                " WHERE series_id = ? ORDER BY step, time_unix_nano",
+                [series_id],
             ).fetchall()
-            where = " WHERE recording_id = ? AND key = ?"
-            self._run(cur, "DELETE FROM point_buckets" + where, [recording_id, key])
+            self._run(cur, "DELETE FROM point_buckets WHERE series_id = ?", [series_id])
             self._upsert_buckets(cur, bucket_points(points))
-            insert = "INSERT INTO point_buckets_ready (recording_id, key) VALUES (?, ?)"
-            self._run(cur, insert, [recording_id, key])
+            ready_now = "UPDATE series SET buckets_ready = 1 WHERE series_id = ?"
+            self._run(cur, ready_now, [series_id])
+        return int(series_id)
 
     # -- reads -----------------------------------------------------------------------------
     def step_range(self, recording_id: str, key: str) -> tuple[int, int] | None:
         """(first step, last step) of a series, or None when it has no points."""
-        one = "FROM points WHERE recording_id = ? AND key = ?"
+        one = f"FROM points WHERE series_id = {SERIES_ID}"
         # Two sub-selects: SQLite answers a lone min() or max() from the index, not both at once.
         sql = f"SELECT (SELECT MIN(step) {one}), (SELECT MAX(step) {one})"
         with self._lock:
@@ -157,7 +146,7 @@ class SeriesQueries:
         """The point with the highest step (latest time among equal steps), or None."""
         sql = (
             "SELECT step, value, value_text, time_unix_nano FROM points"
-            " WHERE recording_id = ? AND key = ? ORDER BY step DESC, time_unix_nano DESC LIMIT 1"
+            f" WHERE series_id = {SERIES_ID} ORDER BY step DESC, time_unix_nano DESC LIMIT 1"
         )
         with self._lock:
             row = self._run(self._cursor(), sql, [recording_id, key]).fetchone()
@@ -168,16 +157,18 @@ class SeriesQueries:
     ) -> tuple[list[Point], int]:
         """At most `max_points` points of steps `[lo, hi]`, each output bucket's min and max
         and first non-finite point; and the output bucket width in steps."""
-        self._ensure_buckets(recording_id, key)
+        series_id = self._ensure_buckets(recording_id, key)
         for buckets in (max_points // 2 - 1, max_points // 3 - 1):
             how = plan(lo, hi, max(1, buckets))
-            points = self._read_plan(recording_id, key, how)
+            if series_id is None:
+                return [], how.width
+            points = self._read_plan(series_id, how)
             if len(points) <= max_points:
                 break
         return points, how.width
 
-    def _read_plan(self, recording_id: str, key: str, how: Plan) -> list[Point]:
-        sql, params = self._candidates(recording_id, key, how)
+    def _read_plan(self, series_id: int, how: Plan) -> list[Point]:
+        sql, params = self._candidates(series_id, how)
         pick = _PICK_POSTGRES if self.dialect == "postgresql" else _PICK_SQLITE
         sql = f"WITH cand (step, value, value_text, t) AS ({sql}), b AS (SELECT step, value,"
         sql += f" value_text, t, (step - ?) / ? AS ob FROM cand) {pick}"
@@ -185,22 +176,22 @@ class SeriesQueries:
             rows = self._run(self._cursor(), sql, [*params, how.base, how.width]).fetchall()
         return [(s, text if text is not None else v, t) for s, v, text, t in rows]
 
-    def _candidates(self, recording_id: str, key: str, how: Plan) -> tuple[str, list[Any]]:
+    def _candidates(self, series_id: int, how: Plan) -> tuple[str, list[Any]]:
         """The UNION ALL of edge points and bucket extremes that the output buckets fold."""
         parts: list[str] = []
         params: list[Any] = []
         for lo, hi in how.raw:
             parts.append(
                 "SELECT step, value, value_text, time_unix_nano FROM points"
-                " WHERE recording_id = ? AND key = ? AND step BETWEEN ? AND ?"
+                " WHERE series_id = ? AND step BETWEEN ? AND ?"
             )
-            params += [recording_id, key, lo, hi]
+            params += [series_id, lo, hi]
         if how.level is not None:
-            where = "FROM point_buckets WHERE recording_id = ? AND key = ? AND width = ?"
+            where = "FROM point_buckets WHERE series_id = ? AND width = ?"
             where += " AND bucket BETWEEN ? AND ?"
             for columns, present in _BUCKET_PARTS:
                 parts.append(f"SELECT {columns} {where} AND {present} IS NOT NULL")
-                params += [recording_id, key, how.level, how.first, how.last]
+                params += [series_id, how.level, how.first, how.last]
         return " UNION ALL ".join(parts), params
 
 

@@ -19,11 +19,10 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 from markov_otel.rules import next_status
-from markov_otel.server.points import PointRow, SeriesPoints
+from markov_otel.server.points import COLUMNS_A_ROW, PointRow, SeriesPoints
 from markov_otel.server.records import (
     IDENTITY_FIELDS,
     JSON_FIELDS,
@@ -33,8 +32,8 @@ from markov_otel.server.records import (
     read_params,
 )
 from markov_otel.server.rollups import Bucket, BucketKey, fold_series
-from markov_otel.server.schema import UPGRADES, statements
-from markov_otel.server.seriesstore import SeriesQueries, series_schema
+from markov_otel.server.schema import UPGRADES, statements, to_series_ids
+from markov_otel.server.seriesstore import SERIES_ID, SeriesQueries, series_schema
 
 __all__ = [
     "BatchKey",
@@ -60,11 +59,12 @@ _COLUMNS = (
     *TIME_FIELDS,
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM recordings"
-_INSERT_POINTS = (
-    "INSERT INTO points (recording_id, key, step, value, value_text, time_unix_nano) VALUES "
-)
-_ROW = "(?, ?, ?, ?, ?, ?)"
+_INSERT_POINTS = "INSERT INTO points (series_id, step, value, value_text, time_unix_nano) VALUES "
+_ROW = "(?, ?, ?, ?, ?)"
 _ROWS_A_STATEMENT = 160
+_SERIES_ROW = "SELECT series_id FROM series WHERE recording_id = ? AND key = ?"
+# A series created by a batch: every point of it passes the batch's buckets, so they are complete.
+_NEW_SERIES = "INSERT INTO series (recording_id, key, buckets_ready) VALUES (?, ?, 1)"
 
 
 class StoreRefused(ValueError):
@@ -99,6 +99,7 @@ class SqlStore(SeriesQueries):
     """Recordings and their points in a SQL database; subclasses supply the connection."""
 
     value_type = "REAL"
+    id_column = "INTEGER PRIMARY KEY"
     lock_clause = ""
 
     def __init__(self) -> None:
@@ -120,19 +121,20 @@ class SqlStore(SeriesQueries):
     def _sql(self, sql: str) -> str:
         return sql
 
-    def _insert_points(self, cur: Any, points: Iterable[SeriesPoints]) -> None:
-        # 160 rows a statement (960 parameters: under SQLite's oldest limit of 999): one
+    def _insert_points(self, cur: Any, points: Sequence[tuple[int, SeriesPoints]]) -> None:
+        """Insert (series id, its points) of a batch."""
+        # 160 rows a statement (800 parameters: under SQLite's oldest limit of 999): one
         # statement's VM run per 160 rows instead of per row is ~35% faster than executemany.
         many = self._sql(_INSERT_POINTS + _ROW)
         chunk = self._sql(_INSERT_POINTS + ", ".join([_ROW] * _ROWS_A_STATEMENT))
-        for series in points:
-            rows = list(series.rows())
-            whole = len(rows) - len(rows) % _ROWS_A_STATEMENT
-            for start in range(0, whole, _ROWS_A_STATEMENT):
-                cur.execute(
-                    chunk, list(chain.from_iterable(rows[start : start + _ROWS_A_STATEMENT]))
-                )
-            cur.executemany(many, rows[whole:])
+        size = _ROWS_A_STATEMENT * COLUMNS_A_ROW
+        for series_id, series in points:
+            flat = series.flat(series_id)
+            whole = len(flat) - len(flat) % size
+            for start in range(0, whole, size):
+                cur.execute(chunk, flat[start : start + size])
+            if whole < len(flat):
+                cur.executemany(many, list(series.rows(series_id))[whole // COLUMNS_A_ROW :])
 
     def close(self) -> None:
         """Close the connection."""
@@ -148,10 +150,20 @@ class SqlStore(SeriesQueries):
         cur.execute(self._sql(sql), tuple(params))
         return cur
 
+    def _schema_lock(self, cur: Any) -> None:
+        """Hold, until the transaction ends, the lock that serialises schema changes."""
+
     def create_schema(self) -> None:
-        """Create the tables if they do not exist; add columns a previous schema lacked."""
+        """Create the tables if they do not exist; move an older schema's rows over, add the
+        columns it lacked (see schema.py)."""
         with self._tx() as cur:
-            for statement in [*statements(self.value_type), *series_schema(self.value_type)]:
+            self._schema_lock(cur)
+            before: list[str] = []
+            after: list[str] = []
+            if "recording_id" in self._columns(cur, "points"):  # points keyed by text
+                before, after = to_series_ids(bool(self._columns(cur, "series")))
+            creates = statements(self.value_type, self.id_column)
+            for statement in [*before, *creates, *series_schema(self.value_type), *after]:
                 self._run(cur, statement)
             for table, columns in UPGRADES.items():
                 have = self._columns(cur, table)
@@ -210,7 +222,7 @@ class SqlStore(SeriesQueries):
         recording = _row_to_recording(row)
         keys = self._run(
             cur, "SELECT key FROM series WHERE recording_id = ? ORDER BY key", [recording_id]
-        )
+        )  # a key without points (a metric of no data points) is listed too, as before
         recording["keys"] = [k for (k,) in keys.fetchall()]
         return recording
 
@@ -282,7 +294,7 @@ class SqlStore(SeriesQueries):
         """(step, value, time_unix_nano) of one key, by step then time; non-finite as text."""
         sql = (
             "SELECT step, value, value_text, time_unix_nano FROM points"
-            " WHERE recording_id = ? AND key = ? ORDER BY step, time_unix_nano"
+            f" WHERE series_id = {SERIES_ID} ORDER BY step, time_unix_nano"
         )
         with self._lock:
             rows = self._run(self._cursor(), sql, [recording_id, key]).fetchall()
@@ -302,7 +314,8 @@ class SqlStore(SeriesQueries):
         from their fields; one outside `scope` raises Forbidden, a key already stored in one of
         the batch's recordings with another digest raises KeyReused; both store nothing.
         `points` may be a generator: it is walked once, after those checks (an exception it
-        raises rolls the batch back), and not at all for a replay.
+        raises rolls the batch back), and not at all for a replay. A series (recording, key)
+        new to the database gets its id here.
         """
         with self._tx() as cur:
             first: dict[str, dict[str, Any]] = {}
@@ -319,12 +332,9 @@ class SqlStore(SeriesQueries):
                 sql = "INSERT INTO batch_keys (recording_id, key, digest, created_at)"
                 rows = [(rid, key.key, key.digest, now()) for rid in sorted(first)]
                 cur.executemany(self._sql(sql + " VALUES (?, ?, ?, ?)"), rows)
-            counts: dict[tuple[str, str], int] = {}
-            buckets: dict[BucketKey, Bucket] = {}  # the finest step buckets of the batch
-            self._insert_points(cur, _counted(points, counts, buckets))
-            if counts:
-                self._roll_up(cur, counts, buckets)  # before _count_points: it finds new series
-                self._count_points(cur, counts)
+            batch = list(points)
+            if batch:
+                self._store_points(cur, batch)
             if events:
                 sql = "INSERT INTO events (recording_id, signal, name, time_unix_nano, attributes)"
                 event_rows = [(r, s, n, t, json.dumps(a)) for r, s, n, t, a in events]
@@ -364,29 +374,33 @@ class SqlStore(SeriesQueries):
                 changes[name] = fields[name]
         self._update(cur, current, changes)
 
-    def _count_points(self, cur: Any, counts: dict[tuple[str, str], int]) -> None:
-        """Record the series (recording, key) seen and add to each recording's point count."""
+    def _store_points(self, cur: Any, batch: list[SeriesPoints]) -> None:
+        """Insert a batch's points, fold them into the step buckets, count them."""
+        ids = self._series_ids(cur, {(s.recording_id, s.key) for s in batch})
+        numbered = [(ids[s.recording_id, s.key], s) for s in batch]
+        buckets: dict[BucketKey, Bucket] = {}  # the finest step buckets of the batch
         per_recording: dict[str, int] = {}
-        for (rid, _), n in counts.items():
-            per_recording[rid] = per_recording.get(rid, 0) + n
-        sql = "INSERT INTO series (recording_id, key) VALUES (?, ?)"
-        cur.executemany(self._sql(sql + " ON CONFLICT DO NOTHING"), list(counts))
+        for series_id, series in numbered:
+            fold_series(series, series_id, buckets)
+            rid = series.recording_id
+            per_recording[rid] = per_recording.get(rid, 0) + len(series)
+        self._insert_points(cur, numbered)
+        self._roll_up(cur, buckets)
         sql = "UPDATE recordings SET points = points + ?, updated_at = ? WHERE recording_id = ?"
         stamp = now()
         cur.executemany(self._sql(sql), [(n, stamp, rid) for rid, n in per_recording.items()])
 
-
-def _counted(
-    points: Iterable[SeriesPoints],
-    counts: dict[tuple[str, str], int],
-    buckets: dict[BucketKey, Bucket],
-) -> Iterator[SeriesPoints]:
-    """`points`, counted per (recording id, key) and folded into `buckets` on the way through."""
-    for series in points:
-        fold_series(series, buckets)
-        name = series.recording_id, series.key
-        counts[name] = counts.get(name, 0) + len(series)
-        yield series
+    def _series_ids(self, cur: Any, names: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The id of each series (recording id, key), created when new. Safe across processes:
+        the batch holds the lock of each of its recordings' rows."""
+        ids: dict[tuple[str, str], int] = {}
+        for name in sorted(names):
+            row = self._run(cur, _SERIES_ROW, name).fetchone()
+            if row is None:
+                self._run(cur, _NEW_SERIES, name)
+                row = self._run(cur, _SERIES_ROW, name).fetchone()
+            ids[name] = int(row[0])
+        return ids
 
 
 def _row_to_recording(row: Sequence[Any]) -> dict[str, Any]:

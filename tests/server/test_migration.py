@@ -1,8 +1,10 @@
-"""`mkv serve` on a database written by the previous schema: it starts, reads and writes.
+"""`mkv serve` on a database written by an older schema: it starts, reads and writes.
 
 The old tables below are what the backend created before start/end times and recording-scoped
-idempotency keys (frozen here as the previous release wrote them). Rows written then hold
-nested parameter values, which reads now show in the flat form.
+idempotency keys (frozen here as the previous release wrote them), and then what it created
+before points were keyed by series id (points, series and step buckets keyed by the text
+columns recording_id and key). Rows written then hold nested parameter values, which reads now
+show in the flat form, and points, which read back the same after they are moved over.
 """
 
 from __future__ import annotations
@@ -39,7 +41,28 @@ OLD_SCHEMA = [
         name TEXT NOT NULL, time_unix_nano BIGINT NOT NULL, attributes TEXT NOT NULL)""",
     "CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, created_at TEXT NOT NULL)",
 ]
+# The tables of the text-keyed points layout that the previous release lacked.
+TEXT_KEYED = [
+    "CREATE INDEX points_by_key ON points (recording_id, key, step, time_unix_nano)",
+    """CREATE TABLE batch_keys (recording_id TEXT NOT NULL, key TEXT NOT NULL,
+        digest TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (recording_id, key))""",
+    """CREATE TABLE point_buckets (recording_id TEXT NOT NULL, key TEXT NOT NULL,
+        width BIGINT NOT NULL, bucket BIGINT NOT NULL, min_step BIGINT, min_value REAL,
+        min_time BIGINT, max_step BIGINT, max_value REAL, max_time BIGINT, odd_step BIGINT,
+        odd_text TEXT, odd_time BIGINT, n BIGINT NOT NULL,
+        PRIMARY KEY (recording_id, key, width, bucket))""",
+    """CREATE TABLE point_buckets_ready (recording_id TEXT NOT NULL, key TEXT NOT NULL,
+        PRIMARY KEY (recording_id, key))""",
+]
+SCHEMAS = {"previous release": OLD_SCHEMA, "text-keyed points": OLD_SCHEMA + TEXT_KEYED}
 OLD_ID = "0ld" + "0" * 29
+T0 = 1_700_000_000_000_000_000
+# (key, step, value, value_text, time): exact in REAL; one dip, one NaN; "empty" has no points.
+OLD_POINTS = [("loss", s, 1 + s / 1024, None, T0 + s) for s in range(1000)]
+OLD_POINTS[500] = ("loss", 500, -5.0, None, T0 + 500)
+OLD_POINTS[7] = ("loss", 7, None, "NaN", T0 + 7)
+OLD_POINTS += [("acc", s, 0.5, None, T0 + s) for s in range(3)]
+OLD_KEYS = ["acc", "empty", "loss"]
 OLD_ROW = (
     OLD_ID, "old-run", "p", "", "", "", "model-1",
     json.dumps({"data": {"split": 0.8}}),
@@ -49,8 +72,8 @@ OLD_ROW = (
 )  # fmt: skip
 
 
-def fill_old(conn: Any, mark: str) -> None:
-    for statement in OLD_SCHEMA:
+def fill_old(conn: Any, mark: str, schema: list[str]) -> None:
+    for statement in schema:
         conn.execute(statement)
     marks = ", ".join([mark] * len(OLD_ROW))
     conn.execute(
@@ -61,15 +84,33 @@ def fill_old(conn: Any, mark: str) -> None:
     conn.execute(
         f"INSERT INTO idempotency_keys VALUES ({mark}, {mark})", ("k:metrics:0", "2024-01-01")
     )
+    marks = ", ".join([mark] * 6)
+    for row in OLD_POINTS:
+        conn.execute(f"INSERT INTO points VALUES ({marks})", (OLD_ID, *row))
+    for key in OLD_KEYS:
+        conn.execute(f"INSERT INTO series VALUES ({mark}, {mark})", (OLD_ID, key))
+    if schema is not OLD_SCHEMA:  # a bucket that lies (min 99 at step 3): rebuilt, never read
+        marks = ", ".join([mark] * 14)
+        stale = (OLD_ID, "loss", 16, 0, 3, 99.0, T0, 3, 99.0, T0, None, None, None, 16)
+        conn.execute(f"INSERT INTO point_buckets VALUES ({marks})", stale)
+        conn.execute(f"INSERT INTO point_buckets_ready VALUES ({mark}, {mark})", (OLD_ID, "loss"))
+    conn.execute(f"UPDATE recordings SET points = {len(OLD_POINTS)}")
+
+
+@pytest.fixture(params=list(SCHEMAS))
+def old_schema(request: pytest.FixtureRequest) -> list[str]:
+    """The CREATE statements of an older backend."""
+    return SCHEMAS[request.param]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def old_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL holding the previous schema and one row (PostgreSQL: a fresh schema)."""
+def old_db(request: pytest.FixtureRequest, tmp_path: Path, old_schema: list[str]) -> Iterator[str]:
+    """A database URL holding an older schema, one recording and its points (PostgreSQL: a
+    fresh schema)."""
     if request.param == "sqlite":
         path = tmp_path / "old.db"
         with sqlite3.connect(path) as conn:
-            fill_old(conn, "?")
+            fill_old(conn, "?", old_schema)
         yield f"sqlite:///{path}"
         return
     base = request.getfixturevalue("postgres_url")
@@ -79,7 +120,7 @@ def old_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            fill_old(conn, "%s")
+            fill_old(conn, "%s", old_schema)
         yield url
     finally:
         with psycopg.connect(base, autocommit=True) as admin:
@@ -109,5 +150,40 @@ def test_serve_on_a_database_of_the_previous_schema(old_db: str, tmp_path: Path)
         assert listed[0]["points"] == 3
         server.restart()  # a second start on the upgraded database changes nothing
         assert httpx.get(f"{api}/{rid}", headers=server.headers).json()["points"] == 3
+    finally:
+        server.stop()
+
+
+def test_points_of_an_older_database_read_the_same_by_series_id(
+    old_db: str, tmp_path: Path
+) -> None:
+    """Every old point reads back as stored (by key, non-finite included), keys and count stay,
+    the series API buckets them afresh (a stale bucket is not read), and a batch continues the
+    old series."""
+    server = Backend(tmp_path / "upgrade", db=old_db)
+    try:
+        for key in ("loss", "acc"):
+            expected = [(s, v if t is None else t, ns) for k, s, v, t, ns in OLD_POINTS if k == key]
+            stored = [
+                (p["step"], p["value"], p["time_unix_nano"]) for p in server.records(OLD_ID, key)
+            ]
+            assert stored == expected
+        api = f"{server.url}/api/v1/recordings/{OLD_ID}"
+        old = httpx.get(api, headers=server.headers).json()
+        assert old["keys"] == OLD_KEYS and old["points"] == len(OLD_POINTS)
+        query = {"ids": OLD_ID, "key": "loss", "max_points": 10}
+        answer = httpx.get(server.url + "/api/v1/series", params=query, headers=server.headers)
+        (loss,) = answer.json()["series"]
+        assert [500, -5.0, T0 + 500] in loss["points"] and [7, "NaN", T0 + 7] in loss["points"]
+        assert all(value != 99.0 for _, value, _ in loss["points"])
+        batch = metrics_json_bytes(
+            OLD_ID, [("loss", 1000 + i, 2.0, T0 + 1000 + i) for i in range(3)]
+        )
+        headers = {**server.headers, "Content-Type": "application/json"}
+        answer = httpx.post(server.url + "/v1/metrics", content=batch, headers=headers)
+        assert answer.status_code == 200
+        server.restart()  # a second start on the moved database changes nothing
+        assert [p["step"] for p in server.records(OLD_ID, "loss")] == list(range(1003))
+        assert httpx.get(api, headers=server.headers).json()["points"] == len(OLD_POINTS) + 3
     finally:
         server.stop()

@@ -30,16 +30,16 @@ def test_plan_covers_the_range_once_within_the_budget(lo: int, span: int, bucket
 
 def test_bucket_points_keeps_extremes_and_first_non_finite_at_every_level() -> None:
     """Each level's bucket holds the min, the max, the first non-finite point and the count."""
-    rows = [("r", "k", s, float(s % 7), None, s) for s in range(70_000)]
-    rows[100] = ("r", "k", 100, None, "NaN", 100)
-    rows[5] = ("r", "k", 5, None, "Infinity", 5)
+    rows = [(7, s, float(s % 7), None, s) for s in range(70_000)]
+    rows[100] = (7, 100, None, "NaN", 100)
+    rows[5] = (7, 5, None, "Infinity", 5)
     found = bucket_points(rows)
     for width in LEVELS:
-        first = found["r", "k", width, 0]
+        first = found[7, width, 0]
         span = min(width, 70_000)
         assert first[9] == span
         assert first[6:9] == [5, "Infinity", 5]
         assert (first[0], first[1]) == (0, 0.0)
         assert first[4] == 6.0 and first[3] == 6
-    assert found["r", "k", 16, 6][6:9] == [100, "NaN", 100]
-    assert len([k for k in found if k[2] == 16]) == -(-70_000 // 16)
+    assert found[7, 16, 6][6:9] == [100, "NaN", 100]
+    assert len([k for k in found if k[1] == 16]) == -(-70_000 // 16)

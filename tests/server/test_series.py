@@ -168,13 +168,14 @@ def test_a_series_stored_before_buckets_existed_reads_the_same(backend: Backend)
     post_points(backend, rid, [("y", s, rng.random(), T0 + s) for s in range(50_000)])
     before = get_series(backend, [rid], "y", max_points=100).json()
     db = backend.db.removeprefix("sqlite:///")
+    series = "(SELECT series_id FROM series WHERE recording_id = ?)"
     with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM point_buckets WHERE recording_id = ?", [rid])
-        removed = conn.execute("DELETE FROM point_buckets_ready WHERE recording_id = ?", [rid])
-        assert removed.rowcount == 1
+        conn.execute(f"DELETE FROM point_buckets WHERE series_id = {series}", [rid])
+        unready = conn.execute("UPDATE series SET buckets_ready = 0 WHERE recording_id = ?", [rid])
+        assert unready.rowcount == 1
     assert get_series(backend, [rid], "y", max_points=100).json() == before
     with sqlite3.connect(db) as conn:
         (rows,) = conn.execute(
-            "SELECT count(*) FROM point_buckets WHERE recording_id = ?", [rid]
+            f"SELECT count(*) FROM point_buckets WHERE series_id = {series}", [rid]
         ).fetchone()
     assert rows > 50_000 // 16

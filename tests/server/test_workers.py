@@ -65,9 +65,10 @@ def _post_batch(server: Backend, rid: str, n: int) -> int:
 def _race_backfill(server: Backend, db: str, rid: str) -> None:
     """Remove a series' buckets (an older database), then read it from both workers at once
     while a batch lands in it; the buckets must count each point exactly once."""
+    series = "(SELECT series_id FROM series WHERE recording_id = %s)"
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("DELETE FROM point_buckets WHERE recording_id = %s", [rid])
-        conn.execute("DELETE FROM point_buckets_ready WHERE recording_id = %s", [rid])
+        conn.execute(f"DELETE FROM point_buckets WHERE series_id = {series}", [rid])
+        conn.execute("UPDATE series SET buckets_ready = 0 WHERE recording_id = %s", [rid])
     query = {"ids": rid, "key": "loss", "max_points": 100}
 
     def read(_: int) -> int:
@@ -82,10 +83,10 @@ def _race_backfill(server: Backend, db: str, rid: str) -> None:
         assert landed.result() == 200
     with psycopg.connect(db, autocommit=True) as conn:
         (stored,) = conn.execute(
-            "SELECT count(*) FROM points WHERE recording_id = %s", [rid]
+            f"SELECT count(*) FROM points WHERE series_id = {series}", [rid]
         ).fetchone()
         sums = conn.execute(
-            "SELECT width, sum(n) FROM point_buckets WHERE recording_id = %s GROUP BY width",
+            f"SELECT width, sum(n) FROM point_buckets WHERE series_id = {series} GROUP BY width",
             [rid],
         ).fetchall()
     assert stored == 4 * BATCH
