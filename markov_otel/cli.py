@@ -282,6 +282,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 _SHOWN = ("recording_id", "name", "project_id", "status", "started", "duration", "model_class",
           "model_id", "dataset_id", "notes", "points", "sync", "run_dir")  # fmt: skip
+SHOW_KEY_WIDTH = 60
+"""`mkv show` aligns the values of a section past its longest key, up to this many characters."""
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -310,8 +312,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     for title in ("hyper_parameters", "summary", "last_values"):
         if info.get(title):
             print(f"{title}:")
+            # values in one column past the longest key (up to SHOW_KEY_WIDTH: a longer key
+            # keeps one space rather than pushing every value off the screen)
+            width = max(24, min(SHOW_KEY_WIDTH, max(map(len, info[title]))))
             for key, value in sorted(info[title].items()):
-                print(f"  {key:24} {value}")
+                print(f"  {key:{width}} {value}")
     if info.get("alerts"):
         print("alerts:")
         for alert in info["alerts"]:

@@ -117,6 +117,28 @@ def test_show_prints_a_note_that_is_set(capsys: pytest.CaptureFixture[str]) -> N
     assert fields(run(["show", recorder.recording_id], capsys)[1])["notes"] == "baseline, lr sweep"
 
 
+def test_show_aligns_values_past_the_longest_key_of_a_section(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Keys longer than the old 24-character column (and one past SHOW_KEY_WIDTH) still leave
+    every value of their section in one column, or one space after a very long key."""
+    from markov_otel.cli import SHOW_KEY_WIDTH
+
+    long_key, huge_key = "optimizer.param_groups.0.weight_decay", "h" * (SHOW_KEY_WIDTH + 5)
+    recorder = ExperimentRecorder("wide", recording_mode=RecordingMode.OFFLINE)
+    recorder.add_hyper_parameters({"lr": 0.1, long_key: 0.01})
+    with recorder:
+        recorder.add_record({"loss": 0.5, huge_key: 1.0})
+    out = run(["show", recorder.recording_id], capsys)[1].splitlines()
+    section = out[out.index("hyper_parameters:") + 1 : out.index("hyper_parameters:") + 3]
+    assert [line.index("0.1") if "lr" in line else line.index("0.01") for line in section] == [
+        len(f"  {long_key} ")
+    ] * 2, section
+    values = out[out.index("last_values:") + 1 :]
+    assert f"  {huge_key} 1.0" in values
+    assert f"  {'loss':{SHOW_KEY_WIDTH}} 0.5" in values
+
+
 def test_a_running_run_shows_its_time_so_far(capsys: pytest.CaptureFixture[str]) -> None:
     """A run still recording shows `running` and its elapsed time so far."""
     recorder = ExperimentRecorder("live", recording_mode=RecordingMode.OFFLINE)
