@@ -15,6 +15,7 @@ both win, across threads and across server processes sharing a database.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -34,6 +35,8 @@ from markov_otel.server.records import (
 from markov_otel.server.rollups import Bucket, BucketKey, fold_series
 from markov_otel.server.schema import UPGRADES, statements, to_series_ids
 from markov_otel.server.seriesstore import SERIES_ID, SeriesQueries, series_schema
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BatchKey",
@@ -161,6 +164,12 @@ class SqlStore(SeriesQueries):
             before: list[str] = []
             after: list[str] = []
             if "recording_id" in self._columns(cur, "points"):  # points keyed by text
+                # Said first: a big database takes a while (~2 s a million points on SQLite),
+                # and a server that is silent meanwhile looks hung.
+                log.warning(
+                    "markov server: moving this database's points to series ids, once (about 2 s "
+                    "a million points); the server answers when it is done"
+                )
                 before, after = to_series_ids(bool(self._columns(cur, "series")))
             creates = statements(self.value_type, self.id_column)
             for statement in [*before, *creates, *series_schema(self.value_type), *after]:
