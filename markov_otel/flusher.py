@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from itertools import repeat, starmap
 from typing import TYPE_CHECKING, Any
 
-from markov_otel.otel.encoding import MetricsEncoder, Runs, runs
+from markov_otel.otel.encoding import MetricsEncoder, Runs, encode_lines, runs
 from markov_otel.otel.series import SeriesTable
 from markov_otel.weather import SayOnce
 
@@ -141,7 +141,9 @@ class Flusher:
         times, steps, values = fields[0::3], fields[1::3], fields[2::3]
         try:
             grouped = runs(values)
-            lines = self._encode(times, steps, values, self._resource(), grouped)
+            lines = encode_lines(
+                self._encoder, times, steps, values, self._resource(), self._max_bytes, grouped
+            )
         except Exception:
             buffer.extendleft(reversed(fields))  # a failed encode loses nothing
             raise
@@ -149,31 +151,6 @@ class Flusher:
             self._keep(line, points)
         self._keep_last(grouped, steps, values)
         self._view.last_step = steps[-1]
-
-    def _encode(
-        self,
-        times: list[int],
-        steps: list[int],
-        values: list[Mapping[str, Any]],
-        resource: str,
-        grouped: Runs | None = None,
-    ) -> list[tuple[bytes, int]]:
-        """One line (newline included), or several when one would pass max_batch_bytes."""
-        line, points = self._encoder.encode_columns(times, steps, values, resource, grouped)
-        if len(line) < self._max_bytes or points <= 1:
-            return [(line, points)]
-        parts = math.ceil(len(line) / (self._max_bytes * 0.8))
-        n = len(values)
-        if n > 1:
-            size = math.ceil(n / min(parts, n))
-            cuts = [(times[i : i + size], steps[i : i + size], values[i : i + size])
-                    for i in range(0, n, size)]  # fmt: skip
-        else:  # one record wider than a batch: its keys go into several lines
-            keys = list(values[0])
-            size = math.ceil(len(keys) / min(parts, len(keys)))
-            cuts = [(times, steps, [{k: values[0][k] for k in keys[i : i + size]}])
-                    for i in range(0, len(keys), size)]  # fmt: skip
-        return [part for cut in cuts for part in self._encode(*cut, resource)]
 
     def _keep(self, data: bytes, points: int) -> None:
         """Keep a line (newline included) to write, in order."""

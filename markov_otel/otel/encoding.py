@@ -222,6 +222,34 @@ def runs(values: Sequence[Mapping[str, Any]]) -> Runs:
     return out
 
 
+def encode_lines(
+    encoder: MetricsEncoder,
+    times: list[int],
+    steps: list[int],
+    values: list[Mapping[str, Any]],
+    resource: str,
+    max_bytes: int,
+    grouped: Runs | None = None,
+) -> list[tuple[bytes, int]]:
+    """A batch as one spool line (newline included) and its points, or as several lines when
+    one would pass `max_bytes` (records cut in parts, or one wide record's keys)."""
+    line, points = encoder.encode_columns(times, steps, values, resource, grouped)
+    if len(line) < max_bytes or points <= 1:
+        return [(line, points)]
+    parts = math.ceil(len(line) / (max_bytes * 0.8))
+    n = len(values)
+    if n > 1:
+        size = math.ceil(n / min(parts, n))
+        cuts = [(times[i : i + size], steps[i : i + size], values[i : i + size])
+                for i in range(0, n, size)]  # fmt: skip
+    else:  # one record wider than a batch: its keys go into several lines
+        keys = list(values[0])
+        size = math.ceil(len(keys) / min(parts, len(keys)))
+        cuts = [(times, steps, [{k: values[0][k] for k in keys[i : i + size]}])
+                for i in range(0, len(keys), size)]  # fmt: skip
+    return [part for cut in cuts for part in encode_lines(encoder, *cut, resource, max_bytes)]
+
+
 _ID_FIELDS = {"traceId", "spanId", "parentSpanId"}
 
 
