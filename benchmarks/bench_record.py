@@ -11,6 +11,7 @@ asserts a time.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import tempfile
@@ -139,21 +140,26 @@ def flusher_throughput(records: int, base: Path) -> tuple[float, float]:
     return elapsed / points, writing[0] / points
 
 
-def tight_loop(records: int, base: Path) -> tuple[float, float, float, float]:
+def tight_loop(records: int, base: Path, encoder_process: str) -> tuple[float, ...]:
     """ns per record of a whole tight loop (start to stop(): the hot path, the flusher's share
-    of the GIL, backpressure, the final drain), and of the same loop doing list.append; then
-    the CPU per record of the training thread, and of the other threads (the flusher)."""
+    of the GIL, backpressure, the final drain) with the setting `encoder_process`, and of the
+    same loop doing list.append; then the CPU per record of the training thread, of the other
+    threads (the flusher), and of child processes (the encoder process)."""
     sink: list[dict[str, float]] = []
     t0 = time.perf_counter_ns()
     for i in range(records):
         sink.append(record(i))
     floor = (time.perf_counter_ns() - t0) / records
-    recorder = ExperimentRecorder(
-        "loop", recording_mode=RecordingMode.OFFLINE, markov_dir=str(base), system_metrics=False
-    )
+    os.environ["MARKOV_ENCODER_PROCESS"] = encoder_process
+    try:
+        recorder = ExperimentRecorder(
+            "loop", recording_mode=RecordingMode.OFFLINE, markov_dir=str(base), system_metrics=False
+        )
+    finally:
+        del os.environ["MARKOV_ENCODER_PROCESS"]
     recorder.start()
     add = recorder.add_record
-    process0, thread0 = _process_cpu_ns(), time.thread_time_ns()
+    process0, thread0, children0 = _process_cpu_ns(), time.thread_time_ns(), _children_cpu_ns()
     t0 = time.perf_counter_ns()
     for i in range(records):
         add(record(i))
@@ -161,11 +167,17 @@ def tight_loop(records: int, base: Path) -> tuple[float, float, float, float]:
     wall = (time.perf_counter_ns() - t0) / records
     training = (time.thread_time_ns() - thread0) / records
     others = (_process_cpu_ns() - process0) / records - training
-    return wall, floor, training, others
+    children = (_children_cpu_ns() - children0) / records
+    return wall, floor, training, others, children
 
 
 def _process_cpu_ns() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1e9
+
+
+def _children_cpu_ns() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # those waited for: after stop()
     return (usage.ru_utime + usage.ru_stime) * 1e9
 
 
@@ -231,12 +243,14 @@ def main() -> None:
             f"{cpu:.0f} ns of thread CPU per point ({1e9 / cpu:,.0f} points/s), of which "
             f"{write:.0f} in the write (GIL released): {cpu - write:.0f} ns of GIL time a point"
         )
-        whole, floor, training, others = tight_loop(args.records, base)
-        print(
-            f"tight loop of {args.records} records, start to stop(): {whole:.0f} ns per record "
-            f"all-inclusive ({whole / floor:.1f}x the same loop doing list.append: {floor:.0f} ns)"
-            f"; CPU per record: training thread {training:.0f} ns, flusher {others:.0f} ns"
-        )
+        for mode in ("never", "auto"):
+            whole, floor, training, others, children = tight_loop(args.records, base, mode)
+            print(
+                f"tight loop of {args.records} records, encoder_process={mode}, start to stop(): "
+                f"{whole:.0f} ns per record all-inclusive ({whole / floor:.1f}x the same loop "
+                f"doing list.append: {floor:.0f} ns); CPU per record: training thread "
+                f"{training:.0f} ns, flusher {others:.0f} ns, encoder process {children:.0f} ns"
+            )
         plain, atomic = step_allocation(args.calls)
         print(
             f"default step: {atomic:.0f} ns atomic (next of the step iterator) against "

@@ -61,6 +61,7 @@ FILE_KEYS: dict[str, str | None] = {
     "system_metrics_interval": "MARKOV_SYSTEM_METRICS_INTERVAL",
     "ranks": "MARKOV_RANKS",
     "alert_cooldown": ENV_ALERT_COOLDOWN,
+    "encoder_process": "MARKOV_ENCODER_PROCESS",
 }
 
 
@@ -163,6 +164,7 @@ class Settings:
     system_metrics_interval: float = 10.0
     ranks: str = "0"
     alert_cooldown: float = DEFAULT_ALERT_COOLDOWN
+    encoder_process: str = "auto"
     # Where each value came from (EXPLICIT, ENV, FILE); a key absent here is the default.
     # Not part of equality: two Settings with the same values are the same settings.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -231,7 +233,23 @@ class Settings:
             values["ranks"] = _ranks(raw["ranks"])
         if "alert_cooldown" in raw:
             values["alert_cooldown"] = cooldown_seconds(raw["alert_cooldown"], "alert_cooldown")
+        if "encoder_process" in raw:
+            values["encoder_process"] = _encoder_process(raw["encoder_process"])
         return replace(self, **values)
+
+
+ENCODER_PROCESS_MODES = ("auto", "always", "never")
+
+
+def _encoder_process(value: object) -> str:
+    """When the flusher encodes in a process of its own (encoder_process.py)."""
+    mode = str(value).strip().lower()
+    if mode not in ENCODER_PROCESS_MODES:
+        raise ConfigError(
+            f"encoder_process={value!r} must be one of {', '.join(ENCODER_PROCESS_MODES)}: "
+            "auto (once the flusher lags behind a tight loop), always, or never"
+        )
+    return mode
 
 
 def cooldown_seconds(value: object, what: str = "cooldown") -> float:

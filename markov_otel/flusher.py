@@ -15,15 +15,19 @@ memory bounded (never a drop).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import repeat, starmap
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from markov_otel.encoder_process import EncoderProcess
 from markov_otel.otel.encoding import MetricsEncoder, Runs, encode_lines, runs
 from markov_otel.otel.series import SeriesTable
 from markov_otel.weather import SayOnce
@@ -33,8 +37,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("markov_otel")
 
+Batch = tuple[list[int], list[int], list[Mapping[str, Any]], str]
+"""Times, steps, value dicts, and the resource JSON of one batch."""
+
 FIELDS = 3
 """Items a record takes in the buffer: time_ns, step, values."""
+
+START_BATCHES = 8
+"""Batches taken in one cycle that start the encoder process (encoder_process: auto): the
+flusher lags behind a tight loop whose GIL it shares."""
+IN_FLIGHT = 2
+"""Batches handed to the encoder process and not yet answered (one encoding, one waiting)."""
+ANSWER_TIMEOUT = 5.0
+"""Seconds the encoder process has to take or answer a batch before it is dropped."""
 
 MAX_UNWRITTEN_BYTES = 64 << 20
 """Encoded batches kept in memory while the disk refuses them, before the flusher pauses."""
@@ -55,11 +70,24 @@ class Flusher:
         on_cycle: Callable[[], None],
         view: AggregatedView,
         series: SeriesTable | None = None,
+        encoder_process: str = "auto",
+        metrics_file: Path | None = None,
     ) -> None:
         self._buffer, self._write, self._resource = buffer, write, resource
         self._batch_size, self._max_bytes = batch_size, max_batch_bytes
         self._interval, self._on_cycle, self._view = interval, on_cycle, view
         self._encoder = MetricsEncoder(series)
+        self._series = series
+        # The encoder process (encoder_process.py): started once the flusher lags ("auto"),
+        # at the first cycle ("always") or never; dropped for good after any trouble.
+        usable = metrics_file is not None and os.name == "posix"  # pipes select()ed on
+        self._process_mode = encoder_process if usable else "never"
+        self._metrics_file = metrics_file  # where `write` appends: the process appends there too
+        self._answered_end = 0  # the metrics file's size after the last batch answered
+        self._process: EncoderProcess | None = None
+        self._process_dropped = False
+        self._handed: deque[tuple[int, Batch]] = deque()  # handed over, not yet answered
+        self._seq = 0
         self._unwritten: deque[tuple[bytes, int]] = deque()
         self._unwritten_bytes = 0
         self._wake = threading.Event()
@@ -86,7 +114,8 @@ class Flusher:
     def backlog(self) -> int:
         """Points not yet on disk: those of buffered records and of unwritten batches."""
         buffered = sum(map(len, list(self._buffer)[2::FIELDS]))
-        return buffered + sum(points for _data, points in list(self._unwritten))
+        handed = sum(sum(map(len, batch[2])) for _seq, batch in list(self._handed))
+        return buffered + handed + sum(points for _data, points in list(self._unwritten))
 
     def stop(self, timeout: float) -> bool:
         """Drain, write the final batch (even with no points), join; False if time ran out."""
@@ -94,7 +123,8 @@ class Flusher:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        return not self._thread.is_alive() and not self._unwritten and not self._buffer
+        done = not self._thread.is_alive()
+        return done and not self._unwritten and not self._buffer and not self._handed
 
     def _run(self) -> None:
         while True:
@@ -121,6 +151,7 @@ class Flusher:
             self._keep(self._encoder.encode_columns([], [], [], self._resource())[0], 0)
             while not self._write_unwritten() and time.monotonic() < self._deadline:
                 time.sleep(0.05)
+            self.close_process()
         self._on_cycle()
 
     def _drain(self) -> bool:
@@ -128,17 +159,31 @@ class Flusher:
         refuses, encoded batches are kept (in order) up to MAX_UNWRITTEN_BYTES."""
         written = self._write_unwritten()
         buffer = self._buffer
+        taken = 0
+        self._start_process(taken)
         while buffer and self._unwritten_bytes < MAX_UNWRITTEN_BYTES:
             with self.taking:
                 self._take(buffer)
+            taken += 1
+            if taken == START_BATCHES:  # lagging: the loop outruns this thread
+                self._start_process(taken)
             written = written and self._write_unwritten()
-        return written and not buffer
+        while self._handed:  # a cycle ends with every batch it took encoded
+            self._answer()
+        return self._write_unwritten() and written and not buffer
 
     def _take(self, buffer: deque[Any]) -> None:
         """One batch out of the buffer, encoded and kept; the view's last step moves to it."""
         take = min(len(buffer) // FIELDS, self._batch_size) * FIELDS
         fields = list(starmap(buffer.popleft, repeat((), take)))  # a C loop: atomic
         times, steps, values = fields[0::3], fields[1::3], fields[2::3]
+        process = self._process
+        if process is not None and process.failed and not self._handed:
+            self._drop_process("")  # it ended before taking anything: quietly, as if never
+        elif process is not None and not self._unwritten and process.poll_ready():
+            self._view.last_step = steps[-1]
+            self._hand_over(process, (times, steps, values, self._resource()))
+            return
         try:
             grouped = runs(values)
             lines = encode_lines(
@@ -151,6 +196,92 @@ class Flusher:
             self._keep(line, points)
         self._keep_last(grouped, steps, values)
         self._view.last_step = steps[-1]
+
+    # -- the encoder process ---------------------------------------------------------------------
+
+    def _start_process(self, taken: int) -> None:
+        mode = self._process_mode
+        if self._process is not None or self._process_dropped or mode == "never":
+            return
+        if mode == "auto" and (taken < START_BATCHES or self._stopping):
+            return
+        assert self._metrics_file is not None  # mode is "never" without one
+        try:
+            rank = self._series.tag_rank if self._series else None
+            self._process = EncoderProcess(self._metrics_file, rank)
+        except OSError as exc:  # no fork, no interpreter: encode here, as always
+            self._process_dropped = True
+            log.debug("markov_otel: no encoder process (%s); encoding in the flusher", exc)
+            return
+        if mode == "always":
+            self._process.wait_ready(ANSWER_TIMEOUT)
+
+    def _hand_over(self, process: EncoderProcess, batch: Batch) -> None:
+        if not self._handed:  # all answered and written: the file ends where the process starts
+            self._answered_end = os.stat(self._metrics_file).st_size  # type: ignore[arg-type]
+        self._seq += 1
+        self._handed.append((self._seq, batch))
+        if not process.send(self._seq, batch, self._max_bytes, self._series, self._patience()):
+            self._drop_process("it did not take a batch")
+            return
+        while len(self._handed) > IN_FLIGHT and self._process is not None:
+            self._answer()
+
+    def _answer(self) -> None:
+        """Count the oldest batch handed over once the process has written it (or drop the
+        process, and encode and write it here after all)."""
+        process = self._process
+        if process is None:
+            self._drop_process("")
+            return
+        reply = process.receive(self._patience())
+        seq, (_times, steps, values, _resource) = self._handed[0]
+        if reply is None or reply[0] != seq:
+            self._drop_process(f"it answered {reply[:3]!r}" if reply else "it did not answer")
+            return
+        self._handed.popleft()
+        _seq, line_points, grouped, self._answered_end = reply
+        points = sum(line_points)
+        self._view.counts["recorded"] += points
+        self._view.counts["spooled"] += points
+        self._keep_last(grouped, steps, values)
+
+    def _drop_process(self, why: str) -> None:
+        """Close the process for good; `why` is the trouble to say (empty: it ended before
+        taking a batch). What it did not answer is cut from the file and encoded here."""
+        process, self._process = self._process, None
+        if process is not None:
+            self._process_dropped = True
+            process.close(timeout=0.5)  # killed if need be: it writes nothing more
+            if self._handed and self._metrics_file is not None:
+                with contextlib.suppress(OSError):
+                    if os.stat(self._metrics_file).st_size > self._answered_end:
+                        os.truncate(self._metrics_file, self._answered_end)
+            if why:
+                log.warning(
+                    "markov_otel: the encoder process ended (%s); the flusher encodes from now "
+                    "on, nothing is lost", why
+                )  # fmt: skip
+        while self._handed:
+            _seq, (times, steps, values, resource) = self._handed.popleft()
+            grouped = runs(values)
+            lines = encode_lines(
+                self._encoder, times, steps, values, resource, self._max_bytes, grouped
+            )
+            for line, points in lines:
+                self._keep(line, points)
+            self._keep_last(grouped, steps, values)
+
+    def _patience(self) -> float:
+        """How long the encoder process may take: ANSWER_TIMEOUT, less once stop() is near its
+        deadline (the batches it holds are then encoded here in time)."""
+        return max(0.05, min(ANSWER_TIMEOUT, self._deadline - time.monotonic() - 0.5))
+
+    def close_process(self) -> None:
+        """After the final cycle: end the encoder process (its input ends, it exits)."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.close()
 
     def _keep(self, data: bytes, points: int) -> None:
         """Keep a line (newline included) to write, in order."""

@@ -407,6 +407,8 @@ class ExperimentRecorder:
                 on_cycle=self._after_cycle,
                 view=self._view,
                 series=self._series,
+                encoder_process=self._settings.encoder_process,
+                metrics_file=self._spool.path("metrics"),
             )
             self._started_at = time.time()
             self._save()

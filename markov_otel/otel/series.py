@@ -45,6 +45,14 @@ class SeriesTable:
         if key not in self._described:
             self._described[key] = Series(name, dict(attributes), key)
 
+    @property
+    def tag_rank(self) -> int | None:
+        return self._tag_rank
+
+    def described_since(self, count: int) -> list[Series]:
+        """The keys described after the first `count` (the table only grows, in order)."""
+        return list(self._described.values())[count:] if len(self._described) > count else []
+
     def lookup(self, key: str, plain_name: str) -> Series | None:
         """The series of `key`, or None when it goes on the wire as it always did."""
         described = self._described.get(key)

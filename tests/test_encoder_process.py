@@ -1,0 +1,217 @@
+"""The encoder process (markov_otel/encoder_process.py): the same points as the flusher alone,
+nothing lost or doubled when it is killed or stops answering, and no process left behind."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import child_process
+import pytest
+from otlp_files import lines, metrics, points
+
+from markov_otel import ExperimentRecorder, RecordingMode
+
+
+def recorder(mode: str, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> ExperimentRecorder:
+    monkeypatch.setenv("MARKOV_ENCODER_PROCESS", mode)
+    return ExperimentRecorder("enc", recording_mode=RecordingMode.OFFLINE, **kwargs)
+
+
+def mixed(i: int) -> dict[str, Any]:
+    """Floats mostly; now and then ints, a bool, NaN, a nested dict, a key to sanitise."""
+    record: dict[str, Any] = {"loss": 1.0 / (i + 1), "acc": i * 0.001}
+    if i % 97 == 0:
+        record.update({"epoch": i // 97, "flag": True, "bad": math.nan, "val": {"loss": 0.5}})
+    if i % 501 == 0:
+        record["odd key (µ)"] = float(i)
+    return record
+
+
+def stored(run: Path) -> Counter[tuple[str, int, str]]:
+    return Counter((p.key, p.step, repr(p.value)) for p in points(run))
+
+
+def encoder_pid(rec: ExperimentRecorder) -> int:
+    """The pid of the recorder's encoder process, once it has started (up to 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        process = rec._flusher._process
+        if process is not None and process.ready:
+            return process.pid
+        time.sleep(0.01)
+    raise AssertionError("no encoder process is running")
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_the_process_stores_exactly_what_the_flusher_alone_stores(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20k mixed records through the process (every batch, mode always) and through the
+    flusher alone (mode never): the same points, each once, and lines the proto classes read."""
+    runs = {}
+    for mode in ("always", "never"):
+        rec = recorder(mode, monkeypatch, batch_size=250)
+        with rec:
+            for i in range(20_000):
+                rec.add_record(mixed(i))
+            rec.add_record({f"wide{k}": float(k) for k in range(300)})
+            handed = rec._flusher._seq
+        runs[mode] = isolated / rec.recording_id
+        assert (handed > 0) == (mode == "always")
+    assert stored(runs["always"]) == stored(runs["never"])
+    assert set(stored(runs["always"]).values()) == {1}
+    assert len(metrics(runs["always"])) == len(lines(runs["always"], "metrics"))
+
+
+def test_a_killed_encoder_process_loses_nothing_and_doubles_nothing(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGKILL the process while batches are in flight: the flusher cuts back what it left
+    unanswered and encodes those batches itself; every record is stored once, and it says so
+    in one line."""
+    n = 60_000
+    rec = recorder("always", monkeypatch, batch_size=200)
+    with rec:
+        for i in range(n):
+            rec.add_record({"i": i, "x": 0.5})
+            if i == 20_000:
+                pid = encoder_pid(rec)
+            if i == 30_000:  # batches in flight: the loop outruns the process
+                os.kill(pid, signal.SIGKILL)
+    steps = Counter(p.step for p in points(isolated / rec.recording_id) if p.key == "i")
+    assert sorted(steps) == list(range(n)) and set(steps.values()) == {1}
+    assert sum("the encoder process ended" in r.getMessage() for r in caplog.records) == 1
+    assert gone(pid)
+
+
+def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_batch(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP the process after it wrote a batch it never answers for (a copy of its last line,
+    and half a line after it, stand for that): stop() still ends, the flusher cuts the file
+    back to the last batch answered, and every record is on disk once."""
+    n = 30_000
+    rec = recorder("always", monkeypatch, batch_size=500)
+    rec.start()
+    for i in range(n // 2):
+        rec.add_record({"i": i})
+    pid = encoder_pid(rec)
+    os.kill(pid, signal.SIGSTOP)
+    spool = isolated / rec.recording_id / "metrics.jsonl"
+    last = spool.read_bytes().splitlines(keepends=True)[-1]
+    with spool.open("ab") as unanswered:
+        unanswered.write(last + last[: len(last) // 2])
+    for i in range(n // 2, n):
+        rec.add_record({"i": i})
+    t0 = time.monotonic()
+    rec.stop()
+    assert time.monotonic() - t0 < 30  # a hang, not a speed: ANSWER_TIMEOUT is 5 s
+    steps = Counter(p.step for p in points(isolated / rec.recording_id))
+    assert sorted(steps) == list(range(n)) and set(steps.values()) == {1}
+    deadline = time.monotonic() + 10
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(pid)
+
+
+def test_the_encoder_process_ends_with_its_recorder(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After stop() the process has exited (its input ended) and been waited for."""
+    rec = recorder("always", monkeypatch)
+    with rec:
+        for i in range(5000):
+            rec.add_record({"i": i})
+        pid = encoder_pid(rec)
+    assert gone(pid)
+    assert len(points(isolated / rec.recording_id)) == 5000
+
+
+def test_a_tight_loop_starts_the_process_by_itself(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mode auto: a loop that outruns the flusher hands batches over; a slow one does not."""
+    fast = recorder("auto", monkeypatch)
+    with fast:
+        for i in range(400_000):
+            fast.add_record({"a": float(i), "b": 0.5})
+    slow = recorder("auto", monkeypatch)
+    with slow:
+        for i in range(200):
+            slow.add_record({"a": float(i)})
+            time.sleep(0.001)
+    assert fast._flusher._seq > 0 and slow._flusher._seq == 0
+    assert len(points(isolated / fast.recording_id)) == 800_000
+
+
+def test_kill9_of_the_training_process_leaves_a_gapless_prefix_and_no_encoder_behind(
+    isolated: Path,
+) -> None:
+    """kill -9 of a tight loop whose batches go through the process: what is on disk is a
+    gapless prefix of the records, and the process exits at the end of its input."""
+    proc = child_process.start("timed", MARKOV_ENCODER_PROCESS="always")
+    try:
+        run_id = child_process.said_next(proc, "id")
+        for _ in range(40):
+            child_process.said_next(proc, "progress")
+        encoders = _encoders_of(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        child_process.end(proc)
+    assert encoders, "the tight loop ran without an encoder process"
+    deadline = time.monotonic() + 10
+    while not all(map(gone, encoders)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(gone, encoders))
+    steps = sorted(p.step for p in points(isolated / run_id) if p.key == "acc")
+    assert steps and steps == list(range(len(steps)))
+
+
+def _encoders_of(parent: int) -> list[int]:
+    """Pids of the encoder processes whose parent is `parent` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == parent and b"markov_otel.encoder_process" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_process_that_cannot_start_leaves_the_flusher_encoding_quietly(
+    isolated: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An interpreter that cannot import markov_otel (a shadowing package on its PYTHONPATH)
+    ends at once: every record is stored by the flusher, and nothing is said."""
+    shadow = tmp_path / "shadow" / "markov_otel"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not this one')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
+    rec = recorder("always", monkeypatch, batch_size=100)
+    with rec:
+        for i in range(20_000):
+            rec.add_record({"i": i})
+    assert rec._flusher._seq == 0 and rec._flusher._process_dropped
+    assert len(points(isolated / rec.recording_id)) == 20_000
+    assert not [r for r in caplog.records if "encoder process" in r.getMessage()]
