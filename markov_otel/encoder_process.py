@@ -181,9 +181,14 @@ class EncoderProcess:
                 return None
 
     def _forget(self) -> None:
-        for fd in (self._to, self._from):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """In a fork's child: point the pipe descriptors at /dev/null rather than close them
+        (the Popen's file objects close them later; a closed number could be someone else's
+        by then), so this copy holds no end of the process's pipes."""
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (self._to, self._from):
+                os.dup2(null, fd)
+            os.close(null)
         self.failed = True
 
 

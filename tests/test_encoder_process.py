@@ -215,3 +215,28 @@ def test_a_process_that_cannot_start_leaves_the_flusher_encoding_quietly(
     assert rec._flusher._seq == 0 and rec._flusher._process_dropped
     assert len(points(isolated / rec.recording_id)) == 20_000
     assert not [r for r in caplog.records if "encoder process" in r.getMessage()]
+
+
+def test_a_fork_holds_no_end_of_the_encoder_pipes(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork (a DataLoader worker) of a recording process points its copies of the encoder's
+    pipe descriptors at /dev/null: the process still sees its input end with the recorder."""
+    rec = recorder("always", monkeypatch)
+    with rec:
+        for i in range(5000):
+            rec.add_record({"i": i})
+        pid = encoder_pid(rec)
+        process = rec._flusher._process
+        assert process is not None
+        fds = (process._to, process._from)
+        child = os.fork()
+        if child == 0:  # the fork: exit 0 only if both descriptors are /dev/null now
+            ok = all(os.readlink(f"/proc/self/fd/{fd}") == os.devnull for fd in fds)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        for i in range(5000, 10_000):
+            rec.add_record({"i": i})
+    assert gone(pid)
+    assert sorted(p.step for p in points(isolated / rec.recording_id)) == list(range(10_000))
