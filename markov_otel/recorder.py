@@ -141,6 +141,7 @@ class ExperimentRecorder:
         self._kick_base = min(self._queue["batch_size"], MAX_BUFFERED) * FIELDS
         self._kick_at: int = self._kick_base  # raised while the flusher lags (see _kick)
         self._shapes: dict[tuple[str, ...], Flattener] = {}  # nested records (_learn_shape)
+        self._shape_of = self._shapes.get
         self._max_lag_ns = int(self._queue["batch_processing_interval"] * 0.5e9)
         self._alert_log: list[dict[str, Any]] = []
         self._state = _State.CREATED
@@ -248,17 +249,15 @@ class ExperimentRecorder:
         if not self._running:
             raise self._not_running()
         time_ns = _time_ns()
-        if (
-            type(record) is dict
-            and record  # an empty record must reach normalize_record's ConfigError
-            and self._keys_known(record)  # keys seen valid before
-            and _plain_types(map(type, record.values()))
-        ):
-            values = record.copy()
-        else:  # a nested record of a learnt shape, flattened by its function, or the slow path
-            shape = self._shapes.get(tuple(record)) if type(record) is dict else None
-            known = None if shape is None else shape(record)
-            values = self._normalize(record) if known is None else known
+        values: dict[str, Any] | None = None
+        if type(record) is dict and record:  # empty: normalize_record's ConfigError
+            if self._keys_known(record) and _plain_types(map(type, record.values())):
+                values = record.copy()  # flat, keys seen valid before, plain numbers
+            else:  # nesting dicts in a learnt shape: flattened by that shape's function
+                shape = self._shape_of(tuple(record))
+                values = None if shape is None else shape(record)
+        if values is None:
+            values = self._normalize(record)
         # next() of the default steps is C code under the GIL: threads never share a step.
         step = next(self._steps) if step is None else self._explicit_step(step)
         self._extend((time_ns, step, values))  # the buffer, flat: see flusher.FIELDS

@@ -147,10 +147,10 @@ def shape_flattener(record: dict[Any, Any], values: Mapping[str, Any]) -> Flatte
         "        out = {" + ", ".join(items) + "}",
         "    except KeyError:",
         "        return None",
-        "    return out if PLAIN_TYPES.issuperset(map(type, out.values())) else None",
+        "    return out if plain(map(type, out.values())) else None",
     ])  # fmt: skip
     namespace: dict[str, Any] = {}
-    scope = {"PLAIN_TYPES": PLAIN_TYPES, "dict": dict, "map": map, "type": type, "len": len}
+    scope = {"plain": PLAIN_TYPES.issuperset, "dict": dict, "map": map, "type": type, "len": len}
     exec(compile(source, "<markov_otel record shape>", "exec"), scope, namespace)
     flatten: Flattener = namespace["flatten"]
     return flatten
