@@ -217,10 +217,16 @@ class Flusher:
             self._process.wait_ready(ANSWER_TIMEOUT)
 
     def _hand_over(self, process: EncoderProcess, batch: Batch) -> None:
-        if not self._handed:  # all answered and written: the file ends where the process starts
-            self._answered_end = os.stat(self._metrics_file).st_size  # type: ignore[arg-type]
+        """Give the process one batch (kept until answered: whatever fails, it is not lost)."""
+        first = not self._handed
         self._seq += 1
         self._handed.append((self._seq, batch))
+        try:
+            if first:  # all answered and written: the file ends where the process starts
+                self._answered_end = os.stat(self._metrics_file).st_size  # type: ignore[arg-type]
+        except OSError as exc:
+            self._drop_process(f"the metrics file: {exc}")
+            return
         if not process.send(self._seq, batch, self._max_bytes, self._series, self._patience()):
             self._drop_process("it did not take a batch")
             return

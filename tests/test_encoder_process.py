@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,17 @@ def encoder_pid(rec: ExperimentRecorder) -> int:
     raise AssertionError("no encoder process is running")
 
 
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+def gone(pid: int, within: float = 0.0) -> bool:
+    """Whether process `pid` has ended (waiting up to `within` seconds for it to)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def test_the_process_stores_exactly_what_the_flusher_alone_stores(
@@ -100,31 +106,43 @@ def test_a_killed_encoder_process_loses_nothing_and_doubles_nothing(
 def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_batch(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGSTOP the process after it wrote a batch it never answers for (a copy of its last line,
-    and half a line after it, stand for that): stop() still ends, the flusher cuts the file
-    back to the last batch answered, and every record is on disk once."""
+    """SIGSTOP the process while it holds a batch, and append what it might have written of
+    batches it never answers for (a copy of the last line, half a line after it): stop() still
+    ends, the flusher cuts the file back to the last batch answered, and every record is on
+    disk once."""
     n = 30_000
     rec = recorder("always", monkeypatch, batch_size=500)
     rec.start()
+    spool = isolated / rec.recording_id / "metrics.jsonl"
     for i in range(n // 2):
         rec.add_record({"i": i})
     pid = encoder_pid(rec)
+    until(lambda: spool.exists() and spool.stat().st_size > 0)  # it has written a batch
     os.kill(pid, signal.SIGSTOP)
-    spool = isolated / rec.recording_id / "metrics.jsonl"
+    for i in range(n // 2, n // 2 + 1000):
+        rec.add_record({"i": i})
+    rec._flusher.wake()
+    time.sleep(0.5)  # answers it wrote before the stop are read by now: what is held is unanswered
+    flusher = rec._flusher
+    until(lambda: bool(flusher._handed) and flusher._process is not None, seconds=4)
     last = spool.read_bytes().splitlines(keepends=True)[-1]
     with spool.open("ab") as unanswered:
         unanswered.write(last + last[: len(last) // 2])
-    for i in range(n // 2, n):
+    for i in range(n // 2 + 1000, n):
         rec.add_record({"i": i})
     t0 = time.monotonic()
     rec.stop()
     assert time.monotonic() - t0 < 30  # a hang, not a speed: ANSWER_TIMEOUT is 5 s
     steps = Counter(p.step for p in points(isolated / rec.recording_id))
     assert sorted(steps) == list(range(n)) and set(steps.values()) == {1}
-    deadline = time.monotonic() + 10
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gone(pid)
+    assert gone(pid, within=10)
+
+
+def until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.005)
 
 
 def test_the_encoder_process_ends_with_its_recorder(
@@ -172,10 +190,7 @@ def test_kill9_of_the_training_process_leaves_a_gapless_prefix_and_no_encoder_be
     finally:
         child_process.end(proc)
     assert encoders, "the tight loop ran without an encoder process"
-    deadline = time.monotonic() + 10
-    while not all(map(gone, encoders)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(map(gone, encoders))
+    assert all(gone(pid, within=10) for pid in encoders)
     steps = sorted(p.step for p in points(isolated / run_id) if p.key == "acc")
     assert steps and steps == list(range(len(steps)))
 
