@@ -69,6 +69,7 @@ class EncoderProcess:
         os.set_blocking(self._to, False)  # a process that stops reading must not hang the flusher
         self.ready = False
         self.failed = False
+        self.error = ""  # what the process said when it could not write
         self._described = 0
         self._inbox = bytearray()  # the process's messages, read but not yet taken
         _LIVE.add(self)
@@ -123,12 +124,15 @@ class EncoderProcess:
         return True
 
     def receive(self, timeout: float) -> Reply | None:
-        """The next batch's answer, or None (and failed) if none comes in time."""
+        """The next batch's answer, or None (and failed) if none comes in time, or if it is
+        the process's last word `("error", seq, message)`, kept in `error`."""
         reply = self._receive(timeout)
-        if not isinstance(reply, tuple) or len(reply) != 4:
-            self._fail()
-            return None
-        return reply
+        if isinstance(reply, tuple) and len(reply) == 4:
+            return reply
+        if isinstance(reply, tuple) and len(reply) == 3 and reply[0] == "error":
+            self.error = str(reply[2])
+        self._fail()
+        return None
 
     def close(self, timeout: float = 1.0) -> None:
         """End the process: EOF on its input, then a kill if it does not exit in time."""

@@ -151,7 +151,7 @@ class Flusher:
             self._keep(self._encoder.encode_columns([], [], [], self._resource())[0], 0)
             while not self._write_unwritten() and time.monotonic() < self._deadline:
                 time.sleep(0.05)
-            self.close_process()
+            self._close_process()
         self._on_cycle()
 
     def _drain(self) -> bool:
@@ -185,17 +185,22 @@ class Flusher:
             self._hand_over(process, (times, steps, values, self._resource()))
             return
         try:
-            grouped = runs(values)
-            lines = encode_lines(
-                self._encoder, times, steps, values, self._resource(), self._max_bytes, grouped
-            )
+            self._encode_here((times, steps, values, self._resource()))
         except Exception:
             buffer.extendleft(reversed(fields))  # a failed encode loses nothing
             raise
-        for line, points in lines:
+        self._view.last_step = steps[-1]
+
+    def _encode_here(self, batch: Batch) -> None:
+        """Encode a batch in this thread and keep its lines to write; its last values too."""
+        times, steps, values, resource = batch
+        grouped = runs(values)
+        max_bytes = self._max_bytes
+        for line, points in encode_lines(
+            self._encoder, times, steps, values, resource, max_bytes, grouped
+        ):
             self._keep(line, points)
         self._keep_last(grouped, steps, values)
-        self._view.last_step = steps[-1]
 
     # -- the encoder process ---------------------------------------------------------------------
 
@@ -243,7 +248,8 @@ class Flusher:
         reply = process.receive(self._patience())
         seq, (_times, steps, values, _resource) = self._handed[0]
         if reply is None or reply[0] != seq:
-            self._drop_process(f"it answered {reply[:3]!r}" if reply else "it did not answer")
+            why = f"it could not write: {process.error}" if process.error else "no answer"
+            self._drop_process(why if reply is None else f"it answered batch {reply[0]!r}")
             return
         self._handed.popleft()
         _seq, line_points, grouped, self._answered_end = reply
@@ -269,21 +275,14 @@ class Flusher:
                     "on, nothing is lost", why
                 )  # fmt: skip
         while self._handed:
-            _seq, (times, steps, values, resource) = self._handed.popleft()
-            grouped = runs(values)
-            lines = encode_lines(
-                self._encoder, times, steps, values, resource, self._max_bytes, grouped
-            )
-            for line, points in lines:
-                self._keep(line, points)
-            self._keep_last(grouped, steps, values)
+            self._encode_here(self._handed.popleft()[1])
 
     def _patience(self) -> float:
         """How long the encoder process may take: ANSWER_TIMEOUT, less once stop() is near its
         deadline (the batches it holds are then encoded here in time)."""
         return max(0.05, min(ANSWER_TIMEOUT, self._deadline - time.monotonic() - 0.5))
 
-    def close_process(self) -> None:
+    def _close_process(self) -> None:
         """After the final cycle: end the encoder process (its input ends, it exits)."""
         process, self._process = self._process, None
         if process is not None:

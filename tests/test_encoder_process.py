@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,14 +40,11 @@ def stored(run: Path) -> Counter[tuple[str, int, str]]:
 
 
 def encoder_pid(rec: ExperimentRecorder) -> int:
-    """The pid of the recorder's encoder process, once it has started (up to 30 s)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        process = rec._flusher._process
-        if process is not None and process.ready:
-            return process.pid
-        time.sleep(0.01)
-    raise AssertionError("no encoder process is running")
+    """The pid of the recorder's encoder process, once it has started."""
+    until(lambda: rec._flusher._process is not None and rec._flusher._process.ready)
+    process = rec._flusher._process
+    assert process is not None
+    return process.pid
 
 
 def gone(pid: int, within: float = 0.0) -> bool:
@@ -255,3 +253,33 @@ def test_a_fork_holds_no_end_of_the_encoder_pipes(
             rec.add_record({"i": i})
     assert gone(pid)
     assert sorted(p.step for p in points(isolated / rec.recording_id)) == list(range(10_000))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_an_encoder_process_on_a_full_disk_hands_its_batches_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process's write fails on a full disk: it says why and ends, the flusher says it in
+    one line and keeps the batches in memory like its own; once space returns every record is
+    on disk once. (Cutting back a torn write: the stall test.)"""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    try:
+        n = 20_000  # ~3 MB of OTLP-JSON: twelve times the disk
+        rec = recorder("always", monkeypatch, batch_size=500, markov_dir=str(disk))
+        rec.start()
+        pid = encoder_pid(rec)
+        for i in range(n):
+            rec.add_record({"i": i, "x": 0.5})
+        rec._flusher.wake()
+        until(lambda: rec._flusher._process is None)  # the process gave its batches back
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        rec.stop()
+        steps = Counter(p.step for p in points(disk / rec.recording_id) if p.key == "i")
+        assert sorted(steps) == list(range(n)) and set(steps.values()) == {1}
+        said = [r.getMessage() for r in caplog.records if "encoder process ended" in r.getMessage()]
+        assert len(said) == 1 and "No space left" in said[0], said
+        assert gone(pid, within=10)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
