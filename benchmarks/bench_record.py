@@ -150,6 +150,7 @@ def tight_loop(records: int, base: Path, encoder_process: str) -> tuple[float, .
     for i in range(records):
         sink.append(record(i))
     floor = (time.perf_counter_ns() - t0) / records
+    del sink  # a million live dicts would make every collection of the loop below walk them
     os.environ["MARKOV_ENCODER_PROCESS"] = encoder_process
     try:
         recorder = ExperimentRecorder(
