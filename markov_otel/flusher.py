@@ -177,30 +177,53 @@ class Flusher:
         take = min(len(buffer) // FIELDS, self._batch_size) * FIELDS
         fields = list(starmap(buffer.popleft, repeat((), take)))  # a C loop: atomic
         times, steps, values = fields[0::3], fields[1::3], fields[2::3]
+        batch = (times, steps, values, self._resource())
         process = self._process
         if process is not None and process.failed and not self._handed:
             self._drop_process("")  # it ended before taking anything: quietly, as if never
-        elif process is not None and not self._unwritten and process.poll_ready():
+        elif (
+            process is not None
+            and not self._unwritten
+            and process.poll_ready()
+            # While stop() drains, the training thread is done with the GIL: this thread
+            # encodes every other batch as the process encodes the one it holds (stop()
+            # waits about half as long for a tight loop's backlog).
+            and not (self._stopping and self._handed)
+        ):
             self._view.last_step = steps[-1]
-            self._hand_over(process, (times, steps, values, self._resource()))
+            self._hand_over(process, batch)
             return
         try:
-            self._encode_here((times, steps, values, self._resource()))
+            encoded = self._encode(batch)
         except Exception:
             buffer.extendleft(reversed(fields))  # a failed encode loses nothing
             raise
+        # What the process holds is written first: lines stay in record order, and this thread
+        # writes only while the process holds nothing (a dropped process's unanswered lines
+        # are cut from the file's end, which must then be its own).
+        while self._handed:
+            self._answer()
+        self._keep_encoded(batch, *encoded)
         self._view.last_step = steps[-1]
+
+    def _encode(self, batch: Batch) -> tuple[list[tuple[bytes, int]], Runs]:
+        """A batch's lines (newline included) with their points, and its runs of keys."""
+        times, steps, values, resource = batch
+        grouped = runs(values)
+        lines = encode_lines(
+            self._encoder, times, steps, values, resource, self._max_bytes, grouped
+        )
+        return lines, grouped
+
+    def _keep_encoded(self, batch: Batch, lines: list[tuple[bytes, int]], grouped: Runs) -> None:
+        """Keep a batch's lines to write, in order, and its last values."""
+        for line, points in lines:
+            self._keep(line, points)
+        self._keep_last(grouped, batch[1], batch[2])
 
     def _encode_here(self, batch: Batch) -> None:
         """Encode a batch in this thread and keep its lines to write; its last values too."""
-        times, steps, values, resource = batch
-        grouped = runs(values)
-        max_bytes = self._max_bytes
-        for line, points in encode_lines(
-            self._encoder, times, steps, values, resource, max_bytes, grouped
-        ):
-            self._keep(line, points)
-        self._keep_last(grouped, steps, values)
+        self._keep_encoded(batch, *self._encode(batch))
 
     # -- the encoder process ---------------------------------------------------------------------
 

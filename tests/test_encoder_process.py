@@ -3,6 +3,7 @@ nothing lost or doubled when it is killed or stops answering, and no process lef
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -134,6 +135,32 @@ def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_b
     steps = Counter(p.step for p in points(isolated / rec.recording_id))
     assert sorted(steps) == list(range(n)) and set(steps.values()) == {1}
     assert gone(pid, within=10)
+
+
+def test_stop_drains_a_backlog_in_both_encoders_with_every_line_in_record_order(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wide records outrun the process, so stop() finds a backlog: the flusher encodes some
+    of its batches itself as the process encodes the others (the training thread is done with
+    the GIL), and writes its own only once the process has written what it holds, so the file
+    keeps record order: every step once, each line's steps after the line before's."""
+    n, width, batch = 30_000, 40, 1000
+    rec = recorder("always", monkeypatch, batch_size=batch)
+    with rec:
+        for i in range(n):
+            rec.add_record({f"k{k}": i + k * 1e-3 for k in range(width)})
+    handed = rec._flusher._seq
+    # Each encoded its share: the flusher encodes one batch while the process encodes the next
+    # (about half each: the process does not sit idle waiting for an answer to be read).
+    assert n // batch // 3 <= handed < n // batch
+    steps = [
+        int(point["attributes"][0]["value"]["intValue"])
+        for line in lines(isolated / rec.recording_id, "metrics")
+        for metric in json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+        if metric["name"] == "k0"
+        for point in metric["gauge"]["dataPoints"]
+    ]
+    assert steps == list(range(n))  # each once, and in record order across the lines
 
 
 def until(condition: Callable[[], bool], seconds: float = 30) -> None:
