@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -137,7 +138,15 @@ def flusher_throughput(records: int, base: Path) -> tuple[float, float]:
     elapsed = time.thread_time_ns() - t0
     points = view.counts["spooled"]
     assert points == records * len(KEYS)
+    forget(spool.dir)
     return elapsed / points, writing[0] / points
+
+
+def forget(run_dir: Path) -> None:
+    """Remove a measured run's files, so the next measurement does not depend on them: their
+    page cache is freed for the next writes to reuse, where otherwise the kernel takes pages
+    the VM must fault in afresh, which costs more than the encoding (docs/architecture.md)."""
+    shutil.rmtree(run_dir)
 
 
 def tight_loop(records: int, base: Path, encoder_process: str) -> tuple[float, ...]:
@@ -169,6 +178,7 @@ def tight_loop(records: int, base: Path, encoder_process: str) -> tuple[float, .
     training = (time.thread_time_ns() - thread0) / records
     others = (_process_cpu_ns() - process0) / records - training
     children = (_children_cpu_ns() - children0) / records
+    forget(recorder.run_dir)
     return wall, floor, training, others, children
 
 
