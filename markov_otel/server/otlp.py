@@ -306,11 +306,13 @@ def _proto_columns(name: str, points: Any) -> Columns | None:
     None when any point is otherwise (`_proto_each` takes it). Each point's wrapper is made once
     (`list`): every access through the repeated field would make it anew, ~80 ns a time."""
     dps = list(points)
+    if not dps:  # no points, no key (as over OTLP-JSON): `_proto_each` yields nothing
+        return None
     attrs = list(map(_ATTRIBUTES, dps))
-    if dps and set(map(len, attrs)) != {1}:
+    if set(map(len, attrs)) != {1}:
         return None
     kvs = list(map(_FIRST, attrs))
-    if dps and set(map(_KEY, kvs)) != {STEP_ATTR}:
+    if set(map(_KEY, kvs)) != {STEP_ATTR}:
         return None
     if any(map(_AS_INT, dps)):
         return None

@@ -7,7 +7,9 @@ import math
 
 import httpx
 from backend_fixture import Backend
+from google.protobuf.json_format import MessageToJson
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
@@ -188,3 +190,20 @@ def test_markov_key_sums_and_histograms(server: Backend) -> None:
     assert [r["step"] for r in records(server, rid, "1st loss")] == [0, 1]
     assert records(server, rid, "k_1st_loss") == []
     assert len(records(server, rid, "tokens")) == 1
+
+
+def test_a_metric_without_points_adds_no_key_in_either_encoding(server: Backend) -> None:
+    """A gauge with no data points (an SDK's instrument that was never set) stores nothing:
+    the recording lists only the keys that have points, over OTLP-JSON and protobuf alike."""
+    for encoding, headers in (("json", JSON), ("protobuf", PROTOBUF)):
+        rid = new_id()
+        request = ExportMetricsServiceRequest.FromString(metrics_protobuf(rid, series("loss", 3)))
+        request.resource_metrics[0].scope_metrics[0].metrics.add(name="empty").gauge.SetInParent()
+        body = (
+            request.SerializeToString()
+            if encoding == "protobuf"
+            else MessageToJson(request).encode()
+        )
+        assert post_metrics(server, body, **headers).status_code == 200
+        recording = httpx.get(f"{server.url}/api/v1/recordings/{rid}", headers=server.headers)
+        assert recording.json()["keys"] == ["loss"], encoding
