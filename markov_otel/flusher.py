@@ -15,7 +15,6 @@ memory bounded (never a drop).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -84,6 +83,7 @@ class Flusher:
         self._process_mode = encoder_process if usable else "never"
         self._metrics_file = metrics_file  # where `write` appends: the process appends there too
         self._answered_end = 0  # the metrics file's size after the last batch answered
+        self._cut_to: int | None = None  # a dropped process's unanswered tail starts here
         self._process: EncoderProcess | None = None
         self._process_dropped = False
         self._handed: deque[tuple[int, Batch]] = deque()  # handed over, not yet answered
@@ -288,10 +288,8 @@ class Flusher:
         if process is not None:
             self._process_dropped = True
             process.close(timeout=0.5)  # killed if need be: it writes nothing more
-            if self._handed and self._metrics_file is not None:
-                with contextlib.suppress(OSError):
-                    if os.stat(self._metrics_file).st_size > self._answered_end:
-                        os.truncate(self._metrics_file, self._answered_end)
+            if self._handed:  # what it wrote past the last answer is cut before any write
+                self._cut_to = self._answered_end
             if why:
                 log.warning(
                     "markov_otel: the encoder process ended (%s); the flusher encodes from now "
@@ -311,6 +309,28 @@ class Flusher:
         if process is not None:
             process.close()
 
+    def _cut_back(self, end: int) -> bool:
+        """Cut the metrics file back to `end`, the last batch a dropped process answered for:
+        what follows is unanswered (maybe torn) and its batches are encoded again here. Until
+        the file can be cut nothing is written after that tail (the batches would be there
+        twice): False, said once, and the batches wait in memory like those of a full disk."""
+        assert self._metrics_file is not None  # a process was dropped: it had a file
+        try:
+            if os.stat(self._metrics_file).st_size > end:
+                os.truncate(self._metrics_file, end)
+        except FileNotFoundError:
+            pass  # gone: there is nothing to cut
+        except OSError as exc:
+            self._trouble.say(
+                "cut", logging.ERROR,
+                "markov_otel cannot cut %s back to the last batch the encoder process answered "
+                "for (%s); keeping %d batch(es) in memory and retrying",
+                self._metrics_file, exc, len(self._unwritten),
+            )  # fmt: skip
+            return False
+        self._cut_to = None
+        return True
+
     def _keep(self, data: bytes, points: int) -> None:
         """Keep a line (newline included) to write, in order."""
         self._unwritten.append((data, points))
@@ -327,6 +347,8 @@ class Flusher:
 
     def _write_unwritten(self) -> bool:
         """Write kept batches in order; True when none is left, False on a write error."""
+        if self._cut_to is not None and not self._cut_back(self._cut_to):
+            return False
         while self._unwritten:
             data, points = self._unwritten[0]
             try:

@@ -310,3 +310,43 @@ def test_an_encoder_process_on_a_full_disk_hands_its_batches_back(
         assert gone(pid, within=10)
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_file_that_cannot_be_cut_holds_the_unanswered_batches_until_it_can(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process stops answering with unanswered bytes at the file's end (a copy of its last
+    line, then half of it), and the file refuses to be cut: append-only (chattr +a), so appends
+    still work. The flusher writes nothing after that tail: it keeps the batches in memory,
+    says so once, and once the file can be cut, cuts it and writes them: every record once."""
+    n = 20_000
+    rec = recorder("always", monkeypatch, batch_size=500)
+    rec.start()
+    spool = isolated / rec.recording_id / "metrics.jsonl"
+    for i in range(n // 2):
+        rec.add_record({"i": i})
+    pid = encoder_pid(rec)
+    until(lambda: spool.exists() and spool.stat().st_size > 0)
+    if subprocess.run(["chattr", "+a", str(spool)], capture_output=True).returncode != 0:
+        rec.stop()
+        pytest.skip("this filesystem (or user) cannot make a file append-only")
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        for i in range(n // 2, n // 2 + 1000):
+            rec.add_record({"i": i})
+        flusher = rec._flusher
+        flusher.wake()
+        time.sleep(0.5)  # answers written before the stop are read by now
+        until(lambda: bool(flusher._handed) and flusher._process is not None, seconds=4)
+        last = spool.read_bytes().splitlines(keepends=True)[-1]
+        with spool.open("ab") as unanswered:
+            unanswered.write(last + last[: len(last) // 2])
+        until(lambda: any("cannot cut" in r.getMessage() for r in caplog.records))
+        for i in range(n // 2 + 1000, n):  # the loop goes on meanwhile
+            rec.add_record({"i": i})
+    finally:
+        subprocess.run(["chattr", "-a", str(spool)], check=True)
+    rec.stop()
+    steps = Counter(p.step for p in points(isolated / rec.recording_id))
+    assert sorted(steps) == list(range(n)) and set(steps.values()) == {1}
+    assert sum("cannot cut" in r.getMessage() for r in caplog.records) == 1
