@@ -18,10 +18,11 @@ on the way raises MalformedBody or ConfigError from inside the store's transacti
 back.
 
 A body of the common shape (the recorder's) is decoded by msgspec instead (`otlp_json.py`); this
-module's walk takes every other body. OTLP-JSON bodies are decoded by orjson
-(`fast_json_object`; ~4x the speed of `json.loads`). orjson reads an integer past 64 bits as a
-double, so int64 fields (`json_int`) refuse a JSON number that arrives as a double instead of
-rounding it.
+module's walk takes every other body. A protobuf metric of common points is read off its
+serialized bytes (`otlp_wire.py`); the wrapper walk here takes every other metric. OTLP-JSON
+bodies are decoded by orjson (`fast_json_object`; ~4x the speed of `json.loads`). orjson reads
+an integer past 64 bits as a double, so int64 fields (`json_int`) refuse a JSON number that
+arrives as a double instead of rounding it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from markov_otel.errors import ConfigError
 from markov_otel.rules import INT64_MAX, INT64_MIN, TIME_MAX, check_key, check_step, check_time
 from markov_otel.server.bodies import MalformedBody, fast_json_object, json_document
+from markov_otel.server.otlp_wire import wire_points
 from markov_otel.server.records import NON_FINITE
 
 __all__ = [
@@ -292,8 +294,10 @@ def _proto_metric(metric: Any, out: ResourceBatch, batch: Batch) -> Iterator[Col
             out.rejected += len(getattr(metric, kind).data_points)
             _note(batch.reasons, f"{kind} metrics are not stored")
         return
-    points = getattr(metric, kind).data_points
-    columns = _proto_columns(metric.name, points)
+    data = getattr(metric, kind)
+    points = data.data_points
+    wire = wire_points(data, len(points))  # the common metric, off its bytes (otlp_wire.py)
+    columns = Columns(metric.name, *wire) if wire else _proto_columns(metric.name, points)
     if columns is None:
         yield from _proto_each(metric.name, points, out, batch)
         return
