@@ -16,7 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric, NumberDataPoint
 
 from markov_otel.server.otlp import _proto_columns
-from markov_otel.server.otlp_wire import wire_points
+from markov_otel.server.otlp_wire import MAX_RUNS, wire_points
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 UINT64 = st.integers(0, 2**64 - 1)
@@ -122,3 +122,20 @@ def test_a_metric_with_one_uncommon_point_is_left_to_the_walk() -> None:
     for point in odd:
         data = metric("gauge", [common(1), point, common(2)]).gauge
         assert wire_points(data, 3) is None, point
+
+
+def test_a_metric_whose_layout_changes_at_every_point_is_left_to_the_walk() -> None:
+    """Start times on every other point: a run of one layout a point, each costing more than
+    the walk's point. Past MAX_RUNS (plus one per 16 points) the fast path declines."""
+
+    def point(i: int) -> NumberDataPoint:
+        step = KeyValue(key="markov.step", value=AnyValue(int_value=i))
+        dp = NumberDataPoint(time_unix_nano=10**18 + i, as_double=0.5, attributes=[step])
+        dp.start_time_unix_nano = 10**18 if i % 2 else 0
+        return dp
+
+    n = 2 * (MAX_RUNS + 8)
+    data = metric("gauge", [point(i) for i in range(n)]).gauge
+    assert wire_points(data, n) is None
+    steady = metric("gauge", [point(2 * i) for i in range(n)]).gauge  # one layout throughout
+    assert wire_points(steady, n) is not None
