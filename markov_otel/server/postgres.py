@@ -7,7 +7,7 @@ Points go in by binary COPY, each row packed by one `struct` call (a C loop over
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
 from typing import Any
@@ -108,12 +108,17 @@ class PostgresStore(SqlStore):
         )
         return {name for (name,) in cur.execute(sql, (table,)).fetchall()}
 
-    def _insert_points(self, cur: Any, points: Sequence[tuple[int, SeriesPoints]]) -> None:
+    def _insert_points(
+        self, cur: Any, points: Sequence[tuple[int, SeriesPoints]], meanwhile: Callable[[], None]
+    ) -> None:
+        """One binary COPY; `meanwhile` runs once the rows are sent, while the server still
+        inserts them (the COPY ends when it is done)."""
         with cur.copy(f"COPY points ({_POINT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(_COPY_HEADER)
             for series_id, series in points:
                 copy.write(_copy_rows(series_id, series))
             copy.write(_COPY_TRAILER)
+            meanwhile()
 
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
         if not buckets:
