@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from markov_otel.server.rollups import Bucket, BucketKey, Plan, bucket_points, plan, upper_levels
+from markov_otel.server.rollups import Bucket, BucketKey, Plan, bucket_points, plan
 
 __all__ = [
     "BUCKET_COLUMNS",
@@ -91,11 +91,6 @@ class SeriesQueries:
         raise NotImplementedError
 
     # -- ingest ----------------------------------------------------------------------------
-    def _roll_up(self, cur: Any, finest: dict[BucketKey, Bucket]) -> None:
-        """Fold a batch's finest buckets into every level (a series the batch created is
-        `buckets_ready` from its start: every point of it passes here)."""
-        self._upsert_buckets(cur, upper_levels(finest))
-
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
         """Merge `buckets` into point_buckets (PostgreSQL's store does it its own way)."""
         cur.executemany(self._sql(_UPSERT), [(*k, *b) for k, b in sorted(buckets.items())])

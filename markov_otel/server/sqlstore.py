@@ -32,7 +32,7 @@ from markov_otel.server.records import (
     read_json,
     read_params,
 )
-from markov_otel.server.rollups import Bucket, BucketKey, fold_series
+from markov_otel.server.rollups import Bucket, BucketKey, fold_series, upper_levels
 from markov_otel.server.schema import UPGRADES, statements, to_series_ids
 from markov_otel.server.seriesstore import SERIES_ID, SeriesQueries, series_schema
 
@@ -391,17 +391,21 @@ class SqlStore(SeriesQueries):
         """Insert a batch's points, fold them into the step buckets, count them."""
         ids = self._series_ids(cur, {(s.recording_id, s.key) for s in batch})
         numbered = [(ids[s.recording_id, s.key], s) for s in batch]
-        buckets: dict[BucketKey, Bucket] = {}  # the finest step buckets of the batch
+        buckets: dict[BucketKey, Bucket] = {}  # the batch's step buckets, every level
         per_recording: dict[str, int] = {}
 
         def fold() -> None:
+            finest: dict[BucketKey, Bucket] = {}
             for series_id, series in numbered:
-                fold_series(series, series_id, buckets)
+                fold_series(series, series_id, finest)
                 rid = series.recording_id
                 per_recording[rid] = per_recording.get(rid, 0) + len(series)
+            buckets.update(upper_levels(finest))
 
+        # The fold runs while the database inserts the points (PostgreSQL's COPY). A series the
+        # batch created is `buckets_ready` from its start: every point of it passes here.
         self._insert_points(cur, numbered, meanwhile=fold)
-        self._roll_up(cur, buckets)
+        self._upsert_buckets(cur, buckets)
         sql = "UPDATE recordings SET points = points + ?, updated_at = ? WHERE recording_id = ?"
         stamp = now()
         cur.executemany(self._sql(sql), [(n, stamp, rid) for rid, n in per_recording.items()])
