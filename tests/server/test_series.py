@@ -75,6 +75,28 @@ def test_each_output_bucket_holds_exactly_its_min_and_max(server: Backend) -> No
     assert got == {b: {min(vs), max(vs)} for b, vs in expected.items()}
 
 
+def test_buckets_hold_each_min_and_max_whatever_order_the_steps_arrive_in(
+    server: Backend,
+) -> None:
+    """Batches whose steps go back and forth (a resent range, a merged log): the buckets folded
+    at ingest still hold exactly each bucket's min and max, as a plain reference finds them."""
+    rid = new_id()
+    rng = random.Random(3)
+    values = {s: rng.gauss(0, 1) for s in range(0, 30_000, 2)}
+    shuffled = [("x", s, v, T0 + s) for s, v in values.items()]
+    rng.shuffle(shuffled)
+    post_points(server, rid, shuffled)
+    (one,) = get_series(server, [rid], "x", max_points=100).json()["series"]
+    width = one["bucket_steps"]
+    expected: dict[int, set[float]] = {}
+    for s, v in values.items():
+        expected.setdefault(s // width, set()).add(v)
+    got: dict[int, set[float]] = {}
+    for step, value, _ns in one["points"]:
+        got.setdefault(step // width, set()).add(value)
+    assert width > 16 and got == {b: {min(vs), max(vs)} for b, vs in expected.items()}
+
+
 def test_non_finite_values_come_back_as_the_protocol_strings(server: Backend) -> None:
     """NaN, +inf and -inf are kept (one per bucket) as "NaN", "Infinity", "-Infinity"."""
     rid = new_id()
