@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import repeat
+from itertools import repeat, starmap
 from typing import Any
 
 import psycopg
@@ -30,6 +30,11 @@ _COPY_TRAILER = struct.pack(">h", -1)
 _FINITE_ROW = struct.Struct(">hiqiqidiiq")
 _TEXT_ROW_HEAD = struct.Struct(">hiqiqii")  # ... value NULL, then value_text's length
 _TEXT_ROW_TAIL = struct.Struct(">iq")
+# A bucket row (`_BUCKET_TYPES`): the usual one in one pack, any other a field at a time.
+_BUCKET_ROW = struct.Struct(">h" + "iq" * 4 + "id" + "iq" * 2 + "id" + "iq" + "iii" + "iq")
+_FIELDS, _LENGTH = struct.Struct(">h"), struct.Struct(">i")
+_INT8, _FLOAT8 = struct.Struct(">iq"), struct.Struct(">id")
+_NULL = _LENGTH.pack(-1)
 # A batch's buckets go by binary COPY into this session's staging table, then into point_buckets
 # by one INSERT … SELECT … ON CONFLICT: faster than one unnest() over arrays, which psycopg
 # formats in Python element by element. Its rows go at each commit (or rollback).
@@ -126,16 +131,34 @@ class PostgresStore(SqlStore):
         cur.execute(_STAGE_BUCKETS)
         copy_sql = f"COPY point_buckets_batch ({BUCKET_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         with cur.copy(copy_sql) as copy:
-            copy.set_types(_BUCKET_TYPES)
-            for (series_id, width, index), b in buckets.items():
-                lo = None if b[1] is None else float(b[1])  # float8: an asInt point is an int
-                hi = None if b[4] is None else float(b[4])
-                copy.write_row((series_id, width, index, b[0], lo, *b[2:4], hi, *b[5:]))
+            copy.write(_COPY_HEADER)
+            copy.write(b"".join(starmap(_bucket_row, buckets.items())))
+            copy.write(_COPY_TRAILER)
         cur.execute(_MERGE_STAGED)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _bucket_row(key: BucketKey, b: Bucket) -> bytes:
+    """A bucket's binary COPY row: one pack for the usual bucket (finite min and max, no odd
+    point), a field at a time for the others (psycopg's write_row took ~1.1 µs a row)."""
+    if b[1] is not None and b[4] is not None and b[6] is None:
+        lo, hi = float(b[1]), float(b[4])  # float8: an asInt point's value is an int
+        return _BUCKET_ROW.pack(13, 8, key[0], 8, key[1], 8, key[2], 8, b[0], 8, lo, 8, b[2],
+                                8, b[3], 8, hi, 8, b[5], -1, -1, -1, 8, b[9])  # fmt: skip
+    values = (*key, b[0], b[1], b[2], b[3], b[4], *b[5:])
+    parts = [_FIELDS.pack(13)]
+    for kind, value in zip(_BUCKET_TYPES, values, strict=True):
+        if value is None:
+            parts.append(_NULL)
+        elif kind == "text":
+            data = str(value).encode()
+            parts += [_LENGTH.pack(len(data)), data]
+        else:
+            parts.append((_FLOAT8 if kind == "float8" else _INT8).pack(8, value))
+    return b"".join(parts)
 
 
 def _copy_rows(series_id: int, series: SeriesPoints) -> bytes:
