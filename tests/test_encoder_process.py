@@ -115,18 +115,8 @@ def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_b
     spool = isolated / rec.recording_id / "metrics.jsonl"
     for i in range(n // 2):
         rec.add_record({"i": i})
-    pid = encoder_pid(rec)
     until(lambda: spool.exists() and spool.stat().st_size > 0)  # it has written a batch
-    os.kill(pid, signal.SIGSTOP)
-    for i in range(n // 2, n // 2 + 1000):
-        rec.add_record({"i": i})
-    rec._flusher.wake()
-    time.sleep(0.5)  # answers it wrote before the stop are read by now: what is held is unanswered
-    flusher = rec._flusher
-    until(lambda: bool(flusher._handed) and flusher._process is not None, seconds=4)
-    last = spool.read_bytes().splitlines(keepends=True)[-1]
-    with spool.open("ab") as unanswered:
-        unanswered.write(last + last[: len(last) // 2])
+    pid = stop_answering(rec, spool, range(n // 2, n // 2 + 1000))
     for i in range(n // 2 + 1000, n):
         rec.add_record({"i": i})
     t0 = time.monotonic()
@@ -161,6 +151,24 @@ def test_stop_drains_a_backlog_in_both_encoders_with_every_line_in_record_order(
         for point in metric["gauge"]["dataPoints"]
     ]
     assert steps == list(range(n))  # each once, and in record order across the lines
+
+
+def stop_answering(rec: ExperimentRecorder, spool: Path, records: range) -> int:
+    """SIGSTOP the encoder process, record `records` so that it holds a batch it will never
+    answer for, and append what it might have written of such batches (a copy of the last
+    line, then half of it); the pid."""
+    pid = encoder_pid(rec)
+    os.kill(pid, signal.SIGSTOP)
+    for i in records:
+        rec.add_record({"i": i})
+    flusher = rec._flusher
+    flusher.wake()
+    time.sleep(0.5)  # answers it wrote before the stop are read by now: what is held is unanswered
+    until(lambda: bool(flusher._handed) and flusher._process is not None, seconds=4)
+    last = spool.read_bytes().splitlines(keepends=True)[-1]
+    with spool.open("ab") as unanswered:
+        unanswered.write(last + last[: len(last) // 2])
+    return pid
 
 
 def until(condition: Callable[[], bool], seconds: float = 30) -> None:
@@ -325,22 +333,12 @@ def test_a_file_that_cannot_be_cut_holds_the_unanswered_batches_until_it_can(
     spool = isolated / rec.recording_id / "metrics.jsonl"
     for i in range(n // 2):
         rec.add_record({"i": i})
-    pid = encoder_pid(rec)
     until(lambda: spool.exists() and spool.stat().st_size > 0)
     if subprocess.run(["chattr", "+a", str(spool)], capture_output=True).returncode != 0:
         rec.stop()
         pytest.skip("this filesystem (or user) cannot make a file append-only")
     try:
-        os.kill(pid, signal.SIGSTOP)
-        for i in range(n // 2, n // 2 + 1000):
-            rec.add_record({"i": i})
-        flusher = rec._flusher
-        flusher.wake()
-        time.sleep(0.5)  # answers written before the stop are read by now
-        until(lambda: bool(flusher._handed) and flusher._process is not None, seconds=4)
-        last = spool.read_bytes().splitlines(keepends=True)[-1]
-        with spool.open("ab") as unanswered:
-            unanswered.write(last + last[: len(last) // 2])
+        stop_answering(rec, spool, range(n // 2, n // 2 + 1000))
         until(lambda: any("cannot cut" in r.getMessage() for r in caplog.records))
         for i in range(n // 2 + 1000, n):  # the loop goes on meanwhile
             rec.add_record({"i": i})
