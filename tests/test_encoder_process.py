@@ -110,12 +110,7 @@ def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_b
     ends, the flusher cuts the file back to the last batch answered, and every record is on
     disk once."""
     n = 30_000
-    rec = recorder("always", monkeypatch, batch_size=500)
-    rec.start()
-    spool = isolated / rec.recording_id / "metrics.jsonl"
-    for i in range(n // 2):
-        rec.add_record({"i": i})
-    until(lambda: spool.exists() and spool.stat().st_size > 0)  # it has written a batch
+    rec, spool = half_recorded(isolated, monkeypatch, n)
     pid = stop_answering(rec, spool, range(n // 2, n // 2 + 1000))
     for i in range(n // 2 + 1000, n):
         rec.add_record({"i": i})
@@ -151,6 +146,20 @@ def test_stop_drains_a_backlog_in_both_encoders_with_every_line_in_record_order(
         for point in metric["gauge"]["dataPoints"]
     ]
     assert steps == list(range(n))  # each once, and in record order across the lines
+
+
+def half_recorded(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> tuple[ExperimentRecorder, Path]:
+    """A started recorder (every batch to the process, 500 records each) that has recorded
+    steps 0 .. n/2 - 1 and whose process has written a batch; and its metrics file."""
+    rec = recorder("always", monkeypatch, batch_size=500)
+    rec.start()
+    spool = isolated / rec.recording_id / "metrics.jsonl"
+    for i in range(n // 2):
+        rec.add_record({"i": i})
+    until(lambda: spool.exists() and spool.stat().st_size > 0)
+    return rec, spool
 
 
 def stop_answering(rec: ExperimentRecorder, spool: Path, records: range) -> int:
@@ -328,12 +337,7 @@ def test_a_file_that_cannot_be_cut_holds_the_unanswered_batches_until_it_can(
     still work. The flusher writes nothing after that tail: it keeps the batches in memory,
     says so once, and once the file can be cut, cuts it and writes them: every record once."""
     n = 20_000
-    rec = recorder("always", monkeypatch, batch_size=500)
-    rec.start()
-    spool = isolated / rec.recording_id / "metrics.jsonl"
-    for i in range(n // 2):
-        rec.add_record({"i": i})
-    until(lambda: spool.exists() and spool.stat().st_size > 0)
+    rec, spool = half_recorded(isolated, monkeypatch, n)
     if subprocess.run(["chattr", "+a", str(spool)], capture_output=True).returncode != 0:
         rec.stop()
         pytest.skip("this filesystem (or user) cannot make a file append-only")
