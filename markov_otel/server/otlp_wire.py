@@ -44,7 +44,7 @@ def wire_points(data: Any, count: int) -> tuple[list[int], list[float], list[int
     """Steps, values and times of a gauge or sum (`data`) of `count` common points, or None."""
     raw = data.SerializeToString()
     times, values, varints = bytearray(), bytearray(), bytearray()
-    pos, end, runs = 0, len(raw), 0
+    pos, end, runs, longest = 0, len(raw), 0, 0
     while pos < end and raw[pos] == 0x0A:  # data_points, field 1
         runs += 1
         if runs > MAX_RUNS + count // 16:  # a layout a point or two: the walk is cheaper
@@ -58,10 +58,11 @@ def wire_points(data: Any, count: int) -> tuple[list[int], list[float], list[int
         if match is None:
             return None
         _columns(raw, pos, match.end(), width, start, size, times, values, varints)
-        pos = match.end()
+        pos, longest = match.end(), max(longest, size)
     if not count or _SUM_TAIL.fullmatch(raw, pos) is None or len(times) != 8 * count:
         return None
-    return _steps(bytes(varints)), _numbers("d", values), _numbers("Q", times)
+    steps = _steps(bytes(varints), signed=longest == 10)
+    return steps, _numbers("d", values), _numbers("Q", times)
 
 
 @cache
@@ -103,10 +104,12 @@ def _numbers(kind: str, data: bytearray) -> list[Any]:
     return numbers.tolist()
 
 
-def _steps(varints: bytes) -> list[int]:
-    """The int64 steps of concatenated varints (below zero: two's complement, 10 bytes)."""
+def _steps(varints: bytes, *, signed: bool) -> list[int]:
+    """The int64 steps of concatenated varints. A step below zero is two's complement in 10
+    bytes, so only `signed` varints (some of 10 bytes) may need the sign put back: 9 bytes
+    hold 63 bits."""
     steps = list(_Steps.FromString(b"\x12" + _varint(len(varints)) + varints).bucket_counts)
-    if steps and max(steps) >= 1 << 63:
+    if signed and max(steps) >= 1 << 63:
         steps = [s - (1 << 64) if s >= 1 << 63 else s for s in steps]
     return steps
 
