@@ -16,7 +16,11 @@ The process is then not started again for that recorder. A training process kill
 leaves the process to finish the batches it holds and exit at the end of its input.
 
 Frames on both pipes: an 8-byte big-endian length, then a pickle. To the process:
-`(seq, times, steps, values, resource, max_bytes, [Series described since the last frame])`.
+`(seq, times, steps, values, split, resource, max_bytes, [Series described since the last
+frame])`, where a batch whose records all have the same keys (the usual one) comes as `split`,
+its keys and a column of values per key (`encoding.layout`), and `values` is None: a column of
+floats pickles and unpickles about 2.5x faster than as many dicts, and is what the encoder
+takes anyway.
 From it: `("ready",)` once, then `(seq, [points of each line], runs, end offset)` per batch, in
 order, or `("error", seq, message)` before it exits.
 """
@@ -38,7 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from markov_otel.otel.encoding import MetricsEncoder, Runs, encode_lines, runs
+from markov_otel.otel.encoding import MetricsEncoder, Runs, encode_lines, layout
 from markov_otel.otel.series import Series, SeriesTable
 
 log = logging.getLogger("markov_otel")
@@ -105,7 +109,10 @@ class EncoderProcess:
         if series is not None:
             described = series.described_since(self._described)
             self._described += len(described)
-        frame = (seq, *batch, max_bytes, described)
+        times, steps, values, resource = batch
+        split = layout(values)[1]
+        kept = values if split is None else None  # the process is given one or the other
+        frame = (seq, times, steps, kept, split, resource, max_bytes, described)
         payload = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
         data = memoryview(_HEADER.pack(len(payload)) + payload)
         deadline = time.monotonic() + timeout
@@ -222,11 +229,11 @@ def main() -> None:
         frame = _read_frame(inp)
         if frame is None:
             return
-        seq, times, steps, values, resource, max_bytes, described = frame
+        seq, times, steps, values, split, resource, max_bytes, described = frame
         for series in described:
             table.describe(series.key, series.name, series.attributes)
-        grouped = runs(values)
-        lines = encode_lines(encoder, times, steps, values, resource, max_bytes, grouped)
+        grouped = layout(values)[0] if split is None else [(split[0], 0, len(times))]
+        lines = encode_lines(encoder, times, steps, values, resource, max_bytes, grouped, split)
         data = memoryview(b"".join(line for line, _points in lines))
         try:
             while data:

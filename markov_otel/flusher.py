@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from markov_otel.encoder_process import EncoderProcess
-from markov_otel.otel.encoding import MetricsEncoder, Runs, encode_lines, runs
+from markov_otel.otel.encoding import MetricsEncoder, Runs, encode_lines, layout
 from markov_otel.otel.series import SeriesTable
 from markov_otel.weather import SayOnce
 
@@ -209,9 +209,9 @@ class Flusher:
     def _encode(self, batch: Batch) -> tuple[list[tuple[bytes, int]], Runs]:
         """A batch's lines (newline included) with their points, and its runs of keys."""
         times, steps, values, resource = batch
-        grouped = runs(values)
+        grouped, split = layout(values)
         lines = encode_lines(
-            self._encoder, times, steps, values, resource, self._max_bytes, grouped
+            self._encoder, times, steps, values, resource, self._max_bytes, grouped, split
         )
         return lines, grouped
 
@@ -339,11 +339,12 @@ class Flusher:
 
     def _keep_last(self, grouped: Runs, steps: list[int], values: list[Mapping[str, Any]]) -> None:
         """Each key's last value and step: the last record of each run of records with the same
-        keys, in order, so a later run overwrites an earlier one."""
+        keys, in order, so a later run overwrites an earlier one. (By key: a run's records may
+        hold their keys in another order than `keys`.)"""
         last = self._view.last
         for keys, _lo, hi in grouped:
             step, record = steps[hi - 1], values[hi - 1]
-            last.update(zip(keys, zip(record.values(), repeat(step), strict=False), strict=True))
+            last.update(zip(keys, zip(map(record.__getitem__, keys), repeat(step)), strict=True))
 
     def _write_unwritten(self) -> bool:
         """Write kept batches in order; True when none is left, False on a write error."""

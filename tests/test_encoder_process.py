@@ -352,3 +352,27 @@ def test_a_file_that_cannot_be_cut_holds_the_unanswered_batches_until_it_can(
     steps = Counter(p.step for p in points(isolated / rec.recording_id))
     assert sorted(steps) == list(range(n)) and set(steps.values()) == {1}
     assert sum("cannot cut" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_records_with_their_keys_in_another_order_keep_each_value_under_its_key(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch (taken at stop) of records holding the same keys in alternating orders goes
+    over as one run of columns in the first record's order (`encoding.layout`): through the
+    process and through the flusher alone, each value is stored under its own key, the lines
+    cut small hold every point once, and the last values are each key's own."""
+    n = 3000
+    for mode in ("always", "never"):
+        rec = recorder(mode, monkeypatch, batch_size=n, batch_processing_interval=60,
+                       max_batch_bytes=20_000)  # fmt: skip
+        with rec:
+            for i in range(n):  # the first record (b, a), the last (a, b)
+                rec.add_record({"a": float(i), "b": -float(i)} if i % 2 else {"b": -i, "a": i})
+        assert (rec._flusher._seq > 0) == (mode == "always")  # handed over, or not
+        run = isolated / rec.recording_id
+        values = {(p.key, p.step): p.value for p in points(run)}
+        assert len(points(run)) == 2 * n
+        assert all(values["a", i] == i and values["b", i] == -i for i in range(n))
+        assert len(lines(run, "metrics")) > 10  # the batch was cut into several lines
+        last = json.loads((run / "recording.json").read_text())["last_values"]
+        assert last == {"a": n - 1, "b": -(n - 1)}
