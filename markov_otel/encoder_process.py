@@ -36,6 +36,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -48,6 +49,8 @@ from markov_otel.otel.series import Series, SeriesTable
 log = logging.getLogger("markov_otel")
 
 _HEADER = struct.Struct(">Q")
+WRITEBACK_BYTES = 32 << 20
+"""Bytes appended between two starts of the disk's writeback (`_Writeback`)."""
 MAX_FRAME = 1 << 30
 """A frame longer than this is garbage (a batch is a few MB at most): the process is dropped."""
 
@@ -224,6 +227,7 @@ def main() -> None:
     encoder = MetricsEncoder(table)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    writeback = _Writeback(fd)
     _write(out, ("ready",))
     while True:
         frame = _read_frame(inp)
@@ -235,13 +239,46 @@ def main() -> None:
         grouped = layout(values)[0] if split is None else [(split[0], 0, len(times))]
         lines = encode_lines(encoder, times, steps, values, resource, max_bytes, grouped, split)
         data = memoryview(b"".join(line for line, _points in lines))
+        size = len(data)
         try:
             while data:
                 data = data[os.write(fd, data) :]
         except OSError as exc:  # the flusher cuts what this wrote back and takes over
             _write(out, ("error", seq, str(exc)))
             return
+        writeback.wrote(size)
         _write(out, (seq, [points for _line, points in lines], grouped, os.lseek(fd, 0, 2)))
+
+
+class _Writeback:
+    """Starts the disk's writeback of what this process appended every WRITEBACK_BYTES, from a
+    thread of its own (fdatasync, no lock held), so the fsync at stop() finds little left to
+    write: it took ~0.25 s for a tight loop's 500 MB, nearly all of it waiting on the disk,
+    which is idle while the run goes on. Durability is unchanged: stop() fsyncs all the same."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd, self._pending = fd, 0
+        self.synced = 0  # fdatasyncs done (what a test can see of this)
+        self._due = threading.Event()
+        threading.Thread(target=self._run, name="markov-writeback", daemon=True).start()
+
+    def wrote(self, size: int) -> bool:
+        """Count `size` bytes appended; True when they start a writeback."""
+        self._pending += size
+        if self._pending < WRITEBACK_BYTES:
+            return False
+        self._pending = 0
+        self._due.set()
+        return True
+
+    def _run(self) -> None:
+        while self._due.wait():
+            self._due.clear()
+            try:
+                os.fdatasync(self._fd)
+            except OSError:
+                return  # the write path says what is wrong; this was only a head start
+            self.synced += 1
 
 
 def _write(out: IO[bytes], message: Any) -> None:

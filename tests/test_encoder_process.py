@@ -376,3 +376,20 @@ def test_records_with_their_keys_in_another_order_keep_each_value_under_its_key(
         assert len(lines(run, "metrics")) > 10  # the batch was cut into several lines
         last = json.loads((run / "recording.json").read_text())["last_values"]
         assert last == {"a": n - 1, "b": -(n - 1)}
+
+
+def test_the_process_starts_the_disks_writeback_every_writeback_bytes(tmp_path: Path) -> None:
+    """`_Writeback` asks for an fdatasync once WRITEBACK_BYTES were appended since the last,
+    and its thread does it; below that, nothing is asked."""
+    from markov_otel.encoder_process import WRITEBACK_BYTES, _Writeback
+
+    fd = os.open(tmp_path / "metrics", os.O_WRONLY | os.O_CREAT)
+    try:
+        writeback = _Writeback(fd)
+        os.write(fd, b"x" * 4096)
+        assert not writeback.wrote(WRITEBACK_BYTES - 1)
+        assert writeback.wrote(1)
+        until(lambda: writeback.synced == 1)
+        assert not writeback.wrote(WRITEBACK_BYTES // 2)
+    finally:
+        os.close(fd)
