@@ -152,6 +152,8 @@ def test_public_names_are_pinned() -> None:
     ]
     for name in markov_otel.__all__:
         assert getattr(markov_otel, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Recorder'"):
+        markov_otel.Recorder  # noqa: B018  (a name that is not there fails as usual)
 
 
 def test_error_tree() -> None:
