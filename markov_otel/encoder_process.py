@@ -51,6 +51,8 @@ log = logging.getLogger("markov_otel")
 _HEADER = struct.Struct(">Q")
 WRITEBACK_BYTES = 32 << 20
 """Bytes appended between two starts of the disk's writeback (`_Writeback`)."""
+PIPE_BYTES = 1 << 20
+"""Bytes each pipe to and from the process holds (the default 64 kB holds about one frame)."""
 MAX_FRAME = 1 << 30
 """A frame longer than this is garbage (a batch is a few MB at most): the process is dropped."""
 
@@ -73,7 +75,12 @@ class EncoderProcess:
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to, self._from = self._proc.stdin.fileno(), self._proc.stdout.fileno()
-        os.set_blocking(self._to, False)  # a process that stops reading must not hang the flusher
+        # Non-blocking: a process that stops reading must not hang the flusher, and a write or
+        # a read is tried before any select (each call lets the training thread take the GIL,
+        # which the flusher then waits for: fewer calls a batch, more batches a second).
+        for fd in (self._to, self._from):
+            os.set_blocking(fd, False)
+            _widen(fd)
         self.ready = False
         self.failed = False
         self.error = ""  # what the process said when it could not write
@@ -105,9 +112,10 @@ class EncoderProcess:
         max_bytes: int,
         series: SeriesTable | None,
         timeout: float,
-    ) -> bool:
-        """Hand one batch over; False (and failed) if the process cannot take it in time.
-        Its answers are read meanwhile: a process blocked writing an answer reads no input."""
+    ) -> int:
+        """Hand one batch over: the frame's bytes, or 0 (and failed) if the process cannot take
+        it in time. Its answers are read meanwhile: a process blocked writing an answer reads
+        no input."""
         described: list[Series] = []
         if series is not None:
             described = series.described_since(self._described)
@@ -117,9 +125,15 @@ class EncoderProcess:
         kept = values if split is None else None  # the process is given one or the other
         frame = (seq, times, steps, kept, split, resource, max_bytes, described)
         payload = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-        data = memoryview(_HEADER.pack(len(payload)) + payload)
-        deadline = time.monotonic() + timeout
+        data = _HEADER.pack(len(payload)) + payload
+        return len(data) if self._write(memoryview(data), time.monotonic() + timeout) else 0
+
+    def _write(self, data: memoryview, deadline: float) -> bool:
+        """Write `data` to the process by `deadline`, reading its answers meanwhile; False
+        (and failed) if it cannot be done."""
         try:
+            with contextlib.suppress(BlockingIOError):  # the pipe is full: select below
+                data = data[os.write(self._to, data) :]
             while data:
                 left = max(0.0, deadline - time.monotonic())
                 readable, writable, _ = select.select([self._from], [self._to], [], left)
@@ -165,6 +179,8 @@ class EncoderProcess:
         error: the process ended, or could not start (no `markov_otel` for its interpreter)."""
         try:
             chunk = os.read(self._from, 1 << 20)
+        except BlockingIOError:
+            return True  # nothing yet
         except OSError:
             chunk = b""
         self._inbox += chunk
@@ -174,6 +190,7 @@ class EncoderProcess:
     def _receive(self, timeout: float) -> Any:
         """The next message from the inbox, reading more until `timeout`; None if none."""
         deadline = time.monotonic() + timeout
+        tried = False
         while True:
             if len(self._inbox) >= _HEADER.size:
                 (size,) = _HEADER.unpack_from(self._inbox)
@@ -187,6 +204,11 @@ class EncoderProcess:
                         return pickle.loads(payload)
                     except Exception:  # a torn or foreign frame: the process failed
                         return None
+            if not tried:  # what the process already wrote, without a select
+                tried = True
+                if not self._pull():
+                    return None
+                continue
             try:
                 ready = select.select([self._from], [], [], max(0.0, deadline - time.monotonic()))
             except (OSError, ValueError):
@@ -204,6 +226,15 @@ class EncoderProcess:
                 os.dup2(null, fd)
             os.close(null)
         self.failed = True
+
+
+def _widen(fd: int) -> None:
+    """Let a pipe hold PIPE_BYTES (Linux; elsewhere, or past the system's limit, it keeps its
+    size): a frame of a batch, ~55 kB, then goes in one write, and answers pile up unread."""
+    import fcntl  # POSIX only, as the process is (flusher.py)
+
+    with contextlib.suppress(AttributeError, OSError):  # F_SETPIPE_SZ: Linux
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 _LIVE: weakref.WeakSet[EncoderProcess] = weakref.WeakSet()

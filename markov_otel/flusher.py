@@ -45,13 +45,24 @@ FIELDS = 3
 START_BATCHES = 8
 """Batches taken in one cycle that start the encoder process (encoder_process: auto): the
 flusher lags behind a tight loop whose GIL it shares."""
-IN_FLIGHT = 2
-"""Batches handed to the encoder process and not yet answered (one encoding, one waiting)."""
+IN_FLIGHT = 16
+"""Batches handed to the encoder process and not yet answered. Many: the flusher waits for an
+answer only now and then, and then finds several (each wait lets the training thread take the
+GIL, which the flusher must then wait for: with 2, a tight loop outran the flusher)."""
+IN_FLIGHT_BYTES = 2 << 20
+"""Frame bytes in flight likewise (a batch of 1000 4-float records is ~55 kB), so batches of
+wide records stay few in memory; two are always let in flight."""
 ANSWER_TIMEOUT = 5.0
 """Seconds the encoder process has to take or answer a batch before it is dropped."""
 
 MAX_UNWRITTEN_BYTES = 64 << 20
 """Encoded batches kept in memory while the disk refuses them, before the flusher pauses."""
+
+
+def in_flight_full(batches: int, size: int) -> bool:
+    """Whether the flusher reads an answer before it hands over more: past IN_FLIGHT batches
+    or IN_FLIGHT_BYTES of frames in flight, though two batches may always be."""
+    return batches > 2 and (batches > IN_FLIGHT or size > IN_FLIGHT_BYTES)
 
 
 class Flusher:
@@ -86,7 +97,8 @@ class Flusher:
         self._cut_to: int | None = None  # a dropped process's unanswered tail starts here
         self._process: EncoderProcess | None = None
         self._process_dropped = False
-        self._handed: deque[tuple[int, Batch]] = deque()  # handed over, not yet answered
+        self._handed: deque[tuple[int, Batch, int]] = deque()  # handed over, not answered
+        self._handed_bytes = 0  # their frames' bytes
         self._seq = 0
         self._unwritten: deque[tuple[bytes, int]] = deque()
         self._unwritten_bytes = 0
@@ -114,7 +126,7 @@ class Flusher:
     def backlog(self) -> int:
         """Points not yet on disk: those of buffered records and of unwritten batches."""
         buffered = sum(map(len, list(self._buffer)[2::FIELDS]))
-        handed = sum(sum(map(len, batch[2])) for _seq, batch in list(self._handed))
+        handed = sum(sum(map(len, batch[2])) for _seq, batch, _size in list(self._handed))
         return buffered + handed + sum(points for _data, points in list(self._unwritten))
 
     def stop(self, timeout: float) -> bool:
@@ -248,17 +260,20 @@ class Flusher:
         """Give the process one batch (kept until answered: whatever fails, it is not lost)."""
         first = not self._handed
         self._seq += 1
-        self._handed.append((self._seq, batch))
+        self._handed.append((self._seq, batch, 0))
         try:
             if first:  # all answered and written: the file ends where the process starts
                 self._answered_end = os.stat(self._metrics_file).st_size  # type: ignore[arg-type]
         except OSError as exc:
             self._drop_process(f"the metrics file: {exc}")
             return
-        if not process.send(self._seq, batch, self._max_bytes, self._series, self._patience()):
+        size = process.send(self._seq, batch, self._max_bytes, self._series, self._patience())
+        if not size:
             self._drop_process("it did not take a batch")
             return
-        while len(self._handed) > IN_FLIGHT and self._process is not None:
+        self._handed[-1] = (self._seq, batch, size)
+        self._handed_bytes += size
+        while self._process is not None and in_flight_full(len(self._handed), self._handed_bytes):
             self._answer()
 
     def _answer(self) -> None:
@@ -269,12 +284,13 @@ class Flusher:
             self._drop_process("")
             return
         reply = process.receive(self._patience())
-        seq, (_times, steps, values, _resource) = self._handed[0]
+        seq, (_times, steps, values, _resource), size = self._handed[0]
         if reply is None or reply[0] != seq:
             why = f"it could not write: {process.error}" if process.error else "no answer"
             self._drop_process(why if reply is None else f"it answered batch {reply[0]!r}")
             return
         self._handed.popleft()
+        self._handed_bytes -= size
         _seq, line_points, grouped, self._answered_end = reply
         points = sum(line_points)
         self._view.counts["recorded"] += points
@@ -297,6 +313,7 @@ class Flusher:
                 )  # fmt: skip
         while self._handed:
             self._encode_here(self._handed.popleft()[1])
+        self._handed_bytes = 0
 
     def _patience(self) -> float:
         """How long the encoder process may take: ANSWER_TIMEOUT, less once stop() is near its
