@@ -1,15 +1,16 @@
 """The PostgreSQL store (psycopg 3): the shared SQL of `sqlstore.py`, points loaded with COPY.
 
-Points go in by binary COPY, each row packed by one `struct` call (a C loop over the columns by
-`map`): a row per point through psycopg's `write_row` cost ~4x as much Python time.
+Points go in by binary COPY. A series of finite points is packed a column at a time: a template
+row repeated, then each of its three varying fields packed as one big-endian column and laid in
+by strided slices (~70 ns a row; a `struct` pack per row took ~155, psycopg's `write_row` ~4x).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import repeat, starmap
+from itertools import starmap
 from typing import Any
 
 import psycopg
@@ -28,6 +29,9 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 # A finite point: (5 fields, 8, series_id, 8, step, 8, value, NULL value_text, 8, time).
 _FINITE_ROW = struct.Struct(">hiqiqidiiq")
+# Where its step, value and time start, in 2-byte units (each is at an even offset).
+_STEP_AT, _VALUE_AT, _TIME_AT = 9, 15, 23
+_ROW_UNITS = _FINITE_ROW.size // 2
 _TEXT_ROW_HEAD = struct.Struct(">hiqiqii")  # ... value NULL, then value_text's length
 _TEXT_ROW_TAIL = struct.Struct(">iq")
 # A bucket row (`_BUCKET_TYPES`): the usual one in one pack, any other a field at a time.
@@ -161,17 +165,24 @@ def _bucket_row(key: BucketKey, b: Bucket) -> bytes:
     return b"".join(parts)
 
 
+def _finite_rows(series_id: int, series: SeriesPoints) -> bytes:
+    """The rows of a series of finite points: the template row n times, then the step, value
+    and time columns, each packed at once, laid in 2 bytes at a time by strided slices."""
+    n = len(series)
+    rows = bytearray(_FINITE_ROW.pack(5, 8, series_id, 8, 0, 8, 0.0, -1, 8, 0) * n)
+    units = memoryview(rows).cast("H")
+    for at, kind, column in ((_STEP_AT, "q", series.steps), (_VALUE_AT, "d", series.values),
+                             (_TIME_AT, "q", series.times)):  # fmt: skip
+        packed = memoryview(struct.pack(f">{n}{kind}", *column)).cast("H")
+        for unit in range(4):
+            units[at + unit :: _ROW_UNITS] = packed[unit::4]
+    return bytes(rows)
+
+
 def _copy_rows(series_id: int, series: SeriesPoints) -> bytes:
     """The binary COPY rows of a series (points.py: value None where value_text holds it)."""
-    n = len(series)
     if series.texts is None:
-        # One pack per row over the columns; repeat() for what every row shares (each repeat is
-        # its own iterator: map advances every argument once a row).
-        columns: list[Iterable[Any]] = [
-            repeat(5, n), repeat(8, n), repeat(series_id, n), repeat(8, n), series.steps,
-            repeat(8, n), series.values, repeat(-1, n), repeat(8, n), series.times,
-        ]  # fmt: skip
-        return b"".join(map(_FINITE_ROW.pack, *columns))
+        return _finite_rows(series_id, series)
     rows = []
     for step, value, text, time_unix_nano in zip(
         series.steps, series.values, series.texts, series.times, strict=True
