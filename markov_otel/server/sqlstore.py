@@ -66,6 +66,8 @@ _INSERT_POINTS = "INSERT INTO points (series_id, step, value, value_text, time_u
 _ROW = "(?, ?, ?, ?, ?)"
 _ROWS_A_STATEMENT = 160
 _SERIES_ROW = "SELECT series_id FROM series WHERE recording_id = ? AND key = ?"
+_SERIES_ROWS = "SELECT key, series_id FROM series WHERE recording_id = ?"
+_KEYS_A_STATEMENT = 500  # SQLite before 3.32 takes at most 999 parameters
 # A series created by a batch: every point of it passes the batch's buckets, so they are complete.
 _NEW_SERIES = "INSERT INTO series (recording_id, key, buckets_ready) VALUES (?, ?, 1)"
 
@@ -227,16 +229,21 @@ class SqlStore(SeriesQueries):
         with self._lock:
             return self._fetch(self._cursor(), recording_id)
 
-    def _fetch(self, cur: Any, recording_id: str, lock: bool = False) -> dict[str, Any] | None:
+    def _fetch(
+        self, cur: Any, recording_id: str, lock: bool = False, keys: bool = True
+    ) -> dict[str, Any] | None:
+        """The recording's row, with its keys unless `keys` is False (a batch's own update)."""
         sql = _SELECT + " WHERE recording_id = ?" + (self.lock_clause if lock else "")
         row = self._run(cur, sql, [recording_id]).fetchone()
         if row is None:
             return None
         recording = _row_to_recording(row)
-        keys = self._run(
+        if not keys:
+            return recording
+        listed = self._run(
             cur, "SELECT key FROM series WHERE recording_id = ? ORDER BY key", [recording_id]
         )  # a key without points (a metric of no data points) is listed too, as before
-        recording["keys"] = [k for (k,) in keys.fetchall()]
+        recording["keys"] = [k for (k,) in listed.fetchall()]
         return recording
 
     def list_recordings(self, project_id: str | None = None) -> list[dict[str, Any]]:
@@ -267,8 +274,9 @@ class SqlStore(SeriesQueries):
     def _update(self, cur: Any, current: dict[str, Any], changes: dict[str, Any]) -> None:
         sets: dict[str, Any] = {}
         for name in JSON_FIELDS:
-            if changes.get(name):
-                sets[name] = json.dumps({**current[name], **changes[name]})
+            merged = {**current[name], **(changes.get(name) or {})}
+            if merged != current[name]:  # a batch mostly repeats them: no row version for that
+                sets[name] = json.dumps(merged)
         for name in ("status", "notes", *TIME_FIELDS):
             if name in changes and changes[name] != current[name]:
                 sets[name] = changes[name]
@@ -374,7 +382,7 @@ class SqlStore(SeriesQueries):
         A batch never moves a finished recording back to running (`next_status`), and sets a
         start or end time only where the recording has none.
         """
-        current = self._fetch(cur, recording_id)
+        current = self._fetch(cur, recording_id, keys=False)
         assert current is not None
         changes: dict[str, Any] = {}
         for name in ("hyper_parameters", "summary"):
@@ -411,15 +419,22 @@ class SqlStore(SeriesQueries):
         cur.executemany(self._sql(sql), [(n, stamp, rid) for rid, n in per_recording.items()])
 
     def _series_ids(self, cur: Any, names: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """The id of each series (recording id, key), created when new. Safe across processes:
-        the batch holds the lock of each of its recordings' rows."""
+        """The id of each series (recording id, key), created when new (in sorted order), the
+        known ones read in one statement a recording. Safe across processes: the batch holds
+        the lock of each of its recordings' rows."""
         ids: dict[tuple[str, str], int] = {}
-        for name in sorted(names):
-            row = self._run(cur, _SERIES_ROW, name).fetchone()
-            if row is None:
-                self._run(cur, _NEW_SERIES, name)
-                row = self._run(cur, _SERIES_ROW, name).fetchone()
-            ids[name] = int(row[0])
+        keys_of: dict[str, list[str]] = {}
+        for rid, key in sorted(names):
+            keys_of.setdefault(rid, []).append(key)
+        for rid, keys in keys_of.items():
+            for lo in range(0, len(keys), _KEYS_A_STATEMENT):
+                chunk = keys[lo : lo + _KEYS_A_STATEMENT]
+                sql = _SERIES_ROWS + f" AND key IN ({', '.join('?' * len(chunk))})"
+                for key, series_id in self._run(cur, sql, [rid, *chunk]).fetchall():
+                    ids[rid, key] = int(series_id)
+        for name in sorted(names - ids.keys()):
+            self._run(cur, _NEW_SERIES, name)
+            ids[name] = int(self._run(cur, _SERIES_ROW, name).fetchone()[0])
         return ids
 
 
