@@ -207,3 +207,23 @@ def test_a_metric_without_points_adds_no_key_in_either_encoding(server: Backend)
         assert post_metrics(server, body, **headers).status_code == 200
         recording = httpx.get(f"{server.url}/api/v1/recordings/{rid}", headers=server.headers)
         assert recording.json()["keys"] == ["loss"], encoding
+
+
+def test_a_batch_of_more_keys_than_one_lookup_takes_gets_every_series_once(
+    server: Backend,
+) -> None:
+    """1,200 keys in one body (series ids are looked up 500 keys a statement), posted twice
+    under new keys so the second finds every series made by the first: each key keeps its own
+    two points, and the recording lists each key once."""
+    rid = new_id()
+    keys = [f"k{i:04d}" for i in range(1200)]
+    for step in (0, 1):
+        points = [(key, step, float(i) + step, 1_700_000_000_000_000_000 + step) for i, key in
+                  enumerate(keys)]  # fmt: skip
+        answer = post_metrics(server, metrics_json_bytes(rid, points), **JSON)
+        assert answer.status_code == 200 and answer.json() == {}, answer.text
+    for i in (0, 499, 500, 999, 1000, 1199):
+        got = records(server, rid, keys[i])
+        assert [(r["step"], r["value"]) for r in got] == [(0, float(i)), (1, float(i) + 1)]
+    recording = httpx.get(f"{server.url}/api/v1/recordings/{rid}", headers=server.headers).json()
+    assert recording["keys"] == keys and recording["points"] == 2400
