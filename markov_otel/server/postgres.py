@@ -41,7 +41,8 @@ _INT8, _FLOAT8 = struct.Struct(">iq"), struct.Struct(">id")
 _NULL = _LENGTH.pack(-1)
 # A batch's buckets go by binary COPY into this session's staging table, then into point_buckets
 # by one INSERT … SELECT … ON CONFLICT: faster than one unnest() over arrays, which psycopg
-# formats in Python element by element. Its rows go at each commit (or rollback).
+# formats in Python element by element. Its rows go at each commit (or rollback). It is made
+# once a connection, outside any transaction (one made in a batch's would go with a rollback).
 _STAGE_BUCKETS = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS point_buckets_batch (LIKE point_buckets)"
     " ON COMMIT DELETE ROWS"
@@ -75,6 +76,7 @@ class PostgresStore(SqlStore):
             raise ConfigError(f"cannot connect to the PostgreSQL database at --db: {exc}") from exc
         self._sql_cache: dict[str, str] = {}
         self.create_schema()
+        self._conn.execute(_STAGE_BUCKETS)
 
     def _schema_lock(self, cur: Any) -> None:
         # Two servers starting at once on an older schema: one moves it over, the other waits.
@@ -90,6 +92,7 @@ class PostgresStore(SqlStore):
         """The connection, opened again if the database went away (the failed request got 500)."""
         if self._conn.broken or self._conn.closed:
             self._conn = psycopg.connect(self._url, autocommit=True)
+            self._conn.execute(_STAGE_BUCKETS)
         return self._conn
 
     @contextmanager
@@ -132,7 +135,6 @@ class PostgresStore(SqlStore):
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
         if not buckets:
             return
-        cur.execute(_STAGE_BUCKETS)
         copy_sql = f"COPY point_buckets_batch ({BUCKET_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         with cur.copy(copy_sql) as copy:
             copy.write(_COPY_HEADER)

@@ -13,7 +13,8 @@ from otlp_bodies import metrics_json_bytes, new_id, series
 
 @pytest.mark.postgres
 def test_backend_reconnects_after_the_database_drops_it(postgres_url: str, tmp_path: Path) -> None:
-    """After PostgreSQL terminates the backend's session, the next requests are served again."""
+    """After PostgreSQL terminates the backend's session, the next requests are served again,
+    a batch's points included (its new session has the bucket staging table too)."""
     server = Backend(tmp_path / "pg", db=postgres_url)
     try:
         rid = new_id()
@@ -31,5 +32,9 @@ def test_backend_reconnects_after_the_database_drops_it(postgres_url: str, tmp_p
         url = f"{server.url}/api/v1/recordings/{rid}/records"
         answers = [httpx.get(url, params={"key": "x"}, headers=server.headers) for _ in range(2)]
         assert answers[-1].status_code == 200 and len(answers[-1].json()) == 10
+        later = metrics_json_bytes(rid, [("x", 10 + i, float(i), 1) for i in range(10)])
+        assert httpx.post(server.url + "/v1/metrics", content=later, headers=headers).is_success
+        got = httpx.get(url, params={"key": "x"}, headers=server.headers).json()
+        assert [r["step"] for r in got] == list(range(20))
     finally:
         server.stop()
