@@ -3,10 +3,13 @@
 A tight training loop pays for the flusher's encoding (about 0.2 µs of GIL time a point)
 because both threads share one interpreter lock. Once the flusher lags behind such a loop
 (setting `encoder_process`: auto), it starts this process and hands it each batch as a pickle
-(~0.15 µs of the training process's GIL a record instead of ~0.9). The process encodes with the
+(~0.35 µs of the training process's CPU a record instead of ~0.9). The process encodes with the
 same code (`encode_lines`), appends the batch's lines to the run dir's metrics file in one write,
 and answers with the file's end offset. While batches are handed over, only this process writes
 that file; the flusher writes again once every batch is answered (the final batch at stop).
+Both pipes hold PIPE_BYTES, so many batches go over and their answers come back without the
+flusher blocking (flusher.IN_FLIGHT); the process starts the disk's writeback as it goes
+(`_Writeback`) and leaves without the interpreter's teardown at the end of its input.
 
 Nothing lost, nothing twice: if the process dies, stops answering or cannot write, the flusher
 kills it, cuts the file back to the end of the last batch answered (what follows is unanswered,
@@ -22,7 +25,7 @@ its keys and a column of values per key (`encoding.layout`), and `values` is Non
 floats pickles and unpickles about 2.5x faster than as many dicts, and is what the encoder
 takes anyway.
 From it: `("ready",)` once, then `(seq, [points of each line], runs, end offset)` per batch, in
-order, or `("error", seq, message)` before it exits.
+order, or `("error", seq, message)`, after which it reads its input till it ends and exits.
 """
 
 from __future__ import annotations
