@@ -311,10 +311,13 @@ class _Writeback:
         while self._due.wait():
             self._due.clear()
             try:
-                os.fdatasync(self._fd)
+                _datasync(self._fd)
             except OSError:
                 return  # the write path says what is wrong; this was only a head start
             self.synced += 1
+
+
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def _write(out: IO[bytes], message: Any) -> None:
