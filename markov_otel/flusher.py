@@ -97,8 +97,8 @@ class Flusher:
         self._cut_to: int | None = None  # a dropped process's unanswered tail starts here
         self._process: EncoderProcess | None = None
         self._process_dropped = False
-        self._handed: deque[tuple[int, Batch, int]] = deque()  # handed over, not answered
-        self._handed_bytes = 0  # their frames' bytes
+        # Handed over, not yet answered: (seq, batch, its frame's bytes).
+        self._handed: deque[tuple[int, Batch, int]] = deque()
         self._seq = 0
         self._unwritten: deque[tuple[bytes, int]] = deque()
         self._unwritten_bytes = 0
@@ -272,8 +272,9 @@ class Flusher:
             self._drop_process("it did not take a batch")
             return
         self._handed[-1] = (self._seq, batch, size)
-        self._handed_bytes += size
-        while self._process is not None and in_flight_full(len(self._handed), self._handed_bytes):
+        while self._process is not None and in_flight_full(
+            len(self._handed), sum(frame for _seq, _batch, frame in self._handed)
+        ):
             self._answer()
 
     def _answer(self) -> None:
@@ -284,13 +285,12 @@ class Flusher:
             self._drop_process("")
             return
         reply = process.receive(self._patience())
-        seq, (_times, steps, values, _resource), size = self._handed[0]
+        seq, (_times, steps, values, _resource), _size = self._handed[0]
         if reply is None or reply[0] != seq:
             why = f"it could not write: {process.error}" if process.error else "no answer"
             self._drop_process(why if reply is None else f"it answered batch {reply[0]!r}")
             return
         self._handed.popleft()
-        self._handed_bytes -= size
         _seq, line_points, grouped, self._answered_end = reply
         points = sum(line_points)
         self._view.counts["recorded"] += points
@@ -313,7 +313,6 @@ class Flusher:
                 )  # fmt: skip
         while self._handed:
             self._encode_here(self._handed.popleft()[1])
-        self._handed_bytes = 0
 
     def _patience(self) -> float:
         """How long the encoder process may take: ANSWER_TIMEOUT, less once stop() is near its

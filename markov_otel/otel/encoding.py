@@ -266,6 +266,9 @@ def encode_lines(
     """A batch as one spool line (newline included) and its points, or as several lines when
     one would pass `max_bytes` (records cut in parts, or one wide record's keys). `values`
     may be None when `split` holds them (`encode_columns`)."""
+    if grouped is None:  # the split decides how a line too big is cut: always known here
+        assert values is not None
+        grouped, split = layout(values)
     line, points = encoder.encode_columns(times, steps, values, resource, grouped, split)
     if len(line) < max_bytes or points <= 1:
         return [(line, points)]
