@@ -6,6 +6,11 @@ Every figure is a ratio against a baseline measured in this same process: the co
 `list.append` of the same dict (the floor for "keep a record"), and four `Gauge.set` calls of
 the OTel SDK (what calling SDK instruments per record would cost). Not a test: nothing here
 asserts a time.
+
+Another tree (a baseline checkout) is measured from its own directory:
+    cd /tmp/base && PYTHONPATH=/tmp/base python /path/to/benchmarks/bench_record.py
+The encoder process starts as `python -m markov_otel.encoder_process`, which puts the working
+directory first on its path: started from this checkout, it would run this checkout's code.
 """
 
 from __future__ import annotations
