@@ -7,10 +7,9 @@ Every figure is a ratio against a baseline measured in this same process: the co
 the OTel SDK (what calling SDK instruments per record would cost). Not a test: nothing here
 asserts a time.
 
-Another tree (a baseline checkout) is measured from its own directory:
-    cd /tmp/base && PYTHONPATH=/tmp/base python /path/to/benchmarks/bench_record.py
-The encoder process starts as `python -m markov_otel.encoder_process`, which puts the working
-directory first on its path: started from this checkout, it would run this checkout's code.
+Another tree (a baseline checkout): PYTHONPATH=/tmp/base python benchmarks/bench_record.py. A
+tree that starts its encoder process with `python -m` (before `encoder_process.run`) runs the
+working directory's markov_otel there: run such a tree from its own directory (cd /tmp/base).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class EncoderProcess:
 
     def __init__(self, metrics_file: Path, tag_rank: int | None) -> None:
         rank = "" if tag_rank is None else str(tag_rank)
-        args = [sys.executable, "-m", "markov_otel.encoder_process", str(metrics_file), rank]
+        args = [sys.executable, "-c", _START, _PACKAGE_ROOT, str(metrics_file), rank]
         # A session of its own: Ctrl-C at the terminal is the training process's to handle.
         self._proc = subprocess.Popen(
             args,
@@ -335,9 +335,22 @@ def _read_frame(inp: IO[bytes]) -> Any:
     return pickle.loads(payload) if len(payload) == size else None
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The process's entry: `main`, then out at once. Every answer is flushed and the kernel
+    closes the file; the interpreter's own teardown (the modules `markov_otel` imports) took
+    ~40 ms, which stop() waited for."""
     with contextlib.suppress(BrokenPipeError):  # the training process is gone
         main()
-    # Out at once: every answer is flushed and the kernel closes the file. The interpreter's
-    # own teardown (the modules `markov_otel` imports) took ~40 ms, which stop() waited for.
     os._exit(0)
+
+
+# The process imports markov_otel from where this one did: `python -m` would put the working
+# directory first, where another markov_otel (a checkout, another version) may be.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_START = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from markov_otel.encoder_process import run; run()"
+)
+
+if __name__ == "__main__":
+    run()

@@ -215,6 +215,23 @@ def test_the_encoder_process_imports_neither_the_recorder_nor_the_otel_sdk() -> 
     assert done.stdout.strip() == "[]"
 
 
+def test_the_process_runs_this_markov_otel_whatever_the_working_directory_holds(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A training script started where another `markov_otel` lies (a checkout, another
+    version): the process still imports the one the recorder runs on, and takes the batches."""
+    decoy = tmp_path / "elsewhere" / "markov_otel"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the markov_otel of the cwd')\n")
+    monkeypatch.chdir(decoy.parent)
+    rec = recorder("always", monkeypatch)
+    with rec:
+        for i in range(5000):
+            rec.add_record({"i": float(i)})
+    assert rec._flusher._seq > 0 and not rec._flusher._process_dropped
+    assert len(points(isolated / rec.recording_id)) == 5000
+
+
 def test_a_tight_loop_starts_the_process_by_itself(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -274,12 +291,13 @@ def test_a_process_that_cannot_start_leaves_the_flusher_encoding_quietly(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An interpreter that cannot import markov_otel (a shadowing package on its PYTHONPATH)
-    ends at once: every record is stored by the flusher, and nothing is said."""
-    shadow = tmp_path / "shadow" / "markov_otel"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('not this one')\n")
-    monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
+    """An interpreter that cannot start (a broken environment: here a sitecustomize on its
+    PYTHONPATH that exits at once) ends before a word: every record is stored by the flusher,
+    and nothing is said."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text("import os\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken))
     rec = recorder("always", monkeypatch, batch_size=100)
     with rec:
         for i in range(20_000):
