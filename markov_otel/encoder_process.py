@@ -67,7 +67,7 @@ class EncoderProcess:
 
     def __init__(self, metrics_file: Path, tag_rank: int | None) -> None:
         rank = "" if tag_rank is None else str(tag_rank)
-        args = [sys.executable, "-c", _START, _PACKAGE_ROOT, str(metrics_file), rank]
+        args = [sys.executable, "-c", _START, _PACKAGE_DIR, str(metrics_file), rank]
         # A session of its own: Ctrl-C at the terminal is the training process's to handle.
         self._proc = subprocess.Popen(
             args,
@@ -344,11 +344,15 @@ def run() -> None:
     os._exit(0)
 
 
-# The process imports markov_otel from where this one did: `python -m` would put the working
-# directory first, where another markov_otel (a checkout, another version) may be.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# The process loads this very markov_otel package by its location (`python -m` would take the
+# working directory's first, where another one may lie), and only it: its directory is not put
+# on sys.path, where what lies beside it (site-packages, a checkout) could shadow the stdlib.
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _START = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "import sys, importlib.util as u; d = sys.argv.pop(1); "
+    "s = u.spec_from_file_location('markov_otel', d + '/__init__.py', "
+    "submodule_search_locations=[d]); "
+    "m = sys.modules['markov_otel'] = u.module_from_spec(s); s.loader.exec_module(m); "
     "from markov_otel.encoder_process import run; run()"
 )
 

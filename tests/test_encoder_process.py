@@ -500,3 +500,28 @@ def test_a_batch_encodes_to_the_same_bytes_from_its_columns_as_from_its_records(
     assert encode_lines(MetricsEncoder(), times, steps, values, "[]", max_bytes, grouped,
                         split) == by_flusher  # fmt: skip
     assert sum(points for _line, points in by_flusher) == sum(map(len, values))
+
+
+def test_the_process_loads_its_package_without_letting_its_neighbours_shadow_the_stdlib(
+    tmp_path: Path,
+) -> None:
+    """The start command loads the markov_otel package it is given by its location: a module
+    lying beside that package (here a `json.py`, as site-packages or a checkout may hold one)
+    does not shadow the stdlib in the process, and the package's own modules are the ones run."""
+    from markov_otel.encoder_process import _START
+
+    package = tmp_path / "root" / "markov_otel"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "encoder_process.py").write_text(
+        "def run():\n    import json\n    print(__file__, json.__file__)\n"
+    )
+    (tmp_path / "root" / "json.py").write_text("raise SystemExit('the json beside markov_otel')\n")
+    done = subprocess.run(
+        [sys.executable, "-c", _START, str(package)],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ran, json_file = done.stdout.split()
+    assert Path(ran) == package / "encoder_process.py"
+    assert Path(json_file).parent.name != "root"
