@@ -109,10 +109,10 @@ def flusher_throughput(records: int, base: Path) -> tuple[float, float]:
     the GIL, so the training thread runs meanwhile)."""
     from collections import deque
 
-    from markov_otel.flusher import Flusher
     from markov_otel.otel.providers import AggregatedView
     from markov_otel.rules import DEFAULT_MAX_BATCH_BYTES
-    from markov_otel.spool import Spool
+    from markov_otel.shipping.flusher import Flusher
+    from markov_otel.shipping.spool import Spool
 
     spool = Spool(base / "flusher-bench")
     spool.create()
@@ -199,7 +199,7 @@ def _children_cpu_ns() -> float:
 def step_allocation(calls: int) -> tuple[float, float]:
     """ns per default step: `previous + 1` kept in an attribute (not thread-safe) against
     next() of the recorder's step iterator (atomic under the GIL)."""
-    from markov_otel.recorder import _default_steps
+    from markov_otel.recording.recorder import _default_steps
 
     class Holder:
         step = -1

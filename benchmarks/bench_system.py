@@ -22,7 +22,7 @@ from bench_record import timed_calls
 
 from markov_otel import ExperimentRecorder, RecordingMode
 from markov_otel.otel.series import SeriesTable
-from markov_otel.system_metrics import DEFAULT_INTERVAL, SystemSampler
+from markov_otel.recording.system_metrics import DEFAULT_INTERVAL, SystemSampler
 
 FAST = 0.1  # seconds between samples in this benchmark: 100x the default rate
 

@@ -39,9 +39,9 @@ from backend_fixture import Backend, online_recorder  # noqa: E402  (tests/ is n
 from flaky_proxy import FlakyProxy  # noqa: E402
 
 from markov_otel import ExperimentRecorder, RecordingMode  # noqa: E402
-from markov_otel.cli import main as mkv  # noqa: E402
-from markov_otel.runs import points  # noqa: E402
-from markov_otel.spool import Spool  # noqa: E402
+from markov_otel.cli.main import main as mkv  # noqa: E402
+from markov_otel.shipping.runs import points  # noqa: E402
+from markov_otel.shipping.spool import Spool  # noqa: E402
 
 CHILD = REPO / "tests" / "recording_child.py"
 KEYS = ("loss", "acc")

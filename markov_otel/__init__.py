@@ -16,25 +16,25 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from markov_otel.alerts import AlertReader, BinaryOperation, ExperimentAlertCondition
-    from markov_otel.arguments import ModelClass
     from markov_otel.config import RecordingMode
     from markov_otel.errors import BackendError, ConfigError, MarkovError, RecorderStateError
-    from markov_otel.recorder import ExperimentRecorder
-    from markov_otel.summary import ExperimentSummary
+    from markov_otel.recording.alerts import AlertReader, BinaryOperation, ExperimentAlertCondition
+    from markov_otel.recording.arguments import ModelClass
+    from markov_otel.recording.recorder import ExperimentRecorder
+    from markov_otel.recording.summary import ExperimentSummary
 
 _WHERE = {
-    "AlertReader": "markov_otel.alerts",
-    "BinaryOperation": "markov_otel.alerts",
-    "ExperimentAlertCondition": "markov_otel.alerts",
-    "ModelClass": "markov_otel.arguments",
+    "AlertReader": "markov_otel.recording.alerts",
+    "BinaryOperation": "markov_otel.recording.alerts",
+    "ExperimentAlertCondition": "markov_otel.recording.alerts",
+    "ModelClass": "markov_otel.recording.arguments",
     "RecordingMode": "markov_otel.config",
     "BackendError": "markov_otel.errors",
     "ConfigError": "markov_otel.errors",
     "MarkovError": "markov_otel.errors",
     "RecorderStateError": "markov_otel.errors",
-    "ExperimentRecorder": "markov_otel.recorder",
-    "ExperimentSummary": "markov_otel.summary",
+    "ExperimentRecorder": "markov_otel.recording.recorder",
+    "ExperimentSummary": "markov_otel.recording.summary",
 }
 
 __all__ = [

@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from markov_otel import runs as local
 from markov_otel.config import Settings
 from markov_otel.errors import BackendError, ConfigError
 from markov_otel.rules import flatten_params
-from markov_otel.spool import check_run_id
+from markov_otel.shipping import runs as local
+from markov_otel.shipping.spool import check_run_id
 
 Source = str | os.PathLike[str] | None
 
@@ -161,7 +161,7 @@ def _is_url(source: Source) -> bool:
 
 def _get(base: str, path: str, params: dict[str, str] | None = None) -> Any:
     """One GET on the backend with the configured API key; our errors, not requests'."""
-    from markov_otel.transport import BackendClient, Refused, Retry, Target
+    from markov_otel.shipping.transport import BackendClient, Refused, Retry, Target
 
     settings = Settings.resolve({"endpoint": base})
     client = BackendClient(Target.markov(settings), 60.0)

@@ -19,9 +19,9 @@ from markov_otel import (
     ExperimentRecorder,
     RecordingMode,
 )
-from markov_otel.alerts import AlertRules
-from markov_otel.cli import main
-from markov_otel.notices import AlertNotices, WebhookNotifier
+from markov_otel.cli.main import main
+from markov_otel.recording.alerts import AlertRules
+from markov_otel.recording.notices import AlertNotices, WebhookNotifier
 
 LOSS_LOW = ExperimentAlertCondition("loss", BinaryOperation.LESS_THAN, 0.25)
 T0_NS = 1_700_000_000 * 10**9  # the record time of step 0

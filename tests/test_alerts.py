@@ -23,7 +23,7 @@ from markov_otel import (
     ExperimentRecorder,
     RecordingMode,
 )
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 LT = BinaryOperation.LESS_THAN
 
@@ -270,7 +270,8 @@ def test_alert_reader_on_app_meter_provider() -> None:
 
 
 def test_alert_reader_on_app_counter(caplog: pytest.LogCaptureFixture) -> None:
-    """AlertReader sees cumulative sums too, and logs each firing through markov_otel.alerts."""
+    """AlertReader sees cumulative sums too, and logs each firing through
+    markov_otel.recording.alerts."""
     reader = AlertReader(
         [(ExperimentAlertCondition("errors", BinaryOperation.GREATER_THAN_OR_EQUAL, 3), "errs")],
         interval_seconds=3600,
@@ -278,14 +279,16 @@ def test_alert_reader_on_app_counter(caplog: pytest.LogCaptureFixture) -> None:
     provider = MeterProvider(metric_readers=[reader])
     try:
         counter = provider.get_meter("app").create_counter("errors")
-        with caplog.at_level(logging.WARNING, logger="markov_otel.alerts"):
+        with caplog.at_level(logging.WARNING, logger="markov_otel.recording.alerts"):
             for _ in range(5):
                 counter.add(1)
                 reader.collect()
     finally:
         provider.shutdown()
     assert [f.value for f in reader.firings] == [3]
-    assert any("errs" in r.getMessage() for r in caplog.records if r.name == "markov_otel.alerts")
+    assert any(
+        "errs" in r.getMessage() for r in caplog.records if r.name == "markov_otel.recording.alerts"
+    )
 
 
 def test_alert_reader_fires_into_a_recording(isolated: Path) -> None:

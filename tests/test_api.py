@@ -21,7 +21,7 @@ from markov_otel import (
     RecorderStateError,
     RecordingMode,
 )
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 OFFLINE = RecordingMode.OFFLINE
 

@@ -27,8 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from otlp_files import points, recording
 
-from markov_otel import ConfigError, ExperimentRecorder, RecordingMode, runs, values
-from markov_otel.spool import Spool
+from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
+from markov_otel.recording import values
+from markov_otel.shipping import runs
+from markov_otel.shipping.spool import Spool
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 MB = 1_000_000

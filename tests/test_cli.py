@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from markov_otel import ExperimentAlertCondition, ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

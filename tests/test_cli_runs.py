@@ -18,7 +18,7 @@ import pytest
 from backend_fixture import Backend
 
 from markov_otel import ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 CHILD = Path(__file__).with_name("recording_child.py")
 
@@ -122,7 +122,7 @@ def test_show_aligns_values_past_the_longest_key_of_a_section(
 ) -> None:
     """Keys longer than the old 24-character column (and one past SHOW_KEY_WIDTH) still leave
     every value of their section in one column, or one space after a very long key."""
-    from markov_otel.cli import SHOW_KEY_WIDTH
+    from markov_otel.cli.main import SHOW_KEY_WIDTH
 
     long_key, huge_key = "optimizer.param_groups.0.weight_decay", "h" * (SHOW_KEY_WIDTH + 5)
     recorder = ExperimentRecorder("wide", recording_mode=RecordingMode.OFFLINE)

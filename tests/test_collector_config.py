@@ -1,6 +1,7 @@
 """collector-config/ and docker-compose.yml, checked without Docker.
 
-The names and ports here must agree with the code (markov_otel/config.py, markov_otel/spool.py)
+The names and ports here must agree with the code (markov_otel/config.py,
+markov_otel/shipping/spool.py)
 and with docs/protocol.md's "Telemetry names" table; the table is parsed from the markdown so a
 change on either side fails here. Needs PyYAML; the promtool check needs Debian's prometheus.
 """
@@ -383,11 +384,12 @@ def serve_defaults() -> dict[str, int | None]:
     """The backend's port as each place in the code defaults it."""
     import inspect
 
-    from markov_otel import cli, config
+    from markov_otel import config
+    from markov_otel.cli import main
     from markov_otel.server import __main__ as server_main
     from markov_otel.server import runner
 
-    mkv_serve = cli.build_parser().parse_args(["serve"]).port
+    mkv_serve = main.build_parser().parse_args(["serve"]).port
     return {
         "config.DEFAULT_ENDPOINT": urlsplit(config.DEFAULT_ENDPOINT).port,
         "mkv serve --port": mkv_serve,
@@ -496,7 +498,7 @@ def test_otlpjsonfile_receivers_replay_from_the_beginning_with_offsets() -> None
 
 def test_otlpjsonfile_include_matches_the_run_dir_layout(tmp_path: Path) -> None:
     """Each signal's include glob picks exactly <recording_id>/<signal>.jsonl from a run dir."""
-    spool = module_constants("markov_otel/spool.py")
+    spool = module_constants("markov_otel/shipping/spool.py")
     signals = spool.get("SIGNALS", ("metrics", "traces", "logs"))
     default_dir = module_constants("markov_otel/config.py").get("DEFAULT_DIR", "markov-runs")
     runs = tmp_path / default_dir

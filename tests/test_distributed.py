@@ -20,8 +20,8 @@ from otlp_files import attributes, resources, spans
 from test_system_metrics import DEFAULT_KEYS
 
 from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
-from markov_otel.distributed import Launch, from_environment, run_dir_name
+from markov_otel.cli.main import main
+from markov_otel.recording.distributed import Launch, from_environment, run_dir_name
 
 HERE = Path(__file__).resolve().parent
 TORCHRUN = {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "job-1234"}

@@ -21,9 +21,10 @@ import child_process
 import pytest
 from otlp_files import last_resource, lines, points, recording
 
-from markov_otel import ConfigError, ExperimentRecorder, RecordingMode, runs
-from markov_otel.recorder import MAX_BUFFERED
-from markov_otel.spool import Spool
+from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
+from markov_otel.recording.recorder import MAX_BUFFERED
+from markov_otel.shipping import runs
+from markov_otel.shipping.spool import Spool
 
 INT64_MAX = 2**63 - 1
 

@@ -25,9 +25,10 @@ import pytest
 from backend_fixture import Backend, online_recorder
 from flaky_proxy import FlakyProxy
 
-from markov_otel import ExperimentRecorder, RecordingMode, runs
-from markov_otel.cli import main
-from markov_otel.spool import Spool
+from markov_otel import ExperimentRecorder, RecordingMode
+from markov_otel.cli.main import main
+from markov_otel.shipping import runs
+from markov_otel.shipping.spool import Spool
 
 CHILD = Path(__file__).with_name("recording_child.py")
 

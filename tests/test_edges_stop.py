@@ -16,8 +16,8 @@ import child_process
 import pytest
 from otlp_files import last_resource, recording
 
-from markov_otel import runs
-from markov_otel.spool import Spool
+from markov_otel.shipping import runs
+from markov_otel.shipping.spool import Spool
 
 N = 300_000  # records of four keys: 1.2M points
 

@@ -1,5 +1,5 @@
-"""The encoder process (markov_otel/encoder_process.py): the same points as the flusher alone,
-nothing lost or doubled when it is killed or stops answering, and no process left behind."""
+"""The encoder process (markov_otel/shipping/encoder_process.py): the same points as the flusher
+alone, nothing lost or doubled when it is killed or stops answering, and no process left behind."""
 
 from __future__ import annotations
 
@@ -207,9 +207,10 @@ def test_the_encoder_process_imports_neither_the_recorder_nor_the_otel_sdk() -> 
     """The process imports what encoding needs: markov_otel's public names load on first use,
     so the recorder, the OTel SDK and requests stay out, and the process is ready in ~50 ms
     rather than ~220 (a tight loop's records pile up until it is)."""
-    heavy = ("markov_otel.recorder", "opentelemetry.sdk", "requests")
+    heavy = ("markov_otel.recording.recorder", "opentelemetry.sdk", "requests")
     code = (
-        f"import sys, markov_otel.encoder_process; print([m for m in {heavy} if m in sys.modules])"
+        "import sys, markov_otel.shipping.encoder_process; "
+        f"print([m for m in {heavy} if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -280,7 +281,7 @@ def _encoders_of(parent: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == parent and b"markov_otel.encoder_process" in cmdline:
+        if int(stat[1]) == parent and b"markov_otel.shipping.encoder_process" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -414,7 +415,7 @@ def test_records_with_their_keys_in_another_order_keep_each_value_under_its_key(
 def test_the_process_starts_the_disks_writeback_every_writeback_bytes(tmp_path: Path) -> None:
     """`_Writeback` asks for an fdatasync once WRITEBACK_BYTES were appended since the last,
     and its thread does it; below that, nothing is asked."""
-    from markov_otel.encoder_process import WRITEBACK_BYTES, _Writeback
+    from markov_otel.shipping.encoder_process import WRITEBACK_BYTES, _Writeback
 
     fd = os.open(tmp_path / "metrics", os.O_WRONLY | os.O_CREAT)
     try:
@@ -434,7 +435,7 @@ def test_a_stalled_process_is_handed_at_most_in_flight_batches(
     """SIGSTOP the process: the flusher hands batches over until IN_FLIGHT of them wait
     unanswered, then waits for an answer and hands over no more; once it drops the process,
     every record is stored once."""
-    from markov_otel.flusher import IN_FLIGHT
+    from markov_otel.shipping.flusher import IN_FLIGHT
 
     n = 4000
     rec = recorder("always", monkeypatch, batch_size=100)
@@ -458,7 +459,7 @@ def test_batches_in_flight_are_bounded_in_number_and_in_bytes_though_two_always_
     """in_flight_full: 16 small frames may wait for answers, but only as many wide ones as fit
     in IN_FLIGHT_BYTES (records of 300 floats make ~2.7 MB frames), and two whatever their
     size (the process encodes one while the next waits)."""
-    from markov_otel.flusher import IN_FLIGHT, IN_FLIGHT_BYTES, in_flight_full
+    from markov_otel.shipping.flusher import IN_FLIGHT, IN_FLIGHT_BYTES, in_flight_full
 
     small, wide = 55_000, 2_700_000
     assert not in_flight_full(IN_FLIGHT, IN_FLIGHT * small)
@@ -508,7 +509,7 @@ def test_the_process_loads_its_package_without_letting_its_neighbours_shadow_the
     """The start command loads the markov_otel package it is given by its location: a module
     lying beside that package (here a `json.py`, as site-packages or a checkout may hold one)
     does not shadow the stdlib in the process, and the package's own modules are the ones run."""
-    from markov_otel.encoder_process import _START
+    from markov_otel.shipping.encoder_process import _START
 
     package = tmp_path / "root" / "markov_otel"
     package.mkdir(parents=True)

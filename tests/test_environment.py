@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from markov_otel.environment import (
+from markov_otel.environments.capture import (
     capture,
     conda_environment_text,
     requirements_text,
     write_conda_environment_file,
     write_requirements_file,
 )
+from markov_otel.environments.rebuild import create_conda_environment, create_virtualenv, find_conda
 from markov_otel.errors import ConfigError, MarkovError
-from markov_otel.rebuild import create_conda_environment, create_virtualenv, find_conda
 
 GIT_ID = ["-c", "user.email=test@example.invalid", "-c", "user.name=Test"]
 

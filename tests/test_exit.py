@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from otlp_files import last_resource, points, recording
 
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 
 def python(script: str, **kwargs: object) -> subprocess.Popen[str]:

@@ -14,9 +14,9 @@ from backend_fixture import Backend, dead_endpoint, online_recorder
 from flaky_proxy import FlakyProxy
 
 from markov_otel import ExperimentRecorder
-from markov_otel.cli import main
-from markov_otel.runs import unsent_lines
-from markov_otel.spool import Spool
+from markov_otel.cli.main import main
+from markov_otel.shipping.runs import unsent_lines
+from markov_otel.shipping.spool import Spool
 
 KEYS = ("loss", "accuracy")
 SLACK = 0.5  # the spec: stop() returns within sync_data_timeout + 0.5 s

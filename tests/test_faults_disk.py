@@ -15,8 +15,8 @@ import pytest
 
 from markov_otel import ExperimentRecorder, RecordingMode
 from markov_otel.errors import ConfigError
-from markov_otel.runs import points
-from markov_otel.spool import Spool
+from markov_otel.shipping.runs import points
+from markov_otel.shipping.spool import Spool
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

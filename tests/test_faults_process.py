@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from markov_otel import ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 from markov_otel.errors import RecorderStateError
-from markov_otel.runs import points
-from markov_otel.spool import Spool
+from markov_otel.shipping.runs import points
+from markov_otel.shipping.spool import Spool
 
 KEYS = ("loss", "acc")
 FORK_WARNING = "ignore:This process .* is multi-threaded:DeprecationWarning"

@@ -18,11 +18,11 @@ from backend_fixture import Backend, dead_endpoint, online_recorder
 from flaky_proxy import FlakyProxy
 
 from markov_otel import ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 from markov_otel.config import DEFAULT_ENDPOINT
-from markov_otel.runs import unsent_lines
-from markov_otel.sender import GIVE_UP_UNREACHABLE
-from markov_otel.spool import Spool
+from markov_otel.shipping.runs import unsent_lines
+from markov_otel.shipping.sender import GIVE_UP_UNREACHABLE
+from markov_otel.shipping.spool import Spool
 
 # The seed's docstring example, 100 points, twice in one process (a tiny sweep).
 SEED = textwrap.dedent(

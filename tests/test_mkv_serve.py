@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from markov_otel import ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 
 def test_mkv_serve_takes_an_online_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ import pytest
 from backend_fixture import Backend, online_recorder
 
 from markov_otel import ExperimentRecorder, RecordingMode, read
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 INF = float("inf")
 # step -> record; loss carries NaN and both infinities, val/loss only every other step.
@@ -239,7 +239,7 @@ def test_missing_optional_packages_are_named(exported: ExperimentRecorder) -> No
     assert "markov-otel[pandas]" in result.stdout, result.stderr
     no_pyarrow = (
         "import sys; sys.modules['pyarrow'] = None\n"
-        "from markov_otel.cli import main\n"
+        "from markov_otel.cli.main import main\n"
         f"sys.exit(main(['export', {exported.recording_id!r}, '--format', 'parquet', "
         "'-o', 'x.parquet']))\n"
     )

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from markov_otel import ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 
 
 def _wait_for(path: Path, seconds: float = 30) -> None:

@@ -36,7 +36,7 @@ from otlp_files import closed_port, points
 from requests import certs
 
 from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
-from markov_otel.cli import main as mkv
+from markov_otel.cli.main import main as mkv
 from markov_otel.config import Settings
 from markov_otel.server import create_app
 

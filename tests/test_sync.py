@@ -9,9 +9,9 @@ import requests
 from flaky_proxy import FlakyProxy
 
 from markov_otel import ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
-from markov_otel.runs import open_run, unsent_lines
-from markov_otel.spool import Spool
+from markov_otel.cli.main import main
+from markov_otel.shipping.runs import open_run, unsent_lines
+from markov_otel.shipping.spool import Spool
 
 N = 1000
 KEYS = ("loss", "accuracy")

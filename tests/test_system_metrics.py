@@ -17,11 +17,15 @@ import pytest
 from otlp_files import attributed_points as wire_points
 
 from markov_otel import ConfigError, ExperimentRecorder, RecordingMode
-from markov_otel.cli import main
+from markov_otel.cli.main import main
 from markov_otel.config import write_config_value
 from markov_otel.otel.encoding import MetricsEncoder
 from markov_otel.otel.series import SeriesTable
-from markov_otel.system_metrics import FINAL_SAMPLE_MIN_WINDOW, SYSTEM_PREFIXES, SystemSampler
+from markov_otel.recording.system_metrics import (
+    FINAL_SAMPLE_MIN_WINDOW,
+    SYSTEM_PREFIXES,
+    SystemSampler,
+)
 
 DEFAULT_KEYS = {
     "system.cpu.utilization/state.user",

@@ -618,7 +618,7 @@ def test_keys_that_look_like_code_are_recorded_as_text_by_the_learnt_shape(
 
 def test_nested_records_of_more_shapes_than_are_learnt_are_all_recorded(isolated: Path) -> None:
     """Past MAX_SHAPES learnt shapes, new ones take the slow path every time: all still kept."""
-    from markov_otel.recorder import MAX_SHAPES
+    from markov_otel.recording.recorder import MAX_SHAPES
 
     shapes = MAX_SHAPES + 50
     recorder = offline()

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from markov_otel.integrations.recording import Recording, missing_framework
-from markov_otel.recorder import ExperimentRecorder
+from markov_otel.recording.recorder import ExperimentRecorder
 
 try:
     import keras

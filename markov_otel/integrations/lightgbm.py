@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from markov_otel.integrations.recording import Recording, missing_framework
-from markov_otel.recorder import ExperimentRecorder
+from markov_otel.recording.recorder import ExperimentRecorder
 
 try:
     import lightgbm  # noqa: F401  # only to say at import time that it is missing

@@ -9,9 +9,9 @@ from typing import Any
 
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.integrations.params import plain_params
-from markov_otel.recorder import ExperimentRecorder
+from markov_otel.recording.recorder import ExperimentRecorder
+from markov_otel.recording.values import to_number
 from markov_otel.rules import check_key
-from markov_otel.values import to_number
 from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel.integrations")

@@ -40,7 +40,7 @@ from markov_otel import __version__
 from markov_otel.config import Settings
 from markov_otel.otel.encoding import lines_of, proto_to_otlp_json
 from markov_otel.otel.resource import experiment_attributes, series_attributes
-from markov_otel.spool import Spool
+from markov_otel.shipping.spool import Spool
 from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")

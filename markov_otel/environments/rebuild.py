@@ -1,6 +1,6 @@
 """Rebuilding a recorded environment: a virtualenv with pip, or a conda environment.
 
-Both take the environment dict that `environment.capture()` returns (environment.json). A package
+Both take the environment dict that `capture.capture()` returns (environment.json). A package
 pip cannot reinstall is skipped and reported once in `VenvReport.message` while the rest installs:
 pip runs once for everything; when it refuses, the package its error names is set aside and it
 runs again, and when no package is named it falls back to one pip run per package.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from markov_otel.environment import (
+from markov_otel.environments.capture import (
     python_minor,
     reinstall_problem,
     requirement_lines,

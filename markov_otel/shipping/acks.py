@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from markov_otel.config import redact_url
-from markov_otel.spool import ACKS_FILE, SIGNALS, Spool, SpoolLine
+from markov_otel.shipping.spool import ACKS_FILE, SIGNALS, Spool, SpoolLine
 
 
 def backend_key(url: str) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from markov_otel.display import duration, size, size_pair
+from markov_otel.cli.display import duration, size, size_pair
 
 REDRAW_EVERY = 0.1
 """Seconds between redraws: a fast sync of a million lines must not spend its time drawing."""

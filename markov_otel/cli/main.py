@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from markov_otel import display, environment, rebuild, runs
+from markov_otel.cli import display
+from markov_otel.cli.progress_bar import ProgressBar
 from markov_otel.config import (
     DEFAULT,
     ENV,
@@ -25,10 +26,11 @@ from markov_otel.config import (
     redact_url,
     write_config_value,
 )
+from markov_otel.environments import capture, rebuild
 from markov_otel.errors import ConfigError, MarkovError
-from markov_otel.progress_bar import ProgressBar
-from markov_otel.sender import Progress
-from markov_otel.spool import check_run_id, read_json
+from markov_otel.shipping import runs
+from markov_otel.shipping.sender import Progress
+from markov_otel.shipping.spool import check_run_id, read_json
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -400,7 +402,8 @@ def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from markov_otel import export, read
+    from markov_otel import read
+    from markov_otel.cli import export
 
     settings = _settings(args)
     if args.endpoint:
@@ -451,9 +454,9 @@ def cmd_env(args: argparse.Namespace) -> int:
     env = _recorded_environment(settings, run_id)
     if args.what == "requirements":
         if not args.path:  # to stdout: `mkv env requirements RUN > requirements.txt`
-            print(environment.requirements_text(env, recording_id=run_id), end="")
+            print(capture.requirements_text(env, recording_id=run_id), end="")
             return 0
-        path = environment.write_requirements_file(env, args.path, recording_id=run_id)
+        path = capture.write_requirements_file(env, args.path, recording_id=run_id)
         print(f"wrote {path}")
     elif args.what == "venv":
         report = rebuild.create_virtualenv(env, args.path or f"{run_id}_venv", progress=print)
@@ -472,7 +475,7 @@ def _recorded_environment(settings: Settings, run_id: str) -> dict[str, Any]:
     env = read_json(local) if local.is_file() else {}
     if env:
         return env
-    from markov_otel.transport import BackendClient, Refused, Retry, Target
+    from markov_otel.shipping.transport import BackendClient, Refused, Retry, Target
 
     client = BackendClient(Target.markov(settings), 30.0)
     try:

@@ -35,7 +35,7 @@ from urllib3.exceptions import NewConnectionError
 from markov_otel.config import Settings, redact_url
 from markov_otel.errors import ConfigError
 from markov_otel.otel.resource import iso_time
-from markov_otel.spool import ACKS_FILE, SIGNALS
+from markov_otel.shipping.spool import ACKS_FILE, SIGNALS
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 LINE_REFUSALS = frozenset({400, 413, 415, 422})

@@ -37,8 +37,8 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags,
 
 from markov_otel.errors import ConfigError
 from markov_otel.rules import ID_PATTERN
-from markov_otel.spool import check_run_id
-from markov_otel.transport import Target
+from markov_otel.shipping.spool import check_run_id
+from markov_otel.shipping.transport import Target
 
 log = logging.getLogger("markov_otel")
 

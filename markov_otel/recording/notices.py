@@ -21,12 +21,12 @@ from typing import Any, Protocol
 
 import requests
 
-from markov_otel.alerts import AlertFiring, ExperimentAlertCondition
 from markov_otel.config import DEFAULT_ALERT_COOLDOWN
+from markov_otel.recording.alerts import AlertFiring, ExperimentAlertCondition
 from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
-_webhook_log = logging.getLogger("markov_otel.alerts")
+_webhook_log = logging.getLogger("markov_otel.recording.alerts")
 
 _Key = tuple[ExperimentAlertCondition, str]
 

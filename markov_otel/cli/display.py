@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from markov_otel.runs import SyncState, Timing
+from markov_otel.shipping.runs import SyncState, Timing
 
 
 def local_time(seconds: float | None, *, precise: bool = False) -> str:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from markov_otel import distributed
-from markov_otel.acks import Acks, SetAside
 from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
-from markov_otel.sender import Progress, Sender
-from markov_otel.spool import SIGNALS, Spool, check_run_id, read_json
-from markov_otel.transport import Target, patch_body, registration_body
+from markov_otel.recording import distributed
+from markov_otel.shipping.acks import Acks, SetAside
+from markov_otel.shipping.sender import Progress, Sender
+from markov_otel.shipping.spool import SIGNALS, Spool, check_run_id, read_json
+from markov_otel.shipping.transport import Target, patch_body, registration_body
 
 _SYNC_QUEUE = {"register_batch_timeout": 30.0, "batch_processing_interval": 1.0}
 

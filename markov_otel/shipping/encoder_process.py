@@ -347,13 +347,13 @@ def run() -> None:
 # The process loads this very markov_otel package by its location (`python -m` would take the
 # working directory's first, where another one may lie), and only it: its directory is not put
 # on sys.path, where what lies beside it (site-packages, a checkout) could shadow the stdlib.
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)  # markov_otel/, above shipping/
 _START = (
     "import sys, importlib.util as u; d = sys.argv.pop(1); "
     "s = u.spec_from_file_location('markov_otel', d + '/__init__.py', "
     "submodule_search_locations=[d]); "
     "m = sys.modules['markov_otel'] = u.module_from_spec(s); s.loader.exec_module(m); "
-    "from markov_otel.encoder_process import run; run()"
+    "from markov_otel.shipping.encoder_process import run; run()"
 )
 
 if __name__ == "__main__":

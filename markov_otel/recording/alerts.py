@@ -29,7 +29,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from markov_otel.errors import ConfigError
 
-log = logging.getLogger("markov_otel.alerts")
+log = logging.getLogger("markov_otel.recording.alerts")
 
 
 class BinaryOperation(str, enum.Enum):
@@ -219,7 +219,7 @@ class AlertReader(PeriodicExportingMetricReader):
 
     ``MeterProvider(metric_readers=[AlertReader([(condition, "text")], recorder=recorder)])``:
     firings go into the recorder's run (log event, backend, webhook) when one is given, and to
-    ``on_alert`` and the ``markov_otel.alerts`` logger in any case.
+    ``on_alert`` and the ``markov_otel.recording.alerts`` logger in any case.
     """
 
     def __init__(

@@ -30,11 +30,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from markov_otel.acks import Acks
 from markov_otel.errors import BackendError
 from markov_otel.otel.encoding import split_metrics_line
-from markov_otel.spool import Spool, SpoolLine
-from markov_otel.transport import (
+from markov_otel.shipping.acks import Acks
+from markov_otel.shipping.spool import Spool, SpoolLine
+from markov_otel.shipping.transport import (
     LINE_REFUSALS,
     BackendClient,
     Refused,

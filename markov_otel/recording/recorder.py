@@ -28,23 +28,27 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from markov_otel import distributed, environment, process, rebuild
-from markov_otel.alerts import AlertFiring, AlertRules, ExperimentAlertCondition
-from markov_otel.arguments import (
+from markov_otel import process
+from markov_otel.config import RecordingMode, Settings, cooldown_seconds, redact_url
+from markov_otel.environments import capture, rebuild
+from markov_otel.errors import ConfigError, RecorderStateError
+from markov_otel.otel.encoding import attributes_json
+from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
+from markov_otel.otel.resource import experiment_attributes
+from markov_otel.otel.series import SeriesTable
+from markov_otel.recording import distributed
+from markov_otel.recording.alerts import AlertFiring, AlertRules, ExperimentAlertCondition
+from markov_otel.recording.arguments import (
     ModelClass,
     model_class_value,
     note_recording_locally,
     queue_config,
     recorder_settings,
 )
-from markov_otel.config import RecordingMode, Settings, cooldown_seconds, redact_url
-from markov_otel.errors import ConfigError, RecorderStateError
-from markov_otel.flusher import FIELDS, Flusher
-from markov_otel.notices import AlertNotices, WebhookNotifier
-from markov_otel.otel.encoding import attributes_json
-from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
-from markov_otel.otel.resource import experiment_attributes
-from markov_otel.otel.series import SeriesTable
+from markov_otel.recording.notices import AlertNotices, WebhookNotifier
+from markov_otel.recording.summary import ExperimentSummary
+from markov_otel.recording.system_metrics import SystemSampler
+from markov_otel.recording.values import PLAIN_TYPES, Flattener, normalize_record, shape_flattener
 from markov_otel.rules import (
     MAX_TEXT_BYTES,
     STEP_MAX,
@@ -54,12 +58,10 @@ from markov_otel.rules import (
     check_text,
     flatten_params,
 )
-from markov_otel.sender import Sender
-from markov_otel.spool import Spool, check_run_id, read_json, write_json_atomic
-from markov_otel.summary import ExperimentSummary
-from markov_otel.system_metrics import SystemSampler
-from markov_otel.transport import Target, patch_body, registration_body
-from markov_otel.values import PLAIN_TYPES, Flattener, normalize_record, shape_flattener
+from markov_otel.shipping.flusher import FIELDS, Flusher
+from markov_otel.shipping.sender import Sender
+from markov_otel.shipping.spool import Spool, check_run_id, read_json, write_json_atomic
+from markov_otel.shipping.transport import Target, patch_body, registration_body
 from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
@@ -534,11 +536,11 @@ class ExperimentRecorder:
 
     def upsert_package_requirements(self) -> None:
         """Capture the installed packages, Python and git state into the run (and the backend)."""
-        self._store_environment(environment.capture())
+        self._store_environment(capture.capture())
 
     def create_experiment_requirements_file(self, requirement_file_path: str) -> None:
         """Write the recorded requirements.txt at that path (a directory gets one inside)."""
-        environment.write_requirements_file(
+        capture.write_requirements_file(
             self._environment(), requirement_file_path, recording_id=self._recording_id
         )
 
@@ -757,7 +759,7 @@ class ExperimentRecorder:
     def _store_environment(self, env: dict[str, Any]) -> None:
         try:
             write_json_atomic(self._spool.dir / "environment.json", env)
-            environment.write_requirements_file(
+            capture.write_requirements_file(
                 env, self._spool.dir / "requirements.txt", recording_id=self._recording_id
             )
         except OSError as exc:  # disk trouble is weather: say so, never raise into training
@@ -768,7 +770,7 @@ class ExperimentRecorder:
     def _environment(self) -> dict[str, Any]:
         env = read_json(self._spool.dir / "environment.json")
         if not env:
-            env = environment.capture()
+            env = capture.capture()
             if self._spool.dir.exists():
                 self._store_environment(env)
         return env

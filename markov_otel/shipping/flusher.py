@@ -26,9 +26,9 @@ from itertools import repeat, starmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from markov_otel.encoder_process import EncoderProcess
 from markov_otel.otel.encoding import MetricsEncoder, Runs, encode_lines, layout
 from markov_otel.otel.series import SeriesTable
+from markov_otel.shipping.encoder_process import EncoderProcess
 from markov_otel.weather import SayOnce
 
 if TYPE_CHECKING:
