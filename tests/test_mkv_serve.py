@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,3 +69,41 @@ def test_mkv_serve_passes_max_concurrent_ingest_to_the_server(
     args = ["serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 's.db'}"]
     assert main([*args, "--max-concurrent-ingest", "0"]) == 1
     assert "max_concurrent_ingest=0 must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--host", "0.0.0.0", "--port", "0", "--db", "postgresql://u@h/db", "--token", "a:p1",
+         "--token", "b", "--port-file", "pf", "--public-url", "https://x", "--workers", "3",
+         "--max-concurrent-ingest", "9", "--max-body-bytes", "1024"],
+    ],
+)  # fmt: skip
+def test_mkv_serve_and_python_m_server_parse_every_option_alike(argv: list[str]) -> None:
+    """One parser: `mkv serve ARGS` and `python -m markov_otel.server ARGS` give the same settings,
+    defaults included, so the two cannot drift apart again."""
+    from markov_otel.cli.main import build_parser
+    from markov_otel.server.__main__ import build_parser as server_parser
+
+    via_mkv = vars(build_parser().parse_args(["serve", *argv]))
+    via_module = vars(server_parser().parse_args(argv))
+    assert via_mkv == via_module
+    assert via_mkv["max_concurrent_ingest"] == (9 if argv else 4)
+
+
+def test_mkv_serve_help_needs_no_server_extra() -> None:
+    """`mkv serve --help` imports nothing of the server (starlette, uvicorn), so it works in a venv
+    without the [server] extra."""
+    code = (
+        "import sys\n"
+        "from markov_otel.cli.main import main\n"
+        "try:\n"
+        "    main(['serve', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('starlette', 'uvicorn') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--max-body-bytes" in done.stdout
+    assert done.stdout.strip().endswith("[]")

@@ -28,6 +28,7 @@ from markov_otel.config import (
 )
 from markov_otel.environments import capture, rebuild
 from markov_otel.errors import ConfigError, MarkovError
+from markov_otel.server import options as serve_options
 from markov_otel.shipping import runs
 from markov_otel.shipping.sender import Progress
 from markov_otel.shipping.spool import check_run_id, read_json
@@ -94,42 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync.set_defaults(run=cmd_sync)
 
     serve = sub.add_parser("serve", help="run the reference Markov backend")
-    serve.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    serve.add_argument("--port", type=int, default=8470, help="port (default: %(default)s)")
-    serve.add_argument(
-        "--db",
-        default="sqlite:///markov-server.db",
-        help="sqlite:///path or postgresql://user@host/db (default: %(default)s, in the "
-        "current directory)",
-    )
-    serve.add_argument(
-        "--token",
-        action="append",
-        default=[],
-        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); also "
-        "MARKOV_SERVER_TOKENS (default: none, and then the server refuses to start)",
-    )
-    serve.add_argument("--port-file", help=argparse.SUPPRESS)
-    serve.add_argument(
-        "--public-url",
-        help="base of experiment_url links (default: the address each request came to)",
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="server processes sharing the port (default: %(default)s; more than one needs "
-        "--db postgresql://…)",
-    )
-    serve.add_argument(
-        "--max-concurrent-ingest",
-        type=int,
-        help="request bodies each process reads, parses and stores at once; more get 503 + "
-        "Retry-After (default: 4)",
-    )
-    serve.set_defaults(run=cmd_serve)
+    serve_options.add_arguments(serve)  # the same options as `python -m markov_otel.server`
 
     export = sub.add_parser(
         "export",
@@ -418,28 +384,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {count} points of {run_id} to {args.output}", file=sys.stderr)
     else:
         export.write_stream(points, args.format, sys.stdout)
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from markov_otel.server import serve
-    from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST
-
-    ingest = args.max_concurrent_ingest  # None: not given (the parser cannot import the server)
-
-    print(f"mkv serve: http://{args.host}:{args.port} (db {args.db})", file=sys.stderr)
-    serve(  # serve() adds the tokens in MARKOV_SERVER_TOKENS
-        host=args.host,
-        port=args.port,
-        db=args.db,
-        tokens=args.token,
-        port_file=args.port_file,
-        public_url=args.public_url,
-        workers=args.workers,
-        max_concurrent_ingest=(
-            DEFAULT_MAX_CONCURRENT_INGEST if ingest is None else ingest  # 0 is refused, not 4
-        ),
-    )
     return 0
 
 

@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 
 from markov_otel.errors import ConfigError
 from markov_otel.server.bodies import ApiError
+from markov_otel.server.options import DEFAULT_MAX_CONCURRENT_INGEST
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_INGEST", "IngestGate"]
 
-DEFAULT_MAX_CONCURRENT_INGEST = 4
 RETRY_AFTER_SECONDS = 1
 
 

@@ -1,0 +1,106 @@
+"""The serve command line: one set of options for `mkv serve` and `python -m markov_otel.server`.
+
+It imports nothing of the server itself (starlette, uvicorn), so `mkv --help` and `mkv serve
+--help` work without the [server] extra; `run()` imports the server when it starts one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from markov_otel.errors import MarkovError
+from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
+
+__all__ = ["DEFAULT_MAX_CONCURRENT_INGEST", "add_arguments", "build_parser", "main", "run"]
+
+DEFAULT_MAX_CONCURRENT_INGEST = 4
+"""Request bodies one server process reads, parses and stores at once (server/gate.py)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a serve command, added to `parser`; `run` is set as what it does."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8470, help="0 picks a free port")
+    parser.add_argument(
+        "--db",
+        default="sqlite:///markov-server.db",
+        help="sqlite:///path, a file path, or postgresql://user@host/db (default: %(default)s, "
+        "in the current directory)",
+    )
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); also "
+        "MARKOV_SERVER_TOKENS, comma-separated",
+    )
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument(
+        "--public-url",
+        help="base of experiment_url links (default: the address each request came to)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (default: %(default)s; more than one needs "
+        "--db postgresql://…)",
+    )
+    parser.add_argument(
+        "--max-concurrent-ingest",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_INGEST,
+        help="request bodies each process reads, parses and stores at once; more get 503 + "
+        "Retry-After (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest request body accepted (default: %(default)s)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server the parsed options describe; returns when it is interrupted."""
+    from markov_otel.server.runner import serve
+
+    print(f"markov server: http://{args.host}:{args.port} (db {args.db})", file=sys.stderr)
+    serve(  # serve() adds the tokens in MARKOV_SERVER_TOKENS
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        tokens=args.token,
+        max_body_bytes=args.max_body_bytes,
+        port_file=args.port_file,
+        public_url=args.public_url,
+        max_concurrent_ingest=args.max_concurrent_ingest,
+        workers=args.workers,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m markov_otel.server",
+        description="Run the reference Markov backend: OTLP/HTTP ingest, REST API, pages.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m markov_otel.server`: our errors become one line on stderr and exit code 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except MarkovError as exc:
+        print(f"markov server: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
