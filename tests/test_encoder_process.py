@@ -514,7 +514,9 @@ def test_the_process_loads_its_package_without_letting_its_neighbours_shadow_the
     package = tmp_path / "root" / "markov_otel"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "encoder_process.py").write_text(
+    (package / "shipping").mkdir()
+    (package / "shipping" / "__init__.py").write_text("")
+    (package / "shipping" / "encoder_process.py").write_text(
         "def run():\n    import json\n    print(__file__, json.__file__)\n"
     )
     (tmp_path / "root" / "json.py").write_text("raise SystemExit('the json beside markov_otel')\n")
@@ -524,5 +526,5 @@ def test_the_process_loads_its_package_without_letting_its_neighbours_shadow_the
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     ran, json_file = done.stdout.split()
-    assert Path(ran) == package / "encoder_process.py"
+    assert Path(ran) == package / "shipping" / "encoder_process.py"
     assert Path(json_file).parent.name != "root"
