@@ -97,6 +97,9 @@ def test_recorders_through_nginx_store_every_point_once_when_a_server_process_is
             assert_only_weather(nginx.requests())
             assert_the_edge_holds(nginx)
             report(shape, nginx.requests(), training, victim)
+        except BaseException:
+            nginx.stop()  # so that the recorders stopped below give up at once, not in 60 s
+            raise
         finally:
             training.halt.set()
             if training.is_alive():
