@@ -94,7 +94,8 @@ def test_recorders_through_nginx_store_every_point_once_when_a_server_process_is
             assert not training.is_alive() and training.error is None, training.error
             training.stop_recorders()
             assert_every_point_once(nginx, training.recorders, training.steps, team_db)
-            assert_only_weather(nginx.requests())
+            dead = address_of(servers, victim) if shape == "processes" else None
+            assert_only_weather(nginx.requests(), dead)
             assert_the_edge_holds(nginx)
             report(shape, nginx.requests(), training, victim)
         except BaseException:
@@ -187,10 +188,10 @@ def wait_until(check: Callable[[], bool], failure: str) -> None:
 def stored_points(db: str) -> int:
     with psycopg.connect(db, autocommit=True) as conn:
         try:
-            (count,) = conn.execute("SELECT count(*) FROM points").fetchone()  # type: ignore[misc]
-        except psycopg.errors.UndefinedTable:
+            row = conn.execute("SELECT count(*) FROM points").fetchone()
+        except psycopg.errors.UndefinedTable:  # no server has made its tables yet
             return 0
-    return int(count)
+    return int(row[0]) if row else 0
 
 
 def server_processes(shape: str, servers: Sequence[Backend]) -> list[int]:
@@ -213,8 +214,14 @@ def recovered(shape: str, servers: Sequence[Backend], victim: int, nginx: Nginx)
     if shape == "workers":
         alive = server_processes(shape, servers)
         return victim not in alive and len(alive) == PROCESSES
-    (dead,) = [f"127.0.0.1:{s.port}" for s in servers if s.process and s.process.pid == victim]
+    dead = address_of(servers, victim)
     return any(dead in r.upstreams[:-1] and r.status == 200 for r in nginx.requests())
+
+
+def address_of(servers: Sequence[Backend], pid: int) -> str:
+    """The upstream address of the server process `pid`."""
+    (address,) = [f"127.0.0.1:{s.port}" for s in servers if s.process and s.process.pid == pid]
+    return address
 
 
 def kill_one_inside_a_transaction(pids: Sequence[int], db: str) -> int:
@@ -269,12 +276,16 @@ def assert_every_point_once(
     assert stored_points(db) == len(recorders) * steps * len(KEYS)
 
 
-def assert_only_weather(seen: Sequence[Request]) -> None:
+def assert_only_weather(seen: Sequence[Request], dead: str | None) -> None:
     """Every answer nginx gave is a success, or weather a recorder retries: 502 (the server
     died holding the request) or 503 (a server's ingest slots were full). Never a 500, and
-    never a 4xx: nothing a recorder sent was refused."""
+    never a 4xx: nothing a recorder sent was refused. With separate processes, every 502 came
+    from the one killed (`dead`): the servers left failed nothing."""
     statuses = Counter(r.status for r in seen)
     assert set(statuses) <= {200, 201, 204, 502, 503}, statuses
+    if dead is not None:
+        failed = [r for r in seen if r.status == 502]
+        assert all(r.upstreams == (dead,) for r in failed), failed
 
 
 def assert_the_edge_holds(nginx: Nginx) -> None:
