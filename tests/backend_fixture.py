@@ -87,8 +87,12 @@ class Backend:
         log = (self.workdir / "server.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=self.workdir)
         log.close()
-        self.port = int(self._wait_for(port_file))
-        self._wait_healthy()
+        try:
+            self.port = int(self._wait_for(port_file))
+            self._wait_healthy()
+        except BaseException:
+            self.kill()  # a server that never came up is not left running
+            raise
 
     def _wait_for(self, port_file: Path) -> str:
         deadline = time.monotonic() + START_TIMEOUT
@@ -106,7 +110,7 @@ class Backend:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
                     if answer.status == 200:
                         return
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset, or accepted but not answered yet (timeout)
                 self._check_alive()
                 time.sleep(0.02)
         raise RuntimeError(f"backend did not become healthy: {self.log()}")
