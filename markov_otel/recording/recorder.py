@@ -411,7 +411,8 @@ class ExperimentRecorder:
                 encoder_process=self._settings.encoder_process,
                 metrics_file=self._spool.path("metrics"),
             )
-            self._started_at = time.time()
+            # A resumed recording keeps its first start: its duration covers every piece.
+            self._started_at = self._started_at or time.time()
             self._save()
             self._flusher.start()
             self._start_sampler()
@@ -740,6 +741,8 @@ class ExperimentRecorder:
         self._hparams = {**info.get("hyper_parameters", {}), **self._hparams}
         self._summary.update(info.get("summary", {}))
         self._alert_log = list(info.get("alerts", []))
+        started = info.get("started_at")
+        self._started_at = float(started) if isinstance(started, (int, float)) else None
         # The spool is the truth: recording.json is only as fresh as its last save before a
         # crash, so count the points and find the last step on disk.
         points, last_step = self._spool.points_on_disk()

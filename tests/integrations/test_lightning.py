@@ -115,11 +115,13 @@ def test_failed_fit_marks_the_recording_failed_and_keeps_its_points(isolated: Pa
 
 
 def test_test_after_fit_adds_to_the_same_recording(isolated: Path) -> None:
-    """fit() then test(): one recording holding both, finished again after test()."""
+    """fit() then test(): one recording holding both, finished again after test(), timed from
+    the start of fit()."""
     logger = offline_logger()
     fit_and_test = trainer(logger)
     model = Tiny()
     fit_and_test.fit(model, loader(), loader())
+    fit_started = otlp_files.recording(only_run(isolated))["started_at"]
     fit_and_test.test(model, loader())
     run = only_run(isolated)
     assert run.name == logger.version
@@ -128,6 +130,7 @@ def test_test_after_fit_adds_to_the_same_recording(isolated: Path) -> None:
     info = otlp_files.recording(run)
     assert info["status"] == "finished"
     assert info["hyper_parameters"]["lr"] == 0.1
+    assert info["started_at"] == fit_started
 
 
 class Optimizer(enum.Enum):
