@@ -55,3 +55,25 @@ def test_a_resumed_recording_keeps_its_first_start_time_on_the_backend(
     stored = backend_recording(backend, first.recording_id)
     assert stored["started_at"] == started
     assert stored["ended_at"] == iso_time(recording_json(second.run_dir)["ended_at"])
+
+
+def test_resuming_on_another_machine_continues_the_backends_steps_and_start(
+    isolated: Path, backend: Backend, tmp_path: Path
+) -> None:
+    """A fresh run dir (another machine) with the same recording_id, online: the steps go on
+    after the backend's last step, each step stored once, and the start time stays the first."""
+    with online_recorder(backend.url, backend.token, markov_dir=str(tmp_path / "a")) as first:
+        for loss in range(5):
+            first.add_record({"loss": float(loss)})
+    rid = first.recording_id
+    started = backend_recording(backend, rid)["started_at"]
+    elsewhere = str(tmp_path / "b")
+    with online_recorder(backend.url, backend.token, markov_dir=elsewhere, recording_id=rid) as b:
+        for loss in range(5, 8):
+            b.add_record({"loss": float(loss)})
+    stored = backend.records(rid, "loss")
+    assert [p["step"] for p in stored] == list(range(8))
+    assert [p["value"] for p in stored] == [float(v) for v in range(8)]
+    recording = backend_recording(backend, rid)
+    assert recording["started_at"] == started
+    assert recording["last_step"] == 7

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from time import time_ns as _time_ns
 from types import TracebackType
@@ -181,7 +182,11 @@ class ExperimentRecorder:
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
         shared = self._recording_id if self._launch else None  # a restarted job goes on
-        self._resuming |= self._resume_if_existing(kwargs.get("recording_id") or shared)
+        on_disk = self._resume_if_existing(kwargs.get("recording_id") or shared)
+        self._resuming |= on_disk
+        # recording_id= with a fresh run dir (another machine): the backend knows where it was.
+        self._ask_backend = bool(kwargs.get("recording_id")) and not on_disk
+        self._answer: Mapping[str, Any] | None = None  # the backend's registration answer
         if self._launch is not None and not self._launch.records_values:
             self.add_record = self._add_record_elsewhere  # type: ignore[method-assign]
 
@@ -364,6 +369,8 @@ class ExperimentRecorder:
                     on_registered=self._registered,
                 )
                 self._sender.register(self._registration())
+                if self._ask_backend:
+                    self._go_on_from_backend()
                 if self._resuming:
                     self._sender.update_recording({"status": "running"})
             self._state = _State.REGISTERED
@@ -685,6 +692,27 @@ class ExperimentRecorder:
 
     def _registered(self, answer: Mapping[str, Any]) -> None:
         self._experiment_url = answer.get("experiment_url") or self._experiment_url
+        self._answer = answer
+
+    def _go_on_from_backend(self) -> None:
+        """Resuming from a fresh run dir: steps go on after the backend's last step, and the
+        start time, model id, hyperparameters and summary are the recording's."""
+        answer = self._answer
+        if answer is None:  # weather: registration is retried in the background
+            log.warning(
+                "markov_otel: resuming recording %s from a fresh run dir %s, but the backend "
+                "did not answer, so its steps here start at 0; pass step= to continue them",
+                self._recording_id, self._spool.dir,
+            )  # fmt: skip
+            return
+        last = answer.get("last_step")
+        if type(last) is int:
+            self._explicit_step(last)
+            self._view.last_step = last
+        self._started_at = _unix_seconds(answer.get("started_at")) or self._started_at
+        self._model_id = str(answer.get("model_id") or self._model_id)
+        self._hparams = {**(answer.get("hyper_parameters") or {}), **self._hparams}
+        self._summary.update(answer.get("summary") or {})
 
     def _patch_body(self) -> dict[str, Any]:
         return patch_body(self._info())
@@ -783,6 +811,14 @@ class ExperimentRecorder:
             f"ExperimentRecorder(name={self._name!r}, recording_id={self._recording_id!r}, "
             f"mode={self._settings.mode.value!r}, status={self._status!r})"
         )
+
+
+def _unix_seconds(iso: Any) -> float | None:
+    """A backend time (ISO 8601) as Unix seconds; None if it is not one."""
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:
