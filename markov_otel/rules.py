@@ -229,7 +229,11 @@ def _flat_leaf(value: Any) -> Leaf | list[Any]:
 
 def next_status(current: str | None, incoming: str, *, explicit: bool) -> str:
     """The status after `incoming` arrives: a batch (`explicit=False`) never moves a finished
-    recording back to running; only an explicit change (PATCH, a resume) may."""
+    recording back to running; only an explicit change (PATCH, a resume) may. A failed
+    recording stays failed when another end arrives (the rank that finished after another rank
+    failed, the ranks torchrun terminates after a failure): only a resume (running) leaves it."""
+    if current == "failed" and incoming in TERMINAL_STATUSES:
+        return current
     if current in TERMINAL_STATUSES and incoming not in TERMINAL_STATUSES and not explicit:
         return current
     return incoming

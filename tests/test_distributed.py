@@ -305,3 +305,23 @@ def test_torchrun_c10d_without_rdzv_id_agrees_on_one_recording_per_job(isolated:
     assert sorted(p.name for p in isolated.iterdir()) == sorted(
         [*ids, *(f"{rid}.rank1" for rid in ids)]
     )
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failed_rank_marks_the_recording_failed_and_names_itself(
+    isolated: Path, backend: Any, failing: int
+) -> None:
+    """ONLINE, one rank raises while the other finishes (in either order): the recording ends
+    `failed`, its metadata names the rank and its error, and values stay rank 0's."""
+    env = {"MARKOV_MODE": "online", "MARKOV_ENDPOINT": backend.url, "MARKOV_API_KEY": backend.token}
+    rank0, rank1 = run_ranks(isolated, {**env, "FAIL_ON_RANK": str(failing)})
+    rid = rank0["recording"]
+    assert rank1["recording"] == rid
+    recording = requests.get(
+        f"{backend.url}/api/v1/recordings/{rid}", headers=backend.headers, timeout=30
+    ).json()
+    assert recording["status"] == "failed"
+    assert recording["metadata"]["failed_rank"] == failing
+    assert recording["metadata"]["failed_error"] == f"RuntimeError: rank {failing} fails on purpose"
+    assert recording["hyper_parameters"] == {"lr": 0.1}
+    assert [p["step"] for p in backend.records(rid, "loss")] == [0, 1, 2, 3, 4]

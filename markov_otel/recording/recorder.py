@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -171,6 +172,7 @@ class ExperimentRecorder:
         self._lock = threading.RLock()
         self._sender: Sender | None = None
         self._exit_status: str | None = None  # set by SIGTERM: the run was terminated
+        self._failure: BaseException | None = None  # what ended `with recorder:` with failed
         self._forked_from: int | None = None  # set in a forked child: the recording process
         self._mirror: Sender | None = None  # exact points to the user's collector (export_points)
         self._started_at: float | None = None
@@ -459,6 +461,8 @@ class ExperimentRecorder:
         (no file descriptor, no thread) but what the deadline cut off."""
         self._status = status
         self._ended_at = time.time()
+        if status == "failed" and self._launch is not None:
+            self._name_failed_rank(self._launch)
         self._resource_changed()
         self._lifecycle(status)
         self._spans.end(Status(StatusCode.OK if status == "finished" else StatusCode.ERROR))
@@ -497,6 +501,17 @@ class ExperimentRecorder:
             signal.Signals(signum).name, self._recording_id, self._recording_id,
         )  # fmt: skip
 
+    def _name_failed_rank(self, launch: distributed.Launch) -> None:
+        """A rank of a distributed job failed: the recording's metadata names it and its error,
+        and a rank N > 0 sends that with the status (the one PATCH it sends)."""
+        failure = self._failure or getattr(sys, "last_value", None)  # an uncaught exception
+        error = f"{type(failure).__name__}: {failure}" if failure is not None else "failed"
+        self._metadata.update(failed_rank=launch.rank, failed_error=error[:500])
+        log.error(
+            "markov_otel: rank %d of %d failed (%s); recording %s is marked failed",
+            launch.rank, launch.world_size, error[:200], self._recording_id,
+        )  # fmt: skip
+
     def _finish_sending(self, flushed: bool, deadline: float) -> None:
         if not flushed:
             log.error(
@@ -512,6 +527,9 @@ class ExperimentRecorder:
         if self._sender is None:
             return
         self._sender.update_recording(self._patch_body())
+        if self._status == "failed" and self._launch is not None and not self._launch.owner:
+            failure = {"status": "failed", "metadata": dict(self._metadata)}
+            self._sender.update_recording(failure, from_any_rank=True)
         if not self._sender.stop(max(0.0, deadline - time.monotonic())):
             log.warning(
                 "markov_otel: recording %s is not fully sent%s; its data is safe in %s. "
@@ -540,6 +558,8 @@ class ExperimentRecorder:
             otel_context.detach(self._context_token)
         failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
         interrupted = isinstance(exc, KeyboardInterrupt)
+        if failed and exc is not None:
+            self._failure = exc
         self.stop(status="interrupted" if interrupted else "failed" if failed else "finished")
 
     def upsert_package_requirements(self) -> None:
