@@ -17,7 +17,10 @@ WORLD_SIZE) write into one recording.
   its resource and its span.
 - Rank 0 owns the recording: it registers it and PATCHes hyperparameters, summary, environment and
   the final status. The other ranks only send their lines, and their batches carry no status,
-  summary or hyperparameters, so a rank that ends first never finishes (or fails) the recording.
+  summary or hyperparameters, so a rank that ends first never finishes the recording. A rank
+  that fails does fail it: its metadata gets `failed_rank` and `failed_error`, and a rank N > 0
+  PATCHes that with the status `failed`, which the backend keeps against the other ranks' ends
+  (`rules.next_status`).
 - Traces: rank 0 opens the experiment span with ids derived from the recording id (and the
   launcher's restart count), so every rank can open its child span `rank <N>` under it.
 """
