@@ -160,3 +160,14 @@ def test_cv_records_the_mean_and_the_std_over_folds(isolated: Path) -> None:
     recorded = series(only_run(isolated))
     assert recorded["valid/l2"] == list(enumerate(table["valid l2-mean"]))
     assert recorded["valid/l2_std"] == list(enumerate(table["valid l2-stdv"]))
+
+
+def test_the_scikit_learn_api_records_each_eval_set(isolated: Path) -> None:
+    """LGBMRegressor().fit(eval_X=..., eval_y=..., callbacks=[...]): valid_0/l2 per iteration."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 3)), rng.normal(size=32)
+    x_valid, y_valid = x[:8] + 0.5, y[:8]
+    model = lgb.LGBMRegressor(n_estimators=3, num_leaves=4, min_child_samples=2, verbose=-1)
+    model.fit(x, y, eval_X=(x_valid,), eval_y=(y_valid,), callbacks=[offline_callback()])
+    run = only_run(isolated)
+    assert {k: [s for s, _ in v] for k, v in series(run).items()} == {"valid_0/l2": [0, 1, 2]}
