@@ -50,9 +50,11 @@ MAX_IDEMPOTENCY_KEY = 512
 
 STATUSES = frozenset(
     {"created", "registered", "running", "finished", "failed", "terminated", "interrupted",
-     "crashed"}
+     "crashed", "pruned"}
 )  # fmt: skip
-TERMINAL_STATUSES = frozenset({"finished", "failed", "terminated", "interrupted", "crashed"})
+TERMINAL_STATUSES = frozenset(
+    {"finished", "failed", "terminated", "interrupted", "crashed", "pruned"}  # pruned: Optuna's
+)
 
 Leaf = str | int | float | bool | None
 

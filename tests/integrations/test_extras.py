@@ -43,3 +43,11 @@ def test_the_xgboost_extra_takes_xgboost_on_macos() -> None:
 def test_the_boosting_extras_bring_scikit_learn(extra: str, platform: dict[str, str]) -> None:
     """XGBRegressor and LGBMRegressor (the scikit-learn API) need scikit-learn."""
     assert "scikit-learn" in installed(extra, platform)
+
+
+@pytest.mark.parametrize("extra", ["optuna", "accelerate"])
+def test_the_integrations_extra_includes(extra: str) -> None:
+    """[integrations] names every integration's extra."""
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    (everything,) = extras["integrations"]
+    assert extra in Requirement(everything).extras
