@@ -27,7 +27,7 @@ from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from markov_otel.integrations.recording import Recording, missing_framework
+from markov_otel.integrations.recording import Recording, missing_framework, summarise
 from markov_otel.recording.recorder import ExperimentRecorder
 
 try:
@@ -48,13 +48,6 @@ __all__ = ["MarkovLogger"]
 
 _STATUS = {"success": "finished", "finished": "finished", "failed": "failed"}
 """Lightning's finalize() outcomes as recording statuses; any other is `interrupted`."""
-_SUMMARY = {
-    "add_training_loss": ("train_loss", "train/loss", "training_loss", "loss"),
-    "add_validation_loss": ("val_loss", "val/loss", "validation_loss", "valid_loss"),
-    "add_training_accuracy": ("train_acc", "train_accuracy", "train/acc", "train/accuracy"),
-    "add_validation_accuracy": ("val_acc", "val_accuracy", "val/acc", "val/accuracy"),
-}
-"""Summary fields and the metric names (first found wins) that fill them."""
 
 
 class MarkovLogger(Logger):
@@ -127,18 +120,10 @@ class MarkovLogger(Logger):
         self._recording.finish(_outcome(status))
 
     def _summarise(self) -> None:
-        summary, last = self._recording.running().summary, self._last
-        named = {k.removesuffix("_epoch"): v for k, v in last.items() if k.endswith("_epoch")}
-        named = {**last, **named}  # the epoch's mean over a step's value, where both are logged
-        for method, names in _SUMMARY.items():
-            found = next((named[n] for n in names if n in named), None)
-            if found is not None:
-                getattr(summary, method)(found)
-        for key, value in last.items():
-            if key.startswith("val"):
-                summary.add(key, value)
-        if "epoch" in last:
-            summary.add_number_of_epochs(int(last["epoch"]) + 1)
+        summary = self._recording.running().summary
+        summarise(summary, self._last)
+        if "epoch" in self._last:
+            summary.add_number_of_epochs(int(self._last["epoch"]) + 1)
 
 
 def _outcome(status: str) -> str:
