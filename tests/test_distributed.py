@@ -325,3 +325,23 @@ def test_a_failed_rank_marks_the_recording_failed_and_names_itself(
     assert recording["metadata"]["failed_error"] == f"RuntimeError: rank {failing} fails on purpose"
     assert recording["hyper_parameters"] == {"lr": 0.1}
     assert [p["step"] for p in backend.records(rid, "loss")] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_rank_crashing_under_torchrun_fails_the_recording_and_names_itself(
+    isolated: Path, backend: Any
+) -> None:
+    """torchrun, rank 1 dies of an exception (torchrun exits 1, ending the other rank): the
+    one recording is failed, its metadata names rank 1 and its error."""
+    pytest.importorskip("torch")
+    env = {"MARKOV_MODE": "online", "MARKOV_ENDPOINT": backend.url, "MARKOV_API_KEY": backend.token}
+    job = torchrun_job("rank_child.py", {**env, "CRASH_ON_RANK": "1"}, "--standalone")
+    code, lines, err = said(job)
+    assert code != 0 and "rank 1 crashes" in err
+    (rid,) = {words[1] for words in lines if words[0] == "recording"}
+    recording = requests.get(
+        f"{backend.url}/api/v1/recordings/{rid}", headers=backend.headers, timeout=30
+    ).json()
+    assert recording["status"] == "failed"
+    assert recording["metadata"]["failed_rank"] == 1
+    assert recording["metadata"]["failed_error"] == "ValueError: rank 1 crashes"
