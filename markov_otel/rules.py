@@ -50,9 +50,11 @@ MAX_IDEMPOTENCY_KEY = 512
 
 STATUSES = frozenset(
     {"created", "registered", "running", "finished", "failed", "terminated", "interrupted",
-     "crashed"}
+     "crashed", "pruned"}
 )  # fmt: skip
-TERMINAL_STATUSES = frozenset({"finished", "failed", "terminated", "interrupted", "crashed"})
+TERMINAL_STATUSES = frozenset(
+    {"finished", "failed", "terminated", "interrupted", "crashed", "pruned"}  # pruned: Optuna's
+)
 
 Leaf = str | int | float | bool | None
 
@@ -229,7 +231,11 @@ def _flat_leaf(value: Any) -> Leaf | list[Any]:
 
 def next_status(current: str | None, incoming: str, *, explicit: bool) -> str:
     """The status after `incoming` arrives: a batch (`explicit=False`) never moves a finished
-    recording back to running; only an explicit change (PATCH, a resume) may."""
+    recording back to running; only an explicit change (PATCH, a resume) may. A failed
+    recording stays failed when another end arrives (the rank that finished after another rank
+    failed, the ranks torchrun terminates after a failure): only a resume (running) leaves it."""
+    if current == "failed" and incoming in TERMINAL_STATUSES:
+        return current
     if current in TERMINAL_STATUSES and incoming not in TERMINAL_STATUSES and not explicit:
         return current
     return incoming

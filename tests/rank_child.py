@@ -3,7 +3,8 @@
 The test sets the launcher's variables (RANK, WORLD_SIZE, LOCAL_RANK, TORCHELASTIC_RUN_ID) and the
 recorder's (MARKOV_*). Every rank records `loss` = the step for STEPS steps, about 0.05 s apart,
 and adds its rank to the summary and its own `lr` hyperparameter (only rank 0's may reach the
-backend). With FAIL_ON_RANK=<r>, that rank raises inside `with recorder:` (its status: failed).
+backend). With FAIL_ON_RANK=<r>, that rank raises inside `with recorder:` (its status: failed);
+with CRASH_ON_RANK=<r> likewise, but the exception is not caught: the process dies of it.
 Prints `recording <id>` and `dir <run dir>`.
 """
 
@@ -30,6 +31,8 @@ def main() -> None:
             recorder.summary.add("rank", rank)
             if os.environ.get("FAIL_ON_RANK") == str(rank):
                 raise RuntimeError(f"rank {rank} fails on purpose")
+            if os.environ.get("CRASH_ON_RANK") == str(rank):
+                raise ValueError(f"rank {rank} crashes")  # not caught: the process exits 1
     except RuntimeError as exc:
         print(f"failed: {exc}", flush=True)
 

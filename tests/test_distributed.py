@@ -73,13 +73,15 @@ def test_a_single_process_is_not_a_job(env: dict[str, str]) -> None:
 def test_a_job_without_a_shared_id_records_per_rank_and_says_how_to_share(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """torchrun's unset run id ("none") and no MARKOV_RECORDING_ID: each rank records on its
-    own, with one warning naming MARKOV_RECORDING_ID."""
+    """torchrun's unset run id ("none"), no job store to agree through and no
+    MARKOV_RECORDING_ID: each rank records on its own, with one warning naming
+    MARKOV_RECORDING_ID and torchrun's --rdzv-id."""
     env = {**TORCHRUN, "RANK": "1", "TORCHELASTIC_RUN_ID": "none"}
     with caplog.at_level(logging.WARNING, logger="markov_otel"):
         assert from_environment("net", None, "0", env) == (None, None)
     (warning,) = caplog.records
     assert "MARKOV_RECORDING_ID" in warning.getMessage()
+    assert "--rdzv-id" in warning.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -261,3 +263,85 @@ def test_torchrun_ddp_job_records_one_recording_online(isolated: Path, backend: 
             assert backend.records(rid, f"{key}/rank.{rank}"), (key, rank)
     assert recording["points"] == sum(len(wire_points(d)) for d in dirs)
     print(f"torchrun job: {time.monotonic() - started:.1f} s")
+
+
+def torchrun_job(script: str, extra: dict[str, str], *flags: str) -> subprocess.Popen[str]:
+    """`torchrun --nproc_per_node=2 <flags> <script>` with this tree's markov_otel, started."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *flags]
+    return subprocess.Popen(
+        [*args, str(HERE / script)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def said(job: subprocess.Popen[str]) -> tuple[int, list[list[str]], str]:
+    """(exit code, each stdout line's words, stderr) of a finished torchrun job."""
+    out, err = job.communicate(timeout=110)
+    return job.returncode, [line.split(" ") for line in out.splitlines()], err
+
+
+@pytest.mark.slow
+def test_torchrun_c10d_without_rdzv_id_agrees_on_one_recording_per_job(isolated: Path) -> None:
+    """Two torchrun jobs at once, c10d rendezvous, no --rdzv-id (run id "none"): the two ranks
+    of each job agree on one recording through the job's store, the jobs get two, only rank 0
+    records `loss`, and nobody warns of a missing shared id."""
+    pytest.importorskip("torch")
+    c10d = ("--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", "--nnodes=1")
+    jobs = [torchrun_job("rank_child.py", {"MARKOV_MODE": "offline"}, *c10d) for _ in range(2)]
+    ids = []
+    for job in jobs:
+        code, lines, err = said(job)
+        assert code == 0, err[-3000:]
+        assert "no recording id shared" not in err
+        (rid,) = {words[1] for words in lines if words[0] == "recording"}
+        assert sum(words[0] == "recording" for words in lines) == 2  # printed by both ranks
+        ids.append(rid)
+        keys0 = Counter(p["key"] for p in wire_points(isolated / rid))
+        assert keys0["loss"] == 5
+        assert wire_points(isolated / f"{rid}.rank1") == []  # rank 1 records no values
+    assert len(set(ids)) == 2
+    assert sorted(p.name for p in isolated.iterdir()) == sorted(
+        [*ids, *(f"{rid}.rank1" for rid in ids)]
+    )
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failed_rank_marks_the_recording_failed_and_names_itself(
+    isolated: Path, backend: Any, failing: int
+) -> None:
+    """ONLINE, one rank raises while the other finishes (in either order): the recording ends
+    `failed`, its metadata names the rank and its error, and values stay rank 0's."""
+    env = {"MARKOV_MODE": "online", "MARKOV_ENDPOINT": backend.url, "MARKOV_API_KEY": backend.token}
+    rank0, rank1 = run_ranks(isolated, {**env, "FAIL_ON_RANK": str(failing)})
+    rid = rank0["recording"]
+    assert rank1["recording"] == rid
+    recording = requests.get(
+        f"{backend.url}/api/v1/recordings/{rid}", headers=backend.headers, timeout=30
+    ).json()
+    assert recording["status"] == "failed"
+    assert recording["metadata"]["failed_rank"] == failing
+    assert recording["metadata"]["failed_error"] == f"RuntimeError: rank {failing} fails on purpose"
+    assert recording["hyper_parameters"] == {"lr": 0.1}
+    assert [p["step"] for p in backend.records(rid, "loss")] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_rank_crashing_under_torchrun_fails_the_recording_and_names_itself(
+    isolated: Path, backend: Any
+) -> None:
+    """torchrun, rank 1 dies of an exception (torchrun exits 1, ending the other rank): the
+    one recording is failed, its metadata names rank 1 and its error."""
+    pytest.importorskip("torch")
+    env = {"MARKOV_MODE": "online", "MARKOV_ENDPOINT": backend.url, "MARKOV_API_KEY": backend.token}
+    job = torchrun_job("rank_child.py", {**env, "CRASH_ON_RANK": "1"}, "--standalone")
+    code, lines, err = said(job)
+    assert code != 0 and "rank 1 crashes" in err
+    (rid,) = {words[1] for words in lines if words[0] == "recording"}
+    recording = requests.get(
+        f"{backend.url}/api/v1/recordings/{rid}", headers=backend.headers, timeout=30
+    ).json()
+    assert recording["status"] == "failed"
+    assert recording["metadata"]["failed_rank"] == 1
+    assert recording["metadata"]["failed_error"] == "ValueError: rank 1 crashes"

@@ -10,7 +10,11 @@ module itself is imported (``import markov_otel.integrations`` imports none of t
 - ``markov_otel.integrations.xgboost``: ``MarkovXGBoostCallback``, a ``TrainingCallback``
   (``markov-otel[xgboost]``);
 - ``markov_otel.integrations.lightgbm``: ``MarkovLightGBMCallback``, a LightGBM callback
-  (``markov-otel[lightgbm]``).
+  (``markov-otel[lightgbm]``);
+- ``markov_otel.integrations.optuna``: ``MarkovOptunaCallback``, each trial of a study one
+  recording (``markov-otel[optuna]``);
+- ``markov_otel.integrations.accelerate``: ``MarkovTracker``, a tracker for
+  ``Accelerator(log_with=...)`` (``markov-otel[accelerate]``).
 
 Every one takes either ``recorder=``, an ``ExperimentRecorder`` you built (started if it is not
 running, never stopped: that stays yours, e.g. ``with recorder:``), or the ``ExperimentRecorder``

@@ -13,10 +13,17 @@ LightGBM has no end-of-training hook: an owned recorder stops after the last ite
 early stopping ends training sooner, it stops at `finish()`, or at exit. To control the end
 yourself, pass your own recorder: ``with recorder: lgb.train(..., callbacks=[
 MarkovLightGBMCallback(recorder)])``.
+
+Early stopping's result is on the Booster only once ``lgb.train`` returns, so `finish()` (or,
+for an owned recorder, the exit) puts it into the summary: ``best_iteration`` (LightGBM's, the
+number of iterations to keep: the best step is ``best_iteration - 1``), ``best_score`` (the
+first validation metric's) and ``best_score/<data>/<metric>`` for each. With your own recorder,
+call ``callback.finish()`` after ``lgb.train`` for them (it leaves your recorder running).
 """
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from markov_otel.integrations.recording import Recording, missing_framework
@@ -46,6 +53,8 @@ class MarkovLightGBMCallback:
 
     def __init__(self, recorder: ExperimentRecorder | None = None, **recorder_args: Any) -> None:
         self._recording = Recording("lightgbm", recorder, recorder_args)
+        self._booster: Any = None  # the model of the last iteration: its best, after training
+        self._exit_hook = False
 
     @property
     def recorder(self) -> ExperimentRecorder:
@@ -59,10 +68,39 @@ class MarkovLightGBMCallback:
             record[f"{data}/{metric}"] = value
             if len(entry) > 4:  # lgb.cv: (data, metric, mean, is_higher_better, std)
                 record[f"{data}/{metric}_std"] = entry[4]
+        self._booster = env.model
         self._recording.record(record, step=env.iteration)
+        if self._recording.owned and not self._exit_hook:
+            # Registered after the recorder's own exit hook, so it runs first (atexit is LIFO).
+            self._exit_hook = True
+            atexit.register(self.finish)
         if env.iteration + 1 >= env.end_iteration:
             self.finish()
 
     def finish(self, status: str = "finished") -> None:
-        """Stop an owned recorder (after early stopping); a given recorder stays yours."""
+        """Training is over: early stopping's best goes into the summary, and an owned recorder
+        stops (a given recorder stays yours, running)."""
+        booster, self._booster = self._booster, None
+        best = _best(booster)
+        if best:
+            summary = self._recording.running().summary
+            for key, value in best.items():
+                summary.add(key, value)
         self._recording.finish(status)
+
+
+def _best(booster: Any) -> dict[str, float | int]:
+    """best_iteration, best_score and best_score/<data>/<metric> of a Booster that early
+    stopping stopped ({} otherwise, and under lgb.cv, whose model is a CVBooster)."""
+    iteration = getattr(booster, "best_iteration", 0)
+    scores = getattr(booster, "best_score", None)
+    if not isinstance(iteration, int) or iteration <= 0 or not scores:
+        return {}
+    best: dict[str, float | int] = {"best_iteration": iteration}
+    training = getattr(booster, "_train_data_name", "training")  # early stopping skips it
+    for data, metrics in scores.items():
+        for metric, value in metrics.items():
+            if data != training:
+                best.setdefault("best_score", float(value))
+            best[f"best_score/{data}/{metric}"] = float(value)
+    return best

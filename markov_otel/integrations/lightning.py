@@ -5,18 +5,29 @@
 
 Metrics are recorded at Lightning's step; ``save_hyperparameters()`` arrives through
 `log_hyperparams`; `finalize` stops an owned recorder with Lightning's outcome (``success`` →
-finished, ``failed`` → failed, anything else → interrupted). Only global rank 0 records: on other
-ranks ``logger.experiment`` is Lightning's dummy and nothing is started. Works with the
-``lightning`` package, or ``pytorch_lightning`` when only that is installed.
+finished; ``failed`` → failed, but interrupted when a KeyboardInterrupt (Ctrl-C) is what
+Lightning is handling, terminated for a SystemExit (SIGTERM); anything else → interrupted).
+
+The summary, at each `finalize`: the last ``train_loss`` / ``val_loss`` / ``train_acc`` /
+``val_acc`` (also ``loss``, ``val/loss``, ``validation_loss``, ``*_accuracy``, ``*_epoch``
+variants) as training / validation loss and accuracy, the last value of every key starting with
+``val`` under its own name, and the number of epochs (the last logged ``epoch`` + 1). Each
+checkpoint a ``ModelCheckpoint`` saves updates ``best_model_path``, ``best_model_score`` and
+``best_model_monitor``.
+
+Only global rank 0 records: on other ranks ``logger.experiment`` is Lightning's dummy and nothing
+is started. Works with the ``lightning`` package, or ``pytorch_lightning`` when only that is
+installed.
 """
 
 from __future__ import annotations
 
+import sys
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from markov_otel.integrations.recording import Recording, missing_framework
+from markov_otel.integrations.recording import Recording, missing_framework, summarise
 from markov_otel.recording.recorder import ExperimentRecorder
 
 try:
@@ -50,6 +61,8 @@ class MarkovLogger(Logger):
     def __init__(self, recorder: ExperimentRecorder | None = None, **recorder_args: Any) -> None:
         super().__init__()
         self._recording = Recording("lightning", recorder, recorder_args)
+        self._last: dict[str, float | int | bool] = {}  # each key's last logged value
+        self._new = False  # logged since the last finalize: the summary is behind
 
     @property
     def name(self) -> str:
@@ -70,7 +83,11 @@ class MarkovLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record one step's metrics at Lightning's step (numbers only; text is skipped)."""
-        self._recording.record(metrics, step=step)
+        numbers = self._recording.numbers(metrics)
+        if numbers:
+            self._recording.running().add_record(numbers, step=step)
+            self._last.update(numbers)
+            self._new = True
 
     @rank_zero_only
     def log_hyperparams(
@@ -80,6 +97,42 @@ class MarkovLogger(Logger):
         self._recording.add_hyper_parameters(params)
 
     @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """A ModelCheckpoint saved: its best checkpoint so far goes into the summary."""
+        path = getattr(checkpoint_callback, "best_model_path", "")
+        if not path:
+            return
+        summary = self._recording.running().summary
+        summary.add("best_model_path", str(path))
+        score = self._recording.numbers({"score": checkpoint_callback.best_model_score})
+        if "score" in score:
+            summary.add("best_model_score", score["score"])
+        if getattr(checkpoint_callback, "monitor", None):
+            summary.add("best_model_monitor", str(checkpoint_callback.monitor))
+
+    @rank_zero_only
     def finalize(self, status: str) -> None:
-        """The end of fit/validate/test: an owned recorder stops with Lightning's outcome."""
-        self._recording.finish(_STATUS.get(status, "interrupted"))
+        """The end of fit/validate/test: the summary brought up to date, then an owned recorder
+        stops with Lightning's outcome."""
+        if self._new:
+            self._new = False
+            self._summarise()
+        self._recording.finish(_outcome(status))
+
+    def _summarise(self) -> None:
+        summary = self._recording.running().summary
+        summarise(summary, self._last)
+        if "epoch" in self._last:
+            summary.add_number_of_epochs(int(self._last["epoch"]) + 1)
+
+
+def _outcome(status: str) -> str:
+    """The recording status of Lightning's finalize(status): Lightning says "failed" for any
+    exception it handles, Ctrl-C included; the exception itself tells them apart."""
+    if status == "failed":
+        handling = sys.exc_info()[1]
+        if isinstance(handling, KeyboardInterrupt):
+            return "interrupted"
+        if isinstance(handling, SystemExit) or type(handling).__name__ == "SIGTERMException":
+            return "terminated"
+    return _STATUS.get(status, "interrupted")

@@ -10,11 +10,41 @@ from typing import Any
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.integrations.params import plain_params
 from markov_otel.recording.recorder import ExperimentRecorder
+from markov_otel.recording.summary import ExperimentSummary
 from markov_otel.recording.values import to_number
 from markov_otel.rules import check_key
 from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel.integrations")
+
+SUMMARY_NAMES = {
+    "add_training_loss": ("train_loss", "train/loss", "training_loss", "loss"),
+    "add_validation_loss": ("val_loss", "val/loss", "validation_loss", "valid_loss", "eval_loss"),
+    "add_training_accuracy": ("train_acc", "train_accuracy", "train/acc", "train/accuracy"),
+    "add_validation_accuracy": (
+        "val_acc",
+        "val_accuracy",
+        "val/acc",
+        "val/accuracy",
+        "eval_accuracy",
+    ),
+}
+"""Summary fields and the logged names (first found wins) that fill them."""
+
+
+def summarise(summary: ExperimentSummary, last: Mapping[str, float | int | bool]) -> None:
+    """The summary from each key's last logged value: the loss and accuracy fields where a
+    name in SUMMARY_NAMES was logged (a Lightning ``<name>_epoch`` mean before its step value),
+    and every validation key (``val*``, ``eval*``) under its own name."""
+    named = {k.removesuffix("_epoch"): v for k, v in last.items() if k.endswith("_epoch")}
+    named = {**last, **named}
+    for method, names in SUMMARY_NAMES.items():
+        found = next((named[n] for n in names if n in named), None)
+        if found is not None:
+            getattr(summary, method)(found)
+    for key, value in last.items():
+        if key.startswith(("val", "eval")):
+            summary.add(key, value)
 
 
 def missing_framework(framework: str, extra: str, exc: ImportError) -> ImportError:

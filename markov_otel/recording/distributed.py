@@ -2,10 +2,13 @@
 WORLD_SIZE) write into one recording.
 
 - A job is distributed when `WORLD_SIZE` > 1 and `RANK` is set (`LOCAL_RANK` too, by torchrun).
-- The recording id, the same in every rank without any talk between them: `recording_id=` if
-  given, else `MARKOV_RECORDING_ID`, else derived from the launcher's run id
-  (`TORCHELASTIC_RUN_ID`, unique per torchrun job) and the recording name. With none of them
-  (a launcher without a run id) each rank records on its own, as in a single process, and says so.
+- The recording id, the same in every rank: `recording_id=` if given, else
+  `MARKOV_RECORDING_ID`, else derived from the launcher's run id (`TORCHELASTIC_RUN_ID`, unique
+  per torchrun job) and the recording name, all without any talk between the ranks. torchrun
+  without `--rdzv-id` (run id "none") has none of these: there the ranks agree on one id in the
+  job's own store (`TORCHELASTIC_USE_AGENT_STORE`, at MASTER_ADDR:MASTER_PORT). With none of
+  them (a launcher without a run id or store) each rank records on its own, as in a single
+  process, and says so, naming `--rdzv-id`.
 - Each rank writes its own run dir, with its own writer id: rank 0 `$MARKOV_DIR/<recording_id>/`,
   rank N `$MARKOV_DIR/<recording_id>.rank<N>/`; `mkv sync --all` sends them all.
 - add_record values are recorded on rank 0 only (`ranks="0"`, the default); with `ranks="all"`
@@ -14,7 +17,10 @@ WORLD_SIZE) write into one recording.
   its resource and its span.
 - Rank 0 owns the recording: it registers it and PATCHes hyperparameters, summary, environment and
   the final status. The other ranks only send their lines, and their batches carry no status,
-  summary or hyperparameters, so a rank that ends first never finishes (or fails) the recording.
+  summary or hyperparameters, so a rank that ends first never finishes the recording. A rank
+  that fails does fail it: its metadata gets `failed_rank` and `failed_error`, and a rank N > 0
+  PATCHes that with the status `failed`, which the backend keeps against the other ranks' ends
+  (`rules.next_status`).
 - Traces: rank 0 opens the experiment span with ids derived from the recording id (and the
   launcher's restart count), so every rank can open its child span `rank <N>` under it.
 """
@@ -29,6 +35,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -46,6 +53,10 @@ ENV_RECORDING_ID = "MARKOV_RECORDING_ID"
 """The recording every rank of a distributed job writes into (any launcher)."""
 ENV_RUN_ID = "TORCHELASTIC_RUN_ID"
 """torchrun's job id (`--rdzv-id`, a fresh uuid for single-node jobs); "none" means unset."""
+ENV_AGENT_STORE = "TORCHELASTIC_USE_AGENT_STORE"
+"""torchrun: "True" when MASTER_ADDR:MASTER_PORT is the job's store, served by its agent."""
+STORE_TIMEOUT = 30.0
+"""Seconds to reach the job's store (it is up before torchrun starts any rank)."""
 _NAMESPACE = uuid.UUID("5f0c3a52-6f1e-4b8e-9d0a-6d61726b6f76")  # uuid5 namespace of our ids
 _OWNER_ONLY = ("status", "summary", "hyper_parameters")
 """Recording fields only rank 0 sends (the backend merges every batch's resource into them)."""
@@ -92,9 +103,9 @@ def from_environment(
     if shared is None:
         log.warning(
             "markov_otel: rank %d of %d has no recording id shared with the other ranks, so "
-            "each rank records on its own. Set %s to one id for every rank (or launch with "
-            "torchrun, whose %s names the job)",
-            rank, world_size, ENV_RECORDING_ID, ENV_RUN_ID,
+            "each rank records on its own. Set %s to one id for every rank, or give torchrun "
+            "a job id: torchrun --rdzv-id=<job id> (or --standalone)",
+            rank, world_size, ENV_RECORDING_ID,
         )  # fmt: skip
         return None, None
     launch = Launch(
@@ -137,7 +148,32 @@ def _shared_id(name: str, environ: Mapping[str, str]) -> str | None:
     run_id = environ.get(ENV_RUN_ID, "").strip()
     if run_id and run_id != "none":
         return uuid.uuid5(_NAMESPACE, f"{run_id}/{name}").hex
+    if environ.get(ENV_AGENT_STORE) == "True":  # torchrun without --rdzv-id: ask the job
+        return _agreed_in_job_store(name, environ)
     return None
+
+
+def _agreed_in_job_store(name: str, environ: Mapping[str, str]) -> str | None:
+    """The recording id the ranks agree on in the job's own store: torchrun's agent serves a
+    TCPStore at MASTER_ADDR:MASTER_PORT for the whole job (and keeps it across restarts, so a
+    restarted job goes on). Every rank proposes a fresh id; the first proposal stored wins, so
+    two jobs, each with its own store, never share one. None if the store cannot be reached."""
+    try:
+        from torch.distributed import TCPStore  # torchrun launched us: torch is there
+    except ImportError:
+        return None
+    try:
+        store = TCPStore(
+            environ.get("MASTER_ADDR", "127.0.0.1"),
+            _int(environ, "MASTER_PORT", 0),
+            is_master=False,
+            timeout=timedelta(seconds=STORE_TIMEOUT),
+        )
+        agreed = store.compare_set(f"markov_otel/recording/{name}", "", uuid.uuid4().hex)
+    except (RuntimeError, ValueError, OSError) as exc:  # torch's DistStoreError is a RuntimeError
+        log.debug("markov_otel: the job's store at MASTER_ADDR:MASTER_PORT: %s", exc)
+        return None
+    return bytes(agreed).decode()
 
 
 def run_dir_name(recording_id: str, launch: Launch | None) -> str:

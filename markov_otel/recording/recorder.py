@@ -14,11 +14,13 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from time import time_ns as _time_ns
 from types import TracebackType
@@ -170,6 +172,7 @@ class ExperimentRecorder:
         self._lock = threading.RLock()
         self._sender: Sender | None = None
         self._exit_status: str | None = None  # set by SIGTERM: the run was terminated
+        self._failure: BaseException | None = None  # what ended `with recorder:` with failed
         self._forked_from: int | None = None  # set in a forked child: the recording process
         self._mirror: Sender | None = None  # exact points to the user's collector (export_points)
         self._started_at: float | None = None
@@ -181,7 +184,11 @@ class ExperimentRecorder:
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
         shared = self._recording_id if self._launch else None  # a restarted job goes on
-        self._resuming |= self._resume_if_existing(kwargs.get("recording_id") or shared)
+        on_disk = self._resume_if_existing(kwargs.get("recording_id") or shared)
+        self._resuming |= on_disk
+        # recording_id= with a fresh run dir (another machine): the backend knows where it was.
+        self._ask_backend = bool(kwargs.get("recording_id")) and not on_disk
+        self._answer: Mapping[str, Any] | None = None  # the backend's registration answer
         if self._launch is not None and not self._launch.records_values:
             self.add_record = self._add_record_elsewhere  # type: ignore[method-assign]
 
@@ -364,6 +371,8 @@ class ExperimentRecorder:
                     on_registered=self._registered,
                 )
                 self._sender.register(self._registration())
+                if self._ask_backend:
+                    self._go_on_from_backend()
                 if self._resuming:
                     self._sender.update_recording({"status": "running"})
             self._state = _State.REGISTERED
@@ -411,7 +420,8 @@ class ExperimentRecorder:
                 encoder_process=self._settings.encoder_process,
                 metrics_file=self._spool.path("metrics"),
             )
-            self._started_at = time.time()
+            # A resumed recording keeps its first start: its duration covers every piece.
+            self._started_at = self._started_at or time.time()
             self._save()
             self._flusher.start()
             self._start_sampler()
@@ -451,6 +461,8 @@ class ExperimentRecorder:
         (no file descriptor, no thread) but what the deadline cut off."""
         self._status = status
         self._ended_at = time.time()
+        if status == "failed" and self._launch is not None:
+            self._name_failed_rank(self._launch)
         self._resource_changed()
         self._lifecycle(status)
         self._spans.end(Status(StatusCode.OK if status == "finished" else StatusCode.ERROR))
@@ -489,6 +501,17 @@ class ExperimentRecorder:
             signal.Signals(signum).name, self._recording_id, self._recording_id,
         )  # fmt: skip
 
+    def _name_failed_rank(self, launch: distributed.Launch) -> None:
+        """A rank of a distributed job failed: the recording's metadata names it and its error,
+        and a rank N > 0 sends that with the status (the one PATCH it sends)."""
+        failure = self._failure or getattr(sys, "last_value", None)  # an uncaught exception
+        error = f"{type(failure).__name__}: {failure}" if failure is not None else "failed"
+        self._metadata.update(failed_rank=launch.rank, failed_error=error[:500])
+        log.error(
+            "markov_otel: rank %d of %d failed (%s); recording %s is marked failed",
+            launch.rank, launch.world_size, error[:200], self._recording_id,
+        )  # fmt: skip
+
     def _finish_sending(self, flushed: bool, deadline: float) -> None:
         if not flushed:
             log.error(
@@ -504,6 +527,9 @@ class ExperimentRecorder:
         if self._sender is None:
             return
         self._sender.update_recording(self._patch_body())
+        if self._status == "failed" and self._launch is not None and not self._launch.owner:
+            failure = {"status": "failed", "metadata": dict(self._metadata)}
+            self._sender.update_recording(failure, from_any_rank=True)
         if not self._sender.stop(max(0.0, deadline - time.monotonic())):
             log.warning(
                 "markov_otel: recording %s is not fully sent%s; its data is safe in %s. "
@@ -532,6 +558,8 @@ class ExperimentRecorder:
             otel_context.detach(self._context_token)
         failed = exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
         interrupted = isinstance(exc, KeyboardInterrupt)
+        if failed and exc is not None:
+            self._failure = exc
         self.stop(status="interrupted" if interrupted else "failed" if failed else "finished")
 
     def upsert_package_requirements(self) -> None:
@@ -684,6 +712,27 @@ class ExperimentRecorder:
 
     def _registered(self, answer: Mapping[str, Any]) -> None:
         self._experiment_url = answer.get("experiment_url") or self._experiment_url
+        self._answer = answer
+
+    def _go_on_from_backend(self) -> None:
+        """Resuming from a fresh run dir: steps go on after the backend's last step, and the
+        start time, model id, hyperparameters and summary are the recording's."""
+        answer = self._answer
+        if answer is None:  # weather: registration is retried in the background
+            log.warning(
+                "markov_otel: resuming recording %s from a fresh run dir %s, but the backend "
+                "did not answer, so its steps here start at 0; pass step= to continue them",
+                self._recording_id, self._spool.dir,
+            )  # fmt: skip
+            return
+        last = answer.get("last_step")
+        if type(last) is int:
+            self._explicit_step(last)
+            self._view.last_step = last
+        self._started_at = _unix_seconds(answer.get("started_at")) or self._started_at
+        self._model_id = str(answer.get("model_id") or self._model_id)
+        self._hparams = {**(answer.get("hyper_parameters") or {}), **self._hparams}
+        self._summary.update(answer.get("summary") or {})
 
     def _patch_body(self) -> dict[str, Any]:
         return patch_body(self._info())
@@ -740,6 +789,8 @@ class ExperimentRecorder:
         self._hparams = {**info.get("hyper_parameters", {}), **self._hparams}
         self._summary.update(info.get("summary", {}))
         self._alert_log = list(info.get("alerts", []))
+        started = info.get("started_at")
+        self._started_at = float(started) if isinstance(started, (int, float)) else None
         # The spool is the truth: recording.json is only as fresh as its last save before a
         # crash, so count the points and find the last step on disk.
         points, last_step = self._spool.points_on_disk()
@@ -780,6 +831,14 @@ class ExperimentRecorder:
             f"ExperimentRecorder(name={self._name!r}, recording_id={self._recording_id!r}, "
             f"mode={self._settings.mode.value!r}, status={self._status!r})"
         )
+
+
+def _unix_seconds(iso: Any) -> float | None:
+    """A backend time (ISO 8601) as Unix seconds; None if it is not one."""
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:

@@ -90,7 +90,8 @@ class Api:
                 )
             except Forbidden as exc:
                 raise ApiError(403, str(exc)) from None
-        return json_response(self.present(request, recording), 201 if created else 200)
+            answer = await self.with_last_step(request, recording)
+        return json_response(answer, 201 if created else 200)
 
     async def patch(self, request: Request) -> Response:
         recording_id = rules.check_id(request.path_params["recording_id"])
@@ -115,7 +116,14 @@ class Api:
         return json_response([self.present(request, r) for r in recordings])
 
     async def get(self, request: Request) -> Response:
-        return json_response(self.present(request, await self.readable(request)))
+        return json_response(await self.with_last_step(request, await self.readable(request)))
+
+    async def with_last_step(self, request: Request, recording: dict[str, Any]) -> dict[str, Any]:
+        """The recording as presented, with `last_step`: a recorder resuming it from a fresh run
+        dir (another machine) continues its steps after that one."""
+        out = self.present(request, recording)
+        out["last_step"] = await run_in_threadpool(self.store.last_step, recording["recording_id"])
+        return out
 
     async def records(self, request: Request) -> Response:
         key = request.query_params.get("key")

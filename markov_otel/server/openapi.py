@@ -117,6 +117,11 @@ _SCHEMAS: dict[str, Any] = {
             "started_at": _STORED_TIME,
             "ended_at": _STORED_TIME,
             "experiment_url": _STR,
+            "last_step": {
+                "type": "integer",
+                "nullable": True,
+                "description": "the highest stored step (register and get only)",
+            },
         },
     },
     "Limits": {

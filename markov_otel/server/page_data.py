@@ -80,6 +80,8 @@ def run_row(recording: dict[str, Any]) -> dict[str, Any]:
         "points": recording.get("points", 0),
         "params": flat(recording.get("hyper_parameters")),
         "summary": flat(recording.get("summary")),
+        # e.g. an Optuna study's trials share metadata optuna_study: a column to filter on
+        "metadata": flat(recording.get("metadata")),
     }
 
 

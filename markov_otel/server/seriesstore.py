@@ -128,6 +128,17 @@ class SeriesQueries:
         return int(series_id)
 
     # -- reads -----------------------------------------------------------------------------
+    def last_step(self, recording_id: str) -> int | None:
+        """The highest step of any of the recording's series (None: no points), so a recorder
+        resuming it from a fresh run dir goes on after it. One index probe per series."""
+        sql = (
+            "SELECT MAX((SELECT MAX(step) FROM points p WHERE p.series_id = s.series_id))"
+            " FROM series s WHERE s.recording_id = ?"
+        )
+        with self._lock:
+            row = self._run(self._cursor(), sql, [recording_id]).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def step_range(self, recording_id: str, key: str) -> tuple[int, int] | None:
         """(first step, last step) of a series, or None when it has no points."""
         one = f"FROM points WHERE series_id = {SERIES_ID}"

@@ -258,11 +258,15 @@ class SqlStore(SeriesQueries):
         self, recording_id: str, changes: dict[str, Any], scope: str | None = None
     ) -> dict[str, Any] | None:
         """Merge `changes` (checked PATCH fields) into a recording; None when it does not exist
-        or belongs to a project outside `scope`. An explicit status may leave a terminal one."""
+        or belongs to a project outside `scope`. An explicit status may leave a terminal one
+        (`next_status`: a failed one only for running)."""
         with self._tx() as cur:
             current = self._fetch(cur, recording_id, lock=True)
             if current is None or (scope is not None and current["project_id"] != scope):
                 return None
+            if "status" in changes:
+                status = next_status(current["status"], changes["status"], explicit=True)
+                changes = {**changes, "status": status}
             self._update(cur, current, changes)
             if "requirements" in changes:
                 sql = "UPDATE recordings SET requirements = ? WHERE recording_id = ?"

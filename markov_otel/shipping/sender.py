@@ -133,8 +133,10 @@ class Sender:
     def wake(self) -> None:
         self._wake.set()
 
-    def update_recording(self, patch: Mapping[str, Any]) -> None:
-        if not self._target.registers:  # a collector, or a rank N > 0 of a distributed job
+    def update_recording(self, patch: Mapping[str, Any], *, from_any_rank: bool = False) -> None:
+        """PATCH the recording (merged with what is not sent yet). Not to a collector, nor from
+        a rank N > 0 of a distributed job unless `from_any_rank` (its failure)."""
+        if not self._target.registers and not from_any_rank:
             return
         with self._lock:
             for key, value in patch.items():

@@ -21,8 +21,8 @@ from markov_otel.integrations.params import plain_params
 from markov_otel.integrations.recording import Recording
 
 FRAMEWORKS = ("torch", "lightning", "pytorch_lightning", "transformers", "keras", "xgboost",
-              "lightgbm", "tensorflow", "jax")  # fmt: skip
-EXTRAS = ("lightning", "transformers", "keras", "xgboost", "lightgbm")
+              "lightgbm", "tensorflow", "jax", "optuna", "accelerate")  # fmt: skip
+EXTRAS = ("lightning", "transformers", "keras", "xgboost", "lightgbm", "optuna", "accelerate")
 
 
 def run_python(code: str) -> Any:

@@ -6,6 +6,7 @@ import enum
 import importlib.util
 import json
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
@@ -49,6 +50,8 @@ class TinySteps:
     def training_step(self, batch: Any, index: int) -> Any:
         if self.global_step == self.hparams.fail_at_step:
             raise RuntimeError("diverged")
+        if self.global_step == self.hparams.get("ctrl_c_at_step", -1):
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C: Python raises KeyboardInterrupt
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         self.log("train_loss", loss)
@@ -79,11 +82,11 @@ def loader() -> DataLoader:
     return DataLoader(data, batch_size=4)
 
 
-def trainer(logger: Any, lightning: Any = L) -> Any:
+def trainer(logger: Any, lightning: Any = L, callbacks: Any = None) -> Any:
     return lightning.Trainer(
         max_epochs=EPOCHS, logger=logger, log_every_n_steps=1, limit_val_batches=1,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        accelerator="cpu", devices=1,
+        enable_checkpointing=callbacks is not None, callbacks=callbacks,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
     )  # fmt: skip
 
 
@@ -114,12 +117,54 @@ def test_failed_fit_marks_the_recording_failed_and_keeps_its_points(isolated: Pa
     assert otlp_files.recording(run)["status"] == "failed"
 
 
+def test_ctrl_c_during_fit_is_recorded_as_interrupted(isolated: Path) -> None:
+    """A real SIGINT in training_step: Lightning calls finalize("failed") and exits 1, and the
+    recording says interrupted, with the steps before it."""
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            trainer(offline_logger()).fit(Tiny(ctrl_c_at_step=2), loader(), loader())
+    finally:
+        signal.signal(signal.SIGINT, before)  # Lightning ignores further Ctrl-C after the first
+    run = only_run(isolated)
+    assert steps(run, "train_loss") == [0, 1]
+    assert otlp_files.recording(run)["status"] == "interrupted"
+
+
+def test_fit_fills_the_summary_with_last_values_and_epochs(isolated: Path) -> None:
+    """After fit(): the last train_loss and val_loss as training and validation loss, every
+    validation key's last value, and the number of epochs."""
+    model = Tiny()
+    trainer(offline_logger()).fit(model, loader(), loader())
+    run = only_run(isolated)
+    summary = otlp_files.recording(run)["summary"]
+    last_val = values(run, "val_loss")[-1]
+    assert summary["training_loss"] == pytest.approx(model.train_losses[-1])
+    assert summary["validation_loss"] == summary["val_loss"] == last_val
+    assert summary["number_of_epochs"] == EPOCHS
+
+
+def test_model_checkpoints_best_path_and_score_are_in_the_summary(
+    isolated: Path, tmp_path: Path
+) -> None:
+    """ModelCheckpoint(monitor="val_loss"): its best path and score are in the summary."""
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss")
+    trainer(offline_logger(), callbacks=[checkpoint]).fit(Tiny(), loader(), loader())
+    summary = otlp_files.recording(only_run(isolated))["summary"]
+    assert checkpoint.best_model_path
+    assert summary["best_model_path"] == checkpoint.best_model_path
+    assert summary["best_model_score"] == pytest.approx(float(checkpoint.best_model_score))
+    assert summary["best_model_monitor"] == "val_loss"
+
+
 def test_test_after_fit_adds_to_the_same_recording(isolated: Path) -> None:
-    """fit() then test(): one recording holding both, finished again after test()."""
+    """fit() then test(): one recording holding both, finished again after test(), timed from
+    the start of fit()."""
     logger = offline_logger()
     fit_and_test = trainer(logger)
     model = Tiny()
     fit_and_test.fit(model, loader(), loader())
+    fit_started = otlp_files.recording(only_run(isolated))["started_at"]
     fit_and_test.test(model, loader())
     run = only_run(isolated)
     assert run.name == logger.version
@@ -128,6 +173,7 @@ def test_test_after_fit_adds_to_the_same_recording(isolated: Path) -> None:
     info = otlp_files.recording(run)
     assert info["status"] == "finished"
     assert info["hyper_parameters"]["lr"] == 0.1
+    assert info["started_at"] == fit_started
 
 
 class Optimizer(enum.Enum):
@@ -213,14 +259,16 @@ def test_a_given_recorder_is_started_and_left_to_its_owner(isolated: Path) -> No
 
 
 def test_a_recorder_running_under_with_is_recorded_into(isolated: Path) -> None:
-    """Inside `with recorder:`, the logger records into it and `with` decides the status."""
+    """Inside `with recorder:`, the logger records into it (summary too, beside the user's own
+    keys) and `with` decides the status."""
     recorder = ExperimentRecorder("mine", recording_mode=RecordingMode.OFFLINE)
     with recorder:
         trainer(MarkovLogger(recorder)).fit(Tiny(), loader(), loader())
         recorder.summary.add("note", "fitted")
     run = only_run(isolated)
     assert steps(run, "train_loss") == list(range(BATCHES * EPOCHS))
-    assert otlp_files.recording(run)["summary"] == {"note": "fitted"}
+    summary = otlp_files.recording(run)["summary"]
+    assert summary["note"] == "fitted" and summary["number_of_epochs"] == EPOCHS
 
 
 def test_pytorch_lightning_trainer_takes_the_logger(isolated: Path) -> None:

@@ -95,3 +95,15 @@ def test_continued_training_continues_the_steps_in_a_given_recorder(isolated: Pa
     run = only_run(isolated)
     assert steps(run, "valid/rmse") == list(range(ROUNDS + 3))
     assert series(run)["after"] == [(ROUNDS + 3, 1.0)]
+
+
+def test_the_scikit_learn_api_records_each_eval_set(isolated: Path) -> None:
+    """XGBRegressor(callbacks=[...]).fit(eval_set=...): validation_0/rmse per round, 0..2."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 3)), rng.normal(size=32)
+    model = xgb.XGBRegressor(n_estimators=3, max_depth=2, n_jobs=1, callbacks=[offline_callback()])
+    model.fit(x, y, eval_set=[(x, y)], verbose=False)
+    run = only_run(isolated)
+    assert steps(run, "validation_0/rmse") == [0, 1, 2]
+    expected = model.evals_result()["validation_0"]["rmse"]
+    assert [v for _, v in series(run)["validation_0/rmse"]] == expected

@@ -368,3 +368,38 @@ def test_compare_shows_a_scoped_token_only_its_projects_runs(tmp_path: Path) -> 
         assert alone.status_code == 404 and "theirs" not in alone.text.replace(theirs, "")
     finally:
         backend.stop()
+
+
+def test_an_optuna_studys_trials_are_one_group_in_the_runs_table_and_compare(
+    browsing: Browsing, backend: Backend
+) -> None:
+    """Three trials of study `quad` and one other run, online: the runs table has an
+    optuna_study column, filtering on it shows the three trials, and comparing them shows the
+    metadata group with the study and each trial's number."""
+    optuna = pytest.importorskip("optuna")
+    from markov_otel import RecordingMode
+    from markov_otel.integrations.optuna import MarkovOptunaCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    options = {"endpoint": backend.url, "api_key": backend.token, "project_id": "hpo"}
+    markov = MarkovOptunaCallback(recording_mode=RecordingMode.ONLINE, **options)
+    study = optuna.create_study(study_name="quad")
+    study.optimize(lambda t: (t.suggest_float("x", -5, 5) - 2) ** 2, 3, callbacks=[markov])
+    with online_recorder(backend.url, backend.token, name="other", project_id="hpo") as other:
+        other.add_record({"loss": 1.0})
+    browsing.sign_in("/projects/hpo")
+    page = browsing.page
+    page.wait_for_selector("html[data-runs-ready='4']")
+    page.fill("#runs-filter", "optuna_study=quad")
+    page.wait_for_selector("html[data-runs-ready='3']")
+    names = sorted(page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts())
+    assert names == ["quad/trial-0", "quad/trial-1", "quad/trial-2"]
+    rows = httpx.get(f"{backend.url}/api/v1/recordings", headers=backend.headers).json()
+    trial_ids = [r["recording_id"] for r in rows if r["metadata"].get("optuna_study") == "quad"]
+    page.goto(f"{backend.url}/compare?ids={','.join(trial_ids)}")
+    page.wait_for_selector("#params-table tr[data-name='optuna_trial']")
+    assert (
+        page.locator("#params-table tr[data-name='optuna_study'] td").all_inner_texts()
+        == ["quad"] * 3
+    )
+    assert browsing.errors == []

@@ -67,6 +67,18 @@ def test_patch_merges_and_appends_alerts_once(server: Backend) -> None:
     assert [a["alert_id"] for a in alerts] == ["a1", "a2"] and alerts[0] == alert
 
 
+def test_a_failed_recording_stays_failed_until_resumed(server: Backend) -> None:
+    """After `failed`, a PATCH of finished or terminated (the other ranks' ends) keeps it
+    failed; `running` (a resume) leaves it, and then it can finish."""
+    rid = new_id()
+    register(server, rid)
+    statuses = []
+    for status in ("failed", "finished", "terminated", "running", "finished"):
+        answer = api(server, "PATCH", f"/recordings/{rid}", json={"status": status})
+        statuses.append(answer.json()["status"])
+    assert statuses == ["failed", "failed", "failed", "running", "finished"]
+
+
 def test_requirements_are_404_until_patched(server: Backend) -> None:
     """GET requirements is 404 before a PATCH stores environment.json, then returns it."""
     rid = new_id()

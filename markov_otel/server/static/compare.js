@@ -42,7 +42,7 @@
       return '<th><span class="swatch" style="background:' + r.colour + '"></span>' + esc(r.name || r.id) + "</th>";
     }).join("") + "</tr></thead>";
     var body = "";
-    [["params", "hyperparameters"], ["summary", "summary"]].forEach(function (pair) {
+    [["params", "hyperparameters"], ["summary", "summary"], ["metadata", "metadata"]].forEach(function (pair) {
       var rows = namesOf(pair[0]).map(function (name) {
         var diff = differs(pair[0], name);
         if (only && !diff) return "";

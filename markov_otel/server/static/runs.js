@@ -54,7 +54,7 @@
   ];
   if (!doc.project) columns.push({ id: "project", label: "project", group: "run", get: function (r) { return r.project; } });
   columns.push({ id: "id", label: "id", group: "run", get: function (r) { return r.id; }, hidden: true });
-  [["params", "hyperparameters"], ["summary", "summary"]].forEach(function (pair) {
+  [["params", "hyperparameters"], ["summary", "summary"], ["metadata", "metadata"]].forEach(function (pair) {
     keysOf(pair[0]).forEach(function (k) {
       columns.push({ id: pair[0] + "." + k, label: k, group: pair[1],
         get: function (r) { return r[pair[0]][k]; } });
