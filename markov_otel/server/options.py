@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         default="sqlite:///markov-server.db",
-        help="sqlite:///path, a file path, or postgresql://user@host/db (default: %(default)s, "
-        "in the current directory)",
+        help="sqlite:///path or postgresql://user@host/db (default: %(default)s, in the "
+        "current directory)",
     )
     parser.add_argument(
         "--token",
