@@ -33,6 +33,7 @@ from markov_otel.server.browser_auth import (
     login_routes,
     wants_login_form,
 )
+from markov_otel.server.edges import HttpEdges
 from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST, IngestGate
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.openapi import openapi_document
@@ -78,6 +79,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(TokenGate, tokens=table)
+    app.add_middleware(HttpEdges)  # outermost: before the token gate
     app.state.store = store
     return app
 

@@ -40,6 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address (IP or CIDR) of a reverse proxy whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: the client address and https behind it, so the "
+        "session cookie is Secure (repeatable; default: none, forwarded headers are ignored)",
+    )
+    parser.add_argument(
         "--public-url",
         help="base of experiment_url links (default: the address each request came to)",
     )
@@ -81,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         max_concurrent_ingest=args.max_concurrent_ingest,
         workers=args.workers,
+        trusted_proxies=args.trusted_proxy,
     )
     return 0
 

@@ -27,7 +27,7 @@ from markov_otel.server.app import (
     create_app,
 )
 
-__all__ = ["TOKENS_ENV", "is_loopback", "serve"]
+__all__ = ["TOKENS_ENV", "is_loopback", "serve", "trusted_networks"]
 
 TOKENS_ENV = "MARKOV_SERVER_TOKENS"
 """Comma-separated accepted tokens (`T` or `T:PROJECT_ID`), added to those given to `serve`."""
@@ -44,12 +44,14 @@ def serve(
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
     workers: int = 1,
+    trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
     Accepted tokens are `tokens` plus those in MARKOV_SERVER_TOKENS (comma-separated).
     `workers` processes serve the port; more than one needs PostgreSQL. Each takes up to
-    `max_concurrent_ingest` bodies at once.
+    `max_concurrent_ingest` bodies at once. X-Forwarded-For/-Proto are believed only from the
+    `trusted_proxies` addresses (IPs or CIDRs); by default from nobody.
     """
     tokens = [t for t in [*tokens, *os.environ.get(TOKENS_ENV, "").split(",")] if t.strip()]
     if not tokens and not is_loopback(host):
@@ -60,6 +62,7 @@ def serve(
     if max_body_bytes <= 0:
         raise ConfigError(f"max_body_bytes={max_body_bytes!r} must be a positive number of bytes")
     check_workers(workers, db)
+    proxies = trusted_networks(trusted_proxies)
     make_app = functools.partial(
         create_app,
         db=db,
@@ -84,6 +87,10 @@ def serve(
         lifespan="on",
         workers=workers,
         factory=workers > 1,
+        # uvicorn believes 127.0.0.1 by default (and FORWARDED_ALLOW_IPS); we believe only
+        # the proxies the operator names, so no client can claim another address or https.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies,
     )
     if workers == 1:
         uvicorn.Server(config).run(sockets=[sock])
@@ -100,6 +107,21 @@ def check_workers(workers: int, db: str) -> None:
             f"--workers {workers} needs PostgreSQL (--db postgresql://user@host/db): SQLite "
             "takes one writer at a time, so more processes over one file only wait on its lock"
         )
+
+
+def trusted_networks(addresses: Sequence[str]) -> list[str]:
+    """The `--trusted-proxy` values as networks uvicorn takes; ConfigError for one that is not
+    an IP address or a CIDR network."""
+    networks = []
+    for address in addresses:
+        try:
+            networks.append(str(ipaddress.ip_network(address.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"--trusted-proxy {address!r} is not an IP address or network; name the "
+                "proxy's address as the server sees it, e.g. --trusted-proxy 127.0.0.1"
+            ) from None
+    return networks
 
 
 def is_loopback(host: str) -> bool:
