@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from markov_otel.server.auth import COOKIE, TokenTable
+from markov_otel.server.backoff import WrongTokens, client_address, too_many
 from markov_otel.server.bodies import ApiError, read_body
 from markov_otel.server.layout import layout
 
@@ -89,8 +90,9 @@ def set_session_cookie(response: Response, request: Request, token: str) -> None
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure)
 
 
-def login_routes(tokens: TokenTable) -> list[Route]:
-    """GET /login (the form) and POST /login (check the token, set the cookie, go back)."""
+def login_routes(tokens: TokenTable, wrong: WrongTokens) -> list[Route]:
+    """GET /login (the form) and POST /login (check the token, set the cookie, go back); a
+    wrong token counts against the address like any other (backoff.py)."""
 
     async def show(request: Request) -> Response:
         return login_form(request.query_params.get("next") or "/", status=200)
@@ -103,8 +105,17 @@ def login_routes(tokens: TokenTable) -> list[Route]:
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
         token = (form.get("token") or [""])[0].strip()
         target = safe_next((form.get("next") or ["/"])[0])
+        address = client_address(request.scope)
+        wait = wrong.wait(address)
+        if wait:
+            slowed = login_form(target, error=too_many(address, wait).reason, status=429)
+            slowed.headers["Retry-After"] = str(wait)
+            return slowed
         if not token or tokens.grant_for(token) is None:
+            if token:
+                wrong.failed(address, token)
             return login_form(target, error="That token is not one this backend accepts.")
+        wrong.succeeded(address)
         response = RedirectResponse(target, 303)
         set_session_cookie(response, request, token)
         return response

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import httpx
 import pytest
 from backend_fixture import Backend
 from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
+
+from markov_otel.server.backoff import FORGET_AFTER, FREE_FAILURES, MAX_DELAY, WrongTokens
 
 JSON_TYPE = {"Content-Type": "application/json"}
 PROTO_TYPE = {"Content-Type": "application/x-protobuf"}
@@ -322,3 +325,109 @@ def test_a_trusted_proxy_that_is_not_an_address_is_refused(tmp_path: Path, capsy
     argv = ["--port", "0", "--db", db, "--token", "t", "--trusted-proxy", "nginx"]
     assert main(argv) == 1
     assert "--trusted-proxy 'nginx'" in capsys.readouterr().err
+
+
+# -- wrong tokens slow an address down ---------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_delay_doubles_with_each_distinct_wrong_token_up_to_its_cap() -> None:
+    """FREE_FAILURES distinct wrong tokens cost nothing; then 1, 2, 4 … s, capped at MAX_DELAY;
+    the same wrong token again is not counted; the right token starts the address afresh."""
+    clock = Clock()
+    wrong = WrongTokens(clock)
+    for i in range(FREE_FAILURES):
+        wrong.failed("10.0.0.1", f"guess-{i}")
+        assert wrong.wait("10.0.0.1") == 0
+    waits = []
+    for i in range(10):
+        assert wrong.wait("10.0.0.1") == 0
+        wrong.failed("10.0.0.1", f"more-{i}")
+        waits.append(wrong.wait("10.0.0.1"))
+        wrong.failed("10.0.0.1", f"more-{i}")  # the same token again: not a new guess
+        clock.now += waits[-1]
+    assert waits == [1, 2, 4, 8, 16, 32, MAX_DELAY, MAX_DELAY, MAX_DELAY, MAX_DELAY]
+    assert wrong.wait("10.0.0.2") == 0
+    wrong.failed("10.0.0.1", "yet another")
+    assert wrong.wait("10.0.0.1") == MAX_DELAY
+    clock.now += MAX_DELAY
+    wrong.succeeded("10.0.0.1")
+    wrong.failed("10.0.0.1", "a typo after signing in")
+    assert wrong.wait("10.0.0.1") == 0
+
+
+def test_an_address_is_forgotten_after_a_quiet_while() -> None:
+    """An address in backoff that sends nothing wrong for FORGET_AFTER seconds starts afresh."""
+    clock = Clock()
+    wrong = WrongTokens(clock)
+    for i in range(FREE_FAILURES + 3):
+        wrong.failed("10.0.0.1", f"guess-{i}")
+    assert wrong.wait("10.0.0.1") > 0
+    clock.now += FORGET_AFTER + 1
+    assert wrong.wait("10.0.0.1") == 0
+    wrong.failed("10.0.0.1", "one more")
+    assert wrong.wait("10.0.0.1") == 0
+
+
+def from_address(backend: Backend, address: str) -> httpx.Client:
+    """A client whose connections leave from `address` (any 127.x.y.z is this machine)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=backend.url, transport=transport, timeout=30)
+
+
+@pytest.mark.slow
+def test_wrong_tokens_from_one_address_get_429_but_the_right_token_still_gets_in(
+    backend: Backend,
+) -> None:
+    """2,000 distinct wrong tokens from 127.0.0.3: the first FREE_FAILURES are checked (401),
+    then 429 with Retry-After (at most a handful more are checked). Meanwhile the right token
+    from 127.0.0.4 works at once, and from 127.0.0.3 once Retry-After has passed."""
+    attacker, colleague = from_address(backend, "127.0.0.3"), from_address(backend, "127.0.0.4")
+    with attacker, colleague:
+        statuses = []
+        for i in range(2000):
+            answer = attacker.get("/api/v1/recordings", headers={"Authorization": f"Bearer g{i}"})
+            statuses.append(answer.status_code)
+        assert statuses[:FREE_FAILURES] == [401] * FREE_FAILURES
+        assert set(statuses) == {401, 429}
+        assert statuses.count(401) < FREE_FAILURES + 10, statuses.count(401)
+        assert colleague.get("/api/v1/recordings", headers=backend.headers).status_code == 200
+        slowed = attacker.get("/api/v1/recordings", headers=backend.headers)
+        assert slowed.status_code == 429 and "wrong tokens" in slowed.json()["error"]
+        wait = int(slowed.headers["Retry-After"])
+        assert 1 <= wait <= MAX_DELAY
+        deadline = time.monotonic() + MAX_DELAY + 30  # the promise: in by Retry-After
+        while (
+            answer := attacker.get("/api/v1/recordings", headers=backend.headers)
+        ).status_code == 429:
+            assert time.monotonic() < deadline, "the right token was locked out"
+            time.sleep(int(answer.headers["Retry-After"]))
+        assert answer.status_code == 200
+
+
+def test_the_same_wrong_token_again_and_again_is_not_slowed_down(backend: Backend) -> None:
+    """A stale cookie or an old key repeats one wrong token: 50 times, 50 plain 401s, no 429."""
+    with from_address(backend, "127.0.0.5") as client:
+        html = {"Accept": "text/html", "Cookie": "markov_token=stale"}
+        statuses = [client.get("/", headers=html).status_code for _ in range(50)]
+    assert statuses == [401] * 50
+
+
+def test_wrong_tokens_posted_to_login_count_too(backend: Backend) -> None:
+    """POST /login is slowed like the API: past FREE_FAILURES distinct wrong tokens the form
+    answers 429 with Retry-After and sets no cookie, even for the right token."""
+    with from_address(backend, "127.0.0.6") as client:
+        for i in range(FREE_FAILURES + 1):
+            assert client.post("/login", data={"token": f"g{i}"}).status_code == 401
+        answer = client.post("/login", data={"token": backend.token})
+        assert answer.status_code == 429 and "set-cookie" not in answer.headers
+        assert int(answer.headers["Retry-After"]) >= 1 and "wrong tokens" in answer.text
