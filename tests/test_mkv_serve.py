@@ -66,7 +66,7 @@ def test_mkv_serve_passes_max_concurrent_ingest_to_the_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """mkv serve hands --max-concurrent-ingest to the server, whose check refuses 0."""
-    args = ["serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    args = ["serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 's.db'}", "--token", "t"]
     assert main([*args, "--max-concurrent-ingest", "0"]) == 1
     assert "max_concurrent_ingest=0 must be a positive integer" in capsys.readouterr().err
 

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
-    parser.add_argument("--port", type=int, default=8470, help="0 picks a free port")
+    parser.add_argument(
+        "--port", type=int, default=8470, help="0 picks a free port (default: %(default)s)"
+    )
     parser.add_argument(
         "--db",
         default="sqlite:///markov-server.db",
@@ -36,7 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); also "
-        "MARKOV_SERVER_TOKENS, comma-separated",
+        "MARKOV_SERVER_TOKENS, comma-separated. The server refuses to start without a token "
+        "unless --open is given",
+    )
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="run without any token: every page and API call is allowed, on a loopback "
+        "address only, and the server says so when it starts",
     )
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument(
@@ -91,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         max_concurrent_ingest=args.max_concurrent_ingest,
         workers=args.workers,
         trusted_proxies=args.trusted_proxy,
+        open_server=args.open,
     )
     return 0
 
