@@ -370,6 +370,32 @@ def test_csp_violations_are_seen_by_the_harness(chromium: Any, backend: Backend)
         session.context.close()
 
 
+def test_a_page_on_another_site_cannot_sign_the_browser_in(chromium: Any, backend: Backend) -> None:
+    """Login CSRF in a real browser: a page of evil.example auto-posts a (valid) token to
+    /login; the browser's own Sec-Fetch-Site/Origin get it a 403 and no cookie is set."""
+    context = chromium.new_context()
+    try:
+        form = (
+            f'<form method="post" action="{backend.url}/login">'
+            f'<input name="token" value="{backend.token}"><input name="next" value="/"></form>'
+            "<script>document.forms[0].submit()</script>"
+        )
+        context.route(
+            "http://evil.example/**",
+            lambda route: route.fulfill(status=200, content_type="text/html", body=form),
+        )
+        page = context.new_page()
+        posted = lambda r: r.url.endswith("/login") and r.request.method == "POST"  # noqa: E731
+        with page.expect_response(posted) as answer:
+            page.goto("http://evil.example/")
+        assert answer.value.status == 403
+        sent = answer.value.request.all_headers()
+        assert sent.get("sec-fetch-site") == "cross-site" or "evil.example" in sent["origin"]
+        assert [c["name"] for c in context.cookies()] == []
+    finally:
+        context.close()
+
+
 def test_compare_shows_a_scoped_token_only_its_projects_runs(tmp_path: Path) -> None:
     """/compare with a project token: another project's run is 'not found', like a missing one."""
     backend = Backend(tmp_path / "scoped", extra_args=["--token", "team-a:A"])
