@@ -55,7 +55,7 @@ class HttpEdges:
             refusal = json_response(
                 {
                     "error": "request has both Content-Length and Transfer-Encoding, which "
-                    "frame its body two ways (RFC 9112 §6.1); send only one"
+                    "frame its body two ways (RFC 9112, section 6.1); send only one"
                 },
                 400,
             )
