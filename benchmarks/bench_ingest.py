@@ -184,7 +184,7 @@ def start_server(db: str, workers: int, work: Path) -> tuple[subprocess.Popen[by
     import urllib.request
 
     port_file = work / f"port-{workers}"
-    args = [sys.executable, "-m", "markov_otel.server", "--port", "0", "--db", db]
+    args = [sys.executable, "-m", "markov_otel.server", "--port", "0", "--db", db, "--open"]
     args += ["--port-file", str(port_file), "--workers", str(workers)]
     log = (work / f"server-{workers}.log").open("wb")
     process = subprocess.Popen(args, stdout=log, stderr=log, cwd=TREE)

@@ -3,7 +3,8 @@ ways tests reach a backend (`dead_endpoint()`, `online_recorder()`).
 
 Load it with `pytest_plugins = ["backend_fixture"]`. The backend is the real server
 (`python -m markov_otel.server --port 0 --port-file …`) on a SQLite file under `tmp_path`, with a
-token; `.kill()` sends SIGKILL, `.restart()` brings it back on the same port and database.
+token (`token=""` starts it with `--open` instead); `.kill()` sends SIGKILL, `.restart()` brings
+it back on the same port and database.
 """
 
 from __future__ import annotations
@@ -76,8 +77,7 @@ class Backend:
         port_file.unlink(missing_ok=True)
         args = [sys.executable, "-m", "markov_otel.server", "--port", str(self.port)]
         args += ["--port-file", str(port_file), "--db", self.db, *self.extra_args]
-        if self.token:
-            args += ["--token", self.token]
+        args += ["--token", self.token] if self.token else ["--open"]
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),

@@ -256,8 +256,11 @@ def test_env_requirements_without_a_path_prints_to_stdout(
     assert code == 0 and (tmp_path / "reqs.txt").read_text().startswith("# Environment")
 
 
-def test_serve_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_help_shows_the_defaults(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`mkv serve --help` names the default host, port and database."""
+    monkeypatch.setenv("COLUMNS", "200")  # argparse would wrap markov-server.db at its hyphen
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     text = " ".join(capsys.readouterr().out.split())

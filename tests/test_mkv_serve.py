@@ -66,7 +66,7 @@ def test_mkv_serve_passes_max_concurrent_ingest_to_the_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """mkv serve hands --max-concurrent-ingest to the server, whose check refuses 0."""
-    args = ["serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    args = ["serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 's.db'}", "--token", "t"]
     assert main([*args, "--max-concurrent-ingest", "0"]) == 1
     assert "max_concurrent_ingest=0 must be a positive integer" in capsys.readouterr().err
 
@@ -77,7 +77,9 @@ def test_mkv_serve_passes_max_concurrent_ingest_to_the_server(
         [],
         ["--host", "0.0.0.0", "--port", "0", "--db", "postgresql://u@h/db", "--token", "a:p1",
          "--token", "b", "--port-file", "pf", "--public-url", "https://x", "--workers", "3",
-         "--max-concurrent-ingest", "9", "--max-body-bytes", "1024"],
+         "--max-concurrent-ingest", "9", "--max-body-bytes", "1024", "--trusted-proxy", "10.0.0.1",
+         "--trusted-proxy", "10.0.1.0/24"],
+        ["--open"],
     ],
 )  # fmt: skip
 def test_mkv_serve_and_python_m_server_parse_every_option_alike(argv: list[str]) -> None:
@@ -89,7 +91,7 @@ def test_mkv_serve_and_python_m_server_parse_every_option_alike(argv: list[str])
     via_mkv = vars(build_parser().parse_args(["serve", *argv]))
     via_module = vars(server_parser().parse_args(argv))
     assert via_mkv == via_module
-    assert via_mkv["max_concurrent_ingest"] == (9 if argv else 4)
+    assert via_mkv["max_concurrent_ingest"] == (9 if "--max-concurrent-ingest" in argv else 4)
 
 
 def test_mkv_serve_help_needs_no_server_extra() -> None:

@@ -107,7 +107,8 @@ def note_recording_locally(settings: Settings, recording_id: str, run_dir: Path)
     _LOCAL_NOTE.say(
         "local", logging.WARNING,
         "markov_otel: no backend configured, so recording %s is kept locally in %s. To go "
-        "online: `mkv serve` (or your team's backend) and `mkv config set endpoint URL`; then "
+        "online: `mkv serve --token T` (or your team's backend), `mkv config set endpoint URL` "
+        "and `mkv config set api_key T`; then "
         "`mkv sync %s` uploads this run (`mkv mode offline` silences this note)",
         recording_id, run_dir, recording_id,
     )  # fmt: skip

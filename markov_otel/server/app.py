@@ -24,6 +24,7 @@ from markov_otel.errors import ConfigError
 from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
 from markov_otel.server.api import api_routes, json_response
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
+from markov_otel.server.backoff import WrongTokens, client_address, too_many
 from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
 from markov_otel.server.browser_auth import (
     LOGIN_PATH,
@@ -33,6 +34,7 @@ from markov_otel.server.browser_auth import (
     login_routes,
     wants_login_form,
 )
+from markov_otel.server.edges import HttpEdges
 from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST, IngestGate
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.openapi import openapi_document
@@ -66,9 +68,9 @@ def create_app(
         yield
         store.close()
 
-    table = TokenTable(tokens)
+    table, wrong = TokenTable(tokens), WrongTokens()
     app = Starlette(
-        routes=[*routes(store, max_body_bytes, public_url, gate), *login_routes(table)],
+        routes=[*routes(store, max_body_bytes, public_url, gate), *login_routes(table, wrong)],
         exception_handlers={
             ApiError: api_error,
             ConfigError: refused,
@@ -77,7 +79,8 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.add_middleware(TokenGate, tokens=table)
+    app.add_middleware(TokenGate, tokens=table, wrong=wrong)
+    app.add_middleware(HttpEdges)  # outermost: before the token gate
     app.state.store = store
     return app
 
@@ -131,10 +134,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 class TokenGate:
-    """ASGI middleware: 401 unless the request carries a configured token; sets state.grant."""
+    """ASGI middleware: 401 unless the request carries a configured token; sets state.grant.
+    Wrong tokens slow their address down (429 + Retry-After, see backoff.py)."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenTable) -> None:
-        self.app, self.tokens = app, tokens
+    def __init__(self, app: ASGIApp, tokens: TokenTable, wrong: WrongTokens) -> None:
+        self.app, self.tokens, self.wrong = app, tokens, wrong
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,26 +151,49 @@ class TokenGate:
             presented = request.query_params.get("token")
         if presented is None and cookie_opens(scope["method"], path):
             presented = request.cookies.get(COOKIE)
-        grant = self.tokens.grant_for(presented)
-        if grant is None and not (path in _PUBLIC or path.startswith("/static/")):
-            await refusal(request, presented)(scope, receive, send)
+        public = path in _PUBLIC or path.startswith("/static/")
+        if presented is not None and self.tokens.enabled and not public:
+            address = client_address(scope)
+            wait = self.wrong.wait(address)
+            if wait:
+                error = too_many(address, wait)
+                await refusal(request, error, error.reason)(scope, receive, send)
+                return
+            grant = self.tokens.grant_for(presented)
+            if grant is None:
+                self.wrong.failed(address, presented)
+            else:
+                self.wrong.succeeded(address)
+        else:
+            grant = self.tokens.grant_for(presented)
+        if grant is None and not public:
+            note = "" if presented is None else "That token is not valid here."
+            await refusal(request, unauthorized(presented), note)(scope, receive, send)
             return
         scope.setdefault("state", {})["grant"] = grant or self.tokens.grant_for(None)
         await self.app(scope, receive, send)
 
 
-def refusal(request: Request, presented: str | None) -> Any:
-    """The 401 answer, in the encoding an OTLP client expects on /v1/*."""
+def unauthorized(presented: str | None) -> ApiError:
+    """The 401: no token, or one this server does not accept."""
     reason = "missing bearer token" if presented is None else "invalid bearer token"
     reason += ": send Authorization: Bearer <token> (a token given to the server with --token)"
-    error = ApiError(401, reason)
+    return ApiError(401, reason, {"WWW-Authenticate": "Bearer"})
+
+
+def refusal(request: Request, error: ApiError, note: str) -> Any:
+    """A 401 or 429 in the form the client reads: the login form (saying `note`) for a browser
+    opening a page, the encoding an OTLP client expects on /v1/*, JSON otherwise."""
     if wants_login_form(request):
         asked = request.url.remove_query_params("token")
         back = asked.path + (f"?{asked.query}" if asked.query else "")
-        return login_form(back, error="" if presented is None else "That token is not valid here.")
+        form = login_form(back, error=note, status=error.status)
+        if "Retry-After" in error.headers:
+            form.headers["Retry-After"] = error.headers["Retry-After"]
+        return form
     if request.url.path.startswith("/v1/"):
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         return error_response(error, PROTOBUF if ctype == PROTOBUF else JSON)
-    response = json_response({"error": reason}, 401)
-    response.headers["WWW-Authenticate"] = "Bearer"
+    response = json_response({"error": error.reason}, error.status)
+    response.headers.update(error.headers)
     return response

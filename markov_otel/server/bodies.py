@@ -35,6 +35,10 @@ __all__ = [
 
 JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
+GZIP_MAGIC = b"\x1f\x8b"
+GZIP_WINDOW = 1 << 16
+MAX_GZIP_MEMBERS = 1000
+"""More members than any client writes (one each, usually); each costs a fresh inflater."""
 
 
 class ApiError(Exception):
@@ -95,17 +99,47 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
-    """Inflate a gzip body; 413 when it inflates past `limit`, 400 when it is not gzip."""
+    """Inflate every member of a gzip body (RFC 1952 §2.2: a gzip file is a series of members);
+    413 when all of them together inflate past `limit`, 400 when it is not gzip, a member is
+    cut short, anything but another member follows one, or there are absurdly many."""
+    out: list[bytes] = []
+    size, start, view = 0, 0, memoryview(body)
+    for _ in range(MAX_GZIP_MEMBERS):
+        member, start = inflate_member(view, start, limit - size, limit)
+        size += len(member)
+        out.append(member)
+        if start == len(body):
+            return b"".join(out)
+        if body[start : start + 2] != GZIP_MAGIC:
+            raise ApiError(
+                400,
+                f"gzip body has {len(body) - start} bytes after its last member that are not gzip",
+            )
+    raise ApiError(400, f"gzip body has more than {MAX_GZIP_MEMBERS} members")
+
+
+def inflate_member(view: memoryview, start: int, budget: int, limit: int) -> tuple[bytes, int]:
+    """The member at `view[start:]` inflated (413 past `budget` bytes, what is left of
+    `limit`), and where the next one starts. It is fed a window at a time, so what zlib copies
+    out after the member's end is one window, not the rest of the body (which made many small
+    members cost quadratic time)."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ApiError(400, f"body is not valid gzip ({exc})") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise ApiError(413, f"gzip body inflates past {_limit_named(limit)}")
-    if not inflater.eof:
-        raise ApiError(400, "gzip body is truncated")
-    return out
+    parts: list[bytes] = []
+    size, at = 0, start
+    while not inflater.eof:
+        if at >= len(view):
+            raise ApiError(400, "gzip body is truncated")
+        window = view[at : at + GZIP_WINDOW]
+        at += len(window)
+        try:
+            part = inflater.decompress(window, budget + 1 - size)  # never 0: that is no bound
+        except zlib.error as exc:
+            raise ApiError(400, f"body is not valid gzip ({exc})") from exc
+        size += len(part)
+        if size > budget or inflater.unconsumed_tail:
+            raise ApiError(413, f"gzip body inflates past {_limit_named(limit)}")
+        parts.append(part)
+    return b"".join(parts), at - len(inflater.unused_data)
 
 
 def _limit_named(limit: int) -> str:

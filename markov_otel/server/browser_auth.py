@@ -17,9 +17,19 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from markov_otel.server.auth import COOKIE, TokenTable
+from markov_otel.server.backoff import WrongTokens, client_address, too_many
+from markov_otel.server.bodies import ApiError, read_body
 from markov_otel.server.layout import layout
 
-__all__ = ["LOGIN_PATH", "cookie_opens", "is_page", "login_form", "login_routes", "safe_next"]
+__all__ = [
+    "LOGIN_PATH",
+    "cookie_opens",
+    "is_page",
+    "login_form",
+    "login_routes",
+    "safe_next",
+    "set_session_cookie",
+]
 
 LOGIN_PATH = "/login"
 _PAGE_PREFIXES = ("/recordings/", "/projects/", "/compare")
@@ -72,26 +82,42 @@ def login_form(next_path: str, *, error: str = "", status: int = 401) -> Respons
     return response
 
 
-def login_routes(tokens: TokenTable) -> list[Route]:
-    """GET /login (the form) and POST /login (check the token, set the cookie, go back)."""
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    """The `markov_token` cookie: HttpOnly, SameSite=Strict, and Secure when the request came
+    over TLS (to uvicorn itself, or to a proxy named by `--trusted-proxy` that says so in
+    X-Forwarded-Proto), so a browser never sends it over plain HTTP afterwards."""
+    secure = request.url.scheme == "https"
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure)
+
+
+def login_routes(tokens: TokenTable, wrong: WrongTokens) -> list[Route]:
+    """GET /login (the form) and POST /login (check the token, set the cookie, go back); a
+    wrong token counts against the address like any other (backoff.py)."""
 
     async def show(request: Request) -> Response:
         return login_form(request.query_params.get("next") or "/", status=200)
 
     async def submit(request: Request) -> Response:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > _MAX_FORM_BYTES:
-                return login_form("/", error="The form is too large.", status=413)
+        try:
+            body = await read_body(request, _MAX_FORM_BYTES)  # gzip as on every route
+        except ApiError as exc:
+            return login_form("/", error=exc.reason, status=exc.status)
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
         token = (form.get("token") or [""])[0].strip()
         target = safe_next((form.get("next") or ["/"])[0])
+        address = client_address(request.scope)
+        wait = wrong.wait(address)
+        if wait:
+            slowed = login_form(target, error=too_many(address, wait).reason, status=429)
+            slowed.headers["Retry-After"] = str(wait)
+            return slowed
         if not token or tokens.grant_for(token) is None:
+            if token:
+                wrong.failed(address, token)
             return login_form(target, error="That token is not one this backend accepts.")
+        wrong.succeeded(address)
         response = RedirectResponse(target, 303)
-        secure = request.url.scheme == "https"
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure)
+        set_session_cookie(response, request, token)
         return response
 
     return [Route(LOGIN_PATH, show, methods=["GET"]), Route(LOGIN_PATH, submit, methods=["POST"])]

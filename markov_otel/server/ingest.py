@@ -79,7 +79,7 @@ _RESPONSES: dict[str, tuple[Any, Any, str, str]] = {
     ),
 }
 # HTTP status -> google.rpc.Code for the error body
-_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 422: 9, 503: 14}
+_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 422: 9, 429: 8, 503: 14}
 
 Resources = list[tuple[str, dict[str, Any]]]
 

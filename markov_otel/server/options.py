@@ -38,9 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="accepted bearer token, TOKEN or TOKEN:PROJECT_ID (repeatable); also "
-        "MARKOV_SERVER_TOKENS, comma-separated",
+        "MARKOV_SERVER_TOKENS, comma-separated. The server refuses to start without a token "
+        "unless --open is given",
+    )
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="run without any token: every page and API call is allowed, on a loopback "
+        "address only, and the server says so when it starts",
     )
     parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="address (IP or CIDR) of a reverse proxy whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: the client address and https behind it, so the "
+        "session cookie is Secure (repeatable; default: none, forwarded headers are ignored)",
+    )
     parser.add_argument(
         "--public-url",
         help="base of experiment_url links (default: the address each request came to)",
@@ -83,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         max_concurrent_ingest=args.max_concurrent_ingest,
         workers=args.workers,
+        trusted_proxies=args.trusted_proxy,
+        open_server=args.open,
     )
     return 0
 

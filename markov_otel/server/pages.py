@@ -18,7 +18,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from markov_otel.rules import valid_id
-from markov_otel.server.auth import COOKIE, Grant
+from markov_otel.server.auth import Grant
+from markov_otel.server.browser_auth import set_session_cookie
 from markov_otel.server.layout import layout
 from markov_otel.server.page_data import embed_json, flat, run_row
 from markov_otel.server.records import jsonable
@@ -61,7 +62,7 @@ def with_token_cookie(handler: Handler) -> Handler:
             body = "<p>That token cannot be a cookie: a token is printable ASCII.</p>"
             return layout("bad token", body, 400)
         response = RedirectResponse(request.url.remove_query_params("token"), 303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        set_session_cookie(response, request, token)
         return response
 
     return page

@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import os
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from markov_otel.server.app import (
     create_app,
 )
 
-__all__ = ["TOKENS_ENV", "is_loopback", "serve"]
+__all__ = ["TOKENS_ENV", "is_loopback", "serve", "trusted_networks"]
 
 TOKENS_ENV = "MARKOV_SERVER_TOKENS"
 """Comma-separated accepted tokens (`T` or `T:PROJECT_ID`), added to those given to `serve`."""
@@ -44,22 +45,24 @@ def serve(
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
     workers: int = 1,
+    trusted_proxies: Sequence[str] = (),
+    open_server: bool = False,
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
-    Accepted tokens are `tokens` plus those in MARKOV_SERVER_TOKENS (comma-separated).
+    Accepted tokens are `tokens` plus those in MARKOV_SERVER_TOKENS (comma-separated). With
+    none, it refuses to start unless `open_server` (`--open`) asks for a server without
+    authentication, which may only listen on loopback and says so in one line on stderr.
     `workers` processes serve the port; more than one needs PostgreSQL. Each takes up to
-    `max_concurrent_ingest` bodies at once.
+    `max_concurrent_ingest` bodies at once. X-Forwarded-For/-Proto are believed only from the
+    `trusted_proxies` addresses (IPs or CIDRs); by default from nobody.
     """
     tokens = [t for t in [*tokens, *os.environ.get(TOKENS_ENV, "").split(",")] if t.strip()]
-    if not tokens and not is_loopback(host):
-        raise ConfigError(
-            f"host={host!r} is not a loopback address and no token is configured; an open "
-            "backend may only listen on 127.0.0.1/::1. Give --token (or MARKOV_SERVER_TOKENS)."
-        )
     if max_body_bytes <= 0:
         raise ConfigError(f"max_body_bytes={max_body_bytes!r} must be a positive number of bytes")
     check_workers(workers, db)
+    check_open(tokens, open_server, host)
+    proxies = trusted_networks(trusted_proxies)
     make_app = functools.partial(
         create_app,
         db=db,
@@ -75,6 +78,13 @@ def serve(
     if workers > 1:
         make_app().state.store.close()
     sock = bind(host, port)
+    if not tokens:
+        print(
+            f"markov server: OPEN, no token: anyone who can reach {host}:"
+            f"{sock.getsockname()[1]} reads and writes every recording (--open)",
+            file=sys.stderr,
+            flush=True,
+        )
     if port_file is not None:
         write_port_file(port_file, sock.getsockname()[1])
     config = uvicorn.Config(
@@ -84,6 +94,10 @@ def serve(
         lifespan="on",
         workers=workers,
         factory=workers > 1,
+        # uvicorn believes 127.0.0.1 by default (and FORWARDED_ALLOW_IPS); we believe only
+        # the proxies the operator names, so no client can claim another address or https.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies,
     )
     if workers == 1:
         uvicorn.Server(config).run(sockets=[sock])
@@ -100,6 +114,42 @@ def check_workers(workers: int, db: str) -> None:
             f"--workers {workers} needs PostgreSQL (--db postgresql://user@host/db): SQLite "
             "takes one writer at a time, so more processes over one file only wait on its lock"
         )
+
+
+def check_open(tokens: Sequence[str], open_server: bool, host: str) -> None:
+    """Refuse a server without tokens unless asked for by `--open` (and then only on loopback),
+    and `--open` beside a token."""
+    if tokens and open_server:
+        raise ConfigError(
+            "--open and a token (--token or MARKOV_SERVER_TOKENS) contradict each other; drop "
+            "--open to require the token, or drop the tokens for an open loopback server"
+        )
+    if not tokens and not open_server:
+        raise ConfigError(
+            "no token is configured, so every recording would be open to anyone who can reach "
+            "the server; give --token TOKEN (or MARKOV_SERVER_TOKENS), or --open for a server "
+            "without authentication on loopback only"
+        )
+    if not tokens and not is_loopback(host):
+        raise ConfigError(
+            f"host={host!r} is not a loopback address and no token is configured; an open "
+            "backend may only listen on 127.0.0.1/::1. Give --token (or MARKOV_SERVER_TOKENS)."
+        )
+
+
+def trusted_networks(addresses: Sequence[str]) -> list[str]:
+    """The `--trusted-proxy` values as networks uvicorn takes; ConfigError for one that is not
+    an IP address or a CIDR network."""
+    networks = []
+    for address in addresses:
+        try:
+            networks.append(str(ipaddress.ip_network(address.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"--trusted-proxy {address!r} is not an IP address or network; name the "
+                "proxy's address as the server sees it, e.g. --trusted-proxy 127.0.0.1"
+            ) from None
+    return networks
 
 
 def is_loopback(host: str) -> bool:

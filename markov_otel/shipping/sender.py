@@ -474,7 +474,8 @@ class Sender:
             if self.gave_up:
                 raise BackendError(
                     f"cannot connect to {self._client.base}: is the backend running? Start it "
-                    f"(`mkv serve`) or name another (--endpoint URL), then run: mkv sync {rid}"
+                    "(`mkv serve --token T`) or name another (--endpoint URL), then run: "
+                    f"mkv sync {rid}"
                 )
             if self._past_deadline():
                 raise BackendError(

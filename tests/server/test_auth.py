@@ -11,6 +11,7 @@ from backend_fixture import Backend
 from google.rpc.status_pb2 import Status
 from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
 
+from markov_otel.cli.main import main
 from markov_otel.errors import ConfigError
 from markov_otel.server import serve
 
@@ -106,19 +107,53 @@ def test_tokens_from_the_environment_are_accepted(tmp_path: Path) -> None:
 def test_open_server_refuses_a_non_loopback_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without tokens, serve() refuses to listen beyond loopback and says how to fix it."""
+    """Even with --open, serve() without tokens refuses to listen beyond loopback and says how
+    to fix it."""
     monkeypatch.delenv("MARKOV_SERVER_TOKENS", raising=False)
     with pytest.raises(ConfigError, match="--token"):
-        serve(host="0.0.0.0", port=0, db=str(tmp_path / "x.db"), tokens=())
+        serve(host="0.0.0.0", port=0, db=str(tmp_path / "x.db"), tokens=(), open_server=True)
     assert not (tmp_path / "x.db").exists()
 
 
+def test_serve_without_a_token_refuses_to_start_unless_told_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mkv serve` with no token anywhere exits 1 naming --token and --open, before it listens
+    or creates the database, as its help says."""
+    monkeypatch.delenv("MARKOV_SERVER_TOKENS", raising=False)
+    db = tmp_path / "x.db"
+    assert main(["serve", "--port", "0", "--db", f"sqlite:///{db}"]) == 1
+    error = capsys.readouterr().err
+    assert "no token" in error and "--token" in error and "--open" in error
+    assert not db.exists()
+
+
+def test_open_with_a_token_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--open beside a token (flag or MARKOV_SERVER_TOKENS) contradicts itself: exit 1."""
+    monkeypatch.setenv("MARKOV_SERVER_TOKENS", "from-env")
+    assert main(["serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--open"]) == 1
+    assert "--open" in capsys.readouterr().err
+
+
+def test_serve_help_names_the_open_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """`mkv serve --help` says a token is needed and --open is the way to run without one."""
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--open" in text and "refuses to start without a token" in text
+
+
 def test_open_server_on_loopback_accepts_requests_without_token(tmp_path: Path) -> None:
-    """Without tokens on loopback every request is accepted."""
+    """With --open (and no token) on loopback every request is accepted, and the server said
+    so in exactly one line when it started."""
     server = Backend(tmp_path / "open", token="")
     try:
         answer = httpx.post(server.url + "/api/v1/recordings", json={"recording_id": new_id()})
         assert answer.status_code == 201
+        said = [line for line in server.log().splitlines() if "OPEN" in line]
+        assert len(said) == 1 and "no token" in said[0], server.log()
     finally:
         server.stop()
 

@@ -21,7 +21,8 @@ T0 = 1_700_000_000_000_000_000
 
 
 class Browsing:
-    """One signed-out browser context on the backend, collecting the page's JS errors."""
+    """One signed-out browser context on the backend, collecting the page's JS errors and the
+    Content-Security-Policy violations it reports."""
 
     def __init__(self, chromium: Any, backend: Backend) -> None:
         self.backend = backend
@@ -29,6 +30,12 @@ class Browsing:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", self._console)
+
+    def _console(self, message: Any) -> None:
+        """A Content-Security-Policy violation is reported on the console: an error here too."""
+        if "Content Security Policy" in message.text:
+            self.errors.append(message.text)
 
     def sign_in(self, path: str) -> None:
         """Open `path`, get the login form, send the token, land on `path`."""
@@ -80,7 +87,8 @@ def hover(page: Any, at: float, text: str) -> list[str]:
     plot.hover(position={"x": box["width"] * at, "y": box["height"] / 2})
     values = "figure.chart[data-key='loss'] .legend-value"
     page.wait_for_function(
-        f"[...document.querySelectorAll(\"{values}\")].some(e => e.textContent.includes('{text}'))"
+        f'() => [...document.querySelectorAll("{values}")]'
+        f".some(e => e.textContent.includes('{text}'))"
     )
     return list(page.locator(values).all_inner_texts())
 
@@ -233,7 +241,7 @@ def test_a_running_recording_page_appends_new_points_live(
     post_points(backend, rid, [("loss", s, 1 / (s + 1), T0 + s * 10**8) for s in range(50, 80)])
     post_points(backend, rid, [("lr", s, 0.1, T0 + s * 10**8) for s in range(80)])
     page.wait_for_function(
-        "document.querySelector(\"figure.chart[data-key='loss'] figcaption small\")"
+        "() => document.querySelector(\"figure.chart[data-key='loss'] figcaption small\")"
         ".textContent.startsWith('80 points')",
         timeout=30_000,
     )
@@ -317,7 +325,9 @@ def test_recording_page_draws_one_chart_per_metric(
     page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=5)
     page.mouse.up()
     caption = "figure.chart[data-key='loss'] figcaption small"
-    page.wait_for_function(f'document.querySelector("{caption}").textContent.includes("zoomed")')
+    page.wait_for_function(
+        f'() => document.querySelector("{caption}").textContent.includes("zoomed")'
+    )
     # The charts share a cursor, so a zoom on one reads the same step range for every key.
     assert sorted(u.split("key=")[1].split("&")[0] for u in asked) == ["acc", "loss"]
     zoomed = int(page.inner_text(caption).split()[0])
@@ -326,7 +336,9 @@ def test_recording_page_draws_one_chart_per_metric(
     )
     assert zoomed >= int(hi) - int(lo) - 1  # the range at full resolution: one point per step
     plot.dblclick()
-    page.wait_for_function(f'!document.querySelector("{caption}").textContent.includes("zoomed")')
+    page.wait_for_function(
+        f'() => !document.querySelector("{caption}").textContent.includes("zoomed")'
+    )
     page.select_option("#x-axis", "wall")
     assert browsing.js("MarkovCharts.charts.loss.u.scales.x.time") is True
     assert browsing.errors == []
@@ -340,6 +352,48 @@ def test_page_errors_are_seen_by_the_harness(chromium: Any, backend: Backend) ->
         assert any("boom" in e for e in session.errors)
     finally:
         session.context.close()
+
+
+def test_csp_violations_are_seen_by_the_harness(chromium: Any, backend: Backend) -> None:
+    """Control: an inline script on a page under the backend's CSP shows up in the errors."""
+    session = Browsing(chromium, backend)
+    try:
+        session.page.goto(backend.url + "/login")
+        with session.page.expect_console_message(lambda m: "Content Security Policy" in m.text):
+            session.page.evaluate(
+                "() => { const s = document.createElement('script');"
+                " s.textContent = 'window.ran = 1'; document.body.appendChild(s); }"
+            )
+        assert any("Content Security Policy" in e for e in session.errors), session.errors
+        assert session.js("window.ran") is None
+    finally:
+        session.context.close()
+
+
+def test_a_page_on_another_site_cannot_sign_the_browser_in(chromium: Any, backend: Backend) -> None:
+    """Login CSRF in a real browser: a page of evil.example auto-posts a (valid) token to
+    /login; the browser's own Sec-Fetch-Site/Origin get it a 403 and no cookie is set."""
+    context = chromium.new_context()
+    try:
+        form = (
+            f'<form method="post" action="{backend.url}/login">'
+            f'<input name="token" value="{backend.token}"><input name="next" value="/"></form>'
+            "<script>document.forms[0].submit()</script>"
+        )
+        context.route(
+            "http://evil.example/**",
+            lambda route: route.fulfill(status=200, content_type="text/html", body=form),
+        )
+        page = context.new_page()
+        posted = lambda r: r.url.endswith("/login") and r.request.method == "POST"  # noqa: E731
+        with page.expect_response(posted) as answer:
+            page.goto("http://evil.example/")
+        assert answer.value.status == 403
+        sent = answer.value.request.all_headers()
+        assert sent.get("sec-fetch-site") == "cross-site" or "evil.example" in sent["origin"]
+        assert [c["name"] for c in context.cookies()] == []
+    finally:
+        context.close()
 
 
 def test_compare_shows_a_scoped_token_only_its_projects_runs(tmp_path: Path) -> None:
