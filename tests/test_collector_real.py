@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 SHIPPED_CONFIGS = [CONFIG]
 KEYS = ("loss", "acc")
+SIGNALS = ("metrics", "traces", "logs")
 DEDUPE = "needs point identity dedupe (issue 21 goal 4)"
 
 
@@ -114,7 +115,7 @@ def collector(tmp_path: Path, backend: Backend, runs_dir: Path) -> Iterator[Coll
 def offline_recorder(name: str, runs: Path | None = None, **options: Any) -> ExperimentRecorder:
     settings: dict[str, Any] = {"batch_size": 200, "batch_processing_interval": 0.05, **options}
     if runs is not None:
-        settings["dir"] = str(runs)
+        settings["markov_dir"] = str(runs)
     return ExperimentRecorder(name, recording_mode=RecordingMode.OFFLINE, **settings)
 
 
@@ -238,28 +239,31 @@ def test_aggregated_view_over_grpc_reaches_prometheus_and_every_dashboard_query_
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")
     prometheus, base = _prometheus(tmp_path, collector.prometheus_target)
-    recorder = offline_recorder("via-grpc")
+    recorder = offline_recorder("via-grpc", project_id="vision")
     recorder.start()
     try:
         recorder.summary.add_training_loss(0.25)
         variables = {
             "recording": recorder.recording_id,
             "key": "loss",
-            "project": ".*",
+            "project": "vision",
             "name": "via-grpc",
         }
         queries = dashboard_prometheus_queries()
         assert len(queries) >= 10  # control: the dashboard's queries were found
-        step = 0
+        step, empty = 0, list(queries)
 
-        def all_answer() -> list[str] | None:
-            nonlocal step
+        def all_answer() -> bool:
+            nonlocal step, empty
             record(recorder, step, step + 50)  # keep the counters moving between scrapes
             step += 50
             empty = [q for q in queries if not grafana_query(base, q, variables)]
-            return None if empty else queries
+            return not empty
 
-        wait_for("every dashboard query to return data", all_answer, 90)
+        try:
+            wait_for("every dashboard query to return data", all_answer, 90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still empty: {empty}") from None
         last = grafana_query(
             base, 'markov_record_last{markov_recording_id="$recording", markov_key="acc"}',
             variables,
@@ -371,7 +375,11 @@ def test_replay_after_a_collector_sigkill_and_restart_stores_every_point_once(
     runs = {rec.recording_id: on_disk(rec.run_dir) for rec in (first, growing, later)}
     assert [sum(w.values()) for w in runs.values()] == [4000, 3000, 2000]
     got = settle(backend, collector, runs)
-    assert collector.starts == 2
+    # The offsets survived: the first run, read and delivered before the kill, was not read again.
+    every_line = sum(len(lines(r.run_dir, s)) for r in (first, growing, later) for s in SIGNALS)
+    first_lines = sum(len(lines(first.run_dir, s)) for s in SIGNALS)
+    read_again = collector.metric("otelcol_receiver_accepted_log_records")
+    assert 0 < read_again <= every_line - first_lines, (read_again, every_line, first_lines)
     for rid, want in runs.items():
         assert_once(got[rid], want, rid)
 
