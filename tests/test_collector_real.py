@@ -166,20 +166,29 @@ def test_every_shipped_config_starts_healthy_and_stops_cleanly(
 # --- the recorder -> the collector -> the backend and Prometheus ------------------------------
 
 
-def test_recorder_exact_points_reach_the_backend_once_over_otlp_http(
-    collector: Collector, backend: Backend, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_recorder_exact_points_reach_the_backend_once_through_the_collector(
+    protocol: str, collector: Collector, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """MARKOV_EXPORT_POINTS=1 over OTLP/HTTP: each of 2 x 3000 exact points is stored once, and
-    none reaches the Prometheus exporter (no markov_step label there)."""
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.otlp_http)
+    """MARKOV_EXPORT_POINTS=1 over OTLP/HTTP and over OTLP/gRPC: each of 2 x 3000 exact points
+    is stored once, and none reaches the Prometheus exporter (no markov_step label there)."""
+    grpc = protocol == "grpc"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", collector.otlp_grpc if grpc else collector.otlp_http
+    )
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")
     monkeypatch.setenv("MARKOV_EXPORT_POINTS", "1")
-    recorder = offline_recorder("via-http")
+    recorder = offline_recorder(f"via-{protocol}")
     with recorder:
         record(recorder, 0, 3000)
     want = Counter((key, step) for key in KEYS for step in range(3000))
     got = settle(backend, collector, {recorder.recording_id: want})
-    assert_once(got[recorder.recording_id], want, "recorder over OTLP/HTTP")
+    assert_once(got[recorder.recording_id], want, f"recorder over {protocol}")
+    received = collector.metric(
+        "otelcol_receiver_accepted_metric_points", transport=protocol.split("/")[0]
+    )
+    assert received >= 6000, received  # control: they came by this protocol
     assert on_disk(recorder.run_dir) == want  # control: the run dir holds the same points
     exposed = requests.get(f"http://{collector.prometheus_target}/metrics", timeout=10).text
     assert f'markov_recording_id="{recorder.recording_id}"' in exposed
