@@ -218,6 +218,18 @@ def _prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen[bytes], s
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"http://{web}/-/ready", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_for("Prometheus to be ready", ready, 60)
+    except AssertionError:
+        process.kill()
+        raise
     return process, f"http://{web}"
 
 
@@ -247,9 +259,13 @@ def test_aggregated_view_over_grpc_reaches_prometheus_and_every_dashboard_query_
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.otlp_grpc)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")
-    prometheus, base = _prometheus(tmp_path, collector.prometheus_target)
     recorder = offline_recorder("via-grpc", project_id="vision")
     recorder.start()
+    try:
+        prometheus, base = _prometheus(tmp_path, collector.prometheus_target)
+    except BaseException:  # skipped or failed: the recorder still stops
+        recorder.stop()
+        raise
     try:
         recorder.summary.add_training_loss(0.25)
         variables = {
