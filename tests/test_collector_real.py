@@ -375,16 +375,20 @@ def test_replayed_run_dirs_store_every_whole_line_once_and_a_torn_line_only_when
 def test_replay_after_a_collector_sigkill_and_restart_stores_every_point_once(
     backend: Backend, collector: Collector, runs_dir: Path
 ) -> None:
-    """SIGKILL the collector mid-replay (one run stored, one still being written, one not yet
-    there), restart it on the same storage: every point stored, none twice (offsets kept)."""
+    """SIGKILL the collector mid-replay (one run stored, one still being written, one torn by
+    kill -9, one not yet there), restart it on the same storage, then the torn line is made
+    whole: every point stored, none twice, the first run not read again (offsets kept)."""
     first = offline_recorder("first", runs_dir)
     with first:
         record(first, 0, 2000)
     growing = offline_recorder("growing", runs_dir)
     growing.start()
     record(growing, 0, 500)
+    torn_id, torn_dir = torn_run(runs_dir)
+    rest = tear_last_line(torn_dir)
     wait_for("the growing run's first lines", lambda: on_disk(growing.run_dir), 30)
     early = {rec.recording_id: on_disk(rec.run_dir) for rec in (first, growing)}
+    early[torn_id] = on_disk(torn_dir)
     wait_for(
         "the first runs at the backend",
         lambda: all(not (w - stored(backend, r)) for r, w in early.items()),
@@ -393,15 +397,20 @@ def test_replay_after_a_collector_sigkill_and_restart_stores_every_point_once(
     collector.kill()
     record(growing, 500, 1500)
     growing.stop()
+    with (torn_dir / "metrics.jsonl").open("ab") as f:
+        f.write(rest)  # the torn line is whole now, while the collector is down
     later = offline_recorder("later", runs_dir)
     with later:
         record(later, 0, 1000)
     collector.start()
     runs = {rec.recording_id: on_disk(rec.run_dir) for rec in (first, growing, later)}
     assert [sum(w.values()) for w in runs.values()] == [4000, 3000, 2000]
+    runs[torn_id] = on_disk(torn_dir)
+    assert sum(runs[torn_id].values()) > sum(early[torn_id].values())
     got = settle(backend, collector, runs)
     # The offsets survived: the first run, read and delivered before the kill, was not read again.
-    every_line = sum(len(lines(r.run_dir, s)) for r in (first, growing, later) for s in SIGNALS)
+    dirs = (first.run_dir, growing.run_dir, later.run_dir, torn_dir)
+    every_line = sum(len(lines(d, s)) for d in dirs for s in SIGNALS)
     first_lines = sum(len(lines(first.run_dir, s)) for s in SIGNALS)
     read_again = collector.metric("otelcol_receiver_accepted_log_records")
     assert 0 < read_again <= every_line - first_lines, (read_again, every_line, first_lines)
