@@ -24,7 +24,8 @@ if [[ -x "$binary" ]]; then
 fi
 
 command -v go >/dev/null || { echo "build.sh: Go is not installed (https://go.dev/doc/install)" >&2; exit 1; }
-builder="$(go env GOPATH)/bin/builder"
+gobin="$(go env GOBIN)"
+builder="${gobin:-$(go env GOPATH)/bin}/builder"
 if [[ ! -x "$builder" ]] || ! "$builder" version 2>/dev/null | grep -q "${release#v}"; then
   echo "build.sh: installing the collector builder $release" >&2
   go install "go.opentelemetry.io/collector/cmd/builder@$release" >&2
