@@ -313,8 +313,11 @@ def torn_run(runs: Path) -> tuple[str, Path]:
     )  # fmt: skip
     assert child.stdout is not None
     recording_id = child.stdout.readline().split()[1]
-    while not child.stdout.readline().startswith("progress"):
-        pass
+    for line in child.stdout:  # recording in its tight loop once it says progress
+        if line.startswith("progress"):
+            break
+    else:
+        raise AssertionError(f"the recording child exited with {child.wait(10)} before recording")
     child.send_signal(signal.SIGKILL)
     child.wait(10)
     return recording_id, runs / recording_id
