@@ -51,8 +51,26 @@ def load_yaml(path: Path) -> Any:
         return yaml.safe_load(f)
 
 
-def collector() -> dict[str, Any]:
-    return load_yaml(COLLECTOR)
+COLLECTOR_VARIABLE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def collector_variables() -> dict[str, str | None]:
+    """Every `${env:NAME:-default}` of the collector config: name -> default (None: none)."""
+    text = COLLECTOR.read_text(encoding="utf-8")
+    return {m.group(1): m.group(2) for m in COLLECTOR_VARIABLE.finditer(text)}
+
+
+def collector(env: dict[str, str] | None = None, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The collector config as the collector resolves it with `env` (default: none set, so
+    every default applies: the compose values); variables named in `keep` stay as written."""
+    env = env or {}
+
+    def resolve(m: re.Match[str]) -> str:
+        if m.group(1) in keep:
+            return m.group(0)
+        return env.get(m.group(1), m.group(2) or "")
+
+    return yaml.safe_load(COLLECTOR_VARIABLE.sub(resolve, COLLECTOR.read_text(encoding="utf-8")))
 
 
 def compose() -> dict[str, Any]:
@@ -412,13 +430,13 @@ def test_markov_backend_port_agrees_everywhere() -> None:
     assert cmd[cmd.index("--db") + 1].startswith("postgresql://")
     assert [(h, c) for _, h, c in published(REQUIRED)["markov"]] == [(str(port), str(port))]
     assert re.search(rf"^EXPOSE {port}$", DOCKERFILE.read_text(encoding="utf-8"), re.M)
-    exporter = collector()["exporters"]["otlphttp/markov"]
+    exporter = collector()["exporters"]["otlp_http/markov"]
     assert exporter["endpoint"] == f"http://markov:{port}"
 
 
 def test_markov_exporter_sends_the_api_key_from_the_environment() -> None:
-    """otlphttp/markov sends Bearer ${env:MARKOV_API_KEY}; compose sets that variable."""
-    headers = collector()["exporters"]["otlphttp/markov"]["headers"]
+    """otlp_http/markov sends Bearer ${env:MARKOV_API_KEY}; compose sets that variable."""
+    headers = collector(keep=("MARKOV_API_KEY",))["exporters"]["otlp_http/markov"]["headers"]
     assert headers["Authorization"] == "Bearer ${env:MARKOV_API_KEY}"
     assert "MARKOV_API_KEY" in compose()["services"]["collector"]["environment"]
     assert "MARKOV_SERVER_TOKENS" in compose()["services"]["markov"]["environment"]
@@ -428,20 +446,25 @@ def test_markov_exporter_sends_the_api_key_from_the_environment() -> None:
 
 
 def test_collector_pipelines_use_only_defined_components() -> None:
-    """Every pipeline names defined components, and every defined component is used somewhere."""
+    """Every pipeline names defined components, and every defined component is used somewhere;
+    live pipelines open with memory_limiter and close with batch."""
     cfg = collector()
+    connectors = set(cfg.get("connectors", {}))
     used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
     for name, pipeline in cfg["service"]["pipelines"].items():
         assert name.split("/")[0] in {"metrics", "traces", "logs"}, name
         assert pipeline["receivers"] and pipeline["exporters"], name
         for kind in used:
             for component in pipeline.get(kind, []):
-                assert component in cfg[kind], f"{name} uses undefined {kind[:-1]} {component}"
+                known = component in cfg[kind] or (kind != "processors" and component in connectors)
+                assert known, f"{name} uses undefined {kind[:-1]} {component}"
                 used[kind].add(component)
-        assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter goes first"
-        assert pipeline["processors"][-1].split("/")[0] == "batch", f"{name}: batch goes last"
+        if "otlp" in pipeline["receivers"]:
+            assert pipeline["processors"][0] == "memory_limiter", f"{name}: memory_limiter first"
+            assert pipeline["processors"][-1].split("/")[0] == "batch", f"{name}: batch last"
     for kind, names in used.items():
-        assert set(cfg[kind]) == names, f"unused {kind}: {set(cfg[kind]) - names}"
+        assert set(cfg[kind]) == names - connectors, f"unused {kind}: {set(cfg[kind]) - names}"
+    assert connectors <= used["receivers"] & used["exporters"], connectors
     assert set(cfg["service"]["extensions"]) == set(cfg["extensions"])
 
 
@@ -464,10 +487,10 @@ def test_exact_points_never_reach_prometheus() -> None:
 def test_traces_go_to_the_compose_traces_backend() -> None:
     """The traces exporter targets the compose Jaeger service's OTLP gRPC port."""
     cfg = collector()
-    endpoint = cfg["exporters"]["otlp/jaeger"]["endpoint"]
+    endpoint = cfg["exporters"]["otlp_grpc/jaeger"]["endpoint"]
     host, port = endpoint.rsplit(":", 1)
     assert host in compose()["services"] and int(port) == OTLP_GRPC_PORT
-    assert "otlp/jaeger" in cfg["service"]["pipelines"]["traces"]["exporters"]
+    assert "otlp_grpc/jaeger" in cfg["service"]["pipelines"]["traces"]["exporters"]
 
 
 def parse_byte_size(value: str | int) -> int:
@@ -481,28 +504,62 @@ def parse_byte_size(value: str | int) -> int:
     return int(m.group(1)) * base**power
 
 
-def test_otlpjsonfile_receivers_replay_from_the_beginning_with_offsets() -> None:
-    """Replay receivers start at the beginning, keep offsets in file_storage, take 8 MiB lines."""
+def replay_receivers(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg["receivers"].items() if k.split("/")[0] == "file_log"}
+
+
+def test_run_files_replay_from_the_beginning_with_offsets_and_whole_lines() -> None:
+    """The run-file receiver starts at the beginning, keeps offsets in file_storage, takes 8 MiB
+    lines, never emits a partial last line, and retries a refusal instead of dropping it."""
     cfg = collector()
-    receivers = {k: v for k, v in cfg["receivers"].items() if k.startswith("otlpjsonfile")}
-    assert len(receivers) == 3, receivers
+    receivers = replay_receivers(cfg)
+    assert len(receivers) == 1, receivers
     for name, rcv in receivers.items():
         assert rcv["start_at"] == "beginning", name
         assert rcv["storage"] in cfg["service"]["extensions"], name
         assert rcv["storage"].split("/")[0] == "file_storage", name
         assert parse_byte_size(rcv["max_log_size"]) > 8 * 1024 * 1024, name
         assert str(rcv["force_flush_period"]) in {"0", "0s"}, f"{name} would emit torn lines"
-        replays = [p for p in cfg["service"]["pipelines"].values() if name in p["receivers"]]
-        assert replays and all("otlphttp/markov" in p["exporters"] for p in replays), name
+        retry = rcv["retry_on_failure"]
+        assert retry["enabled"] and str(retry["max_elapsed_time"]) in {"0", "0s"}, name
 
 
-def test_otlpjsonfile_include_matches_the_run_dir_layout(tmp_path: Path) -> None:
-    """Each signal's include glob picks exactly <recording_id>/<signal>.jsonl from a run dir."""
+def test_replayed_lines_reach_the_persistent_queue_without_a_batch_in_between() -> None:
+    """file_log -> otlp_json -> otlp_http/markov: every replayed signal ends in the Markov exporter,
+    whose queue is on file_storage and blocks when full; no batch processor holds lines in memory
+    after the reader has moved its offset past them."""
+    cfg = collector()
+    pipelines = cfg["service"]["pipelines"]
+    (receiver,) = replay_receivers(cfg)
+    (reading,) = [p for p in pipelines.values() if receiver in p["receivers"]]
+    assert reading["exporters"] == ["otlp_json"] and reading.get("processors") == ["memory_limiter"]
+    replays = {n: p for n, p in pipelines.items() if "otlp_json" in p["receivers"]}
+    assert {n.split("/")[0] for n in replays} == {"metrics", "traces", "logs"}
+    for name, pipeline in replays.items():
+        assert pipeline.get("processors", []) == [], name
+        assert "otlp_http/markov" in pipeline["exporters"], name
+    queue = cfg["exporters"]["otlp_http/markov"]["sending_queue"]
+    assert queue["enabled"] and queue["storage"] == "file_storage" and queue["block_on_overflow"]
+
+
+def test_collector_starts_with_the_synchronous_reader_everywhere() -> None:
+    """compose, the tests and the config's header start the collector with the feature gate that
+    makes the file reader hand each line on before saving its offset."""
+    gate = "--feature-gates=stanza.synchronousLogEmitter"
+    assert gate in compose()["services"]["collector"]["command"]
+    assert gate in COLLECTOR.read_text(encoding="utf-8")
+    assert gate in (ROOT / "tests" / "collector_fixture.py").read_text(encoding="utf-8")
+    assert gate in OTEL_DOC.read_text(encoding="utf-8")
+
+
+def test_run_file_include_matches_the_run_dir_layout(tmp_path: Path) -> None:
+    """The include globs pick exactly <recording_id>/<signal>.jsonl of every signal from a run
+    dir, under the directory compose mounts the runs at (the variable's default)."""
     spool = module_constants("markov_otel/shipping/spool.py")
     signals = spool.get("SIGNALS", ("metrics", "traces", "logs"))
     default_dir = module_constants("markov_otel/config.py").get("DEFAULT_DIR", "markov-runs")
     runs = tmp_path / default_dir
-    files: dict[str, list[Path]] = {}
+    files: set[Path] = set()
     for rid in ("0f" * 16, "my-run_1.2"):
         run = runs / rid
         run.mkdir(parents=True)
@@ -514,25 +571,44 @@ def test_otlpjsonfile_include_matches_the_run_dir_layout(tmp_path: Path) -> None
             (run / extra).write_text("{}\n")
         for signal in signals:
             (run / f"{signal}.jsonl").write_text("{}\n")
-            files.setdefault(signal, []).append(run / f"{signal}.jsonl")
+            files.add(run / f"{signal}.jsonl")
 
     mounts = compose()["services"]["collector"]["volumes"]
     mount = next(m for m in mounts if m.startswith(f"./{default_dir}:"))
     container_dir = mount.split(":")[1]
-    cfg = collector()
-    for signal in signals:
-        rcv = cfg["receivers"][f"otlpjsonfile/{signal}"]
-        matched = set()
-        for pattern in rcv["include"]:
-            assert pattern.startswith(container_dir + "/"), pattern
-            matched |= {Path(p) for p in glob.glob(str(runs) + pattern[len(container_dir) :])}
-        assert matched == set(files[signal]), (signal, matched)
-        pipelines = [
-            n
-            for n, p in cfg["service"]["pipelines"].items()
-            if f"otlpjsonfile/{signal}" in p["receivers"]
-        ]
-        assert pipelines and all(n.split("/")[0] == signal for n in pipelines), pipelines
+    assert collector_variables()["MARKOV_RUNS_DIR"] == container_dir
+    (rcv,) = replay_receivers(collector()).values()
+    matched: set[Path] = set()
+    for pattern in rcv["include"]:
+        assert pattern.startswith(container_dir + "/"), pattern
+        matched |= {Path(p) for p in glob.glob(str(runs) + pattern[len(container_dir) :])}
+    assert matched == files
+    moved = replay_receivers(collector({"MARKOV_RUNS_DIR": str(runs)}))
+    (rcv,) = moved.values()
+    assert {Path(p) for pattern in rcv["include"] for p in glob.glob(pattern)} == files
+
+
+def test_collector_paths_and_endpoints_come_from_variables_with_compose_defaults() -> None:
+    """Every path and endpoint of the collector config is a ${env:...} variable; the defaults
+    are what compose mounts and publishes; MARKOV_API_KEY is the one without a default."""
+    variables = collector_variables()
+    assert variables.pop("MARKOV_API_KEY") is None
+    assert all(default for default in variables.values()), variables
+    cfg = collector(keep=tuple(variables))
+    places = [
+        cfg["extensions"]["health_check"]["endpoint"],
+        cfg["extensions"]["file_storage"]["directory"],
+        cfg["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        cfg["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        *[p for r in replay_receivers(cfg).values() for p in r["include"]],
+        *[e["endpoint"] for e in cfg["exporters"].values() if "endpoint" in e],
+    ]
+    for place in places:
+        assert COLLECTOR_VARIABLE.match(place), f"{place!r} is not set by a variable"
+    mounts = {m.split(":")[1] for m in compose()["services"]["collector"]["volumes"]}
+    assert variables["MARKOV_COLLECTOR_STORAGE"] in mounts
+    assert variables["MARKOV_RUNS_DIR"] in mounts
+    assert variables["MARKOV_ENDPOINT"] == f"http://markov:{backend_port()}"
 
 
 # --- compose -----------------------------------------------------------------------------------
@@ -556,6 +632,60 @@ def test_every_image_is_pinned() -> None:
     plugins = services["grafana"]["environment"].get("GF_INSTALL_PLUGINS", "")
     for plugin in filter(None, plugins.split(",")):
         assert len(plugin.split()) == 2, f"unpinned Grafana plugin {plugin!r}"
+
+
+MANIFEST = CONFIG_DIR / "builder-config.yaml"
+BUILD_SH = CONFIG_DIR / "build.sh"
+
+
+def test_our_distribution_is_one_release_and_compose_runs_the_same() -> None:
+    """Every module of builder-config.yaml is at the release build.sh installs the builder at
+    (core and contrib v0.X.Y, stable core modules v1.Z.0 of the same release), and compose's
+    collector image is the contrib image of that release."""
+    release = re.search(r"^release=(v\S+)", BUILD_SH.read_text(encoding="utf-8"), re.M)
+    assert release, "build.sh names no release="
+    manifest = load_yaml(MANIFEST)
+    versions: dict[str, set[str]] = {}
+    for kind in ("receivers", "processors", "exporters", "connectors", "extensions", "providers"):
+        for module in manifest[kind]:
+            _, version = module["gomod"].split()
+            versions.setdefault("v1" if version.startswith("v1.") else "v0", set()).add(version)
+    assert versions["v0"] == {release.group(1)}, versions
+    assert len(versions["v1"]) == 1, versions  # the stable modules released beside it
+    image = compose()["services"]["collector"]["image"]
+    assert image == f"otel/opentelemetry-collector-contrib:{release.group(1)[1:]}", image
+
+
+def test_our_distribution_has_exactly_the_components_the_config_uses() -> None:
+    """builder-config.yaml builds every component type otel-collector.yaml names, and no other."""
+    cfg = collector()
+    manifest = load_yaml(MANIFEST)
+    used = {
+        name.split("/")[0]
+        for kind in ("receivers", "processors", "exporters", "connectors", "extensions")
+        for name in cfg.get(kind, {})
+    }
+    built = {
+        module["gomod"].split()[0].rsplit("/", 1)[1]
+        for kind in ("receivers", "processors", "exporters", "connectors", "extensions")
+        for module in manifest[kind]
+    }
+    module_of = {
+        "otlp": {"otlpreceiver"},
+        "otlp_grpc": {"otlpexporter"},
+        "otlp_http": {"otlphttpexporter"},
+        "batch": {"batchprocessor"},
+        "memory_limiter": {"memorylimiterprocessor"},
+        "filter": {"filterprocessor"},
+        "file_log": {"filelogreceiver"},
+        "otlp_json": {"otlpjsonconnector"},
+        "prometheus": {"prometheusexporter"},
+        "debug": {"debugexporter"},
+        "health_check": {"healthcheckextension"},
+        "file_storage": {"filestorage"},
+    }
+    assert used == set(module_of), used ^ set(module_of)
+    assert built == set().union(*module_of.values()), built
 
 
 def test_compose_bind_mounts_exist_and_build_uses_the_dockerfile() -> None:
@@ -596,6 +726,8 @@ def test_user_doc_names_the_settings_the_code_reads() -> None:
     known = set(re.findall(r'"(MARKOV_[A-Z_]+)"', source))
     known |= {"MARKOV_API_KEY", "MARKOV_ENDPOINT", "MARKOV_DIR", "MARKOV_SERVER_TOKENS"}
     known |= {"MARKOV_PROMETHEUS_ADDR"}  # read where the scrape endpoint starts (otel/providers.py)
+    known |= set(collector_variables())  # the collector config's own variables
+    known |= {"MARKOV_OTELCOL"}  # the built collector, for its tests (tests/collector_fixture.py)
     known |= set(re.findall(r"\$\{(MARKOV_[A-Z_]+)", COMPOSE.read_text(encoding="utf-8")))
     mentioned = set(re.findall(r"\bMARKOV_[A-Z_]+\b", text))
     assert mentioned and mentioned <= known, mentioned - known

@@ -330,3 +330,30 @@ def test_the_scrape_endpoint_serves_exactly_the_published_names(
     counters = {f"{name}_total" for name in families if f"{name}_total" in text}
     exposed = {name for name in families if f"{name}_total" not in counters} | counters
     assert exposed == published_prometheus_names()
+
+
+def test_export_points_over_grpc_retries_a_dead_port_and_refuses_a_line_that_is_not_otlp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: the mirror targets the gRPC endpoint as given; nobody
+    listening is a Retry (unreachable), a line that is not OTLP-JSON metrics a Refused (400)."""
+    from markov_otel.config import Settings
+    from markov_otel.shipping.transport import Refused, Retry, Target, client_for
+
+    port = _free_port()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20k")
+    target = Target.otlp_points(Settings())
+    assert target.grpc and target.base == f"http://127.0.0.1:{port}"
+    client = client_for(target, 2.0)
+    try:
+        line = b'{"resourceMetrics":[]}'
+        with pytest.raises(Retry) as dead:
+            client.call("POST", target.paths["metrics"], data=line)
+        assert dead.value.unreachable
+        with pytest.raises(Refused) as bad:
+            client.call("POST", target.paths["metrics"], data=b'{"resourceSpans":[]}')
+        assert bad.value.status == 400
+    finally:
+        client.close()

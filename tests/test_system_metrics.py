@@ -28,13 +28,27 @@ from markov_otel.recording.system_metrics import (
 )
 
 DEFAULT_KEYS = {
-    "system.cpu.utilization/state.user",
-    "system.cpu.utilization/state.system",
-    "system.cpu.utilization/state.iowait",
+    "system.cpu.utilization/mode.user",
+    "system.cpu.utilization/mode.system",
+    "system.cpu.utilization/mode.iowait",
     "system.memory.usage/state.used",
     "system.memory.utilization/state.used",
+    "system.disk.io/direction.read",
+    "system.disk.io/direction.write",
+    "system.network.io/direction.transmit",
+    "system.network.io/direction.receive",
+    "process.cpu.time/mode.user",
+    "process.cpu.time/mode.system",
     "process.cpu.utilization",
     "process.memory.usage",
+}
+CONVENTION = {  # semantic conventions 1.44: the attribute each metric's series differ by
+    "system.cpu.utilization": "cpu.mode",
+    "system.memory.usage": "system.memory.state",
+    "system.memory.utilization": "system.memory.state",
+    "system.disk.io": "disk.io.direction",
+    "system.network.io": "network.io.direction",
+    "process.cpu.time": "cpu.mode",
 }
 MARGIN_NS = 20_000_000
 FAST = {"system_metrics": True, "system_metrics_interval": 0.1, "batch_processing_interval": 0.05}
@@ -63,8 +77,9 @@ def sampler_threads() -> list[threading.Thread]:
 
 
 def test_samples_are_points_with_semantic_names_and_folded_keys(isolated: Path) -> None:
-    """Each sample is one point per default key, all stamped alike; names are the OTel
-    semantic-convention names, the state an attribute and in the key; values are plausible."""
+    """Each sample is one point per default key, all stamped alike; names and attributes are
+    the current OTel semantic conventions' (cpu.mode, system.memory.state, the I/O directions),
+    the attribute's value also in the key; values are plausible."""
     recorder = offline(**FAST)
     with recorder:
         recorder.add_record({"loss": 1.0})
@@ -78,11 +93,16 @@ def test_samples_are_points_with_semantic_names_and_folded_keys(isolated: Path) 
     for point in found:
         name, key, attrs = point["name"], point["key"], point["attributes"]
         assert key.split("/")[0] == name
-        if "state" in attrs:
-            assert key == f"{name}/state.{attrs['state']}"
-        assert set(attrs) <= {"markov.step", "markov.key", "state"}
+        if name in CONVENTION:
+            label = key.split("/")[1].split(".")[0]
+            assert key == f"{name}/{label}.{attrs[CONVENTION[name]]}", (key, attrs)
+            assert set(attrs) == {"markov.step", "markov.key", CONVENTION[name]}, attrs
+        else:
+            assert set(attrs) <= {"markov.step", "markov.key"}, attrs
         if name.endswith(".utilization"):
             assert 0.0 <= point["value"] <= 1.0, point
+        if name.endswith((".io", ".time")):
+            assert point["value"] >= 0, point
     memory = [p["value"] for p in found if p["key"] == "system.memory.usage/state.used"]
     assert all(0 < used < psutil.virtual_memory().total for used in memory)
     rss = [p["value"] for p in found if p["key"] == "process.memory.usage"]
@@ -291,17 +311,19 @@ def test_ordinary_records_encode_byte_for_byte_as_before() -> None:
     OTel name and carries its attributes between markov.step and markov.key."""
     records = [(1_000, 3, {"loss": 0.5, "val loss": 1, "ok": True})]
     table = SeriesTable()
-    table.describe("system.cpu.utilization/state.user", "system.cpu.utilization", {"state": "user"})
+    table.describe(
+        "system.cpu.utilization/mode.user", "system.cpu.utilization", {"cpu.mode": "user"}
+    )
     plain, _ = MetricsEncoder().encode(records, "[]")
     assert MetricsEncoder(table).encode(records, "[]")[0] == plain
     line, count = MetricsEncoder(table).encode(
-        [(1_000, 3, {"system.cpu.utilization/state.user": 0.25})], "[]"
+        [(1_000, 3, {"system.cpu.utilization/mode.user": 0.25})], "[]"
     )
     (metric,) = json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
     assert metric["name"] == "system.cpu.utilization"
     assert [a["key"] for a in metric["gauge"]["dataPoints"][0]["attributes"]] == [
         "markov.step",
-        "state",
+        "cpu.mode",
         "markov.key",
     ]
     assert count == 1

@@ -1,8 +1,8 @@
 """Record keys that stand for an OTel series with attributes: system samples and rank-tagged keys.
 
 Our backend keeps one series per record key (`markov.key`), so an attribute that tells series
-apart (a CPU state, a GPU, a rank) is folded into the key as `/<label>.<value>`, e.g.
-`system.cpu.utilization/state.user`, `hw.gpu.utilization/gpu.0`, `loss/rank.1`. On the wire
+apart (a CPU mode, a GPU, a rank) is folded into the key as `/<label>.<value>`, e.g.
+`system.cpu.utilization/mode.user`, `hw.gpu.utilization/gpu.0`, `loss/rank.1`. On the wire
 the metric keeps its semantic-convention name and the attributes stay attributes; `markov.key`
 carries the folded key (docs/protocol.md, "Series with attributes").
 

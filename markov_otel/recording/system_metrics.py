@@ -10,9 +10,16 @@ an add_record call makes: stamped at sampling, carrying the step of the last rec
 (`ExperimentRecorder._append_sample`), then encoded, spooled and sent by the same flusher and
 sender.
 
+Names and attributes follow the OpenTelemetry semantic conventions (`SEMCONV_VERSION`): the
+instrumentation still emits the older attribute names (`state`, `type`, `cpu`), renamed here to
+the convention's (`cpu.mode`, `system.memory.state`, `cpu.logical_number`); machine-wide disk and
+network I/O (`system.disk.io`, `system.network.io`, by `disk.io.direction` and
+`network.io.direction`) are read from psutil's totals by counters of our own.
+
 Keys start with `system.`, `process.` or `hw.` (`SYSTEM_PREFIXES`): the OTel name, then the
-attributes that tell series apart folded in as `/<label>.<value>` (`otel/series.py`); the CPU
-number of `system.cpu.utilization` is averaged over (the whole machine's utilisation per state).
+attributes that tell series apart folded in as `/<label>.<value>` (`FOLDED`, `otel/series.py`),
+e.g. `system.cpu.utilization/mode.user`; the CPU number of `system.cpu.utilization` is averaged
+over (the whole machine's utilisation per mode).
 """
 
 from __future__ import annotations
@@ -36,15 +43,32 @@ FINAL_SAMPLE_MIN_WINDOW = 0.5
 figures over a few milliseconds are clock-tick noise (psutil counts 10 ms ticks)."""
 SYSTEM_PREFIXES = ("system.", "process.", "hw.")
 """Every key the sampler records starts with one of these (the pages' "System" section)."""
+SEMCONV_VERSION = "1.44.0"
+"""The OpenTelemetry semantic conventions the system metrics' names and attributes follow."""
 INSTRUMENTATION_CONFIG: dict[str, list[str] | None] = {
     "system.cpu.utilization": ["user", "system", "iowait"],
     "system.memory.usage": ["used"],
     "system.memory.utilization": ["used"],
+    "process.cpu.time": ["user", "system"],
     "process.cpu.utilization": None,
     "process.memory.usage": None,
 }
-"""The instrumentation's metrics we sample (of the ~30 it offers), with their states."""
-AVERAGED_ATTRIBUTES = frozenset({"cpu"})
+"""The instrumentation's metrics we sample (of the ~30 it offers), with their modes/states."""
+CONVENTION_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "system.cpu.utilization": {"state": "cpu.mode", "cpu": "cpu.logical_number"},
+    "system.memory.usage": {"state": "system.memory.state"},
+    "system.memory.utilization": {"state": "system.memory.state"},
+    "process.cpu.time": {"type": "cpu.mode"},
+}
+"""Per metric, the instrumentation's attribute name -> the semantic conventions' name."""
+FOLDED = {
+    "cpu.mode": "mode",
+    "system.memory.state": "state",
+    "disk.io.direction": "direction",
+    "network.io.direction": "direction",
+}
+"""Attributes that tell a metric's series apart, and their label in the record key."""
+AVERAGED_ATTRIBUTES = frozenset({"cpu.logical_number"})
 """Point attributes averaged over rather than kept as series (per-CPU series: 100s on a server)."""
 
 Sample = dict[str, float | int]
@@ -122,7 +146,9 @@ class SystemSampler:
         """Fold each series into its record key (describing new keys for the encoder)."""
         sums: dict[str, list[float | int]] = {}
         for name, attributes, value in observed:
-            kept = {k: v for k, v in attributes.items() if k not in AVERAGED_ATTRIBUTES}
+            renamed = CONVENTION_ATTRIBUTES.get(name, {})
+            named = {renamed.get(k, k): v for k, v in attributes.items()}
+            kept = {k: v for k, v in named.items() if k not in AVERAGED_ATTRIBUTES}
             key = fold(name, _labels(kept))
             if self._rank is not None:
                 kept[RANK_ATTRIBUTE] = self._rank
@@ -135,10 +161,9 @@ class SystemSampler:
 
 
 def _labels(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """The folded part of a key: the CPU/memory `state`, the GPU index (`hw.id`)."""
-    labels: dict[str, Any] = {}
-    if "state" in attributes:
-        labels["state"] = attributes["state"]
+    """The folded part of a key: the CPU mode, memory state or I/O direction (`FOLDED`), the GPU
+    index (`hw.id`)."""
+    labels = {FOLDED[k]: v for k, v in attributes.items() if k in FOLDED}
     if attributes.get("hw.type") == "gpu":
         labels["gpu"] = attributes["hw.id"]
     return labels
@@ -182,6 +207,7 @@ class _Collector:
         _OwnInstrumentor(config=INSTRUMENTATION_CONFIG).instrument(
             meter_provider=provider, skip_dep_check=True
         )
+        machine_io(provider.get_meter("markov_otel.io"))
         gpus = GpuGauges.open(provider.get_meter("markov_otel.gpu"), nvml)
         return cls(provider, reader, gpus)
 
@@ -200,6 +226,28 @@ class _Collector:
         self._provider.shutdown()
         if self._gpus is not None:
             self._gpus.close()
+
+
+def machine_io(meter: Any) -> None:
+    """`system.disk.io` and `system.network.io` (bytes, cumulative) of the whole machine by
+    direction, from psutil's totals (per device they would count a disk and its partitions
+    twice, and add a series per loop device and virtual interface)."""
+    import psutil
+    from opentelemetry.metrics import Observation
+
+    def disk(options: Any) -> Iterable[Any]:
+        counters = psutil.disk_io_counters()
+        if counters is not None:  # no disk psutil can see (some containers)
+            yield Observation(counters.read_bytes, {"disk.io.direction": "read"})
+            yield Observation(counters.write_bytes, {"disk.io.direction": "write"})
+
+    def network(options: Any) -> Iterable[Any]:
+        counters = psutil.net_io_counters()
+        yield Observation(counters.bytes_sent, {"network.io.direction": "transmit"})
+        yield Observation(counters.bytes_recv, {"network.io.direction": "receive"})
+
+    meter.create_observable_counter("system.disk.io", [disk], unit="By")
+    meter.create_observable_counter("system.network.io", [network], unit="By")
 
 
 class GpuGauges:

@@ -36,11 +36,12 @@ from markov_otel.shipping.acks import Acks
 from markov_otel.shipping.spool import Spool, SpoolLine
 from markov_otel.shipping.transport import (
     LINE_REFUSALS,
-    BackendClient,
+    Client,
     Refused,
     Retry,
     Target,
     backoff,
+    client_for,
 )
 from markov_otel.weather import SayOnce
 
@@ -81,12 +82,11 @@ class Sender:
     ) -> None:
         self._spool, self._queue, self._view = spool, queue, view
         self._target = target
-        self._client = BackendClient(target, float(queue["register_batch_timeout"]))
+        self._client = client_for(target, float(queue["register_batch_timeout"]))
         # One client per line in flight: a call's deadline shuts its own client's sockets, so it
         # must never cut the other line's call short.
         self._line_clients = [self._client] + [
-            BackendClient(target, float(queue["register_batch_timeout"]))
-            for _ in range(IN_FLIGHT - 1)
+            client_for(target, float(queue["register_batch_timeout"])) for _ in range(IN_FLIGHT - 1)
         ]
         self._acks = Acks(spool, target.base, target.acks)
         writer = spool.writer_id()
@@ -302,9 +302,7 @@ class Sender:
             self._on_line(self.progress)
         self._attempt = 0  # backoff grows with consecutive failures, not since a clean round
 
-    def _send_line(
-        self, signal: str, data: bytes, key: str, client: BackendClient | None = None
-    ) -> None:
+    def _send_line(self, signal: str, data: bytes, key: str, client: Client | None = None) -> None:
         """POST one line; one the backend finds too large (413) goes in parts that fit."""
         try:
             self._post(signal, data, key, client)
@@ -317,9 +315,7 @@ class Sender:
             for number, part in enumerate(parts):
                 self._post(signal, part, f"{key}.{number}/{len(parts)}", client)
 
-    def _post(
-        self, signal: str, data: bytes, key: str, client: BackendClient | None = None
-    ) -> None:
+    def _post(self, signal: str, data: bytes, key: str, client: Client | None = None) -> None:
         (client or self._client).call(
             "POST",
             self._target.paths.get(signal, f"/v1/{signal}"),
@@ -348,7 +344,7 @@ class Sender:
         for client in self._line_clients:
             client.close()
 
-    def _body_limit(self, refused: int, client: BackendClient | None = None) -> int:
+    def _body_limit(self, refused: int, client: Client | None = None) -> int:
         """The backend's body limit (GET /api/v1/limits); half the refused size if unknown."""
         if self._max_body is None:
             try:

@@ -21,7 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -120,6 +120,7 @@ class Target:
     paths: Mapping[str, str] = field(default_factory=dict)  # signal -> path or full URL
     acks: str = ACKS_FILE
     registers: bool = True  # the Markov backend takes registration and PATCHes
+    grpc: bool = False  # the collector's OTLP/gRPC port instead of HTTP (export_points only)
 
     @classmethod
     def markov(cls, settings: Settings) -> Target:
@@ -128,13 +129,10 @@ class Target:
 
     @classmethod
     def otlp_points(cls, settings: Settings) -> Target:
-        """The collector's OTLP/HTTP metrics endpoint, from the standard OTEL_* variables."""
+        """The collector's OTLP metrics endpoint, from the standard OTEL_* variables: OTLP/HTTP
+        (JSON lines as they are) or, with OTEL_EXPORTER_OTLP_PROTOCOL=grpc, OTLP/gRPC."""
         env = os.environ
-        if env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
-            raise ConfigError(
-                "export_points sends OTLP/HTTP JSON; set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf "
-                "(the collector's port 4318) or turn export_points off"
-            )
+        grpc = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc"
         url = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
         if not url:
             base = settings.otlp_endpoint or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -142,7 +140,7 @@ class Target:
                 raise ConfigError(
                     "export_points needs an OTLP endpoint: OTEL_EXPORTER_OTLP_ENDPOINT"
                 )
-            url = base.rstrip("/") + "/v1/metrics"
+            url = base.rstrip("/") if grpc else base.rstrip("/") + "/v1/metrics"
         raw = env.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS")
         return cls(
             url,
@@ -152,6 +150,7 @@ class Target:
             {"metrics": url},
             "acks-otlp.json",
             registers=False,
+            grpc=grpc,
         )
 
 
@@ -159,6 +158,27 @@ def _parse_headers(raw: str) -> dict[str, str]:
     """OTEL_EXPORTER_OTLP_HEADERS: `k=v,k2=v2`, URL-encoded values."""
     pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
     return {unquote(k).strip(): unquote(v).strip() for k, v in pairs}
+
+
+class Client(Protocol):
+    """What a sender ships through: `BackendClient` (HTTP), or `otlp_grpc.GrpcPointsClient`."""
+
+    base: str
+
+    def call(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def client_for(target: Target, timeout: float) -> Client:
+    """The client that speaks the target's protocol."""
+    if target.grpc:
+        from markov_otel.shipping.otlp_grpc import GrpcPointsClient  # grpc loads only if used
+
+        return GrpcPointsClient(target, timeout)
+    return BackendClient(target, timeout)
 
 
 class BackendClient:
