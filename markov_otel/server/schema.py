@@ -4,7 +4,8 @@ Portable SQL (SQLite >= 3.24 and PostgreSQL). `mkv serve` on a database written 
 schema keeps working:
 
 - `UPGRADES` lists the columns added since, which the store adds with `ALTER TABLE … ADD COLUMN`
-  when they are missing.
+  when they are missing. `points.attrs` (a point's other attributes, part of its identity) came
+  late: the series of a database without it are marked `attrs_unknown` (see identity.py).
 - Points are keyed by a small integer series id (`series.series_id`, one per (recording, key))
   instead of two text columns: the index every point goes into is a third of the size and
   SQLite inserts ~1.6x the rows per second. A database whose `points` still has `recording_id`
