@@ -4,8 +4,9 @@ The old tables below are what the backend created before start/end times and rec
 idempotency keys (frozen here as the previous release wrote them), and then what it created
 before points were keyed by series id (points, series and step buckets keyed by the text
 columns recording_id and key), and then what it created before points kept their attributes
-(their identity: a repeat of an old point is still stored once). Rows written then hold nested parameter values, which reads now
-show in the flat form, and points, which read back the same after they are moved over.
+(their identity: a repeat of an old point is still stored once). Rows written then hold nested
+parameter values, which reads now show in the flat form, and points, which read back the same
+after they are moved over.
 """
 
 from __future__ import annotations
