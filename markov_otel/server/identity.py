@@ -41,6 +41,12 @@ _STORED = (
     "SELECT step, time_unix_nano, attrs FROM points WHERE series_id = ?"
     " AND step BETWEEN ? AND ? AND time_unix_nano BETWEEN ? AND ?"
 )
+# One step (a loop passing step=epoch to every record): an equality lets the index seek to the
+# times too, instead of walking every point stored at that step.
+_STORED_AT_STEP = (
+    "SELECT step, time_unix_nano, attrs FROM points WHERE series_id = ?"
+    " AND step = ? AND time_unix_nano BETWEEN ? AND ?"
+)
 _ATTRS_UNKNOWN = "SELECT attrs_unknown FROM series WHERE series_id = ?"
 
 
@@ -51,10 +57,9 @@ def unseen(cur: Any, run: Run, numbered: Numbered) -> Numbered:
     overlapping = _overlapping(cur, run, merged)
     out: Numbered = []
     for n, (series_id, series) in enumerate(merged):
-        if n in overlapping:
-            series = series.without(_stored(cur, run, series_id, series))
-        elif not series.distinct():
-            series = series.without(set())
+        stored = _stored(cur, run, series_id, series) if n in overlapping else set()
+        if stored or not series.distinct():
+            series = series.without(stored)
         if len(series):
             out.append((series_id, series))
     return out
@@ -95,9 +100,11 @@ def _step_range(series: SeriesPoints) -> tuple[int, int]:
 def _stored(cur: Any, run: Run, series_id: int, series: SeriesPoints) -> set[tuple[int, int]]:
     """(step, time) of the stored points of this series and attribute set that the batch's
     points could repeat (those within its step and time ranges)."""
-    steps, times = series.steps, series.times
-    params = [series_id, min(steps), max(steps), min(times), max(times)]
-    rows = run(cur, _STORED, params).fetchall()
+    (lo, hi), times = _step_range(series), series.times
+    if lo == hi:
+        rows = run(cur, _STORED_AT_STEP, [series_id, lo, min(times), max(times)]).fetchall()
+    else:
+        rows = run(cur, _STORED, [series_id, lo, hi, min(times), max(times)]).fetchall()
     unknown = any(row[2] is None for row in rows) and series.attrs is not None
     if unknown:  # only asked when it could matter: a point with attributes meets one without
         unknown = bool(run(cur, _ATTRS_UNKNOWN, [series_id]).fetchone()[0])

@@ -136,8 +136,6 @@ class SqlStore(SeriesQueries):
     ) -> None:
         """Insert (series id, its points) of a batch, and call `meanwhile` (the fold into
         buckets) where it overlaps the database's work: here, after the inserts."""
-        # 160 rows a statement (800 parameters: under SQLite's oldest limit of 999): one
-        # statement's VM run per 160 rows instead of per row is ~35% faster than executemany.
         for series_id, series in points:
             self._insert_series(cur, series_id, series)
         meanwhile()
