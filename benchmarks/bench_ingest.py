@@ -5,6 +5,7 @@ Run: python benchmarks/bench_ingest.py [--bodies 8] [--records 7500] [--rounds 2
          [--postgres URL (default: $MARKOV_TEST_POSTGRES_URL)]
          [--baseline NAME=PATH ...]   e.g. --baseline f5e59d3=/tmp/perf-base
          [--workers 1,2]              the real server over loopback instead (PostgreSQL)
+         [--replay]                   then every body again, keyless (a collector's replay)
 
 Bodies are built like the recorder's spool lines (its own encoder and resource attributes):
 4 keys x `--records` records per body (~4 MB of OTLP-JSON at 7500), consecutive steps of one
@@ -14,6 +15,12 @@ whose PYTHONPATH is that tree, on a fresh SQLite file or a fresh PostgreSQL sche
 ASGI app in-process (httpx's ASGITransport: no sockets), one body at a time. The trees named by
 `--baseline` (a `git worktree add /tmp/perf-base f5e59d3` checkout) run in the same rounds, so
 the ratios compare numbers taken under the same load. The best round of each counts.
+
+Besides points/s (wall time, best round) the tables give the backend process's CPU time a
+point (least round; PostgreSQL's own work is not in it): on a machine other jobs share, CPU time
+moves far less than wall time. `--replay` then sends every body again without its key, as a
+collector replaying a stored run would: a backend that knows points by their identity stores
+nothing (`stored 0`), an older one stores them all again.
 
 `--workers N,...` instead starts `python -m markov_otel.server --workers N` (this tree) on
 PostgreSQL and POSTs the bodies over loopback from 2*N client threads, each its own recording.
@@ -94,8 +101,10 @@ def bodies_for(folder: Path, encoding: str, recording_id: str | None = None) -> 
 # -- one child: one tree, one database, one encoding, in-process ---------------------------------
 
 
-def child(folder: Path, db: str, encoding: str, label: str) -> None:
-    """Ingest every body through the app of the tree on PYTHONPATH; print the result as JSON."""
+def child(folder: Path, db: str, encoding: str, label: str, replay: bool = False) -> None:
+    """Ingest every body through the app of the tree on PYTHONPATH; print the result as JSON:
+    wall seconds, this process's CPU seconds, and (`replay`) the seconds of every body sent
+    again without its Idempotency-Key, as a collector replaying the stored run sends it."""
     import asyncio
 
     import httpx
@@ -107,36 +116,41 @@ def child(folder: Path, db: str, encoding: str, label: str) -> None:
     ctype = PROTOBUF if encoding == "protobuf" else JSON
     app = create_app(db=db, tokens=[])
 
-    async def run() -> float:
+    async def run(keyed: bool) -> tuple[float, float]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            elapsed = 0.0
+            elapsed = cpu = 0.0
             for n, body in enumerate(bodies):
-                headers = {
-                    "Content-Type": ctype,
-                    "Idempotency-Key": f"{meta['recording_id']}:w:metrics:{n}",
-                }
-                t0 = time.perf_counter()
+                headers = {"Content-Type": ctype}
+                if keyed:
+                    headers["Idempotency-Key"] = f"{meta['recording_id']}:w:metrics:{n}"
+                t0, c0 = time.perf_counter(), time.process_time()
                 answer = await client.post("/v1/metrics", content=body, headers=headers)
                 elapsed += time.perf_counter() - t0
+                cpu += time.process_time() - c0
                 if answer.status_code != 200 or b"rejected" in answer.content:
                     raise SystemExit(f"{label}: HTTP {answer.status_code} {answer.content[:300]!r}")
-            return elapsed
+            return elapsed, cpu
 
-    elapsed = asyncio.run(run())
+    elapsed, cpu = asyncio.run(run(keyed=True))
     points = meta["points"] * len(bodies)
     stored = app.state.store.get(meta["recording_id"])["points"]
     if stored != points:
         raise SystemExit(f"{label}: stored {stored} points, sent {points}")
-    print(json.dumps({"seconds": elapsed, "points": points}))
+    result = {"seconds": elapsed, "cpu": cpu, "points": points}
+    if replay:
+        result["replay_seconds"] = asyncio.run(run(keyed=False))[0]
+        result["replay_stored"] = app.state.store.get(meta["recording_id"])["points"] - points
+    print(json.dumps(result))
 
 
-def run_child(tree: Path, folder: Path, db: str, encoding: str, label: str) -> dict[str, Any]:
+def run_child(
+    tree: Path, folder: Path, db: str, encoding: str, label: str, replay: bool = False
+) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     args = [sys.executable, str(HERE / "bench_ingest.py"), "--child", str(folder), db, encoding]
-    done = subprocess.run(
-        [*args, label], env=env, capture_output=True, text=True, cwd=tree, check=False
-    )
+    args += [label, *(["replay"] if replay else [])]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tree, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{label} failed:\n{done.stdout}\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -243,23 +257,44 @@ def in_process(args: argparse.Namespace, folder: Path, dbs: Databases) -> None:
     for spec in args.baseline:
         name, _, path = spec.partition("=")
         trees.append((name, Path(path).resolve()))
-    best: dict[tuple[str, str, str], float] = {}
+    best: dict[tuple[str, str, str, str], float] = {}  # (what, tree, db, encoding) -> best
     for _ in range(args.rounds):
         for kind in args.db.split(","):
             for encoding in args.encoding.split(","):
                 for name, tree in trees:
                     label = f"{name}/{kind}/{encoding}"
-                    result = run_child(tree, folder, dbs.fresh(kind), encoding, label)
+                    result = run_child(tree, folder, dbs.fresh(kind), encoding, label, args.replay)
                     rate = result["points"] / result["seconds"]
-                    best[name, kind, encoding] = max(best.get((name, kind, encoding), 0), rate)
-                    print(f"  {label:40} {rate:12,.0f} points/s", file=sys.stderr)
-    print(f"{'database':10} {'encoding':9} " + " ".join(f"{n:>14}" for n, _ in trees), end="")
-    print("".join(f"  {'x ' + n:>12}" for n, _ in trees[1:]))
-    for kind in args.db.split(","):
-        for encoding in args.encoding.split(","):
-            rates = [best[name, kind, encoding] for name, _ in trees]
-            line = f"{kind:10} {encoding:9} " + " ".join(f"{r:14,.0f}" for r in rates)
-            print(line + "".join(f"  {rates[0] / r:11.2f}x" for r in rates[1:]))
+                    cpu_ns = result["cpu"] / result["points"] * 1e9
+                    _keep(best, ("rate", name, kind, encoding), rate)
+                    _keep(best, ("cpu", name, kind, encoding), -cpu_ns)  # the least CPU
+                    line = f"  {label:40} {rate:12,.0f} points/s, {cpu_ns:6,.0f} ns CPU a point"
+                    if args.replay:
+                        again = result["points"] / result["replay_seconds"]
+                        _keep(best, ("replay", name, kind, encoding), again)
+                        line += f"; keyless replay {again:,.0f} (stored {result['replay_stored']})"
+                    print(line, file=sys.stderr)
+    tables = [
+        ("rate", "points/s"),
+        ("cpu", "backend process CPU a point, ns (x: more CPU above 1)"),
+    ]
+    if args.replay:
+        tables.append(("replay", "keyless replay of the stored run, points/s"))
+    for what, title in tables:
+        print(f"\n{title}")
+        print(f"{'database':10} {'encoding':9} " + " ".join(f"{n:>14}" for n, _ in trees), end="")
+        print("".join(f"  {'x ' + n:>12}" for n, _ in trees[1:]))
+        for kind in args.db.split(","):
+            for encoding in args.encoding.split(","):
+                values = [abs(best[what, name, kind, encoding]) for name, _ in trees]
+                line = f"{kind:10} {encoding:9} " + " ".join(f"{v:14,.0f}" for v in values)
+                print(line + "".join(f"  {values[0] / v:11.2f}x" for v in values[1:]))
+
+
+def _keep(best: dict[tuple[str, str, str, str], float], key: tuple[str, str, str, str],
+          value: float) -> None:  # fmt: skip
+    """The best round: the highest value (CPU goes in negated, so the least CPU is kept)."""
+    best[key] = max(best.get(key, value), value)
 
 
 def with_workers(args: argparse.Namespace, folder: Path, dbs: Databases) -> None:
@@ -291,7 +326,7 @@ def with_workers(args: argparse.Namespace, folder: Path, dbs: Databases) -> None
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+        child(Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], "replay" in sys.argv[6:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bodies", type=int, default=8)
@@ -302,6 +337,11 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("MARKOV_TEST_POSTGRES_URL"))
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--workers", help="e.g. 1,2: the real server over loopback")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="then send every body again without its key (a collector replaying the run)",
+    )
     args = parser.parse_args()
     if "postgres" in args.db and not args.postgres:
         args.db = ",".join(d for d in args.db.split(",") if d != "postgres")

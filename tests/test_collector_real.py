@@ -34,7 +34,6 @@ HERE = Path(__file__).resolve().parent
 SHIPPED_CONFIGS = [CONFIG]
 KEYS = ("loss", "acc")
 SIGNALS = ("metrics", "traces", "logs")
-DEDUPE = "needs point identity dedupe (issue 21 goal 4)"
 
 
 class DuplicateStored(AssertionError):
@@ -374,7 +373,6 @@ def test_replayed_run_dirs_store_every_whole_line_once_and_a_torn_line_only_when
     assert_once(got[torn_id], made_whole, "the torn run, made whole")
 
 
-@pytest.mark.xfail(reason=DEDUPE, raises=DuplicateStored, strict=False)
 def test_replay_after_a_collector_sigkill_and_restart_stores_every_point_once(
     backend: Backend, collector: Collector, runs_dir: Path
 ) -> None:
@@ -421,7 +419,6 @@ def test_replay_after_a_collector_sigkill_and_restart_stores_every_point_once(
         assert_once(got[rid], want, rid)
 
 
-@pytest.mark.xfail(reason=DEDUPE, raises=DuplicateStored, strict=False)
 def test_backend_down_during_replay_then_back_the_persistent_queue_delivers_everything_once(
     backend: Backend, tmp_path: Path, runs_dir: Path
 ) -> None:

@@ -165,7 +165,7 @@ def point_series(batch: Batch, owners: list[str | None]) -> Iterator[SeriesPoint
             rb.rejected += sum(len(columns.steps) for columns in rb.points)
             continue
         for c in rb.points:
-            yield SeriesPoints.of(rid, c.key, c.steps, c.values, c.times)
+            yield SeriesPoints.of(rid, c.key, c.steps, c.values, c.times, c.attrs)
 
 
 def ingest_events(

@@ -27,6 +27,10 @@ arrives as a double instead of rounding it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
@@ -45,10 +49,12 @@ from markov_otel.server.otlp_wire import wire_points
 from markov_otel.server.records import NON_FINITE
 
 __all__ = [
+    "MAX_ATTRIBUTES_TEXT",
     "Batch",
     "Columns",
     "MalformedBody",
     "ResourceBatch",
+    "attributes_identity",
     "check_columns",
     "checked_time",
     "parse_metrics",
@@ -57,6 +63,8 @@ __all__ = [
 
 STEP_ATTR = "markov.step"
 KEY_ATTR = "markov.key"
+MAX_ATTRIBUTES_TEXT = 1024
+"""Longest attribute text a point's row keeps as is (`attributes_identity`)."""
 
 
 @dataclass(slots=True)
@@ -68,6 +76,9 @@ class Columns:
     steps: list[int]
     values: list[int | float]
     times: list[int]
+    attrs: str | None = None
+    """The points' attributes but `markov.step` and `markov.key`, as `attributes_identity`
+    writes them; None when they have none (the recorder's points of a plain key)."""
 
 
 # What walking a decoded JSON document can raise when its shape is wrong: a 400, not a 500.
@@ -180,29 +191,60 @@ def _json_columns(name: str, points: Any) -> Columns | None:
 
 
 def _json_each(name: str, points: Any, out: ResourceBatch, batch: Batch) -> Iterator[Columns]:
-    """Any metric, point by point (several keys, asInt, non-finite strings, rejected points)."""
-    per_key: dict[str, Columns] = {}
+    """Any metric, point by point (several keys, other attributes, asInt, non-finite
+    strings, rejected points): a column per key and attribute set."""
+    per_series: dict[tuple[str, str | None], Columns] = {}
     for dp in points:
-        key, step = name, None
+        key, step, others = name, None, None
         for kv in dp.get("attributes") or ():
             if kv["key"] == STEP_ATTR:
                 step = json_int(kv["value"]["intValue"], STEP_ATTR)
             elif kv["key"] == KEY_ATTR:
                 key = kv["value"]["stringValue"]
+            else:
+                others = others or {}
+                others[kv["key"]] = _json_identity_value(kv.get("value") or {})
         value = _json_point_value(dp)
         if step is None or value is None:
             out.rejected += 1
             _note(batch.reasons, "points need a value and the attribute markov.step")
             continue
         _check_key(batch, key)
-        column = per_key.get(key)
+        attrs = None if others is None else attributes_identity(others)
+        column = per_series.get((key, attrs))
         if column is None:
-            column = per_key[key] = Columns(key, [], [], [])
+            column = per_series[key, attrs] = Columns(key, [], [], [], attrs)
         column.steps.append(step)
         column.values.append(value)
         column.times.append(json_int(dp.get("timeUnixNano") or 0, "timeUnixNano"))
-    for column in per_key.values():
+    for column in per_series.values():
         yield _checked_ranges(column)
+
+
+def attributes_identity(attributes: dict[str, Any]) -> str:
+    """A point's attributes (but `markov.step` and `markov.key`) as one text, the same for
+    either encoding: JSON with sorted keys, ASCII only (PostgreSQL text takes no NUL). A text
+    longer than `MAX_ATTRIBUTES_TEXT` is kept as its SHA-256, so a point's row stays small."""
+    text = json.dumps(attributes, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_ATTRIBUTES_TEXT:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+def _json_identity_value(value: dict[str, Any]) -> Any:
+    """An OTLP-JSON AnyValue as `value_of` reads its protobuf twin: bytes (base64 in JSON) as
+    hex, also inside arrays and key-value lists."""
+    if "bytesValue" in value:
+        try:
+            return base64.b64decode(value["bytesValue"], validate=True).hex()
+        except (binascii.Error, TypeError, ValueError):
+            return str(value["bytesValue"])
+    if "arrayValue" in value:
+        return [_json_identity_value(v) for v in value["arrayValue"].get("values") or ()]
+    if "kvlistValue" in value:
+        pairs = value["kvlistValue"].get("values") or ()
+        return {kv["key"]: _json_identity_value(kv.get("value") or {}) for kv in pairs}
+    return json_any_value(value)
 
 
 def json_int(value: Any, what: str) -> int:
@@ -331,28 +373,33 @@ def _proto_columns(name: str, points: Any) -> Columns | None:
 
 
 def _proto_each(name: str, points: Any, out: ResourceBatch, batch: Batch) -> Iterator[Columns]:
-    """Any metric, point by point (several keys, asInt, rejected points)."""
-    per_key: dict[str, Columns] = {}
+    """Any metric, point by point (several keys, other attributes, asInt, rejected points):
+    a column per key and attribute set."""
+    per_series: dict[tuple[str, str | None], Columns] = {}
     for dp in points:
-        key, step = name, None
+        key, step, others = name, None, None
         for kv in dp.attributes:
             if kv.key == STEP_ATTR:
                 step = kv.value.int_value
             elif kv.key == KEY_ATTR:
                 key = kv.value.string_value
+            else:
+                others = others or {}
+                others[kv.key] = value_of(kv.value)
         which = dp.WhichOneof("value")
         if step is None or which is None:
             out.rejected += 1
             _note(batch.reasons, "points need a value and the attribute markov.step")
             continue
         _check_key(batch, key)
-        column = per_key.get(key)
+        attrs = None if others is None else attributes_identity(others)
+        column = per_series.get((key, attrs))
         if column is None:
-            column = per_key[key] = Columns(key, [], [], [])
+            column = per_series[key, attrs] = Columns(key, [], [], [], attrs)
         column.steps.append(step)
         column.values.append(dp.as_double if which == "as_double" else dp.as_int)
         column.times.append(dp.time_unix_nano)
-    for column in per_key.values():
+    for column in per_series.values():
         yield _checked_times(column)
 
 

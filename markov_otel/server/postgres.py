@@ -124,13 +124,18 @@ class PostgresStore(SqlStore):
         self, cur: Any, points: Sequence[tuple[int, SeriesPoints]], meanwhile: Callable[[], None]
     ) -> None:
         """One binary COPY; `meanwhile` runs once the rows are sent, while the server still
-        inserts them (the COPY ends when it is done)."""
+        inserts them (the COPY ends when it is done). Points with attributes (never the
+        recorder's) go by the shared INSERT, after it."""
         with cur.copy(f"COPY points ({_POINT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(_COPY_HEADER)
             for series_id, series in points:
-                copy.write(_copy_rows(series_id, series))
+                if series.attrs is None:
+                    copy.write(_copy_rows(series_id, series))
             copy.write(_COPY_TRAILER)
             meanwhile()
+        for series_id, series in points:
+            if series.attrs is not None:
+                self._insert_series(cur, series_id, series)
 
     def _upsert_buckets(self, cur: Any, buckets: dict[BucketKey, Bucket]) -> None:
         if not buckets:

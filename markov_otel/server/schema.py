@@ -4,7 +4,8 @@ Portable SQL (SQLite >= 3.24 and PostgreSQL). `mkv serve` on a database written 
 schema keeps working:
 
 - `UPGRADES` lists the columns added since, which the store adds with `ALTER TABLE … ADD COLUMN`
-  when they are missing.
+  when they are missing. `points.attrs` (a point's other attributes, part of its identity) came
+  late: the series of a database without it are marked `attrs_unknown` (see identity.py).
 - Points are keyed by a small integer series id (`series.series_id`, one per (recording, key))
   instead of two text columns: the index every point goes into is a third of the size and
   SQLite inserts ~1.6x the rows per second. A database whose `points` still has `recording_id`
@@ -23,6 +24,8 @@ __all__ = ["UPGRADES", "statements", "to_series_ids"]
 
 UPGRADES: dict[str, list[tuple[str, str]]] = {
     "recordings": [("started_at", "TEXT"), ("ended_at", "TEXT")],
+    "points": [("attrs", "TEXT")],
+    "series": [("attrs_unknown", "INTEGER NOT NULL DEFAULT 0")],
 }
 """table -> [(column, type)] added after the first schema; NULL in rows written before."""
 
@@ -39,12 +42,15 @@ def statements(value_type: str, id_column: str) -> list[str]:
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL, started_at TEXT,
             ended_at TEXT)""",
         # buckets_ready: 1 once point_buckets hold every point of the series (seriesstore.py).
+        # attrs_unknown: 1 when its older points were stored without attributes (identity.py).
         f"""CREATE TABLE IF NOT EXISTS series (series_id {id_column},
             recording_id TEXT NOT NULL, key TEXT NOT NULL,
-            buckets_ready INTEGER NOT NULL DEFAULT 0, UNIQUE (recording_id, key))""",
+            buckets_ready INTEGER NOT NULL DEFAULT 0, attrs_unknown INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (recording_id, key))""",
+        # attrs: the point's other attributes (otlp.attributes_identity), NULL when none.
         f"""CREATE TABLE IF NOT EXISTS points (series_id BIGINT NOT NULL,
             step BIGINT NOT NULL, value {value_type}, value_text TEXT,
-            time_unix_nano BIGINT NOT NULL)""",
+            time_unix_nano BIGINT NOT NULL, attrs TEXT)""",
         "CREATE INDEX IF NOT EXISTS points_by_series ON points (series_id, step, time_unix_nano)",
         """CREATE TABLE IF NOT EXISTS alerts (recording_id TEXT NOT NULL, alert_id TEXT NOT NULL,
             seq BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (recording_id, alert_id))""",
