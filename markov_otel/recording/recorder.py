@@ -261,7 +261,15 @@ class ExperimentRecorder:
         if values is None:
             values = self._normalize(record)
         # next() of the default steps is C code under the GIL: threads never share a step.
-        step = next(self._steps) if step is None else self._explicit_step(step)
+        if step is None:
+            step = next(self._steps)
+        else:  # the step the defaults would give (a loop's step=i) leaves them as they are
+            try:
+                taken = next(self._steps) if type(step) is int else None
+            except ConfigError:  # the default steps ran out at 2**63-1: this one is given
+                taken = None
+            if step != taken:
+                step = self._explicit_step(step, taken)
         self._extend((time_ns, step, values))  # the buffer, flat: see flusher.FIELDS
         if self._check_alerts is not None:
             self._check_alerts(values, time_ns, step)
@@ -274,10 +282,16 @@ class ExperimentRecorder:
         if not self._running:
             raise self._not_running()
 
-    def _explicit_step(self, step: Any) -> int:
-        """A given step; the default steps continue after it."""
+    def _explicit_step(self, step: Any, taken: int | None = None) -> int:
+        """A given step; the default steps continue after it. `taken`: a default step add_record
+        took to compare, put back when the step is refused (a refused record uses no step)."""
         if type(step) is not int or not STEP_MIN <= step <= STEP_MAX:
-            step = check_step(step)
+            try:
+                step = check_step(step)
+            except ConfigError:
+                if taken is not None:
+                    self._steps = itertools.chain((taken,), self._steps)
+                raise
         self._steps = _default_steps(step + 1)
         return int(step)
 
@@ -787,11 +801,18 @@ def _notifiers(settings: Settings) -> list[WebhookNotifier]:
 
 
 def _default_steps(first: int) -> Iterator[int]:
-    """first, first + 1, … up to 2**63-1, then a ConfigError: all in C (chain, range), so one
-    next() is atomic under the GIL. The range stops at 2**63-1 (sys.maxsize), which keeps it on
-    CPython's machine-integer fast path; the last step follows on its own."""
+    """first, first + 1, … up to 2**63-1, then a ConfigError: all in C (count, or chain and
+    range), so one next() is atomic under the GIL. Far below 2**63-1 a `count` (a third of the
+    chain's cost to build, for explicit steps that restart it) cannot reach the end: 2**62
+    records take centuries. Near it, the range stops at 2**63-1 (sys.maxsize), which keeps it
+    on CPython's machine-integer fast path; the last step follows on its own."""
+    if first < _FAR_FROM_END:
+        return itertools.count(first)
     last = (STEP_MAX,) if first <= STEP_MAX else ()
     return itertools.chain(range(first, STEP_MAX), last, _StepsExhausted())
+
+
+_FAR_FROM_END = STEP_MAX - 2**62
 
 
 class _StepsExhausted:
