@@ -13,6 +13,7 @@ or a backend URL (`http://…`, `https://…`), read with the configured API key
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -131,9 +132,10 @@ def _local_runs(base: Path, project_id: str | None) -> list[dict[str, Any]]:
 def _params(info: dict[str, Any]) -> dict[str, Any]:
     hparams = _flat(info.get("hyper_parameters") or {})
     summary = _flat(info.get("summary") or {})
-    return {f"hparam.{k}": v for k, v in hparams.items()} | {
-        f"summary.{k}": _number(v) if isinstance(v, str) else v for k, v in summary.items()
-    }
+    return {
+        f"hparam.{k}": _NON_FINITE.get(v, v) if isinstance(v, str) else v
+        for k, v in hparams.items()
+    } | {f"summary.{k}": _number(v) if isinstance(v, str) else v for k, v in summary.items()}
 
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +228,10 @@ def _seconds(value: Any) -> float | None:
 
 
 # -- values ------------------------------------------------------------------------------------
+
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How JSON (recording.json, the backend) holds a non-finite float: read back as the float."""
 
 
 def _number(value: Any) -> float | int:

@@ -120,7 +120,7 @@ class ExperimentRecorder:
         self._dataset_id = check_text("dataset_id", str(dataset_id or ""))
         self._model_class = model_class_value(model_class)
         self._hparams: dict[str, Any] = {}
-        self._metadata = check_params("metadata", metadata)
+        self._metadata = _checked_params("metadata", metadata)
         flatten_params(self._metadata)
         # Under torchrun (RANK, WORLD_SIZE): the job's shared recording (distributed.py).
         self._launch, shared_id = distributed.from_environment(
@@ -343,7 +343,7 @@ class ExperimentRecorder:
         """Merge hyperparameters; they travel as `markov.hparam.<k>` resource attributes."""
         # Checked and copied now (objects become their str()): what the flusher encodes later
         # can no longer fail, nor change when the caller mutates its dict.
-        values = check_params("hyper_parameters", hyper_parameters)
+        values = _checked_params("hyper_parameters", hyper_parameters)
         with self._lock:
             flatten_params({**self._hparams, **values})  # a key given twice is refused now
             self._hparams.update(values)
@@ -794,6 +794,16 @@ class ExperimentRecorder:
             f"ExperimentRecorder(name={self._name!r}, recording_id={self._recording_id!r}, "
             f"mode={self._settings.mode.value!r}, status={self._status!r})"
         )
+
+
+def _checked_params(what: str, values: Any) -> dict[str, Any]:
+    """rules.check_params, and what it converted with a loss (an int past int64) said once,
+    here at the call, instead of an OTel traceback on every batch."""
+    converted: list[str] = []
+    checked = check_params(what, values, converted)
+    for note in converted:
+        log.warning("markov_otel: %s", note)
+    return checked
 
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:

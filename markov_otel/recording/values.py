@@ -13,6 +13,7 @@ Converted:
 
 ConfigError naming the key (a long value is shortened in the message):
 - None, other strings, bytes, lists, complex, arrays of more than one element (or none);
+- a value whose `.item()` or `__float__` raises (the error is named, not let out);
 - two keys that give the same flattened key ({"a/b": 1, "a": {"b": 2}}).
 
 ConfigError: non-string or empty keys, keys the backend could not store (NUL, a lone surrogate,
@@ -88,12 +89,23 @@ def to_number(key: str, value: Any) -> float | int | bool:
             value = item()
         except (ValueError, RuntimeError, TypeError):
             raise _unsupported(key, value) from None
+        except Exception as exc:
+            raise _raised(key, value, "item", exc) from None
         if type(value) in PLAIN_TYPES:
             return value
     try:
         return float(value)
     except (TypeError, ValueError):
         raise _unsupported(key, value) from None
+    except Exception as exc:  # a __float__ that raises: misuse, named, nothing of it kept
+        raise _raised(key, value, "float", exc) from None
+
+
+def _raised(key: str, value: Any, how: str, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"record key {key!r}: {how}() of the {type(value).__name__} value raised {exc!r}; "
+        f"record a number, e.g. {{{key!r}: 0.9}}"
+    )
 
 
 def _unsupported(key: str, value: Any) -> ConfigError:
