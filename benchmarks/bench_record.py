@@ -236,12 +236,12 @@ def _children_cpu_ns() -> float:
 def step_allocation(calls: int) -> tuple[float, float]:
     """ns per default step: `previous + 1` kept in an attribute (not thread-safe) against
     next() of the recorder's step iterator (atomic under the GIL)."""
-    from markov_otel.recording.recorder import _default_steps
+    from markov_otel.recording.steps import default_steps
 
     class Holder:
         step = -1
 
-    holder, steps = Holder(), _default_steps(0)
+    holder, steps = Holder(), default_steps(0)
     t0 = time.perf_counter_ns()
     for _ in range(calls):
         step = holder.step + 1

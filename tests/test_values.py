@@ -10,6 +10,9 @@ import enum
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
@@ -19,7 +22,15 @@ import numpy as np
 import pytest
 import requests
 from backend_fixture import Backend, online_recorder
-from otlp_files import last_resource, points, recording, value_of
+from otlp_files import (
+    attributes,
+    histogram_points,
+    last_resource,
+    log_records,
+    points,
+    recording,
+    value_of,
+)
 
 from markov_otel import ConfigError, ExperimentRecorder, RecordingMode, read
 
@@ -199,3 +210,179 @@ def test_nan_infinite_and_nested_parameters_reach_the_backend_and_read_back_the_
     for key, want in {"max_grad_norm": math.inf, **ODD}.items():
         for row in (offline_row, online_row):
             assert same(row[f"hparam.{key}"], want), (key, row[f"hparam.{key}"])
+
+
+# -- distributions (goal 1) ----------------------------------------------------------------------
+
+
+def bucket_of(value: float, scale: int) -> int:
+    """The OTel bucket index of |value| at `scale`, from the definition: the i with
+    base**i < |value| <= base**(i+1), base = 2**2**-scale (a guess from log2, then checked)."""
+    magnitude, per_octave = abs(value), 2**scale
+    index = math.floor(math.log2(magnitude) * per_octave)
+    while 2 ** (index / per_octave) >= magnitude:
+        index -= 1
+    while 2 ** ((index + 1) / per_octave) < magnitude:
+        index += 1
+    return index
+
+
+def expanded(dp: Any) -> dict[int, int]:
+    """Signed bucket index -> count (negative side as -(index) - 1 - 10**9, kept apart)."""
+    out: dict[int, int] = {}
+    for i, n in enumerate(dp.positive.bucket_counts):
+        if n:
+            out[dp.positive.offset + i] = n
+    for i, n in enumerate(dp.negative.bucket_counts):
+        if n:
+            out[-(10**9) - (dp.negative.offset + i)] = n
+    return out
+
+
+def test_an_array_becomes_one_exponential_histogram_point_per_key_and_step(
+    isolated: Path,
+) -> None:
+    """numpy float32 (1000 elements), a torch tensor and a list: one point each with count,
+    sum, min, max, zero count, every element in its OTel bucket, ≤160 buckets a side, at the
+    record's step and time beside its numbers."""
+    rng = np.random.default_rng(7)
+    weights = (rng.standard_normal(1000) * 3).astype(np.float32)
+    weights[:5] = 0.0
+    arrays = {"w": weights, "listed": [0.5, 1.0, 2.0, -4.0, 1e-300, 3e300]}
+    try:
+        import torch
+
+        arrays["tensor"] = torch.linspace(-1.0, 1.0, 101)
+    except ImportError:  # pragma: no cover - torch is in the test extra
+        pass
+    with offline() as recorder:
+        recorder.add_record({"loss": 1.0})
+        recorder.add_record({"loss": 0.5, **arrays}, step=10)
+    run = isolated / recorder.recording_id
+    hist = histogram_points(run)
+    assert sorted(key for key, _, _ in hist) == sorted(arrays)
+    (loss,) = [p for p in points(run) if p.step == 10]
+    for key, attrs, dp in hist:
+        values = np.asarray(arrays[key], dtype=np.float64).ravel()
+        assert attrs["markov.step"] == 10 and dp.time_unix_nano == loss.time_unix_nano
+        assert dp.count == values.size and dp.zero_count == np.count_nonzero(values == 0)
+        assert dp.sum == pytest.approx(float(values.sum()), rel=1e-9, abs=1e-9)
+        assert (dp.min, dp.max) == (values.min(), values.max())
+        assert len(dp.positive.bucket_counts) <= 160 and len(dp.negative.bucket_counts) <= 160
+        want: dict[int, int] = {}
+        for v in values[values != 0]:
+            index = bucket_of(float(v), dp.scale)
+            index = index if v > 0 else -(10**9) - index
+            want[index] = want.get(index, 0) + 1
+        assert expanded(dp) == want, key
+        assert sum(dp.positive.bucket_counts) + sum(dp.negative.bucket_counts) + dp.zero_count == (
+            dp.count
+        )
+
+
+def test_nan_and_infinities_in_an_array_are_counted_not_summed(isolated: Path) -> None:
+    """[1, 2, NaN, NaN, inf, -inf]: count 2, sum 3, min 1, max 2, and the non-finite counts in
+    markov.nan_count / posinf_count / neginf_count."""
+    with offline() as recorder:
+        recorder.add_record({"g": np.array([1.0, 2.0, np.nan, np.nan, np.inf, -np.inf])})
+    ((_, attrs, dp),) = histogram_points(isolated / recorder.recording_id)
+    assert (dp.count, dp.sum, dp.min, dp.max) == (2, 3.0, 1.0, 2.0)
+    assert (attrs["markov.nan_count"], attrs["markov.posinf_count"]) == (2, 1)
+    assert attrs["markov.neginf_count"] == 1
+
+
+def test_the_caller_pays_one_copy_so_later_changes_to_its_array_are_not_recorded(
+    isolated: Path,
+) -> None:
+    """The array (and a CPU tensor) is copied at the call: zeroing it right after add_record
+    changes nothing recorded."""
+    array = np.arange(1.0, 101.0)
+    tensors = []
+    try:
+        import torch
+
+        tensors = [torch.arange(1.0, 101.0)]
+    except ImportError:  # pragma: no cover
+        pass
+    with offline(batch_processing_interval=30) as recorder:  # the flusher buckets at stop()
+        recorder.add_record({"a": array, **{f"t{i}": t for i, t in enumerate(tensors)}})
+        array[:] = 0.0
+        for t in tensors:
+            t.zero_()
+    for _, _, dp in histogram_points(isolated / recorder.recording_id):
+        assert (dp.count, dp.sum, dp.zero_count) == (100, 5050.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (np.array([]), "empty"),
+        (np.array([1.0, None]), "object"),
+        (np.array(["a", "b"]), "<U1"),
+        ([[1.0, 2.0], [3.0]], "not rectangular"),
+        (["a", 1.0], "<U"),
+        ([], "empty"),
+    ],
+    ids=["empty", "object", "strings", "ragged", "list-of-mixed", "empty-list"],
+)
+def test_an_array_that_is_no_distribution_is_refused_and_keeps_nothing_of_its_record(
+    isolated: Path, value: Any, why: str
+) -> None:
+    """Empty, object or string dtype, ragged: ConfigError naming the key and why; the record's
+    numbers, arrays and texts are not kept, and its step is not used."""
+    with offline() as recorder:
+        with pytest.raises(ConfigError, match=rf"'bad'.*{why}"):
+            recorder.add_record({"ok": 1.0, "fine": [1.0, 2.0], "t": "x", "bad": value})
+        recorder.add_record({"ok": 2.0})
+    run = isolated / recorder.recording_id
+    assert [(p.key, p.value, p.step) for p in points(run)] == [("ok", 2.0, 0)]
+    assert histogram_points(run) == []
+    assert [r for r in log_records(run) if r.event_name == "markov.text"] == []
+
+
+# -- texts (goal 3) ------------------------------------------------------------------------------
+
+
+def test_a_text_becomes_a_log_record_with_its_key_step_and_time(isolated: Path) -> None:
+    """{'sample': 'the cat sat'} at step 3: one log record in logs.jsonl, body the text,
+    markov.key and markov.step attributes, the record's time; numbers beside it stay points."""
+    with offline() as recorder:
+        recorder.add_record({"loss": 1.0, "sample": "the cat sat"}, step=3)
+        recorder.add_record({"sample": "λ — ünïcode\n"})
+    run = isolated / recorder.recording_id
+    texts = [r for r in log_records(run) if r.event_name == "markov.text"]
+    got = [(r.body.string_value, attributes(r.attributes)) for r in texts]
+    assert got == [
+        ("the cat sat", {"markov.key": "sample", "markov.step": 3}),
+        ("λ — ünïcode\n", {"markov.key": "sample", "markov.step": 4}),
+    ]
+    (loss,) = points(run)
+    assert texts[0].time_unix_nano == loss.time_unix_nano and loss.step == 3
+
+
+def test_a_text_past_64_kib_is_refused_naming_the_key(isolated: Path) -> None:
+    """65536 UTF-8 bytes are kept; one more is a ConfigError naming the key, nothing kept."""
+    with offline() as recorder:
+        recorder.add_record({"t": "é" * 32768})
+        with pytest.raises(ConfigError, match=r"'t'.*65537 bytes.*65536"):
+            recorder.add_record({"t": "é" * 32768 + "x", "n": 1.0})
+    run = isolated / recorder.recording_id
+    texts = [r for r in log_records(run) if r.event_name == "markov.text"]
+    assert [len(r.body.string_value) for r in texts] == [32768]
+    assert points(run) == []
+
+
+def test_numpy_is_imported_only_once_an_array_is_recorded(tmp_path: Path) -> None:
+    """numpy is no dependency of the recorder: numbers and texts do not import it."""
+    code = (
+        "import sys\n"
+        "from markov_otel import ExperimentRecorder, RecordingMode\n"
+        "with ExperimentRecorder('n', recording_mode=RecordingMode.OFFLINE) as r:\n"
+        "    r.add_record({'a': 1.0, 't': 'text'})\n"
+        "    assert 'numpy' not in sys.modules, 'numpy imported for numbers'\n"
+        "    r.add_record({'d': [1.0, 2.0]})\n"
+        "assert 'numpy' in sys.modules\n"
+    )
+    env = {**os.environ, "MARKOV_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()

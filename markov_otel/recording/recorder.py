@@ -46,9 +46,10 @@ from markov_otel.recording.arguments import (
     recorder_settings,
 )
 from markov_otel.recording.notices import AlertNotices, WebhookNotifier
+from markov_otel.recording.steps import default_steps
 from markov_otel.recording.summary import ExperimentSummary
 from markov_otel.recording.system_metrics import SystemSampler
-from markov_otel.recording.values import PLAIN_TYPES, Flattener, normalize_record, shape_flattener
+from markov_otel.recording.values import PLAIN_TYPES, Flattener, shape_flattener, split_record
 from markov_otel.rules import (
     MAX_TEXT_BYTES,
     STEP_MAX,
@@ -72,6 +73,8 @@ KICK_STEP = 256
 """Records between two looks at the flusher while it lags (about 0.3 ms of a tight loop)."""
 MAX_SHAPES = 1024
 """Shapes of nested records learnt for the fast path (`_learn_shape`)."""
+MAX_OTHER_BYTES = 256 << 20
+"""Bytes of array copies and texts waiting for the flusher before add_record waits for it."""
 MAX_BUFFERED_POINTS = 2_000_000
 """Points held in memory likewise: a record of 300 keys counts 300 (about 100 bytes a point)."""
 
@@ -150,7 +153,9 @@ class ExperimentRecorder:
         self._status = "created"
         self._running = False  # _state is RUNNING, as one cheap check for add_record
         self._buffer: deque[Any] = deque()  # time, step, values of each record, flat
-        self._steps: Iterator[int] = _default_steps(0)
+        self._others: deque[Any] = deque()  # (time, step, key, array copy or text): _add_others
+        self._others_in = 0  # their bytes put in (the flusher counts those it took)
+        self._steps: Iterator[int] = default_steps(0)
         # recording_id= adds to a recording that may have finished: the backend only lets an
         # explicit PATCH (not a batch) turn a finished recording back to running.
         self._resuming = bool(kwargs.get("recording_id"))
@@ -259,7 +264,7 @@ class ExperimentRecorder:
                 shape = self._shape_of(tuple(record))
                 values = None if shape is None else shape(record)
         if values is None:
-            values = self._normalize(record)
+            return self._add_slow(record, time_ns, step)
         # next() of the default steps is C code under the GIL: threads never share a step.
         if step is None:
             step = next(self._steps)
@@ -275,6 +280,40 @@ class ExperimentRecorder:
             self._check_alerts(values, time_ns, step)
         if len(self._buffer) >= self._kick_at:
             self._kick(time_ns)
+
+    def _add_slow(self, record: Any, time_ns: int, step: int | None) -> None:
+        """add_record for what the fast path does not know: new keys, nested dicts, converted
+        values, arrays and texts. Everything is checked before anything is kept."""
+        values, others = self._normalize(record)
+        step = next(self._steps) if step is None else self._given_step(step)
+        if values:
+            self._extend((time_ns, step, values))
+            if self._check_alerts is not None:
+                self._check_alerts(values, time_ns, step)
+        if others:
+            self._add_others(time_ns, step, others)
+        if len(self._buffer) >= self._kick_at:
+            self._kick(time_ns)
+
+    def _given_step(self, step: Any) -> int:
+        """An explicit step, as add_record's fast path takes it (see there)."""
+        try:
+            taken = next(self._steps) if type(step) is int else None
+        except ConfigError:
+            taken = None
+        return step if step == taken else self._explicit_step(step, taken)
+
+    def _add_others(self, time_ns: int, step: int, others: dict[str, Any]) -> None:
+        """Arrays (the caller's copies) and texts, for the flusher to bucket and encode; while
+        MAX_OTHER_BYTES of them wait, add_record waits for it (backpressure, never a drop)."""
+        for key, value in others.items():
+            self._others.append((time_ns, step, key, value))
+            self._others_in += len(value) if type(value) is str else int(value.nbytes)
+        while self._others_in - self._flusher.others_out > MAX_OTHER_BYTES:
+            if not self._flusher.alive:
+                break
+            self._flusher.wake()
+            time.sleep(0.001)
 
     def _add_record_elsewhere(self, record: dict[str, Any], *, step: int | None = None) -> None:
         """add_record on a rank N > 0 of a distributed job whose values rank 0 records (the
@@ -292,22 +331,22 @@ class ExperimentRecorder:
                 if taken is not None:
                     self._steps = itertools.chain((taken,), self._steps)
                 raise
-        self._steps = _default_steps(step + 1)
+        self._steps = default_steps(step + 1)
         return int(step)
 
-    def _normalize(self, record: Any) -> dict[str, Any]:
+    def _normalize(self, record: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """The slow path: new keys, nested dicts, converted values. A record of a new width
         passes here once, so the bound in points is kept without a count on the fast path;
         the shape of a record nesting dicts one level deep is learnt (`_learn_shape`)."""
-        values = normalize_record(record)
-        if isinstance(record, dict):
+        values, others = split_record(record)
+        if isinstance(record, dict) and not others:
             self._learn_shape(record, values)
             self._plain_keys.update(k for k in record if k in values)
         if len(values) * self._max_buffered > MAX_BUFFERED_POINTS:
             self._max_buffered = max(1, MAX_BUFFERED_POINTS // len(values))
             self._kick_base = min(self._kick_base, self._max_buffered * FIELDS)
             self._kick_at = min(self._kick_at, self._kick_base)
-        return values
+        return values, others
 
     def _learn_shape(self, record: dict[Any, Any], values: dict[str, Any]) -> None:
         """Remember the shape of a record nesting dicts (values.shape_flattener), so the next
@@ -424,6 +463,8 @@ class ExperimentRecorder:
                 series=self._series,
                 encoder_process=self._settings.encoder_process,
                 metrics_file=self._spool.path("metrics"),
+                others=self._others,
+                write_logs=self._write_logs,
             )
             self._started_at = time.time()
             self._save()
@@ -580,6 +621,7 @@ class ExperimentRecorder:
         self._state = _State.STOPPED
         self._forked_from = parent_pid
         self._buffer.clear()
+        self._others.clear()
         self._sender = self._mirror = None
         self._sampler = None  # its thread stayed in the parent
 
@@ -639,6 +681,9 @@ class ExperimentRecorder:
 
     def _write_metrics(self, data: bytes, points: int) -> None:
         self._spool.append("metrics", data)
+
+    def _write_logs(self, data: bytes) -> None:
+        self._spool.append("logs", data)
 
     def _after_cycle(self) -> None:
         self._kick_at = self._kick_base  # the buffer was drained: kick at a full batch again
@@ -808,34 +853,6 @@ def _checked_params(what: str, values: Any) -> dict[str, Any]:
 
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:
     return [WebhookNotifier(settings.webhook_url)] if settings.webhook_url else []
-
-
-def _default_steps(first: int) -> Iterator[int]:
-    """first, first + 1, … up to 2**63-1, then a ConfigError: all in C (count, or chain and
-    range), so one next() is atomic under the GIL. Far below 2**63-1 a `count` (a third of the
-    chain's cost to build, for explicit steps that restart it) cannot reach the end: 2**62
-    records take centuries. Near it, the range stops at 2**63-1 (sys.maxsize), which keeps it
-    on CPython's machine-integer fast path; the last step follows on its own."""
-    if first < _FAR_FROM_END:
-        return itertools.count(first)
-    last = (STEP_MAX,) if first <= STEP_MAX else ()
-    return itertools.chain(range(first, STEP_MAX), last, _StepsExhausted())
-
-
-_FAR_FROM_END = STEP_MAX - 2**62
-
-
-class _StepsExhausted:
-    """The default steps after step 2**63-1: there is no next int64 step."""
-
-    def __iter__(self) -> Iterator[int]:
-        return self
-
-    def __next__(self) -> int:
-        raise ConfigError(
-            "the default step after step=9223372036854775807 (2**63-1) would leave the int64 "
-            "range that OTLP carries; pass step= explicitly"
-        )
 
 
 def _oldest(buffer: deque[Any], default: int) -> int:
