@@ -26,6 +26,7 @@ from otlp_files import (
     attributes,
     histogram_points,
     last_resource,
+    lines,
     log_records,
     points,
     recording,
@@ -386,3 +387,104 @@ def test_numpy_is_imported_only_once_an_array_is_recorded(tmp_path: Path) -> Non
     env = {**os.environ, "MARKOV_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
+
+
+# -- end to end (goal 4): the backend keeps both; the read API gives the same offline and online
+
+
+def test_distributions_and_texts_read_back_the_same_from_the_run_dir_and_the_backend(
+    backend: Backend, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrays at steps 0-4 and texts at steps 0 and 4, online: read.distributions() and
+    read.texts() give the same, each point once, offline (the run dir) and online (the
+    backend); the buckets add up to the count and hold the array's elements."""
+    recorder = online_recorder(backend.url, backend.token)
+    with recorder:
+        for step in range(5):
+            values = np.linspace(-1.0, 2.0 + step, 50)
+            record: dict[str, Any] = {"loss": 1.0 / (step + 1), "w": values}
+            if step in (0, 4):
+                record["sample"] = f"text at {step}"
+            recorder.add_record(record)
+    rid = recorder.recording_id
+    assert backend.records(rid, "loss")  # the run reached the backend
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    offline_d = read.distributions(rid, "w", source=isolated)
+    online_d = read.distributions(rid, "w", source=backend.url)
+    assert offline_d == online_d and [d.step for d in offline_d] == [0, 1, 2, 3, 4]
+    for step, d in enumerate(offline_d):
+        assert d.count == 50 and d.max == 2.0 + step and d.min == -1.0
+        assert sum(n for _, _, n in d.buckets()) == 50
+        assert all(lo <= hi for lo, hi, _ in d.buckets())
+    offline_t = read.texts(rid, "sample", source=isolated)
+    assert offline_t == read.texts(rid, "sample", source=backend.url)
+    assert [(t.step, t.text) for t in offline_t] == [(0, "text at 0"), (4, "text at 4")]
+    assert read.texts(rid, "other", source=backend.url) == []
+
+
+def test_a_replayed_batch_of_distributions_is_stored_once(backend: Backend, isolated: Path) -> None:
+    """The same metrics line POSTed twice with one Idempotency-Key (a sender's retry): its
+    histogram points are kept once, and the answer rejects none of them."""
+    with offline() as recorder:
+        recorder.add_record({"w": [1.0, 2.0, 3.0]}, step=7)
+    (line,) = [x for x in lines(isolated / recorder.recording_id, "metrics") if "exponential" in x]
+    headers = {**backend.headers, "Content-Type": "application/json", "Idempotency-Key": "k:1"}
+    for _ in range(2):
+        answer = requests.post(f"{backend.url}/v1/metrics", data=line, headers=headers, timeout=30)
+        assert answer.status_code == 200 and "rejected" not in answer.text, answer.text
+    got = requests.get(
+        f"{backend.url}/api/v1/recordings/{recorder.recording_id}/distributions",
+        params={"key": "w"},
+        headers=backend.headers,
+        timeout=30,
+    ).json()
+    assert [(d["step"], d["count"], d["sum"]) for d in got] == [(7, 3, 6.0)]
+
+
+def test_mkv_export_writes_distributions_and_texts_as_jsonl_and_parquet(
+    isolated: Path, tmp_path: Path
+) -> None:
+    """`mkv export RUN --distributions w` and `--texts s`: one row per step, in JSON Lines
+    and Parquet, with the buckets and the texts as recorded."""
+    import pyarrow.parquet as pq
+
+    from markov_otel.cli.main import main
+
+    with offline() as recorder:
+        for step in range(3):
+            recorder.add_record({"w": [1.0, 2.0, float(step + 3)], "s": f"t{step}"})
+    rid = recorder.recording_id
+    out = tmp_path / "d.jsonl"
+    assert main(["export", rid, "--distributions", "w", "--format", "jsonl", "-o", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["step"], r["count"], r["sum"], r["max"]) for r in rows] == [
+        (s, 3, 6.0 + s, float(s + 3)) for s in range(3)
+    ]
+    assert all(sum(r["positive"]) == 3 for r in rows)
+    table = tmp_path / "t.parquet"
+    assert main(["export", rid, "--texts", "s", "--format", "parquet", "-o", str(table)]) == 0
+    got = pq.read_table(table).to_pylist()
+    assert [(r["step"], r["text"]) for r in got] == [(0, "t0"), (1, "t1"), (2, "t2")]
+    dists = tmp_path / "d.parquet"
+    assert (
+        main(["export", rid, "--distributions", "w", "--format", "parquet", "-o", str(dists)]) == 0
+    )
+    assert [r["count"] for r in pq.read_table(dists).to_pylist()] == [3, 3, 3]
+
+
+def test_the_run_page_draws_a_heatmap_per_distribution_and_a_table_of_texts(
+    backend: Backend,
+) -> None:
+    """The run page: one heatmap figure per recorded array key, a column per step, and the
+    texts (escaped) in a table by step."""
+    recorder = online_recorder(backend.url, backend.token)
+    with recorder:
+        for step in range(12):
+            recorder.add_record({"w": np.linspace(-1.0, 1.0 + step, 64), "loss": 1.0})
+        recorder.add_record({"sample": "<b>not bold</b>"}, step=3)
+    rid = recorder.recording_id
+    assert backend.records(rid, "loss")
+    page = requests.get(f"{backend.url}/recordings/{rid}", headers=backend.headers, timeout=30).text
+    assert page.count('<figure class="distribution" data-key="w">') == 1
+    assert "steps 0 to 11" in page
+    assert "<td>sample</td><td>3</td><td><pre>&lt;b&gt;not bold&lt;/b&gt;</pre></td>" in page
