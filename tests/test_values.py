@@ -488,3 +488,57 @@ def test_the_run_page_draws_a_heatmap_per_distribution_and_a_table_of_texts(
     assert page.count('<figure class="distribution" data-key="w">') == 1
     assert "steps 0 to 11" in page
     assert "<td>sample</td><td>3</td><td><pre>&lt;b&gt;not bold&lt;/b&gt;</pre></td>" in page
+
+
+# -- watch (goal 2) ------------------------------------------------------------------------------
+
+
+def test_watch_records_norms_and_distributions_every_n_passes_without_taking_steps(
+    isolated: Path,
+) -> None:
+    """watch(model, every=2, log="all") over 5 training steps: parameters and gradients of
+    passes 1, 3, 5 at the loop's steps 0, 2, 4 (norms as numbers, >1-element tensors as
+    distributions); the loop's own steps stay 0-4; after remove() nothing more."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    first_norm = float(model[0].weight.detach().norm())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with offline() as recorder:
+        watch = recorder.watch(model, every=2, log="all")
+        for _ in range(5):
+            optimizer.zero_grad()
+            loss = model(torch.randn(16, 4)).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+            recorder.add_record({"loss": loss.item()})
+        watch.remove()
+        model(torch.randn(2, 4)).sum().backward()
+    run = isolated / recorder.recording_id
+    by_key: dict[str, list[int]] = {}
+    for p in points(run):
+        by_key.setdefault(p.key, []).append(p.step)
+    assert by_key.pop("loss") == [0, 1, 2, 3, 4]
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert by_key == {
+        f"{k}/{n}/norm": [0, 2, 4] for k in ("parameters", "gradients") for n in names
+    }
+    hists: dict[str, list[int]] = {}
+    for key, attrs, _ in histogram_points(run):
+        hists.setdefault(key, []).append(attrs["markov.step"])
+    want = {f"{k}/{n}": [0, 2, 4] for k in ("parameters", "gradients") for n in names[:3]}
+    assert hists == want  # 2.bias has one element: a norm only
+    (norm0,) = [p.value for p in points(run) if p.key == "parameters/0.weight/norm" and p.step == 0]
+    assert norm0 == pytest.approx(first_norm)
+
+
+def test_watch_refuses_what_is_no_module_and_bad_settings() -> None:
+    """A non-module, every=0 and an unknown log are ConfigErrors naming the argument."""
+    torch = pytest.importorskip("torch")
+    recorder = offline()
+    with pytest.raises(ConfigError, match=r"torch\.nn\.Module"):
+        recorder.watch(object())
+    with pytest.raises(ConfigError, match="every=0"):
+        recorder.watch(torch.nn.Linear(2, 2), every=0)
+    with pytest.raises(ConfigError, match="log='weights'"):
+        recorder.watch(torch.nn.Linear(2, 2), log="weights")

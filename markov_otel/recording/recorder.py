@@ -50,6 +50,7 @@ from markov_otel.recording.steps import default_steps
 from markov_otel.recording.summary import ExperimentSummary
 from markov_otel.recording.system_metrics import SystemSampler
 from markov_otel.recording.values import PLAIN_TYPES, Flattener, shape_flattener, split_record
+from markov_otel.recording.watch import Watch
 from markov_otel.rules import (
     MAX_TEXT_BYTES,
     STEP_MAX,
@@ -387,6 +388,31 @@ class ExperimentRecorder:
             flatten_params({**self._hparams, **values})  # a key given twice is refused now
             self._hparams.update(values)
         self._resource_changed()
+
+    def watch(self, model: Any, *, every: int = 100, log: str = "gradients") -> Watch:
+        """Extra: record a torch module's gradients ("gradients"), parameters ("parameters") or
+        both ("all") every `every` passes, as per-layer norms and distributions, from hooks
+        (recording/watch.py). Returns the watch; `.remove()` takes its hooks off."""
+        return Watch(model, self._add_watched, self._next_default_step, every, log)
+
+    def _next_default_step(self) -> int:
+        """The step the loop's next default record takes (the last record's + 1), not taken."""
+        if not self._running:
+            return 0  # nothing is recorded before start() (_add_watched)
+        with self._flusher.taking:  # buffered or already taken (see _append_sample)
+            return (self._buffer[-2] if self._buffer else self._view.last_step) + 1
+
+    def _add_watched(self, record: dict[str, Any], step: int) -> None:
+        """A watched module's values at `step`, without taking a step: the loop's own steps go
+        on as they were."""
+        if not self._running:
+            return
+        time_ns = _time_ns()
+        values, others = self._normalize(record)
+        if values:
+            self._extend((time_ns, step, values))
+        if others:
+            self._add_others(time_ns, step, others)
 
     def attach_alert_on(
         self, condition: ExperimentAlertCondition, text: str, *, cooldown: float | None = None
