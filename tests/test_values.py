@@ -542,3 +542,22 @@ def test_watch_refuses_what_is_no_module_and_bad_settings() -> None:
         recorder.watch(torch.nn.Linear(2, 2), every=0)
     with pytest.raises(ConfigError, match="log='weights'"):
         recorder.watch(torch.nn.Linear(2, 2), log="weights")
+
+
+def test_arrays_beside_a_tight_loop_with_the_encoder_process_are_each_stored_once(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """encoder_process=always owns the metrics file while it holds batches: 20k records with
+    an array every 500 still give every point and every histogram exactly once, in whole lines."""
+    monkeypatch.setenv("MARKOV_ENCODER_PROCESS", "always")
+    with offline(batch_size=200) as recorder:
+        for i in range(20_000):
+            record: dict[str, Any] = {"i": i}
+            if i % 500 == 0:
+                record["w"] = [float(i), float(i) + 1.0]
+            recorder.add_record(record)
+    run = isolated / recorder.recording_id
+    assert sorted(p.value for p in points(run)) == list(range(20_000))
+    hist = histogram_points(run)
+    assert sorted(attrs["markov.step"] for _, attrs, _ in hist) == list(range(0, 20_000, 500))
+    assert all(dp.sum == 2 * attrs["markov.step"] + 1 for _, attrs, dp in hist)
