@@ -30,7 +30,6 @@ from opentelemetry.trace import Status, StatusCode
 
 from markov_otel import process
 from markov_otel.config import RecordingMode, Settings, cooldown_seconds, redact_url
-from markov_otel.environments import capture, rebuild
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.otel.encoding import attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
@@ -45,6 +44,7 @@ from markov_otel.recording.arguments import (
     queue_config,
     recorder_settings,
 )
+from markov_otel.recording.environment import RecordedEnvironment
 from markov_otel.recording.notices import AlertNotices, WebhookNotifier
 from markov_otel.recording.steps import default_steps
 from markov_otel.recording.summary import ExperimentSummary
@@ -62,7 +62,7 @@ from markov_otel.rules import (
 )
 from markov_otel.shipping.flusher import FIELDS, Flusher
 from markov_otel.shipping.sender import Sender
-from markov_otel.shipping.spool import Spool, check_run_id, read_json, write_json_atomic
+from markov_otel.shipping.spool import Spool, check_run_id
 from markov_otel.shipping.transport import Target, patch_body, registration_body
 from markov_otel.weather import SayOnce
 
@@ -87,7 +87,7 @@ class _State(enum.Enum):
     CREATED, REGISTERED, RUNNING, STOPPED = range(4)
 
 
-class ExperimentRecorder:
+class ExperimentRecorder(RecordedEnvironment):
     """Records one experiment: ``with recorder: recorder.add_record({'loss': 0.9})``.
 
     Extras (keyword-only, through ``**kwargs``): ``batch_size`` (records per batch, 1000),
@@ -615,27 +615,6 @@ class ExperimentRecorder:
         interrupted = isinstance(exc, KeyboardInterrupt)
         self.stop(status="interrupted" if interrupted else "failed" if failed else "finished")
 
-    def upsert_package_requirements(self) -> None:
-        """Capture the installed packages, Python and git state into the run (and the backend)."""
-        self._store_environment(capture.capture())
-
-    def create_experiment_requirements_file(self, requirement_file_path: str) -> None:
-        """Write the recorded requirements.txt at that path (a directory gets one inside)."""
-        capture.write_requirements_file(
-            self._environment(), requirement_file_path, recording_id=self._recording_id
-        )
-
-    def create_experiment_virtualenv(self, path: str | None = None) -> None:
-        """Build a virtualenv with the recorded packages (default ./<recording_id>_venv)."""
-        target = path or f"{self._recording_id}_venv"
-        report = rebuild.create_virtualenv(self._environment(), target, progress=log.info)
-        log.info("%s", report.message)
-
-    def create_experiment_conda_environment(self, path: str | None = None) -> None:
-        """Build a conda environment with the recorded Python and packages."""
-        target = path or f"{self._recording_id}_conda_env"
-        rebuild.create_conda_environment(self._environment(), target, progress=log.info)
-
     # -- internals -----------------------------------------------------------------------------
 
     def _note_signal(self, status: str) -> None:
@@ -834,31 +813,6 @@ class ExperimentRecorder:
         self._view.last_step = last_step
         self._view.counts["recorded"] = self._view.counts["spooled"] = points
         return True
-
-    def _capture_environment(self) -> None:
-        try:
-            self.upsert_package_requirements()
-        except Exception as exc:  # capture is a convenience: never fail the run for it
-            log.warning("markov_otel: environment capture failed: %s", exc)
-
-    def _store_environment(self, env: dict[str, Any]) -> None:
-        try:
-            write_json_atomic(self._spool.dir / "environment.json", env)
-            capture.write_requirements_file(
-                env, self._spool.dir / "requirements.txt", recording_id=self._recording_id
-            )
-        except OSError as exc:  # disk trouble is weather: say so, never raise into training
-            log.warning("markov_otel: cannot write the environment to %s: %s", self._spool.dir, exc)
-        if self._sender is not None:
-            self._sender.update_recording({"requirements": env})
-
-    def _environment(self) -> dict[str, Any]:
-        env = read_json(self._spool.dir / "environment.json")
-        if not env:
-            env = capture.capture()
-            if self._spool.dir.exists():
-                self._store_environment(env)
-        return env
 
     def __repr__(self) -> str:
         return (
