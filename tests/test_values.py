@@ -561,3 +561,19 @@ def test_arrays_beside_a_tight_loop_with_the_encoder_process_are_each_stored_onc
     hist = histogram_points(run)
     assert sorted(attrs["markov.step"] for _, attrs, _ in hist) == list(range(0, 20_000, 500))
     assert all(dp.sum == 2 * attrs["markov.step"] + 1 for _, attrs, dp in hist)
+
+
+def test_a_resumed_recording_whose_last_line_is_an_array_goes_on_after_its_step(
+    isolated: Path,
+) -> None:
+    """The run dir ends with a histogram line (step 9): recording_id= resumes at step 10."""
+    with offline() as first:
+        first.add_record({"loss": 1.0}, step=5)
+        first.add_record({"w": [1.0, 2.0]}, step=9)
+    info = json.loads((isolated / first.recording_id / "recording.json").read_text())
+    info["last_step"] = 0  # as if recording.json were saved before the crash: the spool rules
+    (isolated / first.recording_id / "recording.json").write_text(json.dumps(info))
+    with offline(recording_id=first.recording_id) as again:
+        again.add_record({"loss": 2.0})
+    got = [(p.value, p.step) for p in points(isolated / first.recording_id)]
+    assert got == [(1.0, 5), (2.0, 10)]

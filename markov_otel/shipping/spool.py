@@ -224,7 +224,8 @@ def _last_step(line: bytes) -> int | None:
     for rm in data.get("resourceMetrics", []):
         for sm in rm.get("scopeMetrics", []):
             for metric in sm.get("metrics", []):
-                for dp in metric.get("gauge", {}).get("dataPoints", []):
+                data_points = metric.get("gauge") or metric.get("exponentialHistogram") or {}
+                for dp in data_points.get("dataPoints", []):  # a number, or an array's point
                     steps = [a for a in dp.get("attributes", []) if a["key"] == "markov.step"]
                     if steps:
                         point = (int(dp["timeUnixNano"]), int(steps[0]["value"]["intValue"]))
