@@ -15,13 +15,16 @@ working directory's markov_otel there: run such a tree from its own directory (c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,15 @@ def timed_calls(
     calls: int,
     work: Callable[[], None] | None = None,
     make: Callable[[int], Any] | None = None,
+    *,
+    step: bool = False,
 ) -> tuple[list[int], float]:
     """Each call timed on its own (ns, timer cost included), and the loop's mean ns per call.
 
     The record is built untimed just before the call, as a training step builds it (so it is in
     cache). `work` runs untimed between calls: a training step's own work, which releases the
-    GIL the way GPU kernels and numpy do, so the flusher runs beside the loop.
+    GIL the way GPU kernels and numpy do, so the flusher runs beside the loop. `step`: call
+    fn(rec, step=i), as the framework integrations and W&B-style loops do.
     """
     samples = [0] * calls
     clock = time.perf_counter_ns
@@ -52,8 +58,12 @@ def timed_calls(
         if work is not None:
             work()
         rec = (make or record)(i)
-        t0 = clock()
-        fn(rec)
+        if step:
+            t0 = clock()
+            fn(rec, step=i)
+        else:
+            t0 = clock()
+            fn(rec)
         samples[i] = clock() - t0
     return samples, (clock() - start) / calls
 
@@ -95,6 +105,7 @@ def bench_hot_path(calls: int, base: Path) -> dict[str, tuple[list[int], float]]
         "empty call": timed_calls(lambda rec: None, calls),
         "list.append": timed_calls(sink.append, calls),
         "add_record": timed_calls(add, calls),
+        "step=i": timed_calls(add, calls, step=True),
         "Gauge.set x4": timed_calls(sdk, calls),
         "add_record*": timed_calls(add, calls // 10, step_work),
         "nested": timed_calls(add, calls, make=nested),
@@ -186,6 +197,32 @@ def tight_loop(records: int, base: Path, encoder_process: str) -> tuple[float, .
     return wall, floor, training, others, children
 
 
+def report_tight_loop(records: int, base: Path, mode: str, busy: bool) -> None:
+    whole, floor, training, others, children = tight_loop(records, base, mode)
+    print(
+        f"tight loop of {records} records, encoder_process={mode}, "
+        f"{'other core busy' if busy else 'no competitor'}, start to stop(): "
+        f"{whole:.0f} ns per record all-inclusive ({whole / floor:.1f}x the same loop "
+        f"doing list.append: {floor:.0f} ns); CPU per record: training thread "
+        f"{training:.0f} ns, flusher {others:.0f} ns, encoder process {children:.0f} ns"
+    )
+
+
+@contextlib.contextmanager
+def other_core_busy(busy: bool) -> Iterator[None]:
+    """While inside, a process spinning on the CPU (`busy`): the machine's other core is taken,
+    as by a data loader or a second job, and the encoder process competes with it."""
+    if not busy:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 def _process_cpu_ns() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return (usage.ru_utime + usage.ru_stime) * 1e9
@@ -199,12 +236,12 @@ def _children_cpu_ns() -> float:
 def step_allocation(calls: int) -> tuple[float, float]:
     """ns per default step: `previous + 1` kept in an attribute (not thread-safe) against
     next() of the recorder's step iterator (atomic under the GIL)."""
-    from markov_otel.recording.recorder import _default_steps
+    from markov_otel.recording.steps import default_steps
 
     class Holder:
         step = -1
 
-    holder, steps = Holder(), _default_steps(0)
+    holder, steps = Holder(), default_steps(0)
     t0 = time.perf_counter_ns()
     for _ in range(calls):
         step = holder.step + 1
@@ -235,6 +272,11 @@ def report_hot_path(hot: dict[str, tuple[list[int], float]], calls: int) -> None
         f"  add_record p50 is {sdk[len(sdk) // 2] / ours[len(ours) // 2]:.1f}x below "
         "Gauge.set x4; a tight loop's mean includes waiting for the flusher (backpressure)"
     )
+    explicit = raw["step=i"]
+    print(
+        f"  step=i = add_record(rec, step=i): p50 "
+        f"{explicit[len(explicit) // 2] - ours[len(ours) // 2]:+d} ns against add_record(rec)"
+    )
     print("  add_record* = the same call in a loop doing 50 us of GIL-free work per step")
     print(
         f"  nested (the same 4 numbers as two nested dicts, after the first): p50 "
@@ -261,14 +303,10 @@ def main() -> None:
             f"{cpu:.0f} ns of thread CPU per point ({1e9 / cpu:,.0f} points/s), of which "
             f"{write:.0f} in the write (GIL released): {cpu - write:.0f} ns of GIL time a point"
         )
-        for mode in ("never", "auto"):
-            whole, floor, training, others, children = tight_loop(args.records, base, mode)
-            print(
-                f"tight loop of {args.records} records, encoder_process={mode}, start to stop(): "
-                f"{whole:.0f} ns per record all-inclusive ({whole / floor:.1f}x the same loop "
-                f"doing list.append: {floor:.0f} ns); CPU per record: training thread "
-                f"{training:.0f} ns, flusher {others:.0f} ns, encoder process {children:.0f} ns"
-            )
+        for busy in (False, True):
+            with other_core_busy(busy):
+                for mode in ("never", "auto"):
+                    report_tight_loop(args.records, base, mode, busy)
         plain, atomic = step_allocation(args.calls)
         print(
             f"default step: {atomic:.0f} ns atomic (next of the step iterator) against "

@@ -8,11 +8,14 @@
 `source` is a runs directory (default: MARKOV_DIR / `mkv config set dir`, else ./markov-runs)
 or a backend URL (`http://…`, `https://…`), read with the configured API key and CA bundle.
 `runs()` and `history()` return pandas DataFrames (the optional extra `markov-otel[pandas]`);
-`points()` gives the same values without pandas, one point at a time.
+`points()` gives the same values without pandas, one point at a time. `distributions()` and
+`texts()` give a key's recorded arrays (ExponentialHistograms) and texts, by step.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from markov_otel.shipping.spool import check_run_id
 
 Source = str | os.PathLike[str] | None
 
-__all__ = ["Point", "history", "points", "runs"]
+__all__ = ["Distribution", "Point", "Text", "distributions", "history", "points", "runs", "texts"]
 
 _RUNNING = ("running", "registered")
 
@@ -100,6 +103,159 @@ def history(run_id: str, keys: Iterable[str] | None = None, *, source: Source = 
     return wide.sort_index()
 
 
+@dataclass(frozen=True)
+class Distribution:
+    """One recorded array at one step: its OTLP ExponentialHistogram (docs/protocol.md).
+    `count`, `sum`, `min`, `max` are of the finite elements; NaN and ±inf are counted apart."""
+
+    step: int
+    time_unix_nano: int
+    count: int
+    sum: float
+    min: float | None
+    max: float | None
+    zero_count: int
+    scale: int
+    positive_offset: int
+    positive: tuple[int, ...]
+    negative_offset: int
+    negative: tuple[int, ...]
+    nan_count: int = 0
+    posinf_count: int = 0
+    neginf_count: int = 0
+
+    def buckets(self) -> list[tuple[float, float, int]]:
+        """(lower, upper, count) of every bucket in ascending order: negatives, the zero
+        bucket (0, 0), positives. A positive bucket i holds (base**i, base**(i+1)]."""
+        base = 2.0 ** (2.0**-self.scale)
+        out = [
+            (-(base ** (self.negative_offset + i + 1)), -(base ** (self.negative_offset + i)), n)
+            for i, n in reversed(list(enumerate(self.negative)))
+        ]
+        if self.zero_count:
+            out.append((0.0, 0.0, self.zero_count))
+        out += [
+            (base ** (self.positive_offset + i), base ** (self.positive_offset + i + 1), n)
+            for i, n in enumerate(self.positive)
+        ]
+        return out
+
+
+@dataclass(frozen=True)
+class Text:
+    """One recorded text: step, record time, the text."""
+
+    step: int
+    time_unix_nano: int
+    text: str
+
+
+def distributions(run_id: str, key: str, *, source: Source = None) -> list[Distribution]:
+    """The distributions recorded under `key` (arrays given to add_record), by step."""
+    if _is_url(source):
+        path = f"/api/v1/recordings/{check_run_id(run_id)}/distributions"
+        docs = _get(str(source), path, {"key": key})
+    else:
+        docs = list(_local_distributions(local.open_run(_local_base(source), run_id), key))
+    found = [_distribution(d) for d in docs]
+    return sorted(found, key=lambda d: (d.step, d.time_unix_nano))
+
+
+def texts(run_id: str, key: str, *, source: Source = None) -> list[Text]:
+    """The texts recorded under `key` (strings given to add_record), by step."""
+    if _is_url(source):
+        path = f"/api/v1/recordings/{check_run_id(run_id)}/texts"
+        docs = _get(str(source), path, {"key": key})
+    else:
+        docs = list(_local_texts(local.open_run(_local_base(source), run_id), key))
+    found = [Text(int(d["step"]), int(d["time_unix_nano"]), str(d["text"])) for d in docs]
+    return sorted(found, key=lambda t: (t.step, t.time_unix_nano))
+
+
+def _distribution(doc: dict[str, Any]) -> Distribution:
+    """A point as the backend answers it (and `_local_distributions` reads it)."""
+    return Distribution(
+        step=int(doc["step"]),
+        time_unix_nano=int(doc["time_unix_nano"]),
+        count=int(doc["count"]),
+        sum=float(doc["sum"]),
+        min=None if doc.get("min") is None else float(doc["min"]),
+        max=None if doc.get("max") is None else float(doc["max"]),
+        zero_count=int(doc["zero_count"]),
+        scale=int(doc["scale"]),
+        positive_offset=int(doc["positive"]["offset"]),
+        positive=tuple(int(c) for c in doc["positive"]["bucket_counts"]),
+        negative_offset=int(doc["negative"]["offset"]),
+        negative=tuple(int(c) for c in doc["negative"]["bucket_counts"]),
+        nan_count=int(doc.get("nan_count") or 0),
+        posinf_count=int(doc.get("posinf_count") or 0),
+        neginf_count=int(doc.get("neginf_count") or 0),
+    )
+
+
+def _local_distributions(spool: Any, key: str) -> Iterator[dict[str, Any]]:
+    """The ExponentialHistogram points of a run dir's metrics.jsonl, in the backend's shape."""
+    for line in spool.lines("metrics"):
+        if b"exponentialHistogram" not in line.data:
+            continue
+        doc = json.loads(line.data)
+        for rm in doc.get("resourceMetrics", []):
+            for sm in rm.get("scopeMetrics", []):
+                for metric in sm.get("metrics", []):
+                    histogram = metric.get("exponentialHistogram") or {}
+                    for dp in histogram.get("dataPoints", []):
+                        attrs = _attributes(dp.get("attributes"))
+                        if attrs.get("markov.key", metric["name"]) == key:
+                            yield _local_point(dp, attrs)
+
+
+def _local_point(dp: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
+    def side(s: dict[str, Any] | None) -> dict[str, Any]:
+        s = s or {}
+        return {"offset": s.get("offset", 0), "bucket_counts": s.get("bucketCounts", [])}
+
+    return {
+        "step": attrs["markov.step"],
+        "time_unix_nano": dp["timeUnixNano"],
+        "count": dp.get("count", 0),
+        "sum": dp.get("sum", 0.0),
+        "min": dp.get("min"),
+        "max": dp.get("max"),
+        "zero_count": dp.get("zeroCount", 0),
+        "scale": dp.get("scale", 0),
+        "positive": side(dp.get("positive")),
+        "negative": side(dp.get("negative")),
+        **{n: attrs.get(f"markov.{n}", 0) for n in ("nan_count", "posinf_count", "neginf_count")},
+    }
+
+
+def _local_texts(spool: Any, key: str) -> Iterator[dict[str, Any]]:
+    """The markov.text log records of a run dir's logs.jsonl under `key`."""
+    for line in spool.lines("logs"):
+        if b"markov.text" not in line.data:
+            continue
+        doc = json.loads(line.data)
+        for rl in doc.get("resourceLogs", []):
+            for sl in rl.get("scopeLogs", []):
+                for record in sl.get("logRecords", []):
+                    attrs = _attributes(record.get("attributes"))
+                    if record.get("eventName") == "markov.text" and attrs.get("markov.key") == key:
+                        yield {
+                            "step": attrs["markov.step"],
+                            "time_unix_nano": record["timeUnixNano"],
+                            "text": (record.get("body") or {}).get("stringValue", ""),
+                        }
+
+
+def _attributes(key_values: Any) -> dict[str, Any]:
+    """OTLP-JSON attributes of the recorder's own lines: strings and ints."""
+    out: dict[str, Any] = {}
+    for kv in key_values or ():
+        value = kv.get("value") or {}
+        out[kv["key"]] = int(value["intValue"]) if "intValue" in value else value.get("stringValue")
+    return out
+
+
 # -- local runs --------------------------------------------------------------------------------
 
 
@@ -131,9 +287,10 @@ def _local_runs(base: Path, project_id: str | None) -> list[dict[str, Any]]:
 def _params(info: dict[str, Any]) -> dict[str, Any]:
     hparams = _flat(info.get("hyper_parameters") or {})
     summary = _flat(info.get("summary") or {})
-    return {f"hparam.{k}": v for k, v in hparams.items()} | {
-        f"summary.{k}": _number(v) if isinstance(v, str) else v for k, v in summary.items()
-    }
+    return {
+        f"hparam.{k}": _NON_FINITE.get(v, v) if isinstance(v, str) else v
+        for k, v in hparams.items()
+    } | {f"summary.{k}": _number(v) if isinstance(v, str) else v for k, v in summary.items()}
 
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +383,10 @@ def _seconds(value: Any) -> float | None:
 
 
 # -- values ------------------------------------------------------------------------------------
+
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How JSON (recording.json, the backend) holds a non-finite float: read back as the float."""
 
 
 def _number(value: Any) -> float | int:

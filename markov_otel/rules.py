@@ -19,8 +19,10 @@ ends move together.
 
 from __future__ import annotations
 
-import contextlib
+import datetime as dt
+import enum
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
@@ -127,18 +129,21 @@ def check_time(time_unix_nano: int) -> int:
     return time_unix_nano
 
 
-def check_params(what: str, values: object) -> dict[str, Any]:
+def check_params(what: str, values: object, converted: list[str] | None = None) -> dict[str, Any]:
     """A copy of a parameter mapping in storable form, or a ConfigError naming the bad part.
 
     Leaves are kept when they are None, bool, int, float or storable text; lists and tuples are
-    lists; any other object becomes `str(obj)` now, so the recorded value is fixed at the call
-    (and an object whose `__str__` raises is refused here, not in a background thread).
+    lists, numpy arrays and tensors their `tolist()`, sets sorted lists; datetime, date and time
+    ISO 8601 text; an Enum its value; a path its text; Decimal, Fraction and other numbers
+    (`__index__`, `.item()`, `__float__`) the number; an int past int64 the double (said in
+    `converted`, when given). bytes, and a conversion that raises, are a ConfigError naming the
+    key. Any other object becomes `str(obj)` now, so the recorded value is fixed at the call.
     """
     if values is None:
         return {}
     if not isinstance(values, Mapping):
         raise ConfigError(f"{what}={_short(values)} must be a dict, e.g. {what}={{'lr': 0.001}}")
-    copy = _copy_mapping(what, values, 1)
+    copy = _copy_mapping(what, values, 1, converted if converted is not None else [])
     size = len(json.dumps(copy, default=str))
     if size > MAX_PARAMS_BYTES:
         raise ConfigError(
@@ -148,44 +153,101 @@ def check_params(what: str, values: object) -> dict[str, Any]:
     return copy
 
 
-def _copy_mapping(what: str, values: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+def _copy_mapping(
+    what: str, values: Mapping[Any, Any], depth: int, converted: list[str]
+) -> dict[str, Any]:
     if depth > MAX_DEPTH:
         raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep; flatten it")
     out: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{what}[{key!r}]" if isinstance(key, str) else what
-        out[check_key(key, f"{what} key")] = _copy_value(name, value, depth)
+        out[check_key(key, f"{what} key")] = _copy_value(name, value, depth, converted)
     return out
 
 
-def _copy_value(what: str, value: Any, depth: int) -> Any:
-    if value is None or type(value) in (bool, int, float):
+def _copy_value(what: str, value: Any, depth: int, converted: list[str]) -> Any:
+    if value is None or type(value) in (bool, float):
         return value
-    if isinstance(value, (bool, int, float)):  # subclasses: IntEnum, numpy.float64
-        return _plain(value)
-    if hasattr(value, "__index__"):  # numpy integers
-        return int(value.__index__())
-    if hasattr(value, "dtype") and callable(getattr(value, "item", None)):
-        with contextlib.suppress(TypeError, ValueError, RuntimeError):  # one-element only
-            item = value.item()  # numpy and torch scalars
-            if type(item) in (bool, int, float):
-                return item
+    if type(value) is int:
+        return _int64(what, value, converted)
+    if isinstance(value, enum.Enum):
+        return _copy_value(what, value.value, depth, converted)
+    if isinstance(value, (bool, int, float)):  # subclasses: numpy.float64
+        return _copy_value(what, _plain(value), depth, converted)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise ConfigError(
+            f"{what} is {type(value).__name__}, which is not text; decode it (e.g. "
+            "value.decode()) or record its length or a hash"
+        )
     if isinstance(value, str):
         return check_text(what, value, MAX_TEXT_BYTES)
     if isinstance(value, Mapping):
-        return _copy_mapping(what, value, depth + 1)
-    if isinstance(value, (list, tuple)):
+        return _copy_mapping(what, value, depth + 1, converted)
+    if isinstance(value, (list, tuple, set, frozenset)) or _is_array(value):
         if depth + 1 > MAX_DEPTH:
             raise ConfigError(f"{what} is nested more than {MAX_DEPTH} levels deep; flatten it")
-        return [_copy_value(what, item, depth + 1) for item in value]
+        items = _converted(what, value.tolist) if _is_array(value) else value
+        if not isinstance(items, list | tuple | set | frozenset):  # a 0-d array: its item
+            return _copy_value(what, items, depth, converted)
+        copied = [_copy_value(what, item, depth + 1, converted) for item in items]
+        return _sorted(copied) if isinstance(value, (set, frozenset)) else copied
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, os.PathLike):
+        return _copy_value(what, os.fspath(value), depth, converted)
+    return _copy_value(what, _number_or_text(what, value), depth, converted)
+
+
+def _number_or_text(what: str, value: Any) -> Any:
+    """An object that says it is a number (`__index__`, numpy/torch `.item()`, `__float__`:
+    Decimal, Fraction) as that number, else its str(); a conversion that raises names `what`."""
+    if hasattr(value, "__index__"):  # numpy integers
+        return _converted(what, value.__index__)
+    if hasattr(value, "dtype") and callable(getattr(value, "item", None)):
+        return _converted(what, value.item)  # numpy and torch scalars
+    if hasattr(value, "__float__"):
+        return _converted(what, value.__float__)
+    return _converted(what, value.__str__)
+
+
+_CALLS = {"__index__": "int", "__float__": "float", "__str__": "str"}
+
+
+def _converted(what: str, convert: Any) -> Any:
     try:
-        text = str(value)
+        return convert()
     except Exception as exc:
         raise ConfigError(
-            f"{what}: str() of the {type(value).__name__} value raised {exc!r}; pass a "
-            "number, a string, or a dict/list of those"
+            f"{what}: {_CALLS.get(convert.__name__, convert.__name__)}() of the value raised "
+            f"{exc!r}; pass a number, a string, or a dict/list of those"
         ) from None
-    return check_text(what, text, MAX_TEXT_BYTES)
+
+
+def _is_array(value: Any) -> bool:
+    """A numpy array or a torch tensor (anything with a shape, a dtype and `tolist()`)."""
+    return (
+        hasattr(value, "dtype")
+        and hasattr(value, "shape")
+        and callable(getattr(value, "tolist", None))
+    )
+
+
+def _int64(what: str, value: int, converted: list[str]) -> int | float:
+    if INT64_MIN <= value <= INT64_MAX:
+        return value
+    converted.append(
+        f"{what}={value} is past the int64 range that OTLP and databases carry; it is kept "
+        f"as the double {float(value)!r}"
+    )
+    return float(value)
+
+
+def _sorted(items: list[Any]) -> list[Any]:
+    """A set's members in order; members of mixed types by type name, then repr."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=lambda v: (type(v).__name__, repr(v)))
 
 
 def _plain(value: bool | int | float) -> bool | int | float:
@@ -195,14 +257,14 @@ def _plain(value: bool | int | float) -> bool | int | float:
     return int(value) if isinstance(value, int) else float(value)
 
 
-def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, Leaf | list[Any]]:
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """The canonical, flat form of a parameter mapping: nested keys joined with '.'.
 
     `{"opt": {"name": "sgd"}}` becomes `{"opt.name": "sgd"}`, as resource attributes carry it.
-    A list of plain values stays a list; a list holding anything else becomes its JSON text.
+    Lists (of anything JSON holds) and an empty dict stay as they are, as recording.json has them.
     Two spellings of one flat key (`{"a.b": 1, "a": {"b": 2}}`) are a ConfigError.
     """
-    out: dict[str, Leaf | list[Any]] = {}
+    out: dict[str, Any] = {}
     _flatten_into(values, prefix, out)
     return out
 
@@ -218,14 +280,11 @@ def _flatten_into(values: Mapping[str, Any], prefix: str, out: dict[str, Any]) -
         out[name] = _flat_leaf(value)
 
 
-def _flat_leaf(value: Any) -> Leaf | list[Any]:
-    if isinstance(value, Mapping):  # an empty dict
-        return "{}"
+def _flat_leaf(value: Any) -> Any:
+    if isinstance(value, Mapping):  # an empty dict stays one: the same value everywhere
+        return {}
     if isinstance(value, (list, tuple)):
-        items = list(value)
-        if all(v is not None and isinstance(v, (str, bool, int, float)) for v in items):
-            return items
-        return json.dumps(items, default=str)
+        return list(value)
     return value
 
 

@@ -65,6 +65,8 @@ def points(run_dir: Path) -> list[WirePoint]:
         for rm in batch.resource_metrics:
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
+                    if metric.WhichOneof("data") == "exponential_histogram":
+                        continue  # a recorded array: histogram_points()
                     assert metric.WhichOneof("data") == "gauge", metric.name
                     for dp in metric.gauge.data_points:
                         attrs = attributes(dp.attributes)
@@ -79,6 +81,22 @@ def points(run_dir: Path) -> list[WirePoint]:
                                 time_unix_nano=dp.time_unix_nano,
                             )
                         )
+    return out
+
+
+def histogram_points(run_dir: Path) -> list[tuple[str, dict[str, Any], Any]]:
+    """Every ExponentialHistogram point (a recorded array): its key, attributes and the proto
+    point, in file order."""
+    out = []
+    for batch in metrics(run_dir):
+        for rm in batch.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.WhichOneof("data") != "exponential_histogram":
+                        continue
+                    for dp in metric.exponential_histogram.data_points:
+                        attrs = attributes(dp.attributes)
+                        out.append((attrs.get("markov.key", metric.name), attrs, dp))
     return out
 
 

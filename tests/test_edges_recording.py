@@ -8,12 +8,15 @@ process, a megabyte of notes, a 200 KB torn line.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,67 @@ def test_default_step_past_the_last_int64_is_refused_and_keeps_nothing(
         recorder.add_record({"x": 4.0})
     got = [(p.step, p.value) for p in points(isolated / recorder.recording_id)]
     assert got == [(s, 1.0) for s in range(start, INT64_MAX + 1)] + [(5, 3.0), (6, 4.0)]
+
+
+def test_threads_mixing_explicit_and_default_steps_never_share_a_default_step(
+    isolated: Path,
+) -> None:
+    """4 threads on default steps and 2 passing step= at once (GIL switching every microsecond):
+    every record stored once, each explicit step as given, no two default steps alike."""
+    defaults_n, explicit_n, per_thread = 4, 2, 3000
+    base, gap = 10**9, 10**6  # each step= restarts the defaults in a range of its own
+    explicit_index = itertools.count()
+    recorder = offline(batch_size=500, batch_processing_interval=0.05)
+    barrier = threading.Barrier(defaults_n + explicit_n)
+
+    def default_steps(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            recorder.add_record({"id": t * per_thread + i})
+
+    def explicit_steps(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            j = next(explicit_index)
+            recorder.add_record({"id": t * per_thread + i, "j": j}, step=base + gap * j)
+
+    workers = [threading.Thread(target=default_steps, args=(t,)) for t in range(defaults_n)]
+    workers += [
+        threading.Thread(target=explicit_steps, args=(t,))
+        for t in range(defaults_n, defaults_n + explicit_n)
+    ]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with recorder:
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    got = points(isolated / recorder.recording_id)
+    ids = Counter(p.value for p in got if p.key == "id")
+    assert len(ids) == (defaults_n + explicit_n) * per_thread and set(ids.values()) == {1}
+    explicit = {p.step: p.value for p in got if p.key == "j"}
+    assert len(explicit) == explicit_n * per_thread
+    assert all(step == base + gap * j for step, j in explicit.items())
+    default = [p.step for p in got if p.key == "id" and p.step not in explicit]
+    assert len(default) == defaults_n * per_thread == len(set(default))
+
+
+def test_an_explicit_step_restarts_the_defaults_after_it_whether_or_not_it_was_next(
+    isolated: Path,
+) -> None:
+    """step=i in order (the defaults' own next step), a repeated step, a jump back and one
+    ahead: each default step is the previous step + 1."""
+    recorder = offline()
+    calls: list[int | None] = [0, 1, 2, None, 3, 3, None, 1, None, None, 40, None, 40, None]
+    with recorder:
+        for n, step in enumerate(calls):
+            recorder.add_record({"n": n}, step=step)
+    got = [p.step for p in sorted(points(isolated / recorder.recording_id), key=lambda p: p.value)]
+    assert got == [0, 1, 2, 3, 3, 3, 4, 1, 2, 3, 40, 41, 40, 41]
 
 
 # -- what is checked at the call ---------------------------------------------------------------

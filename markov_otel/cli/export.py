@@ -6,6 +6,10 @@ in CSV and JSON Lines, a `timestamp[ns, UTC]` column in Parquet. Non-finite valu
 `Infinity`, `-Infinity` in CSV (Python's float() and pandas read them back) and the same strings
 in JSON Lines (as the protocol writes them: JSON has no bare NaN). CSV and JSON Lines need
 nothing beyond the standard library; Parquet needs pyarrow (the extra `markov-otel[parquet]`).
+
+`--distributions KEY` and `--texts KEY` write a key's recorded arrays (one row per step: step,
+time, count, sum, min, max, zero_count, scale, positive_offset, positive, negative_offset,
+negative, the non-finite counts) or texts (step, time, text) instead, as JSON Lines or Parquet.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from markov_otel.errors import ConfigError
-from markov_otel.read import Point
+from markov_otel.read import Distribution, Point, Text
 
 FORMATS = ("csv", "jsonl", "parquet")
 COLUMNS = ("step", "time", "key", "value")
@@ -125,3 +129,41 @@ def _pyarrow() -> tuple[Any, Any]:
             "markov-otel[parquet]); csv and jsonl need nothing"
         ) from exc
     return pyarrow, pyarrow.parquet
+
+
+def distribution_rows(found: Iterable[Distribution]) -> list[dict[str, Any]]:
+    """Rows of recorded arrays: a Distribution's fields, `time` as for points."""
+    rows = []
+    for d in found:
+        row: dict[str, Any] = {"step": d.step, "time": iso_time(d.time_unix_nano)}
+        row.update({k: v for k, v in vars(d).items() if k not in ("step", "time_unix_nano")})
+        row["positive"], row["negative"] = list(d.positive), list(d.negative)
+        rows.append(row)
+    return rows
+
+
+def text_rows(found: Iterable[Text]) -> list[dict[str, Any]]:
+    return [{"step": t.step, "time": iso_time(t.time_unix_nano), "text": t.text} for t in found]
+
+
+def write_rows_stream(rows: list[dict[str, Any]], fmt: str, stream: TextIO) -> int:
+    """JSON Lines of `rows` to a text stream (their nested buckets have no CSV form)."""
+    if fmt != "jsonl":
+        raise ConfigError(
+            f"--format {fmt} cannot hold distributions and texts on a stream: use --format "
+            "jsonl, or -o FILE.parquet --format parquet"
+        )
+    for row in rows:
+        row = {k: text_value(v) if isinstance(v, float) else v for k, v in row.items()}
+        stream.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+def write_rows_file(rows: list[dict[str, Any]], fmt: str, path: Path) -> int:
+    """`rows` as JSON Lines or Parquet (pyarrow infers the columns, lists as list columns)."""
+    if fmt != "parquet":
+        with open(path, "w", encoding="utf-8") as fh:
+            return write_rows_stream(rows, fmt, fh)
+    pa, pq = _pyarrow()
+    pq.write_table(pa.Table.from_pylist(rows), str(path))
+    return len(rows)

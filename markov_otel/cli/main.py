@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--endpoint", help="read the run from this backend instead of the local runs directory"
     )
+    export.add_argument(
+        "--distributions", metavar="KEY",
+        help="instead of points: the arrays recorded under KEY, one row per step (count, sum, "
+        "min, max, zero_count, scale, buckets; jsonl or parquet)",
+    )  # fmt: skip
+    export.add_argument(
+        "--texts", metavar="KEY",
+        help="instead of points: the texts recorded under KEY, one row per step (jsonl, parquet)",
+    )  # fmt: skip
     export.set_defaults(run=cmd_export)
 
     env = sub.add_parser("env", help="rebuild a run's environment")
@@ -378,12 +387,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         source = settings.dir
         run_id = runs.resolve_run_id(settings.dir, args.run_id)
+    if args.distributions or args.texts:
+        return _export_rows(args, run_id, source)
     points = read.points(run_id, source=source)
     if args.output:
         count = export.write_file(points, args.format, Path(args.output))
         print(f"wrote {count} points of {run_id} to {args.output}", file=sys.stderr)
     else:
         export.write_stream(points, args.format, sys.stdout)
+    return 0
+
+
+def _export_rows(args: argparse.Namespace, run_id: str, source: str | Path) -> int:
+    """`mkv export --distributions KEY` / `--texts KEY`: one row per recorded array or text."""
+    from markov_otel import read
+    from markov_otel.cli import export
+
+    if args.distributions:
+        rows = export.distribution_rows(
+            read.distributions(run_id, args.distributions, source=source)
+        )
+    else:
+        rows = export.text_rows(read.texts(run_id, args.texts, source=source))
+    if args.output:
+        count = export.write_rows_file(rows, args.format, Path(args.output))
+        print(f"wrote {count} rows of {run_id} to {args.output}", file=sys.stderr)
+    else:
+        export.write_rows_stream(rows, args.format, sys.stdout)
     return 0
 
 

@@ -329,7 +329,8 @@ def split_metrics_line(line: bytes, max_bytes: int) -> list[bytes]:
             metrics: list[dict[str, Any]] = []
             size = overhead
             for metric in sm.get("metrics", []):
-                kind = next((k for k in ("gauge", "sum") if k in metric), None)
+                kinds = ("gauge", "sum", "exponentialHistogram")
+                kind = next((k for k in kinds if k in metric), None)
                 points = metric[kind].get("dataPoints", []) if kind else []
                 for point in points or [None]:
                     piece = len(json.dumps(point)) + len(metric.get("name", "")) + 60

@@ -2,7 +2,8 @@
 
 Every batch carries them, so what rides along is bounded: a value longer than
 `MAX_RESOURCE_VALUE` characters, and the largest values past `MAX_RESOURCE_TOTAL` in all, are left
-out of batches and named in `markov.resource.omitted`. They are sent once instead, in full, with
+out of batches and named in `markov.resource.omitted`, as are values that are no OTel attribute
+value (`attribute_value`: [1, None], lists of dicts, {}). They are sent once instead, in full, with
 the registration and the PATCH of the recording (and kept in recording.json). A backend merges
 resource attributes into the recording, so an omitted one leaves the full value untouched.
 """
@@ -62,16 +63,30 @@ def experiment_attributes(info: Mapping[str, Any]) -> dict[str, Any]:
     for field, attr in _TIMES.items():
         if isinstance(info.get(field), (int, float)):
             attrs[attr] = iso_time(info[field])
+    unfit: set[str] = set()  # no OTel attribute value: sent whole with the registration
     for field, prefix in _GROUPS.items():
         for key, value in flatten_params(info.get(field) or {}).items():
-            if value is not None:
+            if value is None:
+                continue
+            if attribute_value(value):
                 attrs[prefix + key] = value
+            else:
+                unfit.add(prefix + key)
     place = info.get("distributed")  # a rank of a distributed job (distributed.py)
     if isinstance(place, Mapping):
         for field, attr in _PLACE.items():
             if place.get(field) is not None:
                 attrs[attr] = place[field]
-    return _bounded(attrs)
+    return _bounded(attrs, unfit)
+
+
+def attribute_value(value: Any) -> bool:
+    """An OTel attribute value: a str, bool, int or float, or a list of one of those kinds
+    (OTel's attribute arrays are homogeneous; [1, None], lists of dicts and {} are not)."""
+    if not isinstance(value, list):
+        return not isinstance(value, dict)
+    kinds = {type(v) for v in value}
+    return len(kinds) <= 1 and kinds <= {str, bool, int, float}
 
 
 def iso_time(unix_seconds: float) -> str:
@@ -79,9 +94,9 @@ def iso_time(unix_seconds: float) -> str:
     return datetime.fromtimestamp(unix_seconds, timezone.utc).isoformat(timespec="microseconds")
 
 
-def _bounded(attrs: dict[str, Any]) -> dict[str, Any]:
+def _bounded(attrs: dict[str, Any], unfit: set[str]) -> dict[str, Any]:
     sizes = {k: _size(v) for k, v in attrs.items() if k not in _KEPT}
-    omitted = {k for k, size in sizes.items() if size > MAX_RESOURCE_VALUE}
+    omitted = {k for k, size in sizes.items() if size > MAX_RESOURCE_VALUE} | unfit
     total = sum(size for k, size in sizes.items() if k not in omitted)
     for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
         if total <= MAX_RESOURCE_TOTAL:

@@ -32,7 +32,6 @@ from opentelemetry.trace import Status, StatusCode
 
 from markov_otel import process
 from markov_otel.config import RecordingMode, Settings, cooldown_seconds, redact_url
-from markov_otel.environments import capture, rebuild
 from markov_otel.errors import ConfigError, RecorderStateError
 from markov_otel.otel.encoding import attributes_json
 from markov_otel.otel.providers import AggregatedView, Telemetry, otlp_configured
@@ -47,10 +46,13 @@ from markov_otel.recording.arguments import (
     queue_config,
     recorder_settings,
 )
+from markov_otel.recording.environment import RecordedEnvironment
 from markov_otel.recording.notices import AlertNotices, WebhookNotifier
+from markov_otel.recording.steps import default_steps
 from markov_otel.recording.summary import ExperimentSummary
 from markov_otel.recording.system_metrics import SystemSampler
-from markov_otel.recording.values import PLAIN_TYPES, Flattener, normalize_record, shape_flattener
+from markov_otel.recording.values import PLAIN_TYPES, Flattener, shape_flattener, split_record
+from markov_otel.recording.watch import Watch
 from markov_otel.rules import (
     MAX_TEXT_BYTES,
     STEP_MAX,
@@ -62,7 +64,7 @@ from markov_otel.rules import (
 )
 from markov_otel.shipping.flusher import FIELDS, Flusher
 from markov_otel.shipping.sender import Sender
-from markov_otel.shipping.spool import Spool, check_run_id, read_json, write_json_atomic
+from markov_otel.shipping.spool import Spool, check_run_id
 from markov_otel.shipping.transport import Target, patch_body, registration_body
 from markov_otel.weather import SayOnce
 
@@ -74,6 +76,8 @@ KICK_STEP = 256
 """Records between two looks at the flusher while it lags (about 0.3 ms of a tight loop)."""
 MAX_SHAPES = 1024
 """Shapes of nested records learnt for the fast path (`_learn_shape`)."""
+MAX_OTHER_BYTES = 256 << 20
+"""Bytes of array copies and texts waiting for the flusher before add_record waits for it."""
 MAX_BUFFERED_POINTS = 2_000_000
 """Points held in memory likewise: a record of 300 keys counts 300 (about 100 bytes a point)."""
 
@@ -85,7 +89,7 @@ class _State(enum.Enum):
     CREATED, REGISTERED, RUNNING, STOPPED = range(4)
 
 
-class ExperimentRecorder:
+class ExperimentRecorder(RecordedEnvironment):
     """Records one experiment: ``with recorder: recorder.add_record({'loss': 0.9})``.
 
     Extras (keyword-only, through ``**kwargs``): ``batch_size`` (records per batch, 1000),
@@ -122,7 +126,7 @@ class ExperimentRecorder:
         self._dataset_id = check_text("dataset_id", str(dataset_id or ""))
         self._model_class = model_class_value(model_class)
         self._hparams: dict[str, Any] = {}
-        self._metadata = check_params("metadata", metadata)
+        self._metadata = _checked_params("metadata", metadata)
         flatten_params(self._metadata)
         # Under torchrun (RANK, WORLD_SIZE): the job's shared recording (distributed.py).
         self._launch, shared_id = distributed.from_environment(
@@ -152,7 +156,9 @@ class ExperimentRecorder:
         self._status = "created"
         self._running = False  # _state is RUNNING, as one cheap check for add_record
         self._buffer: deque[Any] = deque()  # time, step, values of each record, flat
-        self._steps: Iterator[int] = _default_steps(0)
+        self._others: deque[Any] = deque()  # (time, step, key, array copy or text): _add_others
+        self._others_in = 0  # their bytes put in (the flusher counts those it took)
+        self._steps: Iterator[int] = default_steps(0)
         # recording_id= adds to a recording that may have finished: the backend only lets an
         # explicit PATCH (not a batch) turn a finished recording back to running.
         self._resuming = bool(kwargs.get("recording_id"))
@@ -266,14 +272,56 @@ class ExperimentRecorder:
                 shape = self._shape_of(tuple(record))
                 values = None if shape is None else shape(record)
         if values is None:
-            values = self._normalize(record)
+            return self._add_slow(record, time_ns, step)
         # next() of the default steps is C code under the GIL: threads never share a step.
-        step = next(self._steps) if step is None else self._explicit_step(step)
+        if step is None:
+            step = next(self._steps)
+        else:  # the step the defaults would give (a loop's step=i) leaves them as they are
+            try:
+                taken = next(self._steps) if type(step) is int else None
+            except ConfigError:  # the default steps ran out at 2**63-1: this one is given
+                taken = None
+            if step != taken:
+                step = self._explicit_step(step, taken)
         self._extend((time_ns, step, values))  # the buffer, flat: see flusher.FIELDS
         if self._check_alerts is not None:
             self._check_alerts(values, time_ns, step)
         if len(self._buffer) >= self._kick_at:
             self._kick(time_ns)
+
+    def _add_slow(self, record: Any, time_ns: int, step: int | None) -> None:
+        """add_record for what the fast path does not know: new keys, nested dicts, converted
+        values, arrays and texts. Everything is checked before anything is kept."""
+        values, others = self._normalize(record)
+        step = next(self._steps) if step is None else self._given_step(step)
+        if values:
+            self._extend((time_ns, step, values))
+            if self._check_alerts is not None:
+                self._check_alerts(values, time_ns, step)
+        if others:
+            self._add_others(time_ns, step, others)
+        if len(self._buffer) >= self._kick_at:
+            self._kick(time_ns)
+
+    def _given_step(self, step: Any) -> int:
+        """An explicit step, as add_record's fast path takes it (see there)."""
+        try:
+            taken = next(self._steps) if type(step) is int else None
+        except ConfigError:
+            taken = None
+        return step if step == taken else self._explicit_step(step, taken)
+
+    def _add_others(self, time_ns: int, step: int, others: dict[str, Any]) -> None:
+        """Arrays (the caller's copies) and texts, for the flusher to bucket and encode; while
+        MAX_OTHER_BYTES of them wait, add_record waits for it (backpressure, never a drop)."""
+        for key, value in others.items():
+            self._others.append((time_ns, step, key, value))
+            self._others_in += len(value) if type(value) is str else int(value.nbytes)
+        while self._others_in - self._flusher.others_out > MAX_OTHER_BYTES:
+            if not self._flusher.alive:
+                break
+            self._flusher.wake()
+            time.sleep(0.001)
 
     def _add_record_elsewhere(self, record: dict[str, Any], *, step: int | None = None) -> None:
         """add_record on a rank N > 0 of a distributed job whose values rank 0 records (the
@@ -281,26 +329,32 @@ class ExperimentRecorder:
         if not self._running:
             raise self._not_running()
 
-    def _explicit_step(self, step: Any) -> int:
-        """A given step; the default steps continue after it."""
+    def _explicit_step(self, step: Any, taken: int | None = None) -> int:
+        """A given step; the default steps continue after it. `taken`: a default step add_record
+        took to compare, put back when the step is refused (a refused record uses no step)."""
         if type(step) is not int or not STEP_MIN <= step <= STEP_MAX:
-            step = check_step(step)
-        self._steps = _default_steps(step + 1)
+            try:
+                step = check_step(step)
+            except ConfigError:
+                if taken is not None:
+                    self._steps = itertools.chain((taken,), self._steps)
+                raise
+        self._steps = default_steps(step + 1)
         return int(step)
 
-    def _normalize(self, record: Any) -> dict[str, Any]:
+    def _normalize(self, record: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """The slow path: new keys, nested dicts, converted values. A record of a new width
         passes here once, so the bound in points is kept without a count on the fast path;
         the shape of a record nesting dicts one level deep is learnt (`_learn_shape`)."""
-        values = normalize_record(record)
-        if isinstance(record, dict):
+        values, others = split_record(record)
+        if isinstance(record, dict) and not others:
             self._learn_shape(record, values)
             self._plain_keys.update(k for k in record if k in values)
         if len(values) * self._max_buffered > MAX_BUFFERED_POINTS:
             self._max_buffered = max(1, MAX_BUFFERED_POINTS // len(values))
             self._kick_base = min(self._kick_base, self._max_buffered * FIELDS)
             self._kick_at = min(self._kick_at, self._kick_base)
-        return values
+        return values, others
 
     def _learn_shape(self, record: dict[Any, Any], values: dict[str, Any]) -> None:
         """Remember the shape of a record nesting dicts (values.shape_flattener), so the next
@@ -336,11 +390,36 @@ class ExperimentRecorder:
         """Merge hyperparameters; they travel as `markov.hparam.<k>` resource attributes."""
         # Checked and copied now (objects become their str()): what the flusher encodes later
         # can no longer fail, nor change when the caller mutates its dict.
-        values = check_params("hyper_parameters", hyper_parameters)
+        values = _checked_params("hyper_parameters", hyper_parameters)
         with self._lock:
             flatten_params({**self._hparams, **values})  # a key given twice is refused now
             self._hparams.update(values)
         self._resource_changed()
+
+    def watch(self, model: Any, *, every: int = 100, log: str = "gradients") -> Watch:
+        """Extra: record a torch module's gradients ("gradients"), parameters ("parameters") or
+        both ("all") every `every` passes, as per-layer norms and distributions, from hooks
+        (recording/watch.py). Returns the watch; `.remove()` takes its hooks off."""
+        return Watch(model, self._add_watched, self._next_default_step, every, log)
+
+    def _next_default_step(self) -> int:
+        """The step the loop's next default record takes (the last record's + 1), not taken."""
+        if not self._running:
+            return 0  # nothing is recorded before start() (_add_watched)
+        with self._flusher.taking:  # buffered or already taken (see _append_sample)
+            return (self._buffer[-2] if self._buffer else self._view.last_step) + 1
+
+    def _add_watched(self, record: dict[str, Any], step: int) -> None:
+        """A watched module's values at `step`, without taking a step: the loop's own steps go
+        on as they were."""
+        if not self._running:
+            return
+        time_ns = _time_ns()
+        values, others = self._normalize(record)
+        if values:
+            self._extend((time_ns, step, values))
+        if others:
+            self._add_others(time_ns, step, others)
 
     def attach_alert_on(
         self, condition: ExperimentAlertCondition, text: str, *, cooldown: float | None = None
@@ -419,6 +498,8 @@ class ExperimentRecorder:
                 series=self._series,
                 encoder_process=self._settings.encoder_process,
                 metrics_file=self._spool.path("metrics"),
+                others=self._others,
+                write_logs=self._write_logs,
             )
             # A resumed recording keeps its first start: its duration covers every piece.
             self._started_at = self._started_at or time.time()
@@ -562,27 +643,6 @@ class ExperimentRecorder:
             self._failure = exc
         self.stop(status="interrupted" if interrupted else "failed" if failed else "finished")
 
-    def upsert_package_requirements(self) -> None:
-        """Capture the installed packages, Python and git state into the run (and the backend)."""
-        self._store_environment(capture.capture())
-
-    def create_experiment_requirements_file(self, requirement_file_path: str) -> None:
-        """Write the recorded requirements.txt at that path (a directory gets one inside)."""
-        capture.write_requirements_file(
-            self._environment(), requirement_file_path, recording_id=self._recording_id
-        )
-
-    def create_experiment_virtualenv(self, path: str | None = None) -> None:
-        """Build a virtualenv with the recorded packages (default ./<recording_id>_venv)."""
-        target = path or f"{self._recording_id}_venv"
-        report = rebuild.create_virtualenv(self._environment(), target, progress=log.info)
-        log.info("%s", report.message)
-
-    def create_experiment_conda_environment(self, path: str | None = None) -> None:
-        """Build a conda environment with the recorded Python and packages."""
-        target = path or f"{self._recording_id}_conda_env"
-        rebuild.create_conda_environment(self._environment(), target, progress=log.info)
-
     # -- internals -----------------------------------------------------------------------------
 
     def _note_signal(self, status: str) -> None:
@@ -594,6 +654,7 @@ class ExperimentRecorder:
         self._state = _State.STOPPED
         self._forked_from = parent_pid
         self._buffer.clear()
+        self._others.clear()
         self._sender = self._mirror = None
         self._sampler = None  # its thread stayed in the parent
 
@@ -653,6 +714,9 @@ class ExperimentRecorder:
 
     def _write_metrics(self, data: bytes, points: int) -> None:
         self._spool.append("metrics", data)
+
+    def _write_logs(self, data: bytes) -> None:
+        self._spool.append("logs", data)
 
     def _after_cycle(self) -> None:
         self._kick_at = self._kick_base  # the buffer was drained: kick at a full batch again
@@ -801,31 +865,6 @@ class ExperimentRecorder:
         self._view.counts["recorded"] = self._view.counts["spooled"] = points
         return True
 
-    def _capture_environment(self) -> None:
-        try:
-            self.upsert_package_requirements()
-        except Exception as exc:  # capture is a convenience: never fail the run for it
-            log.warning("markov_otel: environment capture failed: %s", exc)
-
-    def _store_environment(self, env: dict[str, Any]) -> None:
-        try:
-            write_json_atomic(self._spool.dir / "environment.json", env)
-            capture.write_requirements_file(
-                env, self._spool.dir / "requirements.txt", recording_id=self._recording_id
-            )
-        except OSError as exc:  # disk trouble is weather: say so, never raise into training
-            log.warning("markov_otel: cannot write the environment to %s: %s", self._spool.dir, exc)
-        if self._sender is not None:
-            self._sender.update_recording({"requirements": env})
-
-    def _environment(self) -> dict[str, Any]:
-        env = read_json(self._spool.dir / "environment.json")
-        if not env:
-            env = capture.capture()
-            if self._spool.dir.exists():
-                self._store_environment(env)
-        return env
-
     def __repr__(self) -> str:
         return (
             f"ExperimentRecorder(name={self._name!r}, recording_id={self._recording_id!r}, "
@@ -841,29 +880,18 @@ def _unix_seconds(iso: Any) -> float | None:
         return None
 
 
+def _checked_params(what: str, values: Any) -> dict[str, Any]:
+    """rules.check_params, and what it converted with a loss (an int past int64) said once,
+    here at the call, instead of an OTel traceback on every batch."""
+    converted: list[str] = []
+    checked = check_params(what, values, converted)
+    for note in converted:
+        log.warning("markov_otel: %s", note)
+    return checked
+
+
 def _notifiers(settings: Settings) -> list[WebhookNotifier]:
     return [WebhookNotifier(settings.webhook_url)] if settings.webhook_url else []
-
-
-def _default_steps(first: int) -> Iterator[int]:
-    """first, first + 1, … up to 2**63-1, then a ConfigError: all in C (chain, range), so one
-    next() is atomic under the GIL. The range stops at 2**63-1 (sys.maxsize), which keeps it on
-    CPython's machine-integer fast path; the last step follows on its own."""
-    last = (STEP_MAX,) if first <= STEP_MAX else ()
-    return itertools.chain(range(first, STEP_MAX), last, _StepsExhausted())
-
-
-class _StepsExhausted:
-    """The default steps after step 2**63-1: there is no next int64 step."""
-
-    def __iter__(self) -> Iterator[int]:
-        return self
-
-    def __next__(self) -> int:
-        raise ConfigError(
-            "the default step after step=9223372036854775807 (2**63-1) would leave the int64 "
-            "range that OTLP carries; pass step= explicitly"
-        )
 
 
 def _oldest(buffer: deque[Any], default: int) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from markov_otel.errors import ConfigError
-from markov_otel.rules import MAX_TEXT_BYTES, check_key, check_text
+from markov_otel.rules import INT64_MAX, INT64_MIN, MAX_TEXT_BYTES, check_key, check_text
 
 SummaryValue = float | int | str | bool
 
@@ -51,7 +51,7 @@ class ExperimentSummary:
         if isinstance(value, str):
             # plain text is a fine summary value too, e.g. the best checkpoint's name
             value = _number_or_text(key, check_text(f"summary {key!r}", value, MAX_TEXT_BYTES))
-        elif not isinstance(value, (int, float, bool)):
+        elif not isinstance(value, (float, bool)):
             value = _number(key, value)
         self._put(key, value)
 
@@ -88,13 +88,18 @@ def _number(key: str, value: Any) -> float | int:
     if isinstance(value, bool):
         raise ConfigError(f"summary {key}={value!r} must be a number, not a bool")
     if isinstance(value, int):
-        return value
+        return int(value) if INT64_MIN <= value <= INT64_MAX else float(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(
             f"summary {key}={value!r} is not a number; pass e.g. 0.23 or '0.23', "
             f"or use summary.add({key!r}, text) for text"
+        ) from None
+    except Exception as exc:  # a __float__ that raises: misuse, named here, nothing kept
+        raise ConfigError(
+            f"summary {key!r}: float() of the {type(value).__name__} value raised {exc!r}; "
+            f"pass a number, e.g. summary.add({key!r}, 0.23)"
         ) from None
     if (
         isinstance(value, str)

@@ -8,11 +8,16 @@ Converted:
 - numpy / torch scalars, 0-d and one-element arrays / tensors, anything with `.item()`:
   the item (numpy ints stay ints); anything else with `__float__` (Decimal, Fraction): `float()`;
 - numeric strings ("0.5", " 1e3 ", "nan"): `float()`;
+- arrays of more than one element (numpy, torch on any device), lists and tuples of numbers:
+  a distribution, one ExponentialHistogram point per key and step; other strings: a text, one
+  log record (`arrays.py`: the caller's copy, and what is refused);
 - nested dicts: flattened, {"val": {"loss": 1}} records "val/loss"; an empty nested dict records
   nothing.
 
 ConfigError naming the key (a long value is shortened in the message):
-- None, other strings, bytes, lists, complex, arrays of more than one element (or none);
+- None, bytes, complex, empty arrays and lists, arrays of objects or strings, ragged lists,
+  texts past 64 KiB;
+- a value whose `.item()` or `__float__` raises (the error is named, not let out);
 - two keys that give the same flattened key ({"a/b": 1, "a": {"b": 2}}).
 
 ConfigError: non-string or empty keys, keys the backend could not store (NUL, a lone surrogate,
@@ -33,38 +38,64 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from markov_otel.errors import ConfigError
+from markov_otel.recording import arrays
 from markov_otel.rules import check_key
 
 PLAIN_TYPES = frozenset({float, int, bool})
 
 
 def normalize_record(record: Any) -> dict[str, float | int | bool]:
-    """A new dict of plain numbers, or a ConfigError that names the offending key."""
+    """A new dict of plain numbers, or a ConfigError that names the offending key (an array or
+    a text too: for those, `split_record`)."""
+    numbers, others = split_record(record)
+    if others:
+        key = next(iter(others))
+        raise _unsupported(key, others[key])
+    return numbers
+
+
+def split_record(record: Any) -> tuple[dict[str, float | int | bool], dict[str, Any]]:
+    """The record's numbers, and its arrays (copied: arrays.array_copy) and texts by key; or a
+    ConfigError that names the offending key."""
     if not isinstance(record, Mapping):
         raise ConfigError(
             f"record={record!r} must be a dict of metric name to number, e.g. {{'loss': 0.9}}"
         )
     out: dict[str, float | int | bool] = {}
-    _flatten(record, "", out)
-    if not out:
+    others: dict[str, Any] = {}
+    _flatten(record, "", out, others)
+    if not out and not others:
         raise ConfigError("record is empty: pass at least one key, e.g. {'loss': 0.9}")
-    return out
+    return out, others
 
 
-def _flatten(record: Mapping[Any, Any], prefix: str, out: dict[str, float | int | bool]) -> None:
+def _flatten(
+    record: Mapping[Any, Any], prefix: str, out: dict[str, Any], others: dict[str, Any]
+) -> None:
     for key, value in record.items():
         if not isinstance(key, str) or not key:
             raise ConfigError(f"record key {key!r} must be a non-empty string, e.g. 'loss'")
         name = check_key(prefix + key)  # what the backend could not store is refused now
         if isinstance(value, Mapping):
-            _flatten(value, name + "/", out)
-        elif name in out:  # {"a/b": 1, "a": {"b": 2}}: keeping one value would lose the other
+            _flatten(value, name + "/", out, others)
+        elif name in out or name in others:  # {"a/b": 1, "a": {"b": 2}}: one would be lost
             raise ConfigError(
                 f"record key {name!r} is given twice (once through a nested dict); "
                 "rename one of them"
             )
+        elif isinstance(value, str) and _number_text(value) is None:
+            others[name] = arrays.text(name, value)
+        elif arrays.is_array(value):
+            others[name] = arrays.array_copy(name, value)
         else:
             out[name] = to_number(name, value)
+
+
+def _number_text(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
 
 def to_number(key: str, value: Any) -> float | int | bool:
@@ -88,12 +119,23 @@ def to_number(key: str, value: Any) -> float | int | bool:
             value = item()
         except (ValueError, RuntimeError, TypeError):
             raise _unsupported(key, value) from None
+        except Exception as exc:
+            raise _raised(key, value, "item", exc) from None
         if type(value) in PLAIN_TYPES:
             return value
     try:
         return float(value)
     except (TypeError, ValueError):
         raise _unsupported(key, value) from None
+    except Exception as exc:  # a __float__ that raises: misuse, named, nothing of it kept
+        raise _raised(key, value, "float", exc) from None
+
+
+def _raised(key: str, value: Any, how: str, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"record key {key!r}: {how}() of the {type(value).__name__} value raised {exc!r}; "
+        f"record a number, e.g. {{{key!r}: 0.9}}"
+    )
 
 
 def _unsupported(key: str, value: Any) -> ConfigError:

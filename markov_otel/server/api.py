@@ -20,12 +20,16 @@ from starlette.routing import Route
 from markov_otel import rules
 from markov_otel.server.auth import Grant
 from markov_otel.server.bodies import ApiError, json_object
+from markov_otel.server.distributions import DISTRIBUTION, TEXT, distribution_doc, text_doc
 from markov_otel.server.fields import patch_fields, registration_fields, text
 from markov_otel.server.gate import IngestGate
 from markov_otel.server.records import jsonable
 from markov_otel.server.storage import Forbidden, Store
 
 __all__ = ["api_routes", "json_response", "limits"]
+
+Events = list[tuple[int, dict[str, Any]]]
+"""(time_unix_nano, attributes) of events of one name (Api.list shadows `list` in the class)."""
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -136,6 +140,29 @@ class Api:
         doc = [{"step": s, "value": v, "time_unix_nano": t} for s, v, t in rows]
         return Response(json.dumps(doc, allow_nan=False), media_type="application/json")
 
+    async def distributions(self, request: Request) -> Response:
+        """Recorded arrays: one ExponentialHistogram point per step (`?key=` one key)."""
+        rows = await self._events(request, DISTRIBUTION)
+        return json_response(distribution_doc(rows))
+
+    async def texts(self, request: Request) -> Response:
+        """Recorded texts: key, step, time and text (`?key=` one key)."""
+        rows = await self._events(request, TEXT)
+        key = request.query_params.get("key")
+        return json_response(
+            text_doc([(ns, a) for ns, a in rows if a.get("markov.key") == key or key is None])
+        )
+
+    async def _events(self, request: Request, name: str) -> Events:
+        key = request.query_params.get("key")
+        if key is not None:
+            rules.check_key(key, "query parameter key")
+        recording = await self.readable(request)
+        rows = await run_in_threadpool(self.store.events_named, recording["recording_id"], name)
+        if key is None or name == TEXT:
+            return rows
+        return [(ns, attrs) for ns, attrs in rows if attrs.get("key") == key]
+
     async def alerts(self, request: Request) -> Response:
         recording = await self.readable(request)
         return json_response(await run_in_threadpool(self.store.alerts, recording["recording_id"]))
@@ -160,6 +187,8 @@ def api_routes(store: Store, limit: int, public_url: str | None, gate: IngestGat
         route_by_method(one, GET=api.get, PATCH=api.patch),
         Route(one + "/records", api.records, methods=["GET"]),
         Route(one + "/alerts", api.alerts, methods=["GET"]),
+        Route(one + "/distributions", api.distributions, methods=["GET"]),
+        Route(one + "/texts", api.texts, methods=["GET"]),
         Route(one + "/requirements", api.requirements, methods=["GET"]),
         Route("/api/v1/limits", api.limits, methods=["GET"]),
     ]

@@ -6,7 +6,8 @@ value they refuse is a 400 with their message. A batch with an `Idempotency-Key`
 its key, scoped to the batch's recordings, and the SHA-256 of its decoded body, in one
 transaction: the same key and body again answers 200 and stores nothing, the same key with
 another body 422. Points that cannot be stored (no recording id, no `markov.step`, histograms)
-are reported in `partialSuccess`, as OTLP says.
+are reported in `partialSuccess`, as OTLP says; ExponentialHistogram points of an OTLP-JSON
+body (recorded arrays) are kept as events (`distributions.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from markov_otel.server.bodies import (
     otlp_content_type,
     read_body,
 )
+from markov_otel.server.distributions import distribution_rows
 from markov_otel.server.fields import resource_fields
 from markov_otel.server.gate import IngestGate
 from markov_otel.server.otlp import Batch, parse_metrics
@@ -152,9 +154,15 @@ def ingest_metrics(
         # Walked into columns here, before the store's lock: one body parses while another is
         # stored (the database releases the GIL), and the ingest gate bounds the memory.
         series = list(point_series(batch, owners))
+        arrays = distribution_rows(body) if ctype == JSON else []  # recorded arrays: events
     with refusals():
-        store.ingest(batch_key(key, body), resources, points=series, scope=grant.project_id)
-    return batch.rejected, batch.reasons
+        store.ingest(
+            batch_key(key, body), resources, points=series, events=arrays, scope=grant.project_id
+        )
+    if not arrays:
+        return batch.rejected, batch.reasons
+    reasons = [r for r in batch.reasons if not r.startswith("exponentialHistogram")]
+    return max(0, batch.rejected - len(arrays)), reasons
 
 
 def point_series(batch: Batch, owners: list[str | None]) -> Iterator[SeriesPoints]:

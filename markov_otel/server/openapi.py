@@ -15,6 +15,12 @@ __all__ = ["openapi_document"]
 
 _STR = {"type": "string"}
 _OBJ = {"type": "object", "additionalProperties": True}
+_KEY_FILTER = {
+    "name": "key",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"},
+}
 # Strings the backend stores as columns: no NUL (PostgreSQL text cannot hold it); null means "".
 _TEXT = {
     "type": "string",
@@ -351,6 +357,22 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/recordings/{recording_id}/alerts": {
                 "get": _read("alerts in firing order", {"type": "array", "items": _ref("Alert")}),
+            },
+            "/api/v1/recordings/{recording_id}/distributions": {
+                "get": _read(
+                    "recorded arrays: one ExponentialHistogram point (key, step, time_unix_nano, "
+                    "count, sum, min, max, zero_count, scale, positive and negative {offset, "
+                    "bucket_counts}, nan_count, posinf_count, neginf_count) per step",
+                    {"type": "array", "items": _OBJ},
+                    _KEY_FILTER,
+                ),
+            },
+            "/api/v1/recordings/{recording_id}/texts": {
+                "get": _read(
+                    "recorded texts (key, step, time_unix_nano, text), by step then time",
+                    {"type": "array", "items": _OBJ},
+                    _KEY_FILTER,
+                ),
             },
             "/api/v1/recordings/{recording_id}/requirements": {
                 "get": _read("the stored environment.json", _OBJ),

@@ -20,6 +20,8 @@ from starlette.routing import Route
 from markov_otel.rules import valid_id
 from markov_otel.server.auth import Grant
 from markov_otel.server.browser_auth import set_session_cookie
+from markov_otel.server.distribution_page import distributions_section, texts_section
+from markov_otel.server.distributions import DISTRIBUTION, TEXT, distribution_doc, text_doc
 from markov_otel.server.layout import layout
 from markov_otel.server.page_data import embed_json, flat, run_row
 from markov_otel.server.records import jsonable
@@ -106,6 +108,8 @@ async def recording_page(store: Store, request: Request) -> Response:
     if recording is None or not grant.allows(recording["project_id"]):
         return layout("not found", f"<p>No recording {escape(recording_id)}.</p>", 404)
     alerts = await run_in_threadpool(store.alerts, recording_id)
+    arrays = await run_in_threadpool(store.events_named, recording_id, DISTRIBUTION)
+    texts = await run_in_threadpool(store.events_named, recording_id, TEXT)
     doc = {"runs": [run_row(recording)], "keys": recording["keys"]}
     body = (
         _identity(recording)
@@ -114,6 +118,8 @@ async def recording_page(store: Store, request: Request) -> Response:
         + _table("Metadata", flat(recording["metadata"]))
         + _alerts(alerts)
         + _charts_section()
+        + distributions_section(distribution_doc(arrays))
+        + texts_section(text_doc(texts))
         + _data("charts-data", doc)
     )
     return layout(recording["name"] or recording_id, body, scripts=_CHART_SCRIPTS)

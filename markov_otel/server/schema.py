@@ -56,6 +56,7 @@ def statements(value_type: str, id_column: str) -> list[str]:
             seq BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (recording_id, alert_id))""",
         """CREATE TABLE IF NOT EXISTS events (recording_id TEXT NOT NULL, signal TEXT NOT NULL,
             name TEXT NOT NULL, time_unix_nano BIGINT NOT NULL, attributes TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS events_by_name ON events (recording_id, name)",
         """CREATE TABLE IF NOT EXISTS batch_keys (recording_id TEXT NOT NULL, key TEXT NOT NULL,
             digest TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (recording_id, key))""",
     ]

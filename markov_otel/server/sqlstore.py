@@ -342,6 +342,16 @@ class SqlStore(SeriesQueries):
             rows = self._run(self._cursor(), sql, [recording_id, key]).fetchall()
         return [(s, t if t is not None else v, ns) for s, v, t, ns in rows]
 
+    def events_named(self, recording_id: str, name: str) -> list[tuple[int, dict[str, Any]]]:
+        """(time_unix_nano, attributes) of a recording's events of one name, oldest first."""
+        sql = (
+            "SELECT time_unix_nano, attributes FROM events WHERE recording_id = ? AND name = ?"
+            " ORDER BY time_unix_nano"
+        )
+        with self._lock:
+            rows = self._run(self._cursor(), sql, [recording_id, name]).fetchall()
+        return [(int(ns), json.loads(attrs)) for ns, attrs in rows]
+
     def ingest(
         self,
         key: BatchKey | None,

@@ -82,6 +82,8 @@ class Flusher:
         series: SeriesTable | None = None,
         encoder_process: str = "auto",
         metrics_file: Path | None = None,
+        others: deque[Any] | None = None,
+        write_logs: Callable[[bytes], None] | None = None,
     ) -> None:
         self._buffer, self._write, self._resource = buffer, write, resource
         self._batch_size, self._max_bytes = batch_size, max_batch_bytes
@@ -102,6 +104,11 @@ class Flusher:
         self._seq = 0
         self._unwritten: deque[tuple[bytes, int]] = deque()
         self._unwritten_bytes = 0
+        # Arrays and texts (recorder._add_others): (time_ns, step, key, copy or text) each.
+        self._others: deque[Any] = others if others is not None else deque()
+        self.others_out = 0  # their bytes taken, against the recorder's count of bytes put in
+        self._write_logs = write_logs
+        self._unwritten_logs: deque[bytes] = deque()
         self._wake = threading.Event()
         # Held from taking a batch out of the buffer until the view's last step is that of the
         # batch: a system sample appended under it (recorder._append_sample) carries the step
@@ -136,7 +143,8 @@ class Flusher:
         self._wake.set()
         self._thread.join(timeout)
         done = not self._thread.is_alive()
-        return done and not self._unwritten and not self._buffer and not self._handed
+        pending = self._unwritten or self._buffer or self._handed or self._others
+        return done and not pending and not self._unwritten_logs
 
     def _run(self) -> None:
         while True:
@@ -182,7 +190,48 @@ class Flusher:
             written = written and self._write_unwritten()
         while self._handed:  # a cycle ends with every batch it took encoded
             self._answer()
-        return self._write_unwritten() and written and not buffer
+        self._take_others()  # nothing is handed over now: this thread may write metrics
+        logs_written = self._write_logs_unwritten()
+        return self._write_unwritten() and written and logs_written and not buffer
+
+    def _take_others(self) -> None:
+        """Arrays and texts recorded since the last cycle: bucketed and encoded here, off the
+        caller's thread (otel/distributions.py, otel/texts.py), kept in order to write."""
+        others = self._others
+        if not others:
+            return
+        items = list(starmap(others.popleft, repeat((), len(others))))  # a C loop: atomic
+        resource = self._resource()
+        try:
+            texts = [item for item in items if type(item[3]) is str]
+            arrays = [item for item in items if type(item[3]) is not str]
+            lines = _encode_arrays(arrays, resource, self._max_bytes) if arrays else []
+        except Exception:
+            others.extendleft(reversed(items))  # a failed encode loses nothing
+            raise
+        for line, points in lines:
+            self._keep(line, points)
+        if texts:
+            from markov_otel.otel import texts as text_lines
+
+            self._unwritten_logs.extend(text_lines.encode_lines(texts, resource, self._max_bytes))
+        self.others_out += sum(map(_weight, items))
+
+    def _write_logs_unwritten(self) -> bool:
+        """Write the texts' log lines in order; True when none is left (a failed write is said
+        with the metrics' trouble and retried next cycle)."""
+        while self._unwritten_logs and self._write_logs is not None:
+            try:
+                self._write_logs(self._unwritten_logs[0])
+            except OSError as exc:
+                self._trouble.say(
+                    "logs", logging.ERROR,
+                    "markov_otel cannot write recorded texts to the run dir (%s); keeping "
+                    "them in memory and retrying", exc,
+                )  # fmt: skip
+                return False
+            self._unwritten_logs.popleft()
+        return True
 
     def _take(self, buffer: deque[Any]) -> None:
         """One batch out of the buffer, encoded and kept; the view's last step moves to it."""
@@ -382,3 +431,15 @@ class Flusher:
             self._unwritten_bytes -= len(data)
             self._view.counts["spooled"] += points
         return True
+
+
+def _encode_arrays(items: list[Any], resource: str, max_bytes: int) -> list[tuple[bytes, int]]:
+    from markov_otel.otel import distributions  # numpy: only once an array was recorded
+
+    return list(distributions.encode_lines(items, resource, max_bytes))
+
+
+def _weight(item: tuple[int, int, str, Any]) -> int:
+    """Bytes an array or a text holds in memory until encoded (the recorder's bound)."""
+    value = item[3]
+    return len(value) if type(value) is str else int(value.nbytes)

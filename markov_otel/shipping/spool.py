@@ -46,7 +46,7 @@ class SpoolLine:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON so a reader sees the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    text = json.dumps(_strict(data), indent=1, sort_keys=True, default=str, allow_nan=False)
+    text = json.dumps(strict_json(data), indent=1, sort_keys=True, default=str, allow_nan=False)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
@@ -55,14 +55,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def _strict(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
     """Valid JSON: non-finite floats become the OTLP strings "NaN", "Infinity", "-Infinity"."""
     if isinstance(value, float) and value - value != 0.0:
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
+        return [strict_json(v) for v in value]
     return value
 
 
@@ -224,7 +224,8 @@ def _last_step(line: bytes) -> int | None:
     for rm in data.get("resourceMetrics", []):
         for sm in rm.get("scopeMetrics", []):
             for metric in sm.get("metrics", []):
-                for dp in metric.get("gauge", {}).get("dataPoints", []):
+                data_points = metric.get("gauge") or metric.get("exponentialHistogram") or {}
+                for dp in data_points.get("dataPoints", []):  # a number, or an array's point
                     steps = [a for a in dp.get("attributes", []) if a["key"] == "markov.step"]
                     if steps:
                         point = (int(dp["timeUnixNano"]), int(steps[0]["value"]["intValue"]))

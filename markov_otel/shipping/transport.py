@@ -35,7 +35,7 @@ from urllib3.exceptions import NewConnectionError
 from markov_otel.config import Settings, redact_url
 from markov_otel.errors import ConfigError
 from markov_otel.otel.resource import iso_time
-from markov_otel.shipping.spool import ACKS_FILE, SIGNALS
+from markov_otel.shipping.spool import ACKS_FILE, SIGNALS, strict_json
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 LINE_REFUSALS = frozenset({400, 413, 415, 422})
@@ -52,14 +52,15 @@ REGISTRATION_FIELDS = (
 
 def registration_body(info: Mapping[str, Any]) -> dict[str, Any]:
     """POST /api/v1/recordings from a recording.json-shaped mapping (docs/protocol.md)."""
-    return {key: info.get(key) for key in REGISTRATION_FIELDS} | _times(info)
+    body = {key: info.get(key) for key in REGISTRATION_FIELDS} | _times(info)
+    return strict_json(body)  # NaN and ±inf as the protocol's strings: requests refuses them
 
 
 def patch_body(info: Mapping[str, Any]) -> dict[str, Any]:
     """The PATCH that brings a recording up to date with a recording.json-shaped mapping: the
     full values, including those too large to ride on every batch's resource."""
     fields = ("hyper_parameters", "summary", "status", "notes", "metadata")
-    return {key: info.get(key) for key in fields} | _times(info)
+    return strict_json({key: info.get(key) for key in fields} | _times(info))
 
 
 def _times(info: Mapping[str, Any]) -> dict[str, str]:
@@ -216,6 +217,8 @@ class BackendClient:
             )
         except requests.exceptions.SSLError as exc:
             raise _tls_failure(self.base, exc) from exc
+        except requests.exceptions.InvalidJSONError as exc:  # ours to fix, not weather: no retry
+            raise Refused(f"the body of {method} {path} is not JSON: {exc}", 0) from exc
         except requests.RequestException as exc:
             late = " (no complete answer within the deadline)" if watchdog.finished.is_set() else ""
             failed = _connection_failure(exc)
