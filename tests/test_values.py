@@ -441,6 +441,38 @@ def test_a_replayed_batch_of_distributions_is_stored_once(backend: Backend, isol
     assert [(d["step"], d["count"], d["sum"]) for d in got] == [(7, 3, 6.0)]
 
 
+def test_a_protobuf_body_of_distributions_is_stored_as_the_json_one_is(
+    backend: Backend, isolated: Path
+) -> None:
+    """A recorded array's line sent as protobuf (what a collector's otlp_http exporter sends) is
+    kept like its OTLP-JSON twin: the same distribution, and the answer rejects none of it."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    with offline() as recorder:
+        recorder.add_record({"w": [1.0, 2.0, 3.0, -4.0, 0.0]}, step=3)
+    (line,) = [x for x in lines(isolated / recorder.recording_id, "metrics") if "exponential" in x]
+    body = json_format.Parse(line, ExportMetricsServiceRequest()).SerializeToString()
+    headers = {**backend.headers, "Content-Type": "application/x-protobuf"}
+    answer = requests.post(f"{backend.url}/v1/metrics", data=body, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert not answer.content or b"rejected" not in answer.content, answer.content
+    got = requests.get(
+        f"{backend.url}/api/v1/recordings/{recorder.recording_id}/distributions",
+        params={"key": "w"},
+        headers=backend.headers,
+        timeout=30,
+    ).json()
+    assert [(d["step"], d["count"], d["sum"], d["min"], d["max"]) for d in got] == [
+        (3, 5, 2.0, -4.0, 3.0)
+    ]
+    point = got[0]
+    buckets = point["positive"]["bucket_counts"] + point["negative"]["bucket_counts"]
+    assert sum(buckets) + point["zero_count"] == 5
+
+
 def test_mkv_export_writes_distributions_and_texts_as_jsonl_and_parquet(
     isolated: Path, tmp_path: Path
 ) -> None:

@@ -13,7 +13,12 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+
 from markov_otel.errors import ConfigError
+from markov_otel.otel.encoding import proto_to_otlp_json
 from markov_otel.rules import check_key, check_step, check_time
 from markov_otel.server.bodies import MalformedBody, fast_json_object
 from markov_otel.server.otlp import json_attributes
@@ -23,6 +28,8 @@ DISTRIBUTION = "markov.distribution"
 TEXT = "markov.text"
 MARKER = b'"exponentialHistogram"'
 """Bodies without it hold no distribution: they are not parsed a second time."""
+PROTO_HISTOGRAMS = "exponential_histogram"
+"""How otlp.py's walk of a protobuf body names the histograms it did not store as points."""
 
 EventRow = tuple[str, str, str, int, dict[str, Any]]
 """recording_id, signal, name, time_unix_nano, attributes: a row of the events table."""
@@ -40,6 +47,15 @@ def distribution_rows(body: bytes) -> list[EventRow]:
         if isinstance(exc, ConfigError):
             raise
         raise MalformedBody(f"OTLP-JSON exponentialHistogram: malformed ({exc!r})") from None
+
+
+def proto_distribution_rows(body: bytes, reasons: list[str]) -> list[EventRow]:
+    """The same for a protobuf body, which a collector's otlp_http exporter sends: parsed again
+    through its OTLP-JSON form only when the walk of its points met histograms (`reasons`)."""
+    if not any(r.startswith(PROTO_HISTOGRAMS) for r in reasons):
+        return []
+    request = ExportMetricsServiceRequest.FromString(body)  # the walk decoded it already
+    return distribution_rows(proto_to_otlp_json(request).encode())
 
 
 def _rows(doc: dict[str, Any]) -> Iterator[EventRow]:

@@ -38,7 +38,11 @@ from markov_otel.server.bodies import (
     otlp_content_type,
     read_body,
 )
-from markov_otel.server.distributions import distribution_rows
+from markov_otel.server.distributions import (
+    PROTO_HISTOGRAMS,
+    distribution_rows,
+    proto_distribution_rows,
+)
 from markov_otel.server.fields import resource_fields
 from markov_otel.server.gate import IngestGate
 from markov_otel.server.otlp import Batch, parse_metrics
@@ -154,14 +158,20 @@ def ingest_metrics(
         # Walked into columns here, before the store's lock: one body parses while another is
         # stored (the database releases the GIL), and the ingest gate bounds the memory.
         series = list(point_series(batch, owners))
-        arrays = distribution_rows(body) if ctype == JSON else []  # recorded arrays: events
+        arrays = (  # recorded arrays: events
+            distribution_rows(body)
+            if ctype == JSON
+            else proto_distribution_rows(body, batch.reasons)
+        )
     with refusals():
         store.ingest(
             batch_key(key, body), resources, points=series, events=arrays, scope=grant.project_id
         )
     if not arrays:
         return batch.rejected, batch.reasons
-    reasons = [r for r in batch.reasons if not r.startswith("exponentialHistogram")]
+    reasons = [
+        r for r in batch.reasons if not r.startswith(("exponentialHistogram", PROTO_HISTOGRAMS))
+    ]
     return max(0, batch.rejected - len(arrays)), reasons
 
 
