@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from markov_otel.config import Settings
+from markov_otel.config import Settings, redact_url
 from markov_otel.errors import BackendError, ConfigError
 from markov_otel.rules import flatten_params
 from markov_otel.shipping import runs as local
@@ -28,7 +28,7 @@ from markov_otel.shipping.spool import check_run_id
 
 Source = str | os.PathLike[str] | None
 
-__all__ = ["Point", "history", "points", "runs"]
+__all__ = ["Point", "history", "points", "resolve_id", "runs"]
 
 _RUNNING = ("running", "registered")
 
@@ -98,6 +98,32 @@ def history(run_id: str, keys: Iterable[str] | None = None, *, source: Source = 
     wide.index = wide.index.astype("int64")
     wide.index.name = "step"
     return wide.sort_index()
+
+
+def resolve_id(given: str, *, source: Source = None) -> str:
+    """The recording id `given` names in `source`: itself, or the one id that starts with it (as
+    git takes a commit). ConfigError when none or several match, naming the candidates."""
+    if not _is_url(source):
+        return local.resolve_run_id(_local_base(source), given)
+    base = str(source)
+    check_run_id(given)
+    try:
+        _get(base, f"/api/v1/recordings/{given}")
+        return given
+    except ConfigError:  # 404: not a whole id there; a start of one?
+        pass
+    ids = [str(r.get("recording_id")) for r in _get(base, "/api/v1/recordings")]
+    found = sorted(i for i in ids if i.startswith(given))
+    if len(found) == 1:
+        return found[0]
+    where = redact_url(base)
+    if not found:
+        raise ConfigError(f"no recording {given!r} on {where}; its runs page lists them: {where}/")
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    raise ConfigError(
+        f"{given!r} is the start of {len(found)} recordings on {where} ({shown}); "
+        "give more of the id"
+    )
 
 
 # -- local runs --------------------------------------------------------------------------------

@@ -372,12 +372,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from markov_otel.cli import export
 
     settings = _settings(args)
-    if args.endpoint:
-        source: str | Path = settings.endpoint
-        run_id = check_run_id(args.run_id)
-    else:
-        source = settings.dir
-        run_id = runs.resolve_run_id(settings.dir, args.run_id)
+    source: str | Path = settings.endpoint if args.endpoint else settings.dir
+    run_id = read.resolve_id(args.run_id, source=source)
     points = read.points(run_id, source=source)
     if args.output:
         count = export.write_file(points, args.format, Path(args.output))
