@@ -244,7 +244,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{display.local_time(timing.started_at):16} {display.duration_cell(timing):>8} "
             f"{runs.point_count(spool, info):>8}  {display.sync_cell(state, str(info.get('mode')))}"
         )
-    print(f"SYNC: against {redact_url(settings.endpoint)}; `mkv show RUN` says more")
+    print(
+        f"SYNC: against {redact_url(settings.endpoint)} (sent-elsewhere: whole on another "
+        "backend); `mkv show RUN` says more"
+    )
     return 0
 
 
@@ -309,9 +312,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings(args)
     ids = [runs.resolve_run_id(settings.dir, given) for given in args.run_ids]
     if args.all:
-        ids += [
-            r for r in runs.run_ids(settings.dir) if r not in ids and _has_work(settings, r, args)
-        ]
+        work = {r: _work(settings, r, args) for r in runs.run_ids(settings.dir) if r not in ids}
+        ids += [r for r, what in work.items() if what == "send"]
+        if elsewhere := sum(what == "elsewhere" for what in work.values()):
+            print(
+                f"left {elsewhere} runs sent whole to other backends (`mkv sync RUN` copies one "
+                f"to {redact_url(settings.endpoint)})"
+            )
     elif not ids:
         raise ConfigError("name the runs to sync (mkv sync RUN …) or pass --all")
     if not ids:
@@ -321,12 +328,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 1 if refused else 0  # a script must notice data the backend does not have
 
 
-def _has_work(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
-    """Whether `mkv sync --all` has anything to do for a run: unsent lines, or set-aside lines
-    when resending those."""
+def _work(settings: Settings, run_id: str, args: argparse.Namespace) -> str:
+    """What `mkv sync --all` does with a run: "send" (unsent lines, or set-aside lines when
+    resending those), "elsewhere" (never sent here, whole on another backend: left alone),
+    or "" (nothing to do)."""
     spool = runs.open_run(settings.dir, run_id)
     state = runs.sync_state(spool, settings.endpoint)
-    return state.unsent > 0 or (args.resend_set_aside and state.set_aside > 0)
+    if state.elsewhere:
+        return "elsewhere"
+    return "send" if state.unsent > 0 or (args.resend_set_aside and state.set_aside) else ""
 
 
 def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:

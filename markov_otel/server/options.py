@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
-    parser.add_argument("--port", type=int, default=8470, help="0 picks a free port")
+    parser.add_argument(
+        "--port", type=int, default=8470, help="0 picks a free port (default: %(default)s)"
+    )
     parser.add_argument(
         "--db",
         default="sqlite:///markov-server.db",
