@@ -19,6 +19,7 @@ from backend_fixture import Backend, online_recorder
 
 from markov_otel import ExperimentRecorder, RecordingMode, read
 from markov_otel.cli.main import main
+from markov_otel.errors import ConfigError
 
 INF = float("inf")
 # step -> record; loss carries NaN and both infinities, val/loss only every other step.
@@ -313,3 +314,34 @@ def test_csv_export_neutralises_formulas_and_quotes_carriage_returns(
     want = sorted(("'" + k if k[0] in "=+-@\t\r" else k) for k in keys)
     assert got == want
     assert {v for *_, v in rows[1:]} == {"-1.5"}  # numbers stay numbers, sign and all
+
+
+def test_history_of_several_runs_from_the_backend_in_one_call(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """history([ids], source=URL) gives {id: frame} in the order asked, each frame equal to the
+    run's local copy; a key one run lacks is a NaN column there; max_points=10 leaves at most
+    10 points per key and keeps the one spike; max_points on a local run is a ConfigError."""
+    first = online_recorder(backend.url, backend.token)
+    record(first)
+    second = online_recorder(backend.url, backend.token, name="long")
+    with second:
+        for step in range(500):
+            second.add_record({"loss": 1000.0 if step == 321 else step / 500}, step=step)
+            if step % 2:
+                second.add_record({"loss": step / 1000}, step=step)  # twice at a step: last wins
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    ids = [second.recording_id, first.recording_id]
+    frames = read.history(ids, ["loss", "acc"], source=backend.url)
+    assert list(frames) == ids
+    for rid in ids:
+        pd.testing.assert_frame_equal(frames[rid], read.history(rid, ["loss", "acc"]))
+    long = frames[second.recording_id]
+    assert len(long) == 500 and long["acc"].isna().all()
+    assert long.at[7, "loss"] == 7 / 1000 and long.at[8, "loss"] == 8 / 500
+    small = read.history(ids, ["loss"], source=backend.url, max_points=10)
+    few = small[second.recording_id]
+    assert 2 <= len(few) <= 10 and few["loss"].max() == 1000.0 and 321 in few.index
+    assert set(small[first.recording_id].index) <= set(RECORDED)
+    with pytest.raises(ConfigError, match="max_points"):
+        read.history(first.recording_id, source=None, max_points=10)

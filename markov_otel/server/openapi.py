@@ -182,6 +182,39 @@ _SCHEMAS["Series"] = {
 }
 
 
+_PACKED = {"type": "string", "format": "byte", "description": "base64 of a little-endian array"}
+_SCHEMAS["History"] = {
+    "type": "object",
+    "required": ["max_points", "runs"],
+    "properties": {
+        "max_points": {"type": "integer", "nullable": True},
+        "runs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["recording_id", "keys"],
+                "properties": {
+                    "recording_id": _STR,
+                    "keys": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "required": ["n", "step", "value", "time"],
+                            "properties": {
+                                "n": {"type": "integer", "minimum": 0},
+                                "step": {**_PACKED, "description": "int64 steps, base64"},
+                                "value": {**_PACKED, "description": "float64 values, base64"},
+                                "time": {**_PACKED, "description": "int64 ns times, base64"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
@@ -208,6 +241,29 @@ def _series() -> dict[str, Any]:
             ],
             "responses": {
                 "200": _json(_ref("Series"), "at most max_points points per recording, by step"),
+                **_errors(400, 404),
+            },
+        }
+    }
+
+
+def _history() -> dict[str, Any]:
+    """GET /api/v1/history."""
+    key = {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"}
+    return {
+        "get": {
+            "summary": "every point of some keys (default: all) of several recordings, packed as "
+            "base64 arrays, by step then time; max_points downsamples each key as /api/v1/series "
+            "does; an unknown id, or one of a project the token may not see, is a 404",
+            "parameters": [
+                _query(
+                    "ids", {"type": "string", "description": "comma-separated, at most 100"}, True
+                ),
+                {**_query("key", {"type": "array", "items": key}), "explode": True},
+                _query("max_points", {"type": "integer", "minimum": 10, "maximum": 100000}),
+            ],
+            "responses": {
+                "200": _json(_ref("History"), "each recording's keys as arrays"),
                 **_errors(400, 404),
             },
         }
@@ -351,6 +407,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _read("the stored environment.json", _OBJ),
             },
             "/api/v1/series": _series(),
+            "/api/v1/history": _history(),
             "/api/v1/limits": {
                 "get": {
                     "summary": "what this server accepts: body size, text sizes, parameter "
