@@ -28,7 +28,7 @@ from markov_otel.server.storage import Store
 __all__ = ["page_routes"]
 
 Handler = Callable[[Request], Awaitable[Response]]
-_CHART_SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "charts.js")
+_CHART_SCRIPTS = ("view.js", "panels.js", "vendor/uplot/uPlot.iife.min.js", "charts.js")
 
 
 def page_routes(store: Store) -> list[Route]:
@@ -84,11 +84,23 @@ async def list_page(store: Store, request: Request, project_id: str | None) -> R
 <div class="toolbar">
 <input type="search" id="runs-filter" size="40" aria-label="filter runs"
  placeholder="filter: text, or lr>0.01 opt=adam acc>=0.9">
+<details class="filter-help" id="filter-help"><summary title="filter syntax">?</summary><div>
+<p>Words separated by spaces; a run is shown when it matches every one.</p>
+<table><tr><td><code>adam</code></td><td>text anywhere in the run (name, id, status,
+values)</td></tr>
+<tr><td><code>lr&gt;0.01</code></td><td>a column compared: <code>= != &gt; &gt;= &lt; &lt;=</code>
+(numbers as numbers)</td></tr>
+<tr><td><code>name~sweep</code></td><td>a column containing the text</td></tr>
+<tr><td><code>opt.name!=sgd</code></td><td>a column different from a value</td></tr></table>
+<p>Columns by their header (<code>lr</code>) or full name (<code>params.lr</code>,
+<code>summary.val_acc</code>); an unknown column is named below the filter and left out.</p>
+</div></details>
 <select id="runs-status" aria-label="status"><option value="">any status</option></select>
 <details class="columns"><summary>Columns</summary><div id="runs-columns"></div></details>
 <button type="button" id="runs-compare" disabled>Compare</button>
 <span id="runs-count" class="muted"></span>
 </div>
+<p class="error" id="runs-filter-note" hidden></p>
 <div class="table-wrap"><table class="runs-table" id="runs-table"><thead></thead><tbody></tbody>
 </table></div>
 <p class="empty" hidden>No recordings yet.</p>
@@ -129,7 +141,8 @@ async def compare_page(store: Store, request: Request) -> Response:
     doc = {"runs": [run_row(r) for r in found], "keys": keys, "missing": missing}
     note = f'<p class="muted">Not found: {escape(", ".join(missing))}</p>' if missing else ""
     body = f"""<h1>Compare {len(found)} runs</h1>{note}
-<ul class="run-legend" id="run-legend"></ul>
+<div class="page-legend-box"><span class="muted" id="run-legend-key"></span>
+<ul class="run-legend" id="run-legend"></ul></div>
 <section><h2>Hyperparameters</h2>
 <label class="muted"><input type="checkbox" id="only-diff"> only values that differ</label>
 <div class="table-wrap"><table class="values params-diff" id="params-table"></table></div>

@@ -24,6 +24,7 @@
   runs.forEach(function (r) { byId[r.id] = r; });
 
   var options = { smoothing: 0, log: false, x: "step" };
+  var panels = window.MarkovPanels, view = window.MarkovView;  // panels.js, view.js (optional)
   var series = {};   // key -> run id -> {points: [[step, value, t]], last, lastStep, appended}
   var charts = {};   // key -> {key, figure, holder, legend, u, tables, zoom}
   var grid = document.getElementById("charts");
@@ -138,11 +139,16 @@
     });
     return {
       width: width, height: 240, legend: { show: false },
-      cursor: { drag: { x: true, y: false }, sync: { key: "markov-charts" } },
+      cursor: { drag: { x: true, y: false }, sync: { key: "markov-charts" }, focus: { prox: 16 } },
+      focus: { alpha: 0.3 },
       scales: { x: { time: options.x === "wall" }, y: { distr: options.log ? 3 : 1 } },
-      axes: [{ label: options.x === "step" ? "step" : options.x === "wall" ? "" : "seconds since start" }, {}],
+      axes: [{ label: options.x === "step" ? "step" : options.x === "wall" ? "" : "seconds since start" },
+        panels ? panels.yAxis(key) : {}],
       series: lines,
       hooks: {
+        setSeries: [function (u, i) {
+          if (panels) panels.focus(i === null || i < 1 ? null : runs[(i - 1) >> 1].id);
+        }],
         setCursor: [function (u) { readout(chart, u); }],
         draw: [function (u) { drawMarks(chart, u); }],
         setSelect: [function (u) { zoomTo(chart, u); }],
@@ -162,8 +168,11 @@
       }).join("") + '</div><div class="marks-note muted" hidden>▲ +Infinity ▼ −Infinity ◆ NaN (gaps in the line)</div>';
     var empty = document.getElementById("charts-empty");
     if (empty) empty.remove();
-    var after = Object.keys(charts).sort().find(function (k) { return k > key; });
-    grid.insertBefore(figure, after ? charts[after].figure : null);
+    if (panels) panels.place(figure, key);  // in its section
+    else {
+      var after = Object.keys(charts).sort().find(function (k) { return k > key; });
+      grid.insertBefore(figure, after ? charts[after].figure : null);
+    }
     var chart = charts[key] = { key: key, figure: figure, holder: figure.querySelector(".plot"), u: null, zoom: null };
     draw(chart);
     return chart;
@@ -225,6 +234,7 @@
     var legend = chart.figure.querySelector(".legend");
     var left = u.cursor.left;
     if (left === undefined || left < 0) {
+      if (panels) panels.readout(chart.key, null);
       legend.querySelector(".legend-x").innerHTML = "&nbsp;";
       legend.querySelectorAll(".legend-value").forEach(function (el) { el.textContent = ""; });
       return;
@@ -234,12 +244,13 @@
     chart.tables.forEach(function (t) {
       var cell = legend.querySelector('.legend-row[data-run="' + CSS.escape(t.run.id) + '"] .legend-value');
       var i = nearest(t.xs, x);
-      if (i < 0) { cell.textContent = "—"; return; }
+      if (i < 0) { cell.textContent = "—"; if (panels) panels.readout(chart.key, t.run.id, "—"); return; }
       var mark = t.marks.find(function (m) { return m.x === t.xs[i]; });
       var value = t.values[i] === null && mark ? mark.kind : fmtValue(t.values[i]);
       var smooth = t.smoothValues[i];
       var shown = options.smoothing > 0 && smooth !== null ? fmtValue(smooth) + " (raw " + value + ")" : value;
       cell.textContent = shown + " @ step " + t.steps[i];
+      if (panels) panels.readout(chart.key, t.run.id, cell.textContent);
     });
   }
 
@@ -332,17 +343,21 @@
 
   // -- controls ---------------------------------------------------------------------------------
   var slider = document.getElementById("smoothing");
+  viewOptions();
   slider.addEventListener("input", function () {
     options.smoothing = Number(slider.value);
     document.getElementById("smoothing-value").textContent = slider.value;
+    if (view) view.set("smooth", options.smoothing || "");
     redrawAll();
   });
   document.getElementById("log-scale").addEventListener("change", function (event) {
     options.log = event.target.checked;
+    if (view) view.set("log", options.log ? "1" : "");
     redrawAll();
   });
   document.getElementById("x-axis").addEventListener("change", function (event) {
     options.x = event.target.value;
+    if (view) view.set("x", options.x === "step" ? "" : options.x);
     redrawAll();
   });
   window.addEventListener("resize", function () {
@@ -351,6 +366,22 @@
       c.u.setSize({ width: Math.max(300, c.holder.clientWidth), height: 240 });
     });
   });
+
+  // The chart options a shared link holds (?smooth=0.9&log=1&x=wall), read once at load.
+  function viewOptions() {
+    if (!view) return;
+    var smooth = Number(view.get("smooth"));
+    if (smooth > 0 && smooth < 1) {
+      options.smoothing = smooth;
+      slider.value = String(smooth);
+      document.getElementById("smoothing-value").textContent = slider.value;
+    }
+    options.log = view.get("log") === "1";
+    document.getElementById("log-scale").checked = options.log;
+    var x = view.get("x");
+    if (x === "relative" || x === "wall") options.x = x;
+    document.getElementById("x-axis").value = options.x;
+  }
 
   window.MarkovCharts = { runs: runs, series: series, charts: charts, options: options };
   var ids = runs.map(function (r) { return r.id; });

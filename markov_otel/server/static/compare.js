@@ -31,9 +31,10 @@
 
   // -- legend and the parameter table -----------------------------------------------------------
   document.getElementById("run-legend").innerHTML = runs.map(function (r) {
-    return '<li><span class="swatch" style="background:' + r.colour + '"></span><a href="/recordings/' +
-      esc(r.id) + '">' + esc(r.name || r.id) + '</a> <code class="muted">' + esc(r.id.slice(0, 8)) +
-      '</code> <span class="status status-' + esc(r.status) + '">' + esc(r.status) + "</span></li>";
+    return '<li data-run="' + esc(r.id) + '"><span class="swatch" style="background:' + r.colour +
+      '"></span><a href="/recordings/' + esc(r.id) + '">' + esc(r.name || r.id) + '</a> <code class="muted">' +
+      esc(r.id.slice(0, 8)) + '</code> <span class="status status-' + esc(r.status) + '">' + esc(r.status) +
+      '</span> <span class="legend-value"></span></li>';
   }).join("");
 
   function paramTable() {

@@ -80,10 +80,21 @@
     if (!isNaN(x) && !isNaN(y) && String(b).trim() !== "") return x < y ? -1 : x > y ? 1 : 0;
     return String(a).toLowerCase().localeCompare(String(b).toLowerCase());
   }
+  // Columns named like `name` but for punctuation and case: val_acc finds val/acc.
+  function lookalikes(name) {
+    var bare = function (t) { return t.toLowerCase().replace(/[^a-z0-9]/g, ""); };
+    var want = bare(name);
+    return columns.filter(function (c) {
+      return want && (bare(c.label) === want || bare(c.id) === want || bare(c.label).indexOf(want) >= 0);
+    }).map(function (c) { return c.id; }).slice(0, 5);
+  }
+  var unknown = [];  // NAME OP VALUE tokens whose NAME is no column: said, and left out
   function matcher(text, status) {
     var tests = [];
+    unknown = [];
     text.trim().split(/\s+/).filter(Boolean).forEach(function (token) {
       var m = OP.exec(token), col = m && column(m[1]);
+      if (m && !col) { unknown.push(m[1]); return; }
       if (col) {
         var op = m[2], want = m[3];
         tests.push(function (r) {
@@ -160,9 +171,19 @@
         cols.map(function (c) { return "<td>" + cell(c, r) + "</td>"; }).join("") + "</tr>";
     });
     table.tBodies[0].innerHTML = rows.join("");
+    sayUnknown();
     document.querySelector("#runs .empty").hidden = runs.length > 0;
     updateSelection();
     root.dataset.runsReady = String(shown.length);
+  }
+  function sayUnknown() {
+    var note = document.getElementById("runs-filter-note");
+    note.hidden = unknown.length === 0;
+    note.textContent = unknown.map(function (name) {
+      var like = lookalikes(name);
+      return "no column " + JSON.stringify(name) + " (left out of the filter)" +
+        (like.length ? "; did you mean " + like.join(", ") + "?" : "; see Columns for the names");
+    }).join(". ");
   }
   function updateSelection() {
     var n = state.selected.size, button = document.getElementById("runs-compare");

@@ -1,0 +1,176 @@
+"""The panels of the chart pages and the runs filter, in headless Chromium (issue 24): sections
+by prefix with system metrics collapsed, one legend per page with highlight, panel search, hide
+and pin, readable ticks, the view kept in the URL, and a filter that names an unknown column."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backend_fixture import Backend
+from otlp_bodies import new_id
+from test_page import Browsing, post_points
+
+T0 = 1_700_000_000_000_000_000
+KEYS = ["loss", "train/acc", "train/loss", "val/loss", "lr",
+        "system.memory.usage/state.used", "system.cpu.utilization/state.user"]  # fmt: skip
+
+
+@pytest.fixture
+def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
+    session = Browsing(chromium, backend)
+    try:
+        yield session
+    finally:
+        session.context.close()
+
+
+def sweep(backend: Backend, runs: int = 3) -> list[str]:
+    """`runs` runs of 200 steps of KEYS: lr from 1e-3 to 1e-6, memory ~6 GB, CPU ~40 %."""
+    ids = []
+    for n in range(runs):
+        rid = new_id()
+        points = []
+        for step in range(200):
+            values = {
+                "loss": 2 * math.exp(-step / 50) + n / 10, "train/acc": 1 - math.exp(-step / 40),
+                "train/loss": math.exp(-step / 60), "val/loss": math.exp(-step / 70) + 0.1,
+                "lr": 1e-3 * 1e-3 ** (step / 199) / (n + 1),
+                "system.memory.usage/state.used": 6.2e9 + 1e8 * math.sin(step / 20 + n),
+                "system.cpu.utilization/state.user": 0.4 + 0.05 * math.sin(step / 10),
+            }  # fmt: skip
+            points += [(key, step, value, T0 + step * 1000 + i) for i, (key, value) in
+                       enumerate(values.items())]  # fmt: skip
+        post_points(backend, rid, points, **{"markov.recording.name": f"run-{n}",
+                                             "markov.hparam.lr": 1e-3 / (n + 1)})  # fmt: skip
+        ids.append(rid)
+    return ids
+
+
+def sections(page: Any) -> list[tuple[str, bool, list[str]]]:
+    """(section name, open, keys of its visible panels) in page order."""
+    return page.evaluate(
+        """[...document.querySelectorAll('details.panel-section')].filter(d => !d.hidden).map(d =>
+        [d.dataset.section, d.open, [...d.querySelectorAll('figure.chart')].filter(f => !f.hidden)
+        .map(f => f.dataset.key)])"""
+    )
+
+
+def test_compare_groups_panels_with_one_legend_and_keeps_the_view_in_the_url(
+    browsing: Browsing, backend: Backend, screenshots: Path
+) -> None:
+    """Sections Charts, train, val, System (collapsed); no per-chart legend, the page legend
+    reads out the hovered chart and highlights a run; search, hide and pin change the panels
+    and the URL, and the URL opened afresh shows the same view (smoothing and log scale too)."""
+    ids = sweep(backend)
+    browsing.sign_in("/")
+    page = browsing.page
+    page.goto(backend.url + "/compare?ids=" + ",".join(ids))
+    page.wait_for_selector(f"html[data-charts-ready='{len(KEYS)}']")
+    assert sections(page) == [
+        ["Charts", True, ["loss", "lr"]],
+        ["train", True, ["train/acc", "train/loss"]],
+        ["val", True, ["val/loss"]],
+        ["System", False, ["system.cpu.utilization/state.user", "system.memory.usage/state.used"]],
+    ]
+    assert not page.is_visible("figure.chart[data-key='loss'] .legend")
+    assert page.locator("#run-legend li").count() == 3
+    plot = page.locator("figure.chart[data-key='loss'] .u-over")
+    box = plot.bounding_box()
+    plot.hover(position={"x": box["width"] * 0.5, "y": box["height"] / 2})
+    page.wait_for_function(
+        "[...document.querySelectorAll('#run-legend .legend-value')]"
+        ".every(e => e.textContent.includes(' @ step '))"
+    )
+    assert page.inner_text("#run-legend-key") == "loss"
+    page.hover(f"#run-legend li[data-run='{ids[1]}'] a")
+    assert page.locator("#run-legend li.focused").count() == 1
+    assert page.get_attribute("#run-legend li.focused", "data-run") == ids[1]
+    page.screenshot(path=str(screenshots / "compare-sections.png"), full_page=True)
+
+    page.fill("#panel-search", "loss")
+    page.wait_for_function("new URL(location).searchParams.get('panels') === 'loss'")
+    assert [keys for _, _, keys in sections(page)] == [["loss"], ["train/loss"], ["val/loss"]]
+    page.fill("#panel-search", "")
+    page.wait_for_function("!new URL(location).searchParams.has('panels')")
+    page.click("figure.chart[data-key='train/acc'] button.hide")
+    page.click("figure.chart[data-key='val/loss'] button.pin")
+    assert page.inner_text("#panels-unhide") == "show 1 hidden"
+    assert sections(page)[0] == ["Pinned", True, ["val/loss"]]
+    page.check("#log-scale")
+    page.locator("#smoothing").evaluate(
+        "e => { e.value = '0.8'; e.dispatchEvent(new Event('input')); }"
+    )
+    shared = page.url
+    assert "hide=train%2Facc" in shared and "pin=val%2Floss" in shared
+    assert "log=1" in shared and "smooth=0.8" in shared
+
+    other = browsing.context.new_page()
+    other.goto(shared)
+    other.wait_for_selector(f"html[data-charts-ready='{len(KEYS)}']")
+    assert sections(other) == sections(page)
+    assert other.is_checked("#log-scale") and other.input_value("#smoothing") == "0.8"
+    assert other.evaluate("MarkovCharts.charts.loss.u.scales.y.distr") == 3
+    assert other.inner_text("#panels-unhide") == "show 1 hidden"
+    other.click("#panels-unhide")
+    assert "hide=" not in other.url
+    assert browsing.errors == []
+
+
+def test_ticks_read_without_repeats_with_units_and_scientific_on_log(
+    browsing: Browsing, backend: Backend, screenshots: Path
+) -> None:
+    """On a log axis lr's ticks are distinct and scientific (no 0); memory in bytes shows GiB;
+    CPU utilisation shows %; every chart's ticks are distinct."""
+    ids = sweep(backend, runs=2)
+    browsing.sign_in("/")
+    page = browsing.page
+    page.goto(backend.url + "/compare?ids=" + ",".join(ids) + "&log=1&open=System")
+    page.wait_for_selector(f"html[data-charts-ready='{len(KEYS)}']")
+    ticks = page.evaluate(
+        "Object.fromEntries(Object.entries(MarkovCharts.charts)"
+        ".map(([k, c]) => [k, c.u.axes[1]._values.filter(v => v !== '' && v !== null)]))"
+    )
+    for key, labels in ticks.items():
+        assert len(labels) >= 2 and len(set(labels)) == len(labels), (key, labels)
+    assert all("e-" in t for t in ticks["lr"]) and "0" not in ticks["lr"], ticks["lr"]
+    assert all(t.endswith(" GiB") for t in ticks["system.memory.usage/state.used"])
+    assert all(t.endswith("%") for t in ticks["system.cpu.utilization/state.user"])
+    page.screenshot(path=str(screenshots / "compare-log-units.png"), full_page=True)
+    # The same labels from the formatter itself: 0.00025 is not rounded to 0.0003.
+    labels = page.evaluate("MarkovPanels.labels([0, 0.00025, 0.0005, 0.00075, 0.001], '', false)")
+    assert labels == ["0", "2.5e-4", "5e-4", "7.5e-4", "1e-3"] or labels == [
+        "0.00000",
+        "0.00025",
+        "0.00050",
+        "0.00075",
+        "0.00100",
+    ], labels
+    assert browsing.errors == []
+
+
+def test_an_unknown_column_in_the_filter_says_so(browsing: Browsing, backend: Backend) -> None:
+    """`val_acc>0.5` names no column: the page says so and suggests summary.val/acc; the help
+    popover shows the syntax; a known column still filters."""
+    for n in range(3):
+        rid = new_id()
+        post_points(backend, rid, [("loss", 0, 1.0, T0)], **{
+            "markov.recording.name": f"run-{n}", "markov.hparam.lr": n / 10,
+            "markov.summary.val/acc": n / 4,
+        })  # fmt: skip
+    browsing.sign_in("/")
+    page = browsing.page
+    page.wait_for_selector("html[data-runs-ready='3']")
+    page.fill("#runs-filter", "val_acc>0.3")
+    page.wait_for_selector("#runs-filter-note:not([hidden])")
+    note = page.inner_text("#runs-filter-note")
+    assert 'no column "val_acc"' in note and "summary.val/acc" in note, note
+    page.fill("#runs-filter", "summary.val/acc>0.3")
+    page.wait_for_selector("html[data-runs-ready='1']")
+    assert page.is_hidden("#runs-filter-note")
+    page.click("#filter-help summary")
+    assert "lr>0.01" in page.inner_text("#filter-help")
+    assert browsing.errors == []
