@@ -106,7 +106,7 @@ values)</td></tr>
 <p class="empty" hidden>No recordings yet.</p>
 </div>
 {_data("runs-data", doc)}"""
-    return layout(title, body, scripts=("runs.js",))
+    return layout(title, body, scripts=("view.js", "runs.js"))
 
 
 async def recording_page(store: Store, request: Request) -> Response:

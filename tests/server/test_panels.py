@@ -174,3 +174,42 @@ def test_an_unknown_column_in_the_filter_says_so(browsing: Browsing, backend: Ba
     page.click("#filter-help summary")
     assert "lr>0.01" in page.inner_text("#filter-help")
     assert browsing.errors == []
+
+
+def test_the_runs_table_view_is_in_the_url(browsing: Browsing, backend: Backend) -> None:
+    """Filter, status, sort and columns go to the URL; the link opened afresh (another browser
+    context: no localStorage) shows the same rows in the same order with the same columns."""
+    for n in range(5):
+        post_points(backend, new_id(), [("loss", 0, 1.0, T0)], **{
+            "markov.recording.name": f"run-{n}", "markov.hparam.lr": n / 10,
+            "markov.hparam.layers": n % 2,
+        })  # fmt: skip
+    browsing.sign_in("/")
+    page = browsing.page
+    page.wait_for_selector("html[data-runs-ready='5']")
+    page.fill("#runs-filter", "lr>0.05")
+    page.wait_for_selector("html[data-runs-ready='4']")
+    page.click("#runs-table th[data-col='params.lr']")
+    page.click("#runs-table th[data-col='params.lr']")
+    page.click("details.columns summary")
+    page.uncheck("#runs-columns input[data-col='params.layers']")
+    shared = page.url
+    assert "q=lr%3E0.05" in shared and "sort=params.lr" in shared and "dir=desc" in shared
+    rows = page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts()
+    heads = page.locator("#runs-table th.sortable").evaluate_all("t => t.map(h => h.dataset.col)")
+    assert rows == ["run-4", "run-3", "run-2", "run-1"] and "params.layers" not in heads
+
+    fresh = Browsing(browsing.page.context.browser, backend)
+    try:
+        fresh.sign_in("/")
+        fresh.page.goto(shared)
+        fresh.page.wait_for_selector("html[data-runs-ready='4']")
+        assert fresh.page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts() == rows
+        assert fresh.page.input_value("#runs-filter") == "lr>0.05"
+        got = fresh.page.locator("#runs-table th.sortable").evaluate_all(
+            "t => t.map(h => h.dataset.col)"
+        )
+        assert got == heads
+    finally:
+        fresh.context.close()
+    assert browsing.errors == []

@@ -9,6 +9,7 @@
   var runs = doc.runs;
   var storeKey = "markov.columns:" + location.pathname;
   var state = { sort: "start", dir: -1, selected: new Set() };
+  var view = window.MarkovView;  // view.js: the table's view in the URL (sort, filter, columns)
 
   function esc(text) {
     return String(text).replace(/[&<>"']/g, function (c) {
@@ -63,6 +64,8 @@
   var visible = new Set();
   var saved = null;
   try { saved = JSON.parse(localStorage.getItem(storeKey) || "null"); } catch (e) { saved = null; }
+  var linked = view ? view.list("col") : [];  // a shared link's columns win over this browser's
+  if (linked.length) saved = linked;
   columns.forEach(function (c, i) {
     var on = saved ? saved.indexOf(c.id) >= 0 : !c.hidden && i < 40;
     if (on || c.id === "name") visible.add(c.id);
@@ -149,7 +152,15 @@
     if (col.id === "status") return '<span class="status status-' + esc(v) + '">' + esc(v) + "</span>";
     return esc(col.show ? col.show(v) : fmt(v));
   }
+  function saveView() {
+    if (!view) return;
+    view.set("q", filterBox.value.trim());
+    view.set("status", statusBox.value);
+    view.set("sort", state.sort === "start" && state.dir < 0 ? "" : state.sort);
+    view.set("dir", state.sort === "start" && state.dir < 0 ? "" : state.dir > 0 ? "asc" : "desc");
+  }
   function render() {
+    saveView();
     var cols = columns.filter(function (c) { return visible.has(c.id); });
     shown = sorted(runs.filter(matcher(filterBox.value, statusBox.value)));
     var groups = [], head = '<tr><th rowspan="2" class="select"><input type="checkbox" id="select-all" aria-label="select all shown"></th>';
@@ -208,6 +219,7 @@
     var id = event.target.dataset.col;
     if (event.target.checked) visible.add(id); else visible.delete(id);
     try { localStorage.setItem(storeKey, JSON.stringify(Array.from(visible))); } catch (e) { /* private mode */ }
+    if (view) view.set("col", columns.filter(function (c) { return visible.has(c.id); }).map(function (c) { return c.id; }));
     render();
   });
   var pending = 0;
@@ -235,5 +247,14 @@
     state.selected.forEach(function (id) { if (ids.indexOf(id) < 0) ids.push(id); });
     location.href = "/compare?ids=" + ids.map(encodeURIComponent).join(",");
   });
+  if (view) {  // a shared link's view
+    filterBox.value = view.get("q") || "";
+    if (view.get("status")) statusBox.value = view.get("status");
+    var by = view.get("sort");
+    if (by && columns.some(function (c) { return c.id === by; })) {
+      state.sort = by;
+      state.dir = view.get("dir") === "asc" ? 1 : -1;
+    }
+  }
   render();
 })();
