@@ -78,7 +78,8 @@ async def list_page(store: Store, request: Request, project_id: str | None) -> R
         return layout("forbidden", "<p>This token may not see that project.</p>", 403)
     recordings = await run_in_threadpool(store.list_recordings, project_id or grant.project_id)
     title = f"project {project_id}" if project_id else "recordings"
-    doc = {"project": project_id, "runs": [run_row(r) for r in recordings]}
+    keys = await run_in_threadpool(store.series_keys, project_id or grant.project_id)
+    doc = {"project": project_id, "runs": [run_row(r) for r in recordings], "keys": keys}
     body = f"""<h1>{escape(title)}</h1>
 <div class="runs" id="runs" data-project="{escape(project_id or "")}">
 <div class="toolbar">
@@ -98,6 +99,7 @@ values)</td></tr>
 <select id="runs-status" aria-label="status"><option value="">any status</option></select>
 <details class="columns"><summary>Columns</summary><div id="runs-columns"></div></details>
 <button type="button" id="runs-compare" disabled>Compare</button>
+<button type="button" id="runs-csv" title="the rows and columns shown, as CSV">CSV</button>
 <span id="runs-count" class="muted"></span>
 </div>
 <p class="error" id="runs-filter-note" hidden></p>

@@ -254,6 +254,19 @@ class SqlStore(SeriesQueries):
             rows = self._run(self._cursor(), _SELECT + where + order, params).fetchall()
         return [_row_to_recording(row) for row in rows]
 
+    def series_keys(self, project_id: str | None = None) -> list[str]:
+        """Every key any recording (of a project) has points of, sorted: the runs table's
+        metric columns."""
+        sql = "SELECT DISTINCT key FROM series"
+        params: list[Any] = []
+        if project_id is not None:
+            sql += " WHERE recording_id IN"
+            sql += " (SELECT recording_id FROM recordings WHERE project_id = ?)"
+            params = [project_id]
+        with self._lock:
+            rows = self._run(self._cursor(), sql + " ORDER BY key", params).fetchall()
+        return [key for (key,) in rows]
+
     def patch(
         self, recording_id: str, changes: dict[str, Any], scope: str | None = None
     ) -> dict[str, Any] | None:

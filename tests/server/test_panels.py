@@ -213,3 +213,43 @@ def test_the_runs_table_view_is_in_the_url(browsing: Browsing, backend: Backend)
     finally:
         fresh.context.close()
     assert browsing.errors == []
+
+
+def test_metric_columns_sort_mark_the_best_and_download_as_csv(
+    browsing: Browsing, backend: Backend, screenshots: Path, tmp_path: Path
+) -> None:
+    """Columns offers last/min/max of every key; min and last of val/loss show the values
+    recorded (no summary needed), sort, and the lowest loss is marked best; CSV holds exactly
+    the rows and columns shown, a formula-like name neutralised."""
+    lows = {"=run-a": 0.5, "run-b": 0.2, "run-c": 0.9}
+    for name, low in lows.items():
+        points = [("val/loss", s, low + (9 - s) / 10 if s < 10 else low + 0.05, T0 + s)
+                  for s in range(12)]  # fmt: skip
+        post_points(backend, new_id(), points, **{"markov.recording.name": name})
+    browsing.sign_in("/")
+    page = browsing.page
+    page.wait_for_selector("html[data-runs-ready='3']")
+    page.click("details.columns summary")
+    page.check("#runs-columns input[data-col='min.val/loss']")
+    page.check("#runs-columns input[data-col='last.val/loss']")
+    page.click("details.columns summary")
+    cell = "#runs-table tbody td.best"
+    page.wait_for_function(f"document.querySelectorAll('{cell}').length === 2")
+    page.click("#runs-table th[data-col='min.val/loss']")
+    names = page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts()
+    assert names == ["run-b", "=run-a", "run-c"]
+    heads = page.locator("#runs-table th.sortable").evaluate_all("t => t.map(h => h.dataset.col)")
+    at = heads.index("min.val/loss") + 2
+    mins = page.locator(f"#runs-table tbody td:nth-child({at})").all_inner_texts()
+    assert [float(m) for m in mins] == [0.2, 0.5, 0.9]
+    best = page.locator(cell).all_inner_texts()
+    assert "0.2" in best and "0.25" in best  # min and last of run-b
+    page.screenshot(path=str(screenshots / "runs-metric-columns.png"), full_page=True)
+    with page.expect_download() as waiting:
+        page.click("#runs-csv")
+    saved = tmp_path / "runs.csv"
+    waiting.value.save_as(saved)
+    lines = saved.read_text().splitlines()
+    assert lines[0] == "id," + ",".join(heads) and len(lines) == 4
+    assert ",'=run-a," in lines[2], lines[2]
+    assert browsing.errors == []

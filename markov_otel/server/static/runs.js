@@ -61,6 +61,44 @@
         get: function (r) { return r[pair[0]][k]; } });
     });
   });
+  // Metric columns: last, min and max of any key, read when first shown (GET /api/v1/series:
+  // each bucket keeps its smallest and largest point, so min and max are exact at any size).
+  var metrics = {};  // key -> run id -> {last, min, max}
+  var STATS = ["last", "min", "max"];
+  (doc.keys || []).forEach(function (key) {
+    STATS.forEach(function (stat) {
+      columns.push({ id: stat + "." + key, label: key, group: stat, metric: key, hidden: true,
+        get: function (r) { var m = metrics[key] && metrics[key][r.id]; return m ? m[stat] : undefined; } });
+    });
+  });
+  function loadMetrics() {
+    var wanted = Array.from(new Set(columns.filter(function (c) { return c.metric && visible.has(c.id) && !metrics[c.metric]; })
+      .map(function (c) { return c.metric; })));
+    if (!wanted.length) return;
+    wanted.forEach(function (key) { metrics[key] = {}; });
+    var ids = runs.map(function (r) { return r.id; }), asks = [];
+    wanted.forEach(function (key) {
+      for (var i = 0; i < ids.length; i += 100) {
+        var url = "/api/v1/series?max_points=10&key=" + encodeURIComponent(key) + "&ids=" +
+          ids.slice(i, i + 100).map(encodeURIComponent).join(",");
+        asks.push(fetch(url, { credentials: "same-origin" }).then(function (a) {
+          if (!a.ok) throw new Error("GET " + url + " answered " + a.status);
+          return a.json();
+        }).then(function (answer) {
+          answer.series.forEach(function (s) {
+            if (!s.last) return;
+            var values = s.points.map(function (p) { return p[1]; }).filter(function (v) { return typeof v === "number"; });
+            metrics[answer.key][s.recording_id] = { last: s.last[1],
+              min: values.length ? Math.min.apply(null, values) : undefined,
+              max: values.length ? Math.max.apply(null, values) : undefined };
+          });
+        }));
+      }
+    });
+    Promise.all(asks).then(render).catch(function (error) {
+      document.getElementById("runs-count").textContent = String(error.message || error);
+    });
+  }
   var visible = new Set();
   var saved = null;
   try { saved = JSON.parse(localStorage.getItem(storeKey) || "null"); } catch (e) { saved = null; }
@@ -182,11 +220,49 @@
         cols.map(function (c) { return "<td>" + cell(c, r) + "</td>"; }).join("") + "</tr>";
     });
     table.tBodies[0].innerHTML = rows.join("");
+    markBest(cols);
     sayUnknown();
+    loadMetrics();
     document.querySelector("#runs .empty").hidden = runs.length > 0;
     updateSelection();
     root.dataset.runsReady = String(shown.length);
   }
+  // The best value of each value column, marked: the lowest for losses, errors and times, else
+  // the highest.
+  var LOWER = /loss|err|perplex|mse|mae|rmse|time|duration|latency|wer|cer/i;
+  function markBest(cols) {
+    cols.forEach(function (c, ci) {
+      if (!(c.metric || c.group === "summary")) return;
+      var values = shown.map(function (r) { return c.get(r); });
+      var numbers = values.filter(function (v) { return typeof v === "number" && isFinite(v); });
+      if (numbers.length < 2) return;
+      var best = LOWER.test(c.label) ? Math.min.apply(null, numbers) : Math.max.apply(null, numbers);
+      shown.forEach(function (r, ri) {
+        if (values[ri] === best) table.tBodies[0].rows[ri].cells[ci + 1].classList.add("best");
+      });
+    });
+  }
+  // What the table shows, as CSV: text that a spreadsheet would run as a formula gets a leading
+  // apostrophe (OWASP), fields with commas, quotes or line breaks are quoted.
+  function csvCell(v) {
+    var text = v === null || v === undefined ? "" : typeof v === "number" ? String(v) : String(v);
+    if (typeof v !== "number" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
+    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+  function downloadCsv() {
+    var cols = columns.filter(function (c) { return visible.has(c.id); });
+    var lines = [["id"].concat(cols.map(function (c) { return c.id; })).map(csvCell).join(",")];
+    shown.forEach(function (r) {
+      lines.push([r.id].concat(cols.map(function (c) { return c.get(r); })).map(csvCell).join(","));
+    });
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
+    link.download = (doc.project || "runs") + ".csv";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  }
+  document.getElementById("runs-csv").addEventListener("click", downloadCsv);
   function sayUnknown() {
     var note = document.getElementById("runs-filter-note");
     note.hidden = unknown.length === 0;
