@@ -253,3 +253,35 @@ def test_metric_columns_sort_mark_the_best_and_download_as_csv(
     assert lines[0] == "id," + ",".join(heads) and len(lines) == 4
     assert ",'=run-a," in lines[2], lines[2]
     assert browsing.errors == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_pages_fit_a_phone_in_light_and_dark(
+    chromium: Any, backend: Backend, screenshots: Path, scheme: str
+) -> None:
+    """At 390 px wide no page scrolls sideways (the comparison, the runs table, one run), and
+    the page follows the browser's colour scheme (dark background in dark mode)."""
+    ids = sweep(backend, runs=2)
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, color_scheme=scheme)
+    context.add_cookies([{"name": "markov_token", "value": backend.token, "url": backend.url}])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        for path, ready in (
+            ("/compare?ids=" + ",".join(ids), "html[data-charts-ready]"),
+            ("/", "html[data-runs-ready]"),
+            (f"/recordings/{ids[0]}", "html[data-charts-ready]"),
+        ):
+            page.goto(backend.url + path)
+            page.wait_for_selector(ready)
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= 390, (path, wide)
+            background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert (background == "rgb(21, 24, 28)") == (scheme == "dark"), background
+        page.goto(backend.url + "/compare?ids=" + ",".join(ids))
+        page.wait_for_selector("html[data-charts-ready]")
+        page.screenshot(path=str(screenshots / f"compare-390-{scheme}.png"), full_page=True)
+    finally:
+        context.close()
+    assert errors == []

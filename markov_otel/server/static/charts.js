@@ -142,7 +142,8 @@
       cursor: { drag: { x: true, y: false }, sync: { key: "markov-charts" }, focus: { prox: 16 } },
       focus: { alpha: 0.3 },
       scales: { x: { time: options.x === "wall" }, y: { distr: options.log ? 3 : 1 } },
-      axes: [{ label: options.x === "step" ? "step" : options.x === "wall" ? "" : "seconds since start" },
+      axes: [Object.assign({ label: options.x === "step" ? "step" : options.x === "wall" ? "" : "seconds since start" },
+        panels ? panels.xAxis() : {}),
         panels ? panels.yAxis(key) : {}],
       series: lines,
       hooks: {

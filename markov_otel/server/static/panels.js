@@ -232,15 +232,21 @@
     if (unit === "seconds" && hi < 1 && hi > 0) return scaled(splits, 1000, log, " ms");
     return scaled(splits, 1, log, { seconds: " s", celsius: " °C", watts: " W" }[unit] || "");
   }
+  // Axis text and grid in the page's colours (uPlot draws on a canvas: CSS does not reach it).
+  var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  function colours() {
+    return dark ? { stroke: "#c8c8c8", grid: { stroke: "#333a42" }, ticks: { stroke: "#333a42" } } : {};
+  }
+  function xAxis() { return colours(); }
   function yAxis(key) {
     var unit = unitOf(key);
-    return {
+    return Object.assign({
       values: function (u, splits) { return labels(splits, unit, u.scales.y.distr === 3); },
       size: function (u, values) {
         var longest = (values || []).reduce(function (n, v) { return Math.max(n, String(v).length); }, 3);
         return 20 + 8 * longest;
       },
-    };
+    }, colours());
   }
 
   window.MarkovPanels = {
@@ -254,6 +260,7 @@
       tidy();
     },
     yAxis: yAxis,
+    xAxis: xAxis,
     readout: readout,
     focus: focus,
     labels: labels,
