@@ -113,6 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(run=cmd_export)
 
+    manage = {
+        "tag": "add tags to a run on the backend (--remove: take them off)",
+        "note": "set a run's notes on the backend",
+        "archive": "archive a run on the backend: the runs page hides it (--undo: bring it back)",
+        "rm": "delete a run on the backend, with every point of it (asks unless --yes)",
+    }
+    for name, text in manage.items():
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("run_id", metavar="RUN", help="a recording id, or a unique start")
+        if name == "tag":
+            command.add_argument("tags", nargs="+", metavar="TAG")
+            command.add_argument("--remove", action="store_true", help="take these tags off")
+        elif name == "note":
+            command.add_argument("text", metavar="TEXT", help="the notes ('' clears them)")
+        elif name == "archive":
+            command.add_argument("--undo", action="store_true", help="unarchive")
+        else:
+            command.add_argument("--yes", action="store_true", help="do not ask")
+        command.add_argument("--endpoint", help="backend URL (default: MARKOV_ENDPOINT / config)")
+        command.set_defaults(run=cmd_manage, command=name)
+
     env = sub.add_parser("env", help="rebuild a run's environment")
     env.add_argument("what", choices=["requirements", "venv", "conda"])
     env.add_argument("run_id", metavar="RUN")
@@ -391,6 +412,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         export.write_stream(points, args.format, sys.stdout)
     return 0
+
+
+def cmd_manage(args: argparse.Namespace) -> int:
+    """`mkv tag/note/archive/rm RUN`: one change to a run on the backend."""
+    from markov_otel import read
+    from markov_otel.shipping.transport import BackendClient, Refused, Retry, Target
+
+    settings = _settings(args)
+    where = redact_url(settings.endpoint)
+    run_id = read.resolve_id(args.run_id, source=settings.endpoint)
+    path = f"/api/v1/recordings/{run_id}"
+    client = BackendClient(Target.markov(settings), 30.0)
+    try:
+        if args.command == "rm":
+            if not args.yes and not _confirmed(f"delete {run_id} and all its points on {where}?"):
+                print("not deleted")
+                return 1
+            client.call("DELETE", path)
+            print(f"deleted {run_id} on {where}")
+            return 0
+        if args.command == "tag":
+            have = list(client.call("GET", path).get("tags") or [])
+            tags = [t for t in have if t not in args.tags] if args.remove else have + args.tags
+            body: dict[str, Any] = {"tags": list(dict.fromkeys(tags))}
+        elif args.command == "note":
+            body = {"notes": args.text}
+        else:
+            body = {"archived": not args.undo}
+        found = client.call("PATCH", path, json=body)
+    except (Refused, Retry) as exc:
+        raise ConfigError(f"{where} did not take the change to {run_id}: {exc}") from exc
+    finally:
+        client.close()
+    if args.command == "tag":
+        print(f"{run_id} tags: {' '.join(found.get('tags') or []) or '(none)'}")
+    elif args.command == "note":
+        print(f"{run_id} notes set on {where}")
+    else:
+        print(f"{run_id} {'unarchived' if args.undo else 'archived'} on {where}")
+    return 0
+
+
+def _confirmed(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{question} Not on a terminal: pass --yes to delete")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
 def cmd_env(args: argparse.Namespace) -> int:

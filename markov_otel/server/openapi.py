@@ -89,6 +89,15 @@ _SCHEMAS: dict[str, Any] = {
                 "back to running (a resume); a batch's resource status never does",
             },
             "notes": _LONG_TEXT,
+            "name": _TEXT,
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                "maxItems": 50,
+                "nullable": True,
+                "description": "replaces the recording's tags",
+            },
+            "archived": {"type": "boolean", "nullable": True},
             "requirements": _NULLABLE_OBJ,
             "started_at": _TIME,
             "ended_at": _TIME,
@@ -117,6 +126,8 @@ _SCHEMAS: dict[str, Any] = {
             "started_at": _STORED_TIME,
             "ended_at": _STORED_TIME,
             "experiment_url": _STR,
+            "tags": {"type": "array", "items": _STR},
+            "archived": {"type": "boolean"},
         },
     },
     "Limits": {
@@ -386,6 +397,12 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json(recording, "the updated recording"),
                         **_errors(400, 404, 413, 503),
                     },
+                },
+                "delete": {
+                    "summary": "delete the recording and everything of it (points, alerts, "
+                    "events); a token scoped to a project only deletes that project's",
+                    "parameters": [_RECORDING_ID],
+                    "responses": {"204": {"description": "deleted"}, **_errors(400, 404, 503)},
                 },
             },
             "/api/v1/recordings/{recording_id}/records": {

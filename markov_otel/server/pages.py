@@ -79,7 +79,9 @@ async def list_page(store: Store, request: Request, project_id: str | None) -> R
     recordings = await run_in_threadpool(store.list_recordings, project_id or grant.project_id)
     title = f"project {project_id}" if project_id else "recordings"
     keys = await run_in_threadpool(store.series_keys, project_id or grant.project_id)
-    doc = {"project": project_id, "runs": [run_row(r) for r in recordings], "keys": keys}
+    marks = await run_in_threadpool(store.marks, None)
+    rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in recordings]
+    doc = {"project": project_id, "runs": rows, "keys": keys}
     body = f"""<h1>{escape(title)}</h1>
 <div class="runs" id="runs" data-project="{escape(project_id or "")}">
 <div class="toolbar">
@@ -97,6 +99,7 @@ values)</td></tr>
 <code>summary.val_acc</code>); an unknown column is named below the filter and left out.</p>
 </div></details>
 <select id="runs-status" aria-label="status"><option value="">any status</option></select>
+<label class="muted"><input type="checkbox" id="runs-archived"> archived</label>
 <details class="columns"><summary>Columns</summary><div id="runs-columns"></div></details>
 <button type="button" id="runs-compare" disabled>Compare</button>
 <button type="button" id="runs-csv" title="the rows and columns shown, as CSV">CSV</button>

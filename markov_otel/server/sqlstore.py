@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from markov_otel.rules import next_status
+from markov_otel.server.marks import MarksQueries, marks_schema
 from markov_otel.server.points import COLUMNS_A_ROW, PointRow, SeriesPoints
 from markov_otel.server.records import (
     IDENTITY_FIELDS,
@@ -100,7 +101,7 @@ class BatchKey:
     digest: str
 
 
-class SqlStore(SeriesQueries):
+class SqlStore(SeriesQueries, MarksQueries):
     """Recordings and their points in a SQL database; subclasses supply the connection."""
 
     value_type = "REAL"
@@ -178,7 +179,13 @@ class SqlStore(SeriesQueries):
                 )
                 before, after = to_series_ids(bool(self._columns(cur, "series")))
             creates = statements(self.value_type, self.id_column)
-            for statement in [*before, *creates, *series_schema(self.value_type), *after]:
+            for statement in [
+                *before,
+                *creates,
+                *series_schema(self.value_type),
+                *marks_schema(),
+                *after,
+            ]:
                 self._run(cur, statement)
             for table, columns in UPGRADES.items():
                 have = self._columns(cur, table)
@@ -277,6 +284,7 @@ class SqlStore(SeriesQueries):
             if current is None or (scope is not None and current["project_id"] != scope):
                 return None
             self._update(cur, current, changes)
+            self._set_marks(cur, recording_id, changes)
             if "requirements" in changes:
                 sql = "UPDATE recordings SET requirements = ? WHERE recording_id = ?"
                 self._run(cur, sql, [json.dumps(changes["requirements"]), recording_id])
@@ -290,7 +298,7 @@ class SqlStore(SeriesQueries):
             merged = {**current[name], **(changes.get(name) or {})}
             if merged != current[name]:  # a batch mostly repeats them: no row version for that
                 sets[name] = json.dumps(merged)
-        for name in ("status", "notes", *TIME_FIELDS):
+        for name in ("status", "notes", "name", *TIME_FIELDS):
             if name in changes and changes[name] != current[name]:
                 sets[name] = changes[name]
         if not sets:

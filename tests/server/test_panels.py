@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from backend_fixture import Backend
 from otlp_bodies import new_id
@@ -285,3 +286,33 @@ def test_pages_fit_a_phone_in_light_and_dark(
     finally:
         context.close()
     assert errors == []
+
+
+def test_archived_runs_are_hidden_until_asked_for_and_tags_show(
+    browsing: Browsing, backend: Backend
+) -> None:
+    """Of 3 runs, the archived one is not in the table; the "archived" box shows it alone; a
+    run's tags are a column and match the text filter."""
+    ids = []
+    for n in range(3):
+        rid = new_id()
+        post_points(backend, rid, [("loss", 0, 1.0, T0)], **{"markov.recording.name": f"r{n}"})
+        ids.append(rid)
+    with httpx.Client(base_url=backend.url, headers=backend.headers) as client:
+        assert client.patch(f"/api/v1/recordings/{ids[0]}", json={"archived": True}).is_success
+        assert client.patch(f"/api/v1/recordings/{ids[1]}", json={"tags": ["best"]}).is_success
+    browsing.sign_in("/")
+    page = browsing.page
+    page.wait_for_selector("html[data-runs-ready='2']")
+    assert sorted(page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts()) == [
+        "r1", "r2"
+    ]  # fmt: skip
+    page.check("#runs-archived")
+    page.wait_for_selector("html[data-runs-ready='1']")
+    assert page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts() == ["r0"]
+    page.uncheck("#runs-archived")
+    page.fill("#runs-filter", "best")
+    page.wait_for_selector("html[data-runs-ready='1']")
+    assert page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts() == ["r1"]
+    assert page.locator("#runs-table th[data-col='tags']").count() == 1
+    assert browsing.errors == []

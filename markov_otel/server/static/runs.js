@@ -53,6 +53,8 @@
     { id: "duration", label: "duration", group: "run", get: function (r) { return r.duration; }, show: fmtDuration },
     { id: "points", label: "points", group: "run", get: function (r) { return r.points; } },
   ];
+  columns.push({ id: "tags", label: "tags", group: "run", get: function (r) { return (r.tags || []).join(" "); },
+    hidden: !runs.some(function (r) { return r.tags && r.tags.length; }) });
   if (!doc.project) columns.push({ id: "project", label: "project", group: "run", get: function (r) { return r.project; } });
   columns.push({ id: "id", label: "id", group: "run", get: function (r) { return r.id; }, hidden: true });
   [["params", "hyperparameters"], ["summary", "summary"]].forEach(function (pair) {
@@ -151,12 +153,15 @@
       }
     });
     if (status) tests.push(function (r) { return r.status === status; });
+    // Archived runs are out of the way unless asked for (and then only they are shown).
+    var archived = document.getElementById("runs-archived").checked;
+    tests.push(function (r) { return Boolean(r.archived) === archived; });
     return function (r) { return tests.every(function (t) { return t(r); }); };
   }
   var hay = new Map();
   function haystack(r) {
     if (!hay.has(r.id)) {
-      var parts = [r.id, r.name, r.status, r.project];
+      var parts = [r.id, r.name, r.status, r.project].concat(r.tags || []);
       ["params", "summary"].forEach(function (f) {
         Object.keys(r[f]).forEach(function (k) { parts.push(k + "=" + fmt(r[f][k])); });
       });
@@ -194,6 +199,7 @@
     if (!view) return;
     view.set("q", filterBox.value.trim());
     view.set("status", statusBox.value);
+    view.set("archived", document.getElementById("runs-archived").checked ? "1" : "");
     view.set("sort", state.sort === "start" && state.dir < 0 ? "" : state.sort);
     view.set("dir", state.sort === "start" && state.dir < 0 ? "" : state.dir > 0 ? "asc" : "desc");
   }
@@ -301,6 +307,7 @@
   var pending = 0;
   filterBox.addEventListener("input", function () { clearTimeout(pending); pending = setTimeout(render, 120); });
   statusBox.addEventListener("change", render);
+  document.getElementById("runs-archived").addEventListener("change", render);
   table.addEventListener("click", function (event) {
     var th = event.target.closest("th.sortable");
     if (!th) return;
@@ -326,6 +333,7 @@
   if (view) {  // a shared link's view
     filterBox.value = view.get("q") || "";
     if (view.get("status")) statusBox.value = view.get("status");
+    document.getElementById("runs-archived").checked = view.get("archived") === "1";
     var by = view.get("sort");
     if (by && columns.some(function (c) { return c.id === by; })) {
       state.sort = by;
