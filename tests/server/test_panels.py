@@ -316,3 +316,40 @@ def test_archived_runs_are_hidden_until_asked_for_and_tags_show(
     assert page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts() == ["r1"]
     assert page.locator("#runs-table th[data-col='tags']").count() == 1
     assert browsing.errors == []
+
+
+def test_parallel_coordinates_colour_by_a_metric_and_brush(
+    browsing: Browsing, backend: Backend, screenshots: Path
+) -> None:
+    """Lines take the colour scale of the chosen value (last loss: lowest dark purple, highest
+    yellow); dragging along that axis keeps the runs in the range (2 of 4), fades the others in
+    the plot, the legend and the table; a double-click clears the brush."""
+    ids = sweep(backend, runs=4)  # last loss rises with the run's index
+    browsing.sign_in("/")
+    page = browsing.page
+    page.goto(backend.url + "/compare?ids=" + ",".join(ids))
+    page.wait_for_selector(f"html[data-charts-ready='{len(KEYS)}']")
+    page.select_option("#pc-target", "last.loss")
+    strokes = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#parcoords path.pc-line')]"
+        ".map(p => [p.dataset.run, p.getAttribute('stroke')]))"
+    )
+    assert strokes[ids[0]] == "rgb(68,1,84)" and strokes[ids[3]] == "rgb(253,231,37)"
+    assert len(set(strokes.values())) == 4
+    grip = page.locator("#parcoords .pc-grip").last
+    box = grip.bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] - 20, steps=5)
+    page.mouse.up()
+    page.wait_for_selector("html[data-parcoords-kept='2']")
+    out = page.evaluate(
+        "[...document.querySelectorAll('#parcoords path.pc-out')].map(p => p.dataset.run)"
+    )
+    assert sorted(out) == sorted(ids[:2])
+    assert page.locator("#run-legend li.pc-out").count() == 2
+    page.screenshot(path=str(screenshots / "compare-parcoords-brush.png"), full_page=True)
+    page.locator("#parcoords .pc-grip").last.dblclick()
+    page.wait_for_selector("html[data-parcoords-kept='4']")
+    assert browsing.errors == []
