@@ -143,7 +143,9 @@ async def compare_page(store: Store, request: Request) -> Response:
     if not found:
         return layout("compare", "<p>None of the runs asked for can be shown.</p>", 404)
     keys = sorted({k for r in found for k in r["keys"]})
-    doc = {"runs": [run_row(r) for r in found], "keys": keys, "missing": missing}
+    marks = await run_in_threadpool(store.marks, [r["recording_id"] for r in found])
+    rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in found]
+    doc = {"runs": rows, "keys": keys, "missing": missing}
     note = f'<p class="muted">Not found: {escape(", ".join(missing))}</p>' if missing else ""
     body = f"""<h1>Compare {len(found)} runs</h1>{note}
 <div class="page-legend-box"><span class="muted" id="run-legend-key"></span>
@@ -156,7 +158,8 @@ async def compare_page(store: Store, request: Request) -> Response:
 <label>colour and last axis: <select id="pc-target"></select></label>
 <div id="parcoords" class="parcoords"></div></section>
 {_charts_section()}{_data("charts-data", doc)}"""
-    return layout("compare", body, scripts=(*_CHART_SCRIPTS, "compare.js"))
+    scripts = ("view.js", "panels.js", "groups.js", *_CHART_SCRIPTS[2:], "compare.js")
+    return layout("compare", body, scripts=scripts)
 
 
 def _visible(store: Store, grant: Grant, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -353,3 +353,45 @@ def test_parallel_coordinates_colour_by_a_metric_and_brush(
     page.locator("#parcoords .pc-grip").last.dblclick()
     page.wait_for_selector("html[data-parcoords-kept='4']")
     assert browsing.errors == []
+
+
+def test_groups_draw_a_mean_line_in_a_min_max_band_and_expand(
+    browsing: Browsing, backend: Backend, screenshots: Path
+) -> None:
+    """Grouped by `opt` (adam: runs 0 and 2, sgd: 1 and 3), each chart draws 2 lines, each the
+    mean of its runs with a band from their min to their max; expanding adam adds its 2 runs;
+    the grouping is in the URL and a fresh page shows it again."""
+    ids = []
+    for n in range(4):
+        rid = new_id()
+        points = [("loss", s, 2 + n / 10 - s / 100, T0 + s) for s in range(100)]
+        opt = ["adam", "sgd"][n % 2]
+        resource = {"markov.recording.name": f"run-{n}", "markov.hparam.opt": opt}
+        post_points(backend, rid, points, **resource)
+        ids.append(rid)
+    browsing.sign_in("/")
+    page = browsing.page
+    page.goto(backend.url + "/compare?ids=" + ",".join(ids))
+    page.wait_for_selector("html[data-charts-ready='1']")
+    page.select_option("#group-by", "opt")
+    u = "MarkovCharts.charts.loss.u"
+    page.wait_for_function(f"{u}.series.length === 7")
+    assert page.evaluate(f"{u}.bands.length") == 2
+    first = page.evaluate(f"[1, 2, 3, 4, 5, 6].map(i => {u}.data[i][0])")
+    expected = [2.1, 2.2, 2.0, 2.2, 2.3, 2.1]  # adam mean, max, min; sgd mean, max, min
+    assert [round(v, 9) for v in first] == expected, first
+    assert page.locator("#group-legend li").all_inner_texts() == [
+        "opt = adam (2 runs) ▸", "opt = sgd (2 runs) ▸"
+    ]  # fmt: skip
+    page.click("#group-legend li[data-group='adam'] button")
+    page.wait_for_function(f"{u}.series.length === 9")
+    page.screenshot(path=str(screenshots / "compare-groups.png"), full_page=True)
+    assert "group=opt" in page.url and "expand=adam" in page.url
+    again = browsing.context.new_page()
+    again.goto(page.url)
+    again.wait_for_selector("html[data-charts-ready='1']")
+    again.wait_for_function(f"{u}.series.length === 9")
+    assert again.input_value("#group-by") == "opt"
+    page.select_option("#group-by", "")
+    page.wait_for_function(f"{u}.series.length === 9 && {u}.bands.length === 0")
+    assert browsing.errors == []

@@ -25,6 +25,7 @@
 
   var options = { smoothing: 0, log: false, x: "step" };
   var panels = window.MarkovPanels, view = window.MarkovView;  // panels.js, view.js (optional)
+  var groups = window.MarkovGroups;  // groups.js: one line per group of runs (optional)
   var series = {};   // key -> run id -> {points: [[step, value, t]], last, lastStep, appended}
   var charts = {};   // key -> {key, figure, holder, legend, u, tables, zoom}
   var grid = document.getElementById("charts");
@@ -123,8 +124,12 @@
       var s = series[key] && series[key][run.id];
       return table(run, s ? s.points : []);
     });
+    if (groups && groups.active()) {
+      var grouped = groups.build(tables, options.smoothing);
+      return { tables: tables, data: grouped.data, grouped: grouped };
+    }
     var joined = uPlot.join(tables.map(function (t) { return [t.xs, t.raw, t.smooth]; }));
-    return { tables: tables, data: joined };
+    return { tables: tables, data: joined, grouped: null };
   }
 
   // -- drawing ----------------------------------------------------------------------------------
@@ -137,7 +142,9 @@
       lines.push({ label: (run.name || run.id) + " (smoothed)", stroke: run.colour, width: 1.75,
         show: smooth, spanGaps: false, points: { show: false } });
     });
+    if (chart.grouped) lines = chart.grouped.series;
     return {
+      bands: chart.grouped ? chart.grouped.bands : [],
       width: width, height: 240, legend: { show: false },
       cursor: { drag: { x: true, y: false }, sync: { key: "markov-charts" }, focus: { prox: 16 } },
       focus: { alpha: 0.3 },
@@ -148,7 +155,7 @@
       series: lines,
       hooks: {
         setSeries: [function (u, i) {
-          if (panels) panels.focus(i === null || i < 1 ? null : runs[(i - 1) >> 1].id);
+          if (panels && !chart.grouped) panels.focus(i === null || i < 1 ? null : runs[(i - 1) >> 1].id);
         }],
         setCursor: [function (u) { readout(chart, u); }],
         draw: [function (u) { drawMarks(chart, u); }],
@@ -181,6 +188,7 @@
   function draw(chart) {
     var built = chartData(chart.key);
     chart.tables = built.tables;
+    chart.grouped = built.grouped;
     if (chart.u) chart.u.destroy();
     chart.holder.innerHTML = "";
     var width = Math.max(300, chart.holder.clientWidth || 600);
@@ -190,6 +198,7 @@
   }
   function refresh(chart) {  // new points, same options: keep the zoom the user chose
     if (chart.zoom) return;
+    if (chart.grouped) { draw(chart); return; }  // groups may gain runs: a new chart
     var built = chartData(chart.key);
     chart.tables = built.tables;
     chart.u.setData(built.data, true);
@@ -384,7 +393,7 @@
     document.getElementById("x-axis").value = options.x;
   }
 
-  window.MarkovCharts = { runs: runs, series: series, charts: charts, options: options };
+  window.MarkovCharts = { runs: runs, series: series, charts: charts, options: options, redraw: redrawAll };
   var ids = runs.map(function (r) { return r.id; });
   Promise.all(doc.keys.map(function (key) { return loadKey(key, ids); })).then(function () {
     var origins = [];
