@@ -56,7 +56,10 @@
     var after = Object.keys(sections).filter(function (n) { return rank(n) > rank(name); })
       .sort(function (a, b) { return rank(a) < rank(b) ? -1 : 1; })[0];
     grid.insertBefore(box, after ? sections[after].box : null);
+    var wasOpen = box.open;  // the toggle event of setting `open` above is not the user's
     box.addEventListener("toggle", function () {
+      if (box.open === wasOpen) return;
+      wasOpen = box.open;
       // A collapsed section's charts were drawn at a guessed width: fit them now.
       window.dispatchEvent(new Event("resize"));
       if (name === "System") { if (box.open) state.open.add("System"); else state.open.delete("System"); }
