@@ -14,16 +14,17 @@ or a backend URL (`http://…`, `https://…`), read with the configured API key
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from markov_otel.config import Settings
+from markov_otel.config import Settings, redact_url
 from markov_otel.errors import BackendError, ConfigError
 from markov_otel.rules import flatten_params
 from markov_otel.shipping import runs as local
@@ -31,7 +32,17 @@ from markov_otel.shipping.spool import check_run_id
 
 Source = str | os.PathLike[str] | None
 
-__all__ = ["Distribution", "Point", "Text", "distributions", "history", "points", "runs", "texts"]
+__all__ = [
+    "Distribution",
+    "Point",
+    "Text",
+    "distributions",
+    "history",
+    "points",
+    "resolve_id",
+    "runs",
+    "texts",
+]
 
 _RUNNING = ("running", "registered")
 
@@ -79,13 +90,37 @@ def runs(source: Source = None, *, project_id: str | None = None) -> Any:
     return frame.sort_values("start", kind="stable", na_position="first").reset_index(drop=True)
 
 
-def history(run_id: str, keys: Iterable[str] | None = None, *, source: Source = None) -> Any:
+def history(
+    run_id: str | Sequence[str],
+    keys: Iterable[str] | None = None,
+    *,
+    source: Source = None,
+    max_points: int | None = None,
+) -> Any:
     """A DataFrame indexed by step, one column per key (all keys unless `keys` names some) and
     `time`, when that step was recorded (UTC; `_time` if a key is itself named "time"). A key
     recorded twice at one step shows its last value, as W&B and TensorBoard do; `points()` and
-    `mkv export` give every point."""
+    `mkv export` give every point.
+
+    Given a list of ids, a dict {id: DataFrame} in that order; from a backend they come in one
+    request per 100 runs. `max_points` (backend only) has the backend downsample each key to at
+    most that many points, each step bucket's smallest and largest value (a spike survives)."""
     pd = _pandas()
     wanted = None if keys is None else _keys(keys)
+    many = not isinstance(run_id, str)
+    ids = list(run_id) if many else [str(run_id)]
+    if _is_url(source):
+        frames = _backend_history(str(source), ids, wanted, max_points)
+    elif max_points is not None:
+        raise ConfigError(
+            "max_points downsamples on a backend (source='http://…'); a local run is read whole"
+        )
+    else:
+        frames = {rid: _local_history(pd, rid, wanted, source) for rid in ids}
+    return frames if many else frames[ids[0]]
+
+
+def _local_history(pd: Any, run_id: str, wanted: list[str] | None, source: Source) -> Any:
     long = pd.DataFrame(
         [(p.step, p.time_unix_nano, p.key, p.value) for p in points(run_id, wanted, source=source)],
         columns=["step", "time", "key", "value"],
@@ -256,6 +291,32 @@ def _attributes(key_values: Any) -> dict[str, Any]:
     return out
 
 
+def resolve_id(given: str, *, source: Source = None) -> str:
+    """The recording id `given` names in `source`: itself, or the one id that starts with it (as
+    git takes a commit). ConfigError when none or several match, naming the candidates."""
+    if not _is_url(source):
+        return local.resolve_run_id(_local_base(source), given)
+    base = str(source)
+    check_run_id(given)
+    try:
+        _get(base, f"/api/v1/recordings/{given}")
+        return given
+    except ConfigError:  # 404: not a whole id there; a start of one?
+        pass
+    ids = [str(r.get("recording_id")) for r in _get(base, "/api/v1/recordings")]
+    found = sorted(i for i in ids if i.startswith(given))
+    if len(found) == 1:
+        return found[0]
+    where = redact_url(base)
+    if not found:
+        raise ConfigError(f"no recording {given!r} on {where}; its runs page lists them: {where}/")
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    raise ConfigError(
+        f"{given!r} is the start of {len(found)} recordings on {where} ({shown}); "
+        "give more of the id"
+    )
+
+
 # -- local runs --------------------------------------------------------------------------------
 
 
@@ -316,7 +377,7 @@ def _is_url(source: Source) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
-def _get(base: str, path: str, params: dict[str, str] | None = None) -> Any:
+def _get(base: str, path: str, params: dict[str, Any] | None = None) -> Any:
     """One GET on the backend with the configured API key; our errors, not requests'."""
     from markov_otel.shipping.transport import BackendClient, Refused, Retry, Target
 
@@ -344,6 +405,62 @@ def _backend_points(base: str, run_id: str, wanted: set[str] | None) -> Iterator
     ]
     found.sort(key=lambda p: (p.time_unix_nano, p.step))  # record order, as points() says
     yield from found
+
+
+_HISTORY_IDS = 100  # recordings per GET /api/v1/history (the server's limit)
+
+
+def _backend_history(
+    base: str, ids: list[str], wanted: list[str] | None, max_points: int | None
+) -> dict[str, Any]:
+    """{id: frame} from GET /api/v1/history: packed arrays, one request per 100 recordings."""
+    frames: dict[str, Any] = {}
+    for start in range(0, len(ids), _HISTORY_IDS):
+        chunk = [check_run_id(rid) for rid in ids[start : start + _HISTORY_IDS]]
+        params: dict[str, Any] = {"ids": ",".join(chunk)}
+        if wanted is not None:
+            params["key"] = wanted
+        if max_points is not None:
+            params["max_points"] = str(max_points)
+        for run in _get(base, "/api/v1/history", params)["runs"]:
+            frames[run["recording_id"]] = _packed_frame(run["keys"], wanted)
+    return {rid: frames[rid] for rid in ids}
+
+
+def _packed_frame(packed: dict[str, dict[str, Any]], wanted: list[str] | None) -> Any:
+    """The wide frame of one run from its keys' packed arrays (each by step, then time), built
+    in numpy: the union of the steps, each key's values placed at theirs."""
+    import numpy as np
+
+    pd = _pandas()
+    found = {}
+    for key, arrays in packed.items():
+        step = _array(np, arrays["step"], "<i8")
+        last = np.ones(len(step), dtype=bool)  # the last point of each step: the latest time
+        last[:-1] = step[1:] != step[:-1]
+        value, time = _array(np, arrays["value"], "<f8"), _array(np, arrays["time"], "<i8")
+        found[key] = (step[last], value[last], time[last])
+    columns = wanted if wanted is not None else sorted(packed)
+    each = [f[0] for f in found.values()] or [np.empty(0, "<i8")]
+    same = all(len(s) == len(each[0]) and (s == each[0]).all() for s in each[1:])
+    steps = each[0] if same else np.unique(np.concatenate(each))  # keys mostly share steps
+    when = np.full(len(steps), np.iinfo(np.int64).min, dtype=np.int64)
+    data = {}
+    for key in columns:
+        data[key] = np.full(len(steps), np.nan)
+        if key in found:
+            step, value, time = found[key]
+            at = np.searchsorted(steps, step)
+            data[key][at] = value
+            when[at] = np.maximum(when[at], time)
+    wide = pd.DataFrame(data, index=pd.Index(steps.astype("int64"), name="step"), columns=columns)
+    time_column = "_time" if "time" in columns else "time"
+    wide[time_column] = pd.to_datetime(when, unit="ns", utc=True)
+    return wide
+
+
+def _array(np: Any, packed: str, dtype: str) -> Any:
+    return np.frombuffer(base64.b64decode(packed), dtype)
 
 
 def _backend_runs(base: str, project_id: str | None) -> list[dict[str, Any]]:

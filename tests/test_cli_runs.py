@@ -201,6 +201,41 @@ def test_sync_state_in_words(
     ), said
 
 
+def test_a_run_sent_to_another_backend_is_not_unsent_here(
+    backend: Backend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run synced whole to backend A, seen from a shell pointing at backend B: `mkv runs` says
+    `sent-elsewhere` (not N-unsent), `mkv show` names A and proposes no `mkv sync` to B, and
+    `mkv sync --all` leaves it alone (B stores no recording)."""
+    rid = record().recording_id
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    assert run(["sync", rid, "--endpoint", backend.url], capsys)[0] == 0
+    other = Backend(tmp_path / "other", token=backend.token)
+    try:
+        monkeypatch.setenv("MARKOV_ENDPOINT", other.url)
+        row = run(["runs"], capsys)[1].splitlines()[1]
+        assert row.startswith(rid) and row.endswith(" sent-elsewhere"), row
+        said = fields(run(["show", rid], capsys)[1])["sync"]
+        assert said == f"all sent to {backend.url}; not to {other.url}, the endpoint set here"
+        code, out, _ = run(["sync", "--all"], capsys)
+        assert code == 0 and f"{rid}: synced" not in out
+        assert "left 1 runs sent whole to other backends" in out
+        listed = subprocess.run(
+            ["curl", "-sf", "-H", f"Authorization: Bearer {other.token}",
+             f"{other.url}/api/v1/recordings"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stdout
+        # Named, it is copied: the user asked for this backend explicitly.
+        assert run(["sync", rid], capsys)[0] == 0
+        assert run(["runs"], capsys)[1].splitlines()[1].endswith(" sent")
+    finally:
+        other.stop()
+
+
 # -- config, env, serve -------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from backend_fixture import Backend, online_recorder
 
 from markov_otel import ExperimentRecorder, RecordingMode, read
 from markov_otel.cli.main import main
+from markov_otel.errors import ConfigError
 
 INF = float("inf")
 # step -> record; loss carries NaN and both infinities, val/loss only every other step.
@@ -248,3 +249,99 @@ def test_missing_optional_packages_are_named(exported: ExperimentRecorder) -> No
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "markov-otel[parquet]" in result.stderr
+
+
+def test_export_by_prefix_from_the_backend(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`mkv export PREFIX --endpoint URL` resolves the prefix against the backend (the run is not
+    in the local runs directory) and writes every point; an unknown prefix exits 1 naming the
+    backend and leaves no file."""
+    recorder = online_recorder(backend.url, backend.token)
+    record(recorder)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    monkeypatch.setenv("MARKOV_DIR", str(tmp_path / "elsewhere"))  # nothing local
+    out = tmp_path / "points.jsonl"
+    prefix = recorder.recording_id[:8]
+    args = ["export", prefix, "--endpoint", backend.url, "--format", "jsonl", "-o", str(out)]
+    assert main(args) == 0
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    check_rows([(d["step"], d["time"], d["key"], float(d["value"])) for d in docs], recorder)
+    missing = tmp_path / "missing.parquet"
+    args = ["export", "zzzz", "--endpoint", backend.url, "--format", "parquet", "-o", str(missing)]
+    assert main(args) == 1
+    assert list(tmp_path.glob("*missing*")) == []  # neither the file nor a partial one
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_failed_export_leaves_no_file(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fmt: str
+) -> None:
+    """An export that fails once writing has begun (the backend killed: every read after the
+    id is resolved fails) exits 1 and leaves neither the file nor a partial one."""
+    pytest.importorskip("pyarrow")
+    recorder = online_recorder(backend.url, backend.token)
+    record(recorder)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    from markov_otel import read as reader
+
+    run_id = recorder.recording_id
+    points = reader.points(run_id, source=backend.url)
+    backend.kill()  # the generator reads only when the writer asks for the first point
+    from markov_otel.cli import export
+    from markov_otel.errors import MarkovError
+
+    out = tmp_path / f"points.{fmt}"
+    with pytest.raises(MarkovError):
+        export.write_file(points, fmt, out)
+    assert list(tmp_path.glob("*points*")) == []
+
+
+def test_csv_export_neutralises_formulas_and_quotes_carriage_returns(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keys beginning `=`, `+`, `-`, `@`, tab or CR get a leading `'` in CSV (OWASP); a key
+    holding `\\r` is quoted, so the csv module reads back exactly one row per point."""
+    keys = ["=cmd|' /C calc'!A0", "+1", "-2", "@SUM(1)", "\tx", "\ry", "a\rb", "plain", 'q"uote']
+    recorder = ExperimentRecorder("csv", recording_mode=RecordingMode.OFFLINE)
+    with recorder:
+        recorder.add_record(dict.fromkeys(keys, -1.5), step=0)
+    assert main(["export", recorder.recording_id]) == 0
+    out = capsys.readouterr().out
+    rows = list(csv.reader(io.StringIO(out, newline="")))
+    assert rows[0] == ["step", "time", "key", "value"] and len(rows) == len(keys) + 1
+    got = sorted(k for _, _, k, _ in rows[1:])
+    want = sorted(("'" + k if k[0] in "=+-@\t\r" else k) for k in keys)
+    assert got == want
+    assert {v for *_, v in rows[1:]} == {"-1.5"}  # numbers stay numbers, sign and all
+
+
+def test_history_of_several_runs_from_the_backend_in_one_call(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """history([ids], source=URL) gives {id: frame} in the order asked, each frame equal to the
+    run's local copy; a key one run lacks is a NaN column there; max_points=10 leaves at most
+    10 points per key and keeps the one spike; max_points on a local run is a ConfigError."""
+    first = online_recorder(backend.url, backend.token)
+    record(first)
+    second = online_recorder(backend.url, backend.token, name="long")
+    with second:
+        for step in range(500):
+            second.add_record({"loss": 1000.0 if step == 321 else step / 500}, step=step)
+            if step % 2:
+                second.add_record({"loss": step / 1000}, step=step)  # twice at a step: last wins
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    ids = [second.recording_id, first.recording_id]
+    frames = read.history(ids, ["loss", "acc"], source=backend.url)
+    assert list(frames) == ids
+    for rid in ids:
+        pd.testing.assert_frame_equal(frames[rid], read.history(rid, ["loss", "acc"]))
+    long = frames[second.recording_id]
+    assert len(long) == 500 and long["acc"].isna().all()
+    assert long.at[7, "loss"] == 7 / 1000 and long.at[8, "loss"] == 8 / 500
+    small = read.history(ids, ["loss"], source=backend.url, max_points=10)
+    few = small[second.recording_id]
+    assert 2 <= len(few) <= 10 and few["loss"].max() == 1000.0 and 321 in few.index
+    assert set(small[first.recording_id].index) <= set(RECORDED)
+    with pytest.raises(ConfigError, match="max_points"):
+        read.history(first.recording_id, source=None, max_points=10)

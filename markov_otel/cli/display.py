@@ -72,9 +72,12 @@ def size_pair(done: float, total: float) -> str:
 
 
 def sync_cell(state: SyncState, mode: str) -> str:
-    """The SYNC column: `sent`, `local` (offline, never synced), `5-unsent`; `+2-refused`."""
+    """The SYNC column: `sent`, `local` (offline, never synced), `5-unsent`; `+2-refused`;
+    `sent-elsewhere`: never sent to this backend, but whole on another one."""
     if state.unsent == 0:
         text = "sent"
+    elif state.elsewhere:
+        text = "sent-elsewhere"
     elif state.never_sent and mode == "offline":
         text = "local"
     else:
@@ -87,6 +90,8 @@ def sync_line(state: SyncState, mode: str, run_id: str) -> str:
     where = state.backend or "the backend"
     if state.unsent == 0:
         text = f"all sent to {where}"
+    elif state.elsewhere:  # not unsent: sent to the backend it was meant for, not this one
+        text = f"all sent to {', '.join(state.elsewhere)}; not to {where}, the endpoint set here"
     elif state.never_sent and mode == "offline":
         text = (
             f"local only (recorded offline, never synced); `mkv sync {run_id}` sends it to {where}"

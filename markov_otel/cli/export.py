@@ -4,8 +4,11 @@ Parquet.
 `time` is the record time in UTC, ISO 8601 with nanoseconds (`2024-05-01T12:01:05.123456789Z`)
 in CSV and JSON Lines, a `timestamp[ns, UTC]` column in Parquet. Non-finite values are `NaN`,
 `Infinity`, `-Infinity` in CSV (Python's float() and pandas read them back) and the same strings
-in JSON Lines (as the protocol writes them: JSON has no bare NaN). CSV and JSON Lines need
-nothing beyond the standard library; Parquet needs pyarrow (the extra `markov-otel[parquet]`).
+in JSON Lines (as the protocol writes them: JSON has no bare NaN). A CSV key that a spreadsheet
+would run as a formula (it begins with `=`, `+`, `-`, `@`, a tab or a carriage return) is written
+with a leading `'`, as OWASP advises; a key holding a comma, quote or line break is quoted. CSV
+and JSON Lines need nothing beyond the standard library; Parquet needs pyarrow (the extra
+`markov-otel[parquet]`).
 
 `--distributions KEY` and `--texts KEY` write a key's recorded arrays (one row per step: step,
 time, count, sum, min, max, zero_count, scale, positive_offset, positive, negative_offset,
@@ -14,9 +17,9 @@ negative, the non-finite counts) or texts (step, time, text) instead, as JSON Li
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,22 +58,49 @@ def write_stream(points: Iterable[Point], fmt: str, stream: TextIO) -> int:
 
 
 def write_file(points: Iterable[Point], fmt: str, path: Path) -> int:
-    """Write a file in `fmt`; the number of points written."""
-    if fmt == "parquet":
-        return _write_parquet(points, path)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        return write_stream(points, fmt, fh)
+    """Write a file in `fmt`; the number of points written. Written beside `path` and renamed
+    into place when complete: a failed export (an unknown run, a backend gone mid-way) leaves
+    no file, and an existing file is untouched until the new one is whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if fmt == "parquet":
+            count = _write_parquet(points, partial)
+        else:
+            with open(partial, "w", encoding="utf-8", newline="") as fh:
+                count = write_stream(points, fmt, fh)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet may read as the start of a formula (OWASP, "CSV Injection")."""
 
 
 def _write_csv(points: Iterable[Point], stream: TextIO) -> int:
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    stream.write(",".join(COLUMNS) + "\n")
     count = 0
     for p in points:
-        value = text_value(p.value)
-        writer.writerow((p.step, iso_time(p.time_unix_nano), p.key, _csv_number(value)))
+        value = _csv_number(text_value(p.value))
+        stream.write(f"{p.step},{iso_time(p.time_unix_nano)},{csv_cell(csv_text(p.key))},{value}\n")
         count += 1
     return count
+
+
+def csv_cell(text: str) -> str:
+    """RFC 4180 quoting, of a lone "\r" too: the csv module's QUOTE_MINIMAL leaves one bare when
+    the line ends in "\n", and a spreadsheet splits the row on it."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def csv_text(text: str) -> str:
+    """A free-text cell a spreadsheet shows as text: one that begins like a formula gets a
+    leading apostrophe, as OWASP advises (keys are the only free text of an export)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def _csv_number(value: str | float | int) -> str:

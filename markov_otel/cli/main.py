@@ -122,6 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     export.set_defaults(run=cmd_export)
 
+    manage = {
+        "tag": "add tags to a run on the backend (--remove: take them off)",
+        "note": "set a run's notes on the backend",
+        "archive": "archive a run on the backend: the runs page hides it (--undo: bring it back)",
+        "rm": "delete a run on the backend, with every point of it (asks unless --yes)",
+    }
+    for name, text in manage.items():
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("run_id", metavar="RUN", help="a recording id, or a unique start")
+        if name == "tag":
+            command.add_argument("tags", nargs="+", metavar="TAG")
+            command.add_argument("--remove", action="store_true", help="take these tags off")
+        elif name == "note":
+            command.add_argument("text", metavar="TEXT", help="the notes ('' clears them)")
+        elif name == "archive":
+            command.add_argument("--undo", action="store_true", help="unarchive")
+        else:
+            command.add_argument("--yes", action="store_true", help="do not ask")
+        command.add_argument("--endpoint", help="backend URL (default: MARKOV_ENDPOINT / config)")
+        command.set_defaults(run=cmd_manage, command=name)
+
     env = sub.add_parser("env", help="rebuild a run's environment")
     env.add_argument("what", choices=["requirements", "venv", "conda"])
     env.add_argument("run_id", metavar="RUN")
@@ -253,7 +274,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{display.local_time(timing.started_at):16} {display.duration_cell(timing):>8} "
             f"{runs.point_count(spool, info):>8}  {display.sync_cell(state, str(info.get('mode')))}"
         )
-    print(f"SYNC: against {redact_url(settings.endpoint)}; `mkv show RUN` says more")
+    print(
+        f"SYNC: against {redact_url(settings.endpoint)} (sent-elsewhere: whole on another "
+        "backend); `mkv show RUN` says more"
+    )
     return 0
 
 
@@ -318,9 +342,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings(args)
     ids = [runs.resolve_run_id(settings.dir, given) for given in args.run_ids]
     if args.all:
-        ids += [
-            r for r in runs.run_ids(settings.dir) if r not in ids and _has_work(settings, r, args)
-        ]
+        work = {r: _work(settings, r, args) for r in runs.run_ids(settings.dir) if r not in ids}
+        ids += [r for r, what in work.items() if what == "send"]
+        if elsewhere := sum(what == "elsewhere" for what in work.values()):
+            print(
+                f"left {elsewhere} runs sent whole to other backends (`mkv sync RUN` copies one "
+                f"to {redact_url(settings.endpoint)})"
+            )
     elif not ids:
         raise ConfigError("name the runs to sync (mkv sync RUN …) or pass --all")
     if not ids:
@@ -330,12 +358,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 1 if refused else 0  # a script must notice data the backend does not have
 
 
-def _has_work(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
-    """Whether `mkv sync --all` has anything to do for a run: unsent lines, or set-aside lines
-    when resending those."""
+def _work(settings: Settings, run_id: str, args: argparse.Namespace) -> str:
+    """What `mkv sync --all` does with a run: "send" (unsent lines, or set-aside lines when
+    resending those), "elsewhere" (never sent here, whole on another backend: left alone),
+    or "" (nothing to do)."""
     spool = runs.open_run(settings.dir, run_id)
     state = runs.sync_state(spool, settings.endpoint)
-    return state.unsent > 0 or (args.resend_set_aside and state.set_aside > 0)
+    if state.elsewhere:
+        return "elsewhere"
+    return "send" if state.unsent > 0 or (args.resend_set_aside and state.set_aside) else ""
 
 
 def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
@@ -381,12 +412,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from markov_otel.cli import export
 
     settings = _settings(args)
-    if args.endpoint:
-        source: str | Path = settings.endpoint
-        run_id = check_run_id(args.run_id)
-    else:
-        source = settings.dir
-        run_id = runs.resolve_run_id(settings.dir, args.run_id)
+    source: str | Path = settings.endpoint if args.endpoint else settings.dir
+    run_id = read.resolve_id(args.run_id, source=source)
     if args.distributions or args.texts:
         return _export_rows(args, run_id, source)
     points = read.points(run_id, source=source)
@@ -415,6 +442,52 @@ def _export_rows(args: argparse.Namespace, run_id: str, source: str | Path) -> i
     else:
         export.write_rows_stream(rows, args.format, sys.stdout)
     return 0
+
+
+def cmd_manage(args: argparse.Namespace) -> int:
+    """`mkv tag/note/archive/rm RUN`: one change to a run on the backend."""
+    from markov_otel import read
+    from markov_otel.shipping.transport import BackendClient, Refused, Retry, Target
+
+    settings = _settings(args)
+    where = redact_url(settings.endpoint)
+    run_id = read.resolve_id(args.run_id, source=settings.endpoint)
+    path = f"/api/v1/recordings/{run_id}"
+    client = BackendClient(Target.markov(settings), 30.0)
+    try:
+        if args.command == "rm":
+            if not args.yes and not _confirmed(f"delete {run_id} and all its points on {where}?"):
+                print("not deleted")
+                return 1
+            client.call("DELETE", path)
+            print(f"deleted {run_id} on {where}")
+            return 0
+        if args.command == "tag":
+            have = list(client.call("GET", path).get("tags") or [])
+            tags = [t for t in have if t not in args.tags] if args.remove else have + args.tags
+            body: dict[str, Any] = {"tags": list(dict.fromkeys(tags))}
+        elif args.command == "note":
+            body = {"notes": args.text}
+        else:
+            body = {"archived": not args.undo}
+        found = client.call("PATCH", path, json=body)
+    except (Refused, Retry) as exc:
+        raise ConfigError(f"{where} did not take the change to {run_id}: {exc}") from exc
+    finally:
+        client.close()
+    if args.command == "tag":
+        print(f"{run_id} tags: {' '.join(found.get('tags') or []) or '(none)'}")
+    elif args.command == "note":
+        print(f"{run_id} notes set on {where}")
+    else:
+        print(f"{run_id} {'unarchived' if args.undo else 'archived'} on {where}")
+    return 0
+
+
+def _confirmed(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{question} Not on a terminal: pass --yes to delete")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
 def cmd_env(args: argparse.Namespace) -> int:

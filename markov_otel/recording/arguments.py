@@ -12,6 +12,7 @@ from typing import Any
 
 from markov_otel.config import EXPLICIT, Settings
 from markov_otel.errors import ConfigError
+from markov_otel.extras import serve_step
 from markov_otel.rules import DEFAULT_MAX_BATCH_BYTES
 from markov_otel.weather import SayOnce
 
@@ -107,8 +108,8 @@ def note_recording_locally(settings: Settings, recording_id: str, run_dir: Path)
     _LOCAL_NOTE.say(
         "local", logging.WARNING,
         "markov_otel: no backend configured, so recording %s is kept locally in %s. To go "
-        "online: `mkv serve --token T` (or your team's backend), `mkv config set endpoint URL` "
+        "online: %s with `--token T` (or your team's backend), `mkv config set endpoint URL` "
         "and `mkv config set api_key T`; then "
         "`mkv sync %s` uploads this run (`mkv mode offline` silences this note)",
-        recording_id, run_dir, recording_id,
+        recording_id, run_dir, serve_step(), recording_id,
     )  # fmt: skip

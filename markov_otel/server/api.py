@@ -68,11 +68,31 @@ class Api:
         base = self.public_url or str(request.base_url)
         return f"{base.rstrip('/')}/recordings/{recording_id}"
 
-    def present(self, request: Request, recording: dict[str, Any]) -> dict[str, Any]:
+    def present(
+        self, request: Request, recording: dict[str, Any], marks: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         out = dict(recording)
         out.setdefault("keys", [])
         out["experiment_url"] = self.url_of(request, recording["recording_id"])
+        out.update(marks or {"tags": [], "archived": False})
         return out
+
+    async def presented(self, request: Request, recordings: list[dict[str, Any]]) -> list[Any]:
+        """The recordings as answered, with their tags and archived mark."""
+        ids = [r["recording_id"] for r in recordings]
+        marks = await run_in_threadpool(self.store.marks, ids)
+        return [self.present(request, r, marks.get(r["recording_id"])) for r in recordings]
+
+    async def delete(self, request: Request) -> Response:
+        """DELETE a recording and all of it; a scoped token only in its own project (404
+        elsewhere, as for reads: no existence leak)."""
+        recording_id = rules.check_id(request.path_params["recording_id"])
+        grant: Grant = request.state.grant
+        async with self.gate.slot():
+            done = await run_in_threadpool(self.store.delete, recording_id, grant.project_id)
+        if not done:
+            raise not_found(recording_id)
+        return Response(status_code=204)
 
     async def readable(self, request: Request) -> dict[str, Any]:
         """The recording named in the path, if this request may see it (400/404 if not)."""
@@ -107,7 +127,7 @@ class Api:
             )
         if recording is None:
             raise not_found(recording_id)
-        return json_response(self.present(request, recording))
+        return json_response((await self.presented(request, [recording]))[0])
 
     async def list(self, request: Request) -> Response:
         project_id = request.query_params.get("project_id")
@@ -117,15 +137,15 @@ class Api:
         elif grant.project_id is not None:
             project_id = grant.project_id
         recordings = await run_in_threadpool(self.store.list_recordings, project_id)
-        return json_response([self.present(request, r) for r in recordings])
+        return json_response(await self.presented(request, recordings))
 
     async def get(self, request: Request) -> Response:
         return json_response(await self.with_last_step(request, await self.readable(request)))
 
     async def with_last_step(self, request: Request, recording: dict[str, Any]) -> dict[str, Any]:
-        """The recording as presented, with `last_step`: a recorder resuming it from a fresh run
-        dir (another machine) continues its steps after that one."""
-        out = self.present(request, recording)
+        """The recording as presented (tags, archived), with `last_step`: a recorder resuming it
+        from a fresh run dir (another machine) continues its steps after that one."""
+        out = (await self.presented(request, [recording]))[0]
         out["last_step"] = await run_in_threadpool(self.store.last_step, recording["recording_id"])
         return out
 
@@ -184,7 +204,7 @@ def api_routes(store: Store, limit: int, public_url: str | None, gate: IngestGat
     one = "/api/v1/recordings/{recording_id}"
     return [
         route_by_method("/api/v1/recordings", GET=api.list, POST=api.register),
-        route_by_method(one, GET=api.get, PATCH=api.patch),
+        route_by_method(one, GET=api.get, PATCH=api.patch, DELETE=api.delete),
         Route(one + "/records", api.records, methods=["GET"]),
         Route(one + "/alerts", api.alerts, methods=["GET"]),
         Route(one + "/distributions", api.distributions, methods=["GET"]),

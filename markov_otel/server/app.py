@@ -36,6 +36,7 @@ from markov_otel.server.browser_auth import (
 )
 from markov_otel.server.edges import HttpEdges
 from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST, IngestGate
+from markov_otel.server.history import history_routes
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.openapi import openapi_document
 from markov_otel.server.pages import page_routes
@@ -99,6 +100,7 @@ def routes(
         *ingest,
         *api_routes(store, limit, public_url, gate),
         *series_routes(store),
+        *history_routes(store),
         *page_routes(store),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

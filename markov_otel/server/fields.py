@@ -26,6 +26,7 @@ from markov_otel.rules import (
     check_time,
     flatten_params,
 )
+from markov_otel.server.marks import check_tags
 from markov_otel.server.records import IDENTITY_FIELDS, JSON_FIELDS, NON_FINITE, TIME_FIELDS
 
 __all__ = [
@@ -105,9 +106,15 @@ def patch_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     for name in JSON_FIELDS:
         if body.get(name) is not None:
             changes[name] = canonical_params(name, body[name])
-    for name in ("status", "notes"):
+    for name in ("status", "notes", "name"):
         if body.get(name) is not None:
             changes[name] = text(name, body[name])
+    if body.get("tags") is not None:
+        changes["tags"] = check_tags(body["tags"])
+    if body.get("archived") is not None:
+        if not isinstance(body["archived"], bool):
+            raise ConfigError("archived must be true or false")
+        changes["archived"] = body["archived"]
     if body.get("requirements") is not None:  # environment.json keeps its own structure
         changes["requirements"] = check_params("requirements", body["requirements"])
     _times(body, changes)

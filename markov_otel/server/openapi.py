@@ -95,6 +95,15 @@ _SCHEMAS: dict[str, Any] = {
                 "back to running (a resume); a batch's resource status never does",
             },
             "notes": _LONG_TEXT,
+            "name": _TEXT,
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                "maxItems": 50,
+                "nullable": True,
+                "description": "replaces the recording's tags",
+            },
+            "archived": {"type": "boolean", "nullable": True},
             "requirements": _NULLABLE_OBJ,
             "started_at": _TIME,
             "ended_at": _TIME,
@@ -128,6 +137,8 @@ _SCHEMAS: dict[str, Any] = {
                 "nullable": True,
                 "description": "the highest stored step (register and get only)",
             },
+            "tags": {"type": "array", "items": _STR},
+            "archived": {"type": "boolean"},
         },
     },
     "Limits": {
@@ -193,6 +204,39 @@ _SCHEMAS["Series"] = {
 }
 
 
+_PACKED = {"type": "string", "format": "byte", "description": "base64 of a little-endian array"}
+_SCHEMAS["History"] = {
+    "type": "object",
+    "required": ["max_points", "runs"],
+    "properties": {
+        "max_points": {"type": "integer", "nullable": True},
+        "runs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["recording_id", "keys"],
+                "properties": {
+                    "recording_id": _STR,
+                    "keys": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "required": ["n", "step", "value", "time"],
+                            "properties": {
+                                "n": {"type": "integer", "minimum": 0},
+                                "step": {**_PACKED, "description": "int64 steps, base64"},
+                                "value": {**_PACKED, "description": "float64 values, base64"},
+                                "time": {**_PACKED, "description": "int64 ns times, base64"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
@@ -219,6 +263,29 @@ def _series() -> dict[str, Any]:
             ],
             "responses": {
                 "200": _json(_ref("Series"), "at most max_points points per recording, by step"),
+                **_errors(400, 404),
+            },
+        }
+    }
+
+
+def _history() -> dict[str, Any]:
+    """GET /api/v1/history."""
+    key = {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"}
+    return {
+        "get": {
+            "summary": "every point of some keys (default: all) of several recordings, packed as "
+            "base64 arrays, by step then time; max_points downsamples each key as /api/v1/series "
+            "does; an unknown id, or one of a project the token may not see, is a 404",
+            "parameters": [
+                _query(
+                    "ids", {"type": "string", "description": "comma-separated, at most 100"}, True
+                ),
+                {**_query("key", {"type": "array", "items": key}), "explode": True},
+                _query("max_points", {"type": "integer", "minimum": 10, "maximum": 100000}),
+            ],
+            "responses": {
+                "200": _json(_ref("History"), "each recording's keys as arrays"),
                 **_errors(400, 404),
             },
         }
@@ -342,6 +409,12 @@ def openapi_document() -> dict[str, Any]:
                         **_errors(400, 404, 413, 503),
                     },
                 },
+                "delete": {
+                    "summary": "delete the recording and everything of it (points, alerts, "
+                    "events); a token scoped to a project only deletes that project's",
+                    "parameters": [_RECORDING_ID],
+                    "responses": {"204": {"description": "deleted"}, **_errors(400, 404, 503)},
+                },
             },
             "/api/v1/recordings/{recording_id}/records": {
                 "get": _read(
@@ -378,6 +451,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _read("the stored environment.json", _OBJ),
             },
             "/api/v1/series": _series(),
+            "/api/v1/history": _history(),
             "/api/v1/limits": {
                 "get": {
                     "summary": "what this server accepts: body size, text sizes, parameter "

@@ -10,7 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from markov_otel.errors import MarkovError
+from markov_otel.errors import ConfigError, MarkovError
+from markov_otel.extras import missing_extra, pip_line
 from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_INGEST", "add_arguments", "build_parser", "main", "run"]
@@ -86,8 +87,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the server the parsed options describe; returns when it is interrupted."""
-    from markov_otel.server.runner import serve
-
+    try:
+        from markov_otel.server.runner import serve
+    except ImportError as exc:  # the [server] extra is not installed: say the line that is
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        raise ConfigError(
+            f"serving needs the [{extra}] extra ({exc.name} is missing here): {pip_line(extra)}"
+        ) from None
     print(f"markov server: http://{args.host}:{args.port} (db {args.db})", file=sys.stderr)
     serve(  # serve() adds the tokens in MARKOV_SERVER_TOKENS
         host=args.host,

@@ -31,7 +31,7 @@ from markov_otel.server.storage import Store
 __all__ = ["page_routes"]
 
 Handler = Callable[[Request], Awaitable[Response]]
-_CHART_SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "charts.js")
+_CHART_SCRIPTS = ("view.js", "panels.js", "vendor/uplot/uPlot.iife.min.js", "charts.js")
 
 
 def page_routes(store: Store) -> list[Route]:
@@ -81,23 +81,40 @@ async def list_page(store: Store, request: Request, project_id: str | None) -> R
         return layout("forbidden", "<p>This token may not see that project.</p>", 403)
     recordings = await run_in_threadpool(store.list_recordings, project_id or grant.project_id)
     title = f"project {project_id}" if project_id else "recordings"
-    doc = {"project": project_id, "runs": [run_row(r) for r in recordings]}
+    keys = await run_in_threadpool(store.series_keys, project_id or grant.project_id)
+    marks = await run_in_threadpool(store.marks, None)
+    rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in recordings]
+    doc = {"project": project_id, "runs": rows, "keys": keys}
     body = f"""<h1>{escape(title)}</h1>
 <div class="runs" id="runs" data-project="{escape(project_id or "")}">
 <div class="toolbar">
 <input type="search" id="runs-filter" size="40" aria-label="filter runs"
  placeholder="filter: text, or lr>0.01 opt=adam acc>=0.9">
+<details class="filter-help" id="filter-help"><summary title="filter syntax">?</summary><div>
+<p>Words separated by spaces; a run is shown when it matches every one.</p>
+<table><tr><td><code>adam</code></td><td>text anywhere in the run (name, id, status,
+values)</td></tr>
+<tr><td><code>lr&gt;0.01</code></td><td>a column compared: <code>= != &gt; &gt;= &lt; &lt;=</code>
+(numbers as numbers)</td></tr>
+<tr><td><code>name~sweep</code></td><td>a column containing the text</td></tr>
+<tr><td><code>opt.name!=sgd</code></td><td>a column different from a value</td></tr></table>
+<p>Columns by their header (<code>lr</code>) or full name (<code>params.lr</code>,
+<code>summary.val_acc</code>); an unknown column is named below the filter and left out.</p>
+</div></details>
 <select id="runs-status" aria-label="status"><option value="">any status</option></select>
+<label class="muted"><input type="checkbox" id="runs-archived"> archived</label>
 <details class="columns"><summary>Columns</summary><div id="runs-columns"></div></details>
 <button type="button" id="runs-compare" disabled>Compare</button>
+<button type="button" id="runs-csv" title="the rows and columns shown, as CSV">CSV</button>
 <span id="runs-count" class="muted"></span>
 </div>
+<p class="error" id="runs-filter-note" hidden></p>
 <div class="table-wrap"><table class="runs-table" id="runs-table"><thead></thead><tbody></tbody>
 </table></div>
 <p class="empty" hidden>No recordings yet.</p>
 </div>
 {_data("runs-data", doc)}"""
-    return layout(title, body, scripts=("runs.js",))
+    return layout(title, body, scripts=("view.js", "runs.js"))
 
 
 async def recording_page(store: Store, request: Request) -> Response:
@@ -133,10 +150,13 @@ async def compare_page(store: Store, request: Request) -> Response:
     if not found:
         return layout("compare", "<p>None of the runs asked for can be shown.</p>", 404)
     keys = sorted({k for r in found for k in r["keys"]})
-    doc = {"runs": [run_row(r) for r in found], "keys": keys, "missing": missing}
+    marks = await run_in_threadpool(store.marks, [r["recording_id"] for r in found])
+    rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in found]
+    doc = {"runs": rows, "keys": keys, "missing": missing}
     note = f'<p class="muted">Not found: {escape(", ".join(missing))}</p>' if missing else ""
     body = f"""<h1>Compare {len(found)} runs</h1>{note}
-<ul class="run-legend" id="run-legend"></ul>
+<div class="page-legend-box"><span class="muted" id="run-legend-key"></span>
+<ul class="run-legend" id="run-legend"></ul></div>
 <section><h2>Hyperparameters</h2>
 <label class="muted"><input type="checkbox" id="only-diff"> only values that differ</label>
 <div class="table-wrap"><table class="values params-diff" id="params-table"></table></div>
@@ -145,7 +165,8 @@ async def compare_page(store: Store, request: Request) -> Response:
 <label>colour and last axis: <select id="pc-target"></select></label>
 <div id="parcoords" class="parcoords"></div></section>
 {_charts_section()}{_data("charts-data", doc)}"""
-    return layout("compare", body, scripts=(*_CHART_SCRIPTS, "compare.js"))
+    scripts = ("view.js", "panels.js", "groups.js", *_CHART_SCRIPTS[2:], "compare.js")
+    return layout("compare", body, scripts=scripts)
 
 
 def _visible(store: Store, grant: Grant, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:

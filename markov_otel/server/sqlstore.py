@@ -24,6 +24,7 @@ from typing import Any
 
 from markov_otel.rules import next_status
 from markov_otel.server.identity import unseen
+from markov_otel.server.marks import MarksQueries, marks_schema
 from markov_otel.server.points import COLUMNS_A_ROW, PointRow, SeriesPoints
 from markov_otel.server.records import (
     IDENTITY_FIELDS,
@@ -105,7 +106,7 @@ class BatchKey:
     digest: str
 
 
-class SqlStore(SeriesQueries):
+class SqlStore(SeriesQueries, MarksQueries):
     """Recordings and their points in a SQL database; subclasses supply the connection."""
 
     value_type = "REAL"
@@ -193,7 +194,13 @@ class SqlStore(SeriesQueries):
                 )
                 before, after = to_series_ids(bool(self._columns(cur, "series")))
             creates = statements(self.value_type, self.id_column)
-            for statement in [*before, *creates, *series_schema(self.value_type), *after]:
+            for statement in [
+                *before,
+                *creates,
+                *series_schema(self.value_type),
+                *marks_schema(),
+                *after,
+            ]:
                 self._run(cur, statement)
             for table, columns in UPGRADES.items():
                 have = self._columns(cur, table)
@@ -271,6 +278,19 @@ class SqlStore(SeriesQueries):
             rows = self._run(self._cursor(), _SELECT + where + order, params).fetchall()
         return [_row_to_recording(row) for row in rows]
 
+    def series_keys(self, project_id: str | None = None) -> list[str]:
+        """Every key any recording (of a project) has points of, sorted: the runs table's
+        metric columns."""
+        sql = "SELECT DISTINCT key FROM series"
+        params: list[Any] = []
+        if project_id is not None:
+            sql += " WHERE recording_id IN"
+            sql += " (SELECT recording_id FROM recordings WHERE project_id = ?)"
+            params = [project_id]
+        with self._lock:
+            rows = self._run(self._cursor(), sql + " ORDER BY key", params).fetchall()
+        return [key for (key,) in rows]
+
     def patch(
         self, recording_id: str, changes: dict[str, Any], scope: str | None = None
     ) -> dict[str, Any] | None:
@@ -285,6 +305,7 @@ class SqlStore(SeriesQueries):
                 status = next_status(current["status"], changes["status"], explicit=True)
                 changes = {**changes, "status": status}
             self._update(cur, current, changes)
+            self._set_marks(cur, recording_id, changes)
             if "requirements" in changes:
                 sql = "UPDATE recordings SET requirements = ? WHERE recording_id = ?"
                 self._run(cur, sql, [json.dumps(changes["requirements"]), recording_id])
@@ -298,7 +319,7 @@ class SqlStore(SeriesQueries):
             merged = {**current[name], **(changes.get(name) or {})}
             if merged != current[name]:  # a batch mostly repeats them: no row version for that
                 sets[name] = json.dumps(merged)
-        for name in ("status", "notes", *TIME_FIELDS):
+        for name in ("status", "notes", "name", *TIME_FIELDS):
             if name in changes and changes[name] != current[name]:
                 sets[name] = changes[name]
         if not sets:

@@ -91,6 +91,16 @@ class Acks:
         self._spool.write_acks({"version": 2, "backends": self._all}, self._file)
 
 
+def complete_backends(spool: Spool, file: str = ACKS_FILE) -> list[str]:
+    """The backends that hold every line of the run (acknowledged or set aside), sorted."""
+    done = []
+    for backend in sorted(_load(spool, file)):
+        acks = Acks(spool, backend, file)
+        if any(acks.mark(signal) != (0, 0) for signal in SIGNALS) and acks.unsent() == 0:
+            done.append(backend)
+    return done
+
+
 def _load(spool: Spool, file: str) -> dict[str, Any]:
     data = spool.read_acks(file)
     backends = data.get("backends")

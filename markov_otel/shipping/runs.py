@@ -17,7 +17,7 @@ from typing import Any
 from markov_otel.config import Settings
 from markov_otel.errors import ConfigError
 from markov_otel.recording import distributed
-from markov_otel.shipping.acks import Acks, SetAside
+from markov_otel.shipping.acks import Acks, SetAside, complete_backends
 from markov_otel.shipping.sender import Progress, Sender
 from markov_otel.shipping.spool import SIGNALS, Spool, check_run_id, read_json
 from markov_otel.shipping.transport import Target, patch_body, registration_body
@@ -103,13 +103,19 @@ class SyncState:
     unsent: int
     set_aside: int
     never_sent: bool  # no line acknowledged nor set aside by this backend
+    elsewhere: tuple[str, ...] = ()  # when never sent here: the backends that hold all of it
 
 
 def sync_state(spool: Spool, endpoint: str | None = None) -> SyncState:
+    """The state against `endpoint` (default: the backend the run recorded to). A run never
+    sent there but whole on another backend names those (`elsewhere`): it is not "unsent"."""
     acks = Acks(spool, _backend(spool, endpoint))
     never = all(acks.mark(signal) == (0, 0) for signal in SIGNALS)
     aside = len(acks.set_aside_lines())
-    return SyncState(acks.backend, acks.unsent(), aside, never and not aside)
+    others: tuple[str, ...] = ()
+    if never and not aside:
+        others = tuple(b for b in complete_backends(spool) if b != acks.backend)
+    return SyncState(acks.backend, acks.unsent(), aside, never and not aside, others)
 
 
 def unsent_bytes(spool: Spool, endpoint: str | None = None) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from markov_otel.errors import BackendError
+from markov_otel.extras import serve_step
 from markov_otel.otel.encoding import split_metrics_line
 from markov_otel.shipping.acks import Acks
 from markov_otel.shipping.spool import Spool, SpoolLine
@@ -470,8 +471,7 @@ class Sender:
             if self.gave_up:
                 raise BackendError(
                     f"cannot connect to {self._client.base}: is the backend running? Start it "
-                    "(`mkv serve --token T`) or name another (--endpoint URL), then run: "
-                    f"mkv sync {rid}"
+                    f"({serve_step()}) or name another (--endpoint URL), then run: mkv sync {rid}"
                 )
             if self._past_deadline():
                 raise BackendError(

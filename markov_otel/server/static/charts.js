@@ -24,6 +24,8 @@
   runs.forEach(function (r) { byId[r.id] = r; });
 
   var options = { smoothing: 0, log: false, x: "step" };
+  var panels = window.MarkovPanels, view = window.MarkovView;  // panels.js, view.js (optional)
+  var groups = window.MarkovGroups;  // groups.js: one line per group of runs (optional)
   var series = {};   // key -> run id -> {points: [[step, value, t]], last, lastStep, appended}
   var charts = {};   // key -> {key, figure, holder, legend, u, tables, zoom}
   var grid = document.getElementById("charts");
@@ -122,8 +124,12 @@
       var s = series[key] && series[key][run.id];
       return table(run, s ? s.points : []);
     });
+    if (groups && groups.active()) {
+      var grouped = groups.build(tables, options.smoothing);
+      return { tables: tables, data: grouped.data, grouped: grouped };
+    }
     var joined = uPlot.join(tables.map(function (t) { return [t.xs, t.raw, t.smooth]; }));
-    return { tables: tables, data: joined };
+    return { tables: tables, data: joined, grouped: null };
   }
 
   // -- drawing ----------------------------------------------------------------------------------
@@ -136,13 +142,21 @@
       lines.push({ label: (run.name || run.id) + " (smoothed)", stroke: run.colour, width: 1.75,
         show: smooth, spanGaps: false, points: { show: false } });
     });
+    if (chart.grouped) lines = chart.grouped.series;
     return {
+      bands: chart.grouped ? chart.grouped.bands : [],
       width: width, height: 240, legend: { show: false },
-      cursor: { drag: { x: true, y: false }, sync: { key: "markov-charts" } },
+      cursor: { drag: { x: true, y: false }, sync: { key: "markov-charts" }, focus: { prox: 16 } },
+      focus: { alpha: 0.3 },
       scales: { x: { time: options.x === "wall" }, y: { distr: options.log ? 3 : 1 } },
-      axes: [{ label: options.x === "step" ? "step" : options.x === "wall" ? "" : "seconds since start" }, {}],
+      axes: [Object.assign({ label: options.x === "step" ? "step" : options.x === "wall" ? "" : "seconds since start" },
+        panels ? panels.xAxis() : {}),
+        panels ? panels.yAxis(key) : {}],
       series: lines,
       hooks: {
+        setSeries: [function (u, i) {
+          if (panels && !chart.grouped) panels.focus(i === null || i < 1 ? null : runs[(i - 1) >> 1].id);
+        }],
         setCursor: [function (u) { readout(chart, u); }],
         draw: [function (u) { drawMarks(chart, u); }],
         setSelect: [function (u) { zoomTo(chart, u); }],
@@ -162,8 +176,11 @@
       }).join("") + '</div><div class="marks-note muted" hidden>▲ +Infinity ▼ −Infinity ◆ NaN (gaps in the line)</div>';
     var empty = document.getElementById("charts-empty");
     if (empty) empty.remove();
-    var after = Object.keys(charts).sort().find(function (k) { return k > key; });
-    grid.insertBefore(figure, after ? charts[after].figure : null);
+    if (panels) panels.place(figure, key);  // in its section
+    else {
+      var after = Object.keys(charts).sort().find(function (k) { return k > key; });
+      grid.insertBefore(figure, after ? charts[after].figure : null);
+    }
     var chart = charts[key] = { key: key, figure: figure, holder: figure.querySelector(".plot"), u: null, zoom: null };
     draw(chart);
     return chart;
@@ -171,6 +188,7 @@
   function draw(chart) {
     var built = chartData(chart.key);
     chart.tables = built.tables;
+    chart.grouped = built.grouped;
     if (chart.u) chart.u.destroy();
     chart.holder.innerHTML = "";
     var width = Math.max(300, chart.holder.clientWidth || 600);
@@ -180,6 +198,7 @@
   }
   function refresh(chart) {  // new points, same options: keep the zoom the user chose
     if (chart.zoom) return;
+    if (chart.grouped) { draw(chart); return; }  // groups may gain runs: a new chart
     var built = chartData(chart.key);
     chart.tables = built.tables;
     chart.u.setData(built.data, true);
@@ -225,6 +244,7 @@
     var legend = chart.figure.querySelector(".legend");
     var left = u.cursor.left;
     if (left === undefined || left < 0) {
+      if (panels) panels.readout(chart.key, null);
       legend.querySelector(".legend-x").innerHTML = "&nbsp;";
       legend.querySelectorAll(".legend-value").forEach(function (el) { el.textContent = ""; });
       return;
@@ -234,12 +254,13 @@
     chart.tables.forEach(function (t) {
       var cell = legend.querySelector('.legend-row[data-run="' + CSS.escape(t.run.id) + '"] .legend-value');
       var i = nearest(t.xs, x);
-      if (i < 0) { cell.textContent = "—"; return; }
+      if (i < 0) { cell.textContent = "—"; if (panels) panels.readout(chart.key, t.run.id, "—"); return; }
       var mark = t.marks.find(function (m) { return m.x === t.xs[i]; });
       var value = t.values[i] === null && mark ? mark.kind : fmtValue(t.values[i]);
       var smooth = t.smoothValues[i];
       var shown = options.smoothing > 0 && smooth !== null ? fmtValue(smooth) + " (raw " + value + ")" : value;
       cell.textContent = shown + " @ step " + t.steps[i];
+      if (panels) panels.readout(chart.key, t.run.id, cell.textContent);
     });
   }
 
@@ -332,17 +353,21 @@
 
   // -- controls ---------------------------------------------------------------------------------
   var slider = document.getElementById("smoothing");
+  viewOptions();
   slider.addEventListener("input", function () {
     options.smoothing = Number(slider.value);
     document.getElementById("smoothing-value").textContent = slider.value;
+    if (view) view.set("smooth", options.smoothing || "");
     redrawAll();
   });
   document.getElementById("log-scale").addEventListener("change", function (event) {
     options.log = event.target.checked;
+    if (view) view.set("log", options.log ? "1" : "");
     redrawAll();
   });
   document.getElementById("x-axis").addEventListener("change", function (event) {
     options.x = event.target.value;
+    if (view) view.set("x", options.x === "step" ? "" : options.x);
     redrawAll();
   });
   window.addEventListener("resize", function () {
@@ -352,7 +377,23 @@
     });
   });
 
-  window.MarkovCharts = { runs: runs, series: series, charts: charts, options: options };
+  // The chart options a shared link holds (?smooth=0.9&log=1&x=wall), read once at load.
+  function viewOptions() {
+    if (!view) return;
+    var smooth = Number(view.get("smooth"));
+    if (smooth > 0 && smooth < 1) {
+      options.smoothing = smooth;
+      slider.value = String(smooth);
+      document.getElementById("smoothing-value").textContent = slider.value;
+    }
+    options.log = view.get("log") === "1";
+    document.getElementById("log-scale").checked = options.log;
+    var x = view.get("x");
+    if (x === "relative" || x === "wall") options.x = x;
+    document.getElementById("x-axis").value = options.x;
+  }
+
+  window.MarkovCharts = { runs: runs, series: series, charts: charts, options: options, redraw: redrawAll };
   var ids = runs.map(function (r) { return r.id; });
   Promise.all(doc.keys.map(function (key) { return loadKey(key, ids); })).then(function () {
     var origins = [];

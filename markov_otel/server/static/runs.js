@@ -9,6 +9,7 @@
   var runs = doc.runs;
   var storeKey = "markov.columns:" + location.pathname;
   var state = { sort: "start", dir: -1, selected: new Set() };
+  var view = window.MarkovView;  // view.js: the table's view in the URL (sort, filter, columns)
 
   function esc(text) {
     return String(text).replace(/[&<>"']/g, function (c) {
@@ -52,6 +53,8 @@
     { id: "duration", label: "duration", group: "run", get: function (r) { return r.duration; }, show: fmtDuration },
     { id: "points", label: "points", group: "run", get: function (r) { return r.points; } },
   ];
+  columns.push({ id: "tags", label: "tags", group: "run", get: function (r) { return (r.tags || []).join(" "); },
+    hidden: !runs.some(function (r) { return r.tags && r.tags.length; }) });
   if (!doc.project) columns.push({ id: "project", label: "project", group: "run", get: function (r) { return r.project; } });
   columns.push({ id: "id", label: "id", group: "run", get: function (r) { return r.id; }, hidden: true });
   [["params", "hyperparameters"], ["summary", "summary"], ["metadata", "metadata"]].forEach(function (pair) {
@@ -60,9 +63,49 @@
         get: function (r) { return r[pair[0]][k]; } });
     });
   });
+  // Metric columns: last, min and max of any key, read when first shown (GET /api/v1/series:
+  // each bucket keeps its smallest and largest point, so min and max are exact at any size).
+  var metrics = {};  // key -> run id -> {last, min, max}
+  var STATS = ["last", "min", "max"];
+  (doc.keys || []).forEach(function (key) {
+    STATS.forEach(function (stat) {
+      columns.push({ id: stat + "." + key, label: key, group: stat, metric: key, hidden: true,
+        get: function (r) { var m = metrics[key] && metrics[key][r.id]; return m ? m[stat] : undefined; } });
+    });
+  });
+  function loadMetrics() {
+    var wanted = Array.from(new Set(columns.filter(function (c) { return c.metric && visible.has(c.id) && !metrics[c.metric]; })
+      .map(function (c) { return c.metric; })));
+    if (!wanted.length) return;
+    wanted.forEach(function (key) { metrics[key] = {}; });
+    var ids = runs.map(function (r) { return r.id; }), asks = [];
+    wanted.forEach(function (key) {
+      for (var i = 0; i < ids.length; i += 100) {
+        var url = "/api/v1/series?max_points=10&key=" + encodeURIComponent(key) + "&ids=" +
+          ids.slice(i, i + 100).map(encodeURIComponent).join(",");
+        asks.push(fetch(url, { credentials: "same-origin" }).then(function (a) {
+          if (!a.ok) throw new Error("GET " + url + " answered " + a.status);
+          return a.json();
+        }).then(function (answer) {
+          answer.series.forEach(function (s) {
+            if (!s.last) return;
+            var values = s.points.map(function (p) { return p[1]; }).filter(function (v) { return typeof v === "number"; });
+            metrics[answer.key][s.recording_id] = { last: s.last[1],
+              min: values.length ? Math.min.apply(null, values) : undefined,
+              max: values.length ? Math.max.apply(null, values) : undefined };
+          });
+        }));
+      }
+    });
+    Promise.all(asks).then(render).catch(function (error) {
+      document.getElementById("runs-count").textContent = String(error.message || error);
+    });
+  }
   var visible = new Set();
   var saved = null;
   try { saved = JSON.parse(localStorage.getItem(storeKey) || "null"); } catch (e) { saved = null; }
+  var linked = view ? view.list("col") : [];  // a shared link's columns win over this browser's
+  if (linked.length) saved = linked;
   columns.forEach(function (c, i) {
     var on = saved ? saved.indexOf(c.id) >= 0 : !c.hidden && i < 40;
     if (on || c.id === "name") visible.add(c.id);
@@ -80,10 +123,21 @@
     if (!isNaN(x) && !isNaN(y) && String(b).trim() !== "") return x < y ? -1 : x > y ? 1 : 0;
     return String(a).toLowerCase().localeCompare(String(b).toLowerCase());
   }
+  // Columns named like `name` but for punctuation and case: val_acc finds val/acc.
+  function lookalikes(name) {
+    var bare = function (t) { return t.toLowerCase().replace(/[^a-z0-9]/g, ""); };
+    var want = bare(name);
+    return columns.filter(function (c) {
+      return want && (bare(c.label) === want || bare(c.id) === want || bare(c.label).indexOf(want) >= 0);
+    }).map(function (c) { return c.id; }).slice(0, 5);
+  }
+  var unknown = [];  // NAME OP VALUE tokens whose NAME is no column: said, and left out
   function matcher(text, status) {
     var tests = [];
+    unknown = [];
     text.trim().split(/\s+/).filter(Boolean).forEach(function (token) {
       var m = OP.exec(token), col = m && column(m[1]);
+      if (m && !col) { unknown.push(m[1]); return; }
       if (col) {
         var op = m[2], want = m[3];
         tests.push(function (r) {
@@ -99,12 +153,15 @@
       }
     });
     if (status) tests.push(function (r) { return r.status === status; });
+    // Archived runs are out of the way unless asked for (and then only they are shown).
+    var archived = document.getElementById("runs-archived").checked;
+    tests.push(function (r) { return Boolean(r.archived) === archived; });
     return function (r) { return tests.every(function (t) { return t(r); }); };
   }
   var hay = new Map();
   function haystack(r) {
     if (!hay.has(r.id)) {
-      var parts = [r.id, r.name, r.status, r.project];
+      var parts = [r.id, r.name, r.status, r.project].concat(r.tags || []);
       ["params", "summary"].forEach(function (f) {
         Object.keys(r[f]).forEach(function (k) { parts.push(k + "=" + fmt(r[f][k])); });
       });
@@ -138,7 +195,16 @@
     if (col.id === "status") return '<span class="status status-' + esc(v) + '">' + esc(v) + "</span>";
     return esc(col.show ? col.show(v) : fmt(v));
   }
+  function saveView() {
+    if (!view) return;
+    view.set("q", filterBox.value.trim());
+    view.set("status", statusBox.value);
+    view.set("archived", document.getElementById("runs-archived").checked ? "1" : "");
+    view.set("sort", state.sort === "start" && state.dir < 0 ? "" : state.sort);
+    view.set("dir", state.sort === "start" && state.dir < 0 ? "" : state.dir > 0 ? "asc" : "desc");
+  }
   function render() {
+    saveView();
     var cols = columns.filter(function (c) { return visible.has(c.id); });
     shown = sorted(runs.filter(matcher(filterBox.value, statusBox.value)));
     var groups = [], head = '<tr><th rowspan="2" class="select"><input type="checkbox" id="select-all" aria-label="select all shown"></th>';
@@ -160,9 +226,57 @@
         cols.map(function (c) { return "<td>" + cell(c, r) + "</td>"; }).join("") + "</tr>";
     });
     table.tBodies[0].innerHTML = rows.join("");
+    markBest(cols);
+    sayUnknown();
+    loadMetrics();
     document.querySelector("#runs .empty").hidden = runs.length > 0;
     updateSelection();
     root.dataset.runsReady = String(shown.length);
+  }
+  // The best value of each value column, marked: the lowest for losses, errors and times, else
+  // the highest.
+  var LOWER = /loss|err|perplex|mse|mae|rmse|time|duration|latency|wer|cer/i;
+  function markBest(cols) {
+    cols.forEach(function (c, ci) {
+      if (!(c.metric || c.group === "summary")) return;
+      var values = shown.map(function (r) { return c.get(r); });
+      var numbers = values.filter(function (v) { return typeof v === "number" && isFinite(v); });
+      if (numbers.length < 2) return;
+      var best = LOWER.test(c.label) ? Math.min.apply(null, numbers) : Math.max.apply(null, numbers);
+      shown.forEach(function (r, ri) {
+        if (values[ri] === best) table.tBodies[0].rows[ri].cells[ci + 1].classList.add("best");
+      });
+    });
+  }
+  // What the table shows, as CSV: text that a spreadsheet would run as a formula gets a leading
+  // apostrophe (OWASP), fields with commas, quotes or line breaks are quoted.
+  function csvCell(v) {
+    var text = v === null || v === undefined ? "" : typeof v === "number" ? String(v) : String(v);
+    if (typeof v !== "number" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
+    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+  function downloadCsv() {
+    var cols = columns.filter(function (c) { return visible.has(c.id); });
+    var lines = [["id"].concat(cols.map(function (c) { return c.id; })).map(csvCell).join(",")];
+    shown.forEach(function (r) {
+      lines.push([r.id].concat(cols.map(function (c) { return c.get(r); })).map(csvCell).join(","));
+    });
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
+    link.download = (doc.project || "runs") + ".csv";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  }
+  document.getElementById("runs-csv").addEventListener("click", downloadCsv);
+  function sayUnknown() {
+    var note = document.getElementById("runs-filter-note");
+    note.hidden = unknown.length === 0;
+    note.textContent = unknown.map(function (name) {
+      var like = lookalikes(name);
+      return "no column " + JSON.stringify(name) + " (left out of the filter)" +
+        (like.length ? "; did you mean " + like.join(", ") + "?" : "; see Columns for the names");
+    }).join(". ");
   }
   function updateSelection() {
     var n = state.selected.size, button = document.getElementById("runs-compare");
@@ -187,11 +301,13 @@
     var id = event.target.dataset.col;
     if (event.target.checked) visible.add(id); else visible.delete(id);
     try { localStorage.setItem(storeKey, JSON.stringify(Array.from(visible))); } catch (e) { /* private mode */ }
+    if (view) view.set("col", columns.filter(function (c) { return visible.has(c.id); }).map(function (c) { return c.id; }));
     render();
   });
   var pending = 0;
   filterBox.addEventListener("input", function () { clearTimeout(pending); pending = setTimeout(render, 120); });
   statusBox.addEventListener("change", render);
+  document.getElementById("runs-archived").addEventListener("change", render);
   table.addEventListener("click", function (event) {
     var th = event.target.closest("th.sortable");
     if (!th) return;
@@ -214,5 +330,15 @@
     state.selected.forEach(function (id) { if (ids.indexOf(id) < 0) ids.push(id); });
     location.href = "/compare?ids=" + ids.map(encodeURIComponent).join(",");
   });
+  if (view) {  // a shared link's view
+    filterBox.value = view.get("q") || "";
+    if (view.get("status")) statusBox.value = view.get("status");
+    document.getElementById("runs-archived").checked = view.get("archived") === "1";
+    var by = view.get("sort");
+    if (by && columns.some(function (c) { return c.id === by; })) {
+      state.sort = by;
+      state.dir = view.get("dir") === "asc" ? 1 : -1;
+    }
+  }
   render();
 })();
