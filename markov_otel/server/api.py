@@ -21,7 +21,9 @@ from markov_otel import rules
 from markov_otel.server.auth import Grant
 from markov_otel.server.bodies import ApiError, json_object
 from markov_otel.server.fields import patch_fields, registration_fields, text
+from markov_otel.server.freshness import not_modified, recordings_tag, tagged
 from markov_otel.server.gate import IngestGate
+from markov_otel.server.lanes import ReadLane
 from markov_otel.server.records import jsonable
 from markov_otel.server.storage import Forbidden, Store
 
@@ -56,8 +58,11 @@ def not_found(recording_id: str) -> ApiError:
 class Api:
     """The handlers, bound to one store and the settings of one app."""
 
-    def __init__(self, store: Store, limit: int, public_url: str | None, gate: IngestGate) -> None:
+    def __init__(
+        self, store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
+    ) -> None:
         self.store, self.limit, self.public_url, self.gate = store, limit, public_url, gate
+        self.reads = reads
 
     def url_of(self, request: Request, recording_id: str) -> str:
         """The experiment page of a recording, on `public_url` or the request's own base."""
@@ -73,7 +78,7 @@ class Api:
     async def readable(self, request: Request) -> dict[str, Any]:
         """The recording named in the path, if this request may see it (400/404 if not)."""
         recording_id = rules.check_id(request.path_params["recording_id"])
-        recording = await run_in_threadpool(self.store.get, recording_id)
+        recording = await self.reads.run(self.store.get, recording_id)
         grant: Grant = request.state.grant
         if recording is None or not grant.allows(recording["project_id"]):
             raise not_found(recording_id)
@@ -111,11 +116,17 @@ class Api:
             check_grant(request, text("project_id", project_id))
         elif grant.project_id is not None:
             project_id = grant.project_id
-        recordings = await run_in_threadpool(self.store.list_recordings, project_id)
+        recordings = await self.reads.run(self.store.list_recordings, project_id)
         return json_response([self.present(request, r) for r in recordings])
 
     async def get(self, request: Request) -> Response:
-        return json_response(self.present(request, await self.readable(request)))
+        """The recording, with an ETag: a live page polling it gets 304 until it changes."""
+        recording = await self.readable(request)
+        tag = recordings_tag([recording], self.public_url or str(request.base_url))
+        unchanged = not_modified(request, tag)
+        if unchanged is not None:
+            return unchanged
+        return tagged(json_response(self.present(request, recording)), tag)
 
     async def records(self, request: Request) -> Response:
         key = request.query_params.get("key")
@@ -123,18 +134,18 @@ class Api:
             raise ApiError(400, "query parameter key is required, e.g. ?key=loss")
         rules.check_key(key, "query parameter key")
         recording = await self.readable(request)
-        rows = await run_in_threadpool(self.store.records, recording["recording_id"], key)
+        rows = await self.reads.run(self.store.records, recording["recording_id"], key)
         # Values are already finite numbers or the protocol's strings: skip jsonable's walk.
         doc = [{"step": s, "value": v, "time_unix_nano": t} for s, v, t in rows]
         return Response(json.dumps(doc, allow_nan=False), media_type="application/json")
 
     async def alerts(self, request: Request) -> Response:
         recording = await self.readable(request)
-        return json_response(await run_in_threadpool(self.store.alerts, recording["recording_id"]))
+        return json_response(await self.reads.run(self.store.alerts, recording["recording_id"]))
 
     async def requirements(self, request: Request) -> Response:
         recording = await self.readable(request)
-        found = await run_in_threadpool(self.store.requirements, recording["recording_id"])
+        found = await self.reads.run(self.store.requirements, recording["recording_id"])
         if found is None:
             raise ApiError(404, f"recording {recording['recording_id']!r} has no requirements")
         return json_response(found)
@@ -143,9 +154,11 @@ class Api:
         return json_response(limits(self.limit))
 
 
-def api_routes(store: Store, limit: int, public_url: str | None, gate: IngestGate) -> list[Route]:
-    """The REST routes under /api/v1."""
-    api = Api(store, limit, public_url, gate)
+def api_routes(
+    store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
+) -> list[Route]:
+    """The REST routes under /api/v1; reads run in `reads`, writes behind `gate`."""
+    api = Api(store, limit, public_url, gate, reads)
     one = "/api/v1/recordings/{recording_id}"
     return [
         route_by_method("/api/v1/recordings", GET=api.list, POST=api.register),

@@ -35,6 +35,7 @@ from markov_otel.server.browser_auth import (
 )
 from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST, IngestGate
 from markov_otel.server.ingest import error_response, ingest_endpoint
+from markov_otel.server.lanes import ReadLane
 from markov_otel.server.openapi import openapi_document
 from markov_otel.server.pages import page_routes
 from markov_otel.server.series import series_routes
@@ -68,7 +69,7 @@ def create_app(
 
     table = TokenTable(tokens)
     app = Starlette(
-        routes=[*routes(store, max_body_bytes, public_url, gate), *login_routes(table)],
+        routes=[*routes(store, max_body_bytes, public_url, gate, ReadLane()), *login_routes(table)],
         exception_handlers={
             ApiError: api_error,
             ConfigError: refused,
@@ -83,9 +84,10 @@ def create_app(
 
 
 def routes(
-    store: Store, limit: int, public_url: str | None, gate: IngestGate
+    store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
 ) -> list[Route | Mount]:
-    """Every route of the backend."""
+    """Every route of the backend: bodies go through `gate`, reads run in `reads` (lanes.py),
+    so ingest never waits behind a read."""
     ingest = [
         Route(f"/v1/{signal}", ingest_endpoint(signal, store, limit, gate), methods=["POST"])
         for signal in ("metrics", "traces", "logs")
@@ -94,9 +96,9 @@ def routes(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *ingest,
-        *api_routes(store, limit, public_url, gate),
-        *series_routes(store),
-        *page_routes(store),
+        *api_routes(store, limit, public_url, gate, reads),
+        *series_routes(store, reads),
+        *page_routes(store, reads),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 
