@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -193,10 +194,8 @@ async def page(port: int, rid: str, tally: dict[str, int], stop: asyncio.Event) 
                             last[key] = got[-1][0] if got else last.get(key, -1)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             tally["error"] = tally.get("error", 0) + 1
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), PAGE_PACE)
-        except asyncio.TimeoutError:
-            pass
 
 
 async def flat_out(port: int, rid: str, tally: dict[str, int], stop: asyncio.Event) -> None:
@@ -219,10 +218,8 @@ async def readers(port: int, rid: str, pages: int, flat: int) -> dict[str, int]:
     tasks += [asyncio.create_task(flat_out(port, rid, tally, stop)) for _ in range(flat)]
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
-    try:
+    with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), MAX_PHASE)
-    except asyncio.TimeoutError:
-        pass
     stop.set()
     await asyncio.wait(tasks, timeout=60)
     return tally
@@ -361,7 +358,10 @@ def main() -> None:
         return
     kinds = [k for k in args.db.split(",") if k == "sqlite" or args.postgres]
     counts = [int(n) for n in args.readers.split(",")]
-    print(f"server tree {args.tree}; {args.records:,} records x {len(KEYS)} keys; {os.cpu_count()} CPUs")
+    print(
+        f"server tree {args.tree}; {args.records:,} records x {len(KEYS)} keys; "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'db':9} {'readers':>13} {'points/s':>10} {'x 0':>6} {'ingest p99':>11} "
           f"{'healthz p99':>12} {'reads':>7}  answers")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-mixed-") as tmp:

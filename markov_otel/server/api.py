@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from markov_otel import rules
 from markov_otel.server.auth import Grant
-from markov_otel.server.bodies import ApiError, json_object
+from markov_otel.server.bodies import ApiError, MalformedBody, json_document
 from markov_otel.server.fields import patch_fields, registration_fields, text
 from markov_otel.server.freshness import not_modified, recordings_tag, tagged
 from markov_otel.server.gate import IngestGate
@@ -86,8 +86,8 @@ class Api:
 
     async def register(self, request: Request) -> Response:
         grant: Grant = request.state.grant
-        async with self.gate.slot():
-            fields = registration_fields(await json_object(request, self.limit))
+        async with self.gate.admitted(request, self.limit, grant.project_id or "") as body:
+            fields = registration_fields(json_body(request, body))
             check_grant(request, fields["project_id"])
             try:
                 recording, created = await run_in_threadpool(
@@ -100,8 +100,8 @@ class Api:
     async def patch(self, request: Request) -> Response:
         recording_id = rules.check_id(request.path_params["recording_id"])
         grant: Grant = request.state.grant
-        async with self.gate.slot():
-            changes = patch_fields(await json_object(request, self.limit))
+        async with self.gate.admitted(request, self.limit, grant.project_id or "") as body:
+            changes = patch_fields(json_body(request, body))
             recording = await run_in_threadpool(
                 self.store.patch, recording_id, changes, grant.project_id
             )
@@ -177,6 +177,14 @@ def route_by_method(path: str, **handlers: Handler) -> Route:
         return await handlers["GET" if request.method == "HEAD" else request.method](request)
 
     return Route(path, endpoint, methods=list(handlers))
+
+
+def json_body(request: Request, body: bytes) -> dict[str, Any]:
+    """A REST body that must be a JSON object; 400 with the reason when it is anything else."""
+    try:
+        return json_document(body, f"{request.method} {request.url.path}")
+    except MalformedBody as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def check_grant(request: Request, project_id: str | None) -> None:

@@ -33,7 +33,12 @@ from markov_otel.server.browser_auth import (
     login_routes,
     wants_login_form,
 )
-from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST, IngestGate
+from markov_otel.server.gate import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_INGEST,
+    DEFAULT_MIN_BODY_RATE,
+    IngestGate,
+)
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.openapi import openapi_document
@@ -53,13 +58,16 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    min_body_rate: int = DEFAULT_MIN_BODY_RATE,
 ) -> Starlette:
     """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`.
 
-    At most `max_concurrent_ingest` request bodies are read, parsed and stored at once; past
-    that a request gets 503 with Retry-After (see gate.py).
+    At most `max_concurrent_ingest` request bodies are parsed and stored at once (one project:
+    all but one of them); past that a request gets 503 with Retry-After. A body slower than
+    `body_timeout` s plus a second per `min_body_rate` bytes gets 408 (see gate.py).
     """
-    gate = IngestGate(max_concurrent_ingest)
+    gate = IngestGate(max_concurrent_ingest, body_timeout=body_timeout, min_body_rate=min_body_rate)
     store = open_store(db)
 
     @contextlib.asynccontextmanager

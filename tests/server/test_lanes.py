@@ -41,7 +41,8 @@ def own_schema(postgres_url: str) -> Iterator[str]:
 def post(server: Backend, rid: str, points: list[tuple[str, int, float, int]]) -> int:
     headers = {**server.headers, "Content-Type": "application/json"}
     body = metrics_json_bytes(rid, points)
-    return httpx.post(server.url + "/v1/metrics", content=body, headers=headers, timeout=WAIT).status_code
+    answer = httpx.post(server.url + "/v1/metrics", content=body, headers=headers, timeout=WAIT)
+    return answer.status_code
 
 
 def waiting_on_locks(url: str) -> int:
@@ -102,8 +103,8 @@ def test_an_unchanged_recording_is_answered_304_until_a_batch_lands(server: Back
     rid = new_id()
     assert post(server, rid, series("x", 10)) == 200
     with httpx.Client(base_url=server.url, headers=server.headers, timeout=WAIT) as client:
-        for path, params in ((f"/api/v1/recordings/{rid}", {}),
-                             ("/api/v1/series", {"ids": rid, "key": "x", "since_step": 9})):  # fmt: skip
+        series_asked = {"ids": rid, "key": "x", "since_step": 9}
+        for path, params in ((f"/api/v1/recordings/{rid}", {}), ("/api/v1/series", series_asked)):
             first = client.get(path, params=params)
             tag = first.headers["etag"]
             assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
