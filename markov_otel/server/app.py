@@ -77,7 +77,10 @@ def create_app(
 
     table = TokenTable(tokens)
     app = Starlette(
-        routes=[*routes(store, max_body_bytes, public_url, gate, ReadLane()), *login_routes(table)],
+        routes=[
+            *routes(store, max_body_bytes, public_url, gate, ReadLane(ingesting=gate.working)),
+            *login_routes(table),
+        ],
         exception_handlers={
             ApiError: api_error,
             ConfigError: refused,

@@ -5,19 +5,23 @@ lands, and each of those rewrites the recording's `updated_at` or its point coun
 made of those (and of what else shapes the answer: the query, the base URL the links are made
 from) is fresh until new data arrives. A client that presents it (`If-None-Match`, which the
 browser sends itself for answers marked `Cache-Control: no-cache`) gets a bodiless 304 after one
-indexed row read per recording, instead of the answer rebuilt.
+indexed row read per recording, instead of the answer rebuilt. A client without the tag asking
+what another asked since the last change gets the kept answer (`Answers`), so many readers of
+one running recording cost one read per change, not one each.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["not_modified", "recordings_tag", "tagged"]
+__all__ = ["Answers", "not_modified", "recordings_tag", "tagged"]
 
 REVALIDATE = "no-cache"  # keep it, but ask each time (with the tag)
 
@@ -50,3 +54,31 @@ def tagged(response: Response, tag: str) -> Response:
     response.headers["ETag"] = tag
     response.headers["Cache-Control"] = REVALIDATE
     return response
+
+
+class Answers:
+    """The latest answers by tag (which names the query and the recordings' state), least
+    recently used dropped first; at most `entries` of them and `max_bytes` in all."""
+
+    def __init__(self, entries: int = 256, max_bytes: int = 16 << 20) -> None:
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._entries, self._max_bytes, self._bytes = entries, max_bytes, 0
+        self._lock = threading.Lock()  # reader threads share it
+
+    def get(self, tag: str) -> bytes | None:
+        with self._lock:
+            body = self._kept.get(tag)
+            if body is not None:
+                self._kept.move_to_end(tag)
+            return body
+
+    def put(self, tag: str, body: bytes) -> None:
+        if len(body) > self._max_bytes // 4:
+            return
+        with self._lock:
+            old = self._kept.pop(tag, None)
+            self._bytes += len(body) - (0 if old is None else len(old))
+            self._kept[tag] = body
+            while len(self._kept) > self._entries or self._bytes > self._max_bytes:
+                _, dropped = self._kept.popitem(last=False)
+                self._bytes -= len(dropped)

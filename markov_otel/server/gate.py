@@ -41,8 +41,9 @@ __all__ = [
 ]
 
 RETRY_AFTER_SECONDS = 1
+WORKING_AFTER = 1.0
 BUFFERED_BODIES = 4
-"""Bodies of the largest size that may be on their way in at once, per ingest slot."""
+"""Bodies of the largest size (max_body_bytes) that may be on their way in at once, a process."""
 
 
 @dataclass
@@ -86,6 +87,12 @@ class IngestGate:
         self.busy = 0
         self.owners: dict[str, int] = {}
         self.buffered = 0
+        self.last_done = -WORKING_AFTER
+
+    def working(self) -> bool:
+        """True while a body is being stored, and for WORKING_AFTER s after the last one (a
+        sender's next body is usually on its way): reads then pace themselves (lanes.py)."""
+        return self.busy > 0 or time.monotonic() - self.last_done < WORKING_AFTER
 
     @asynccontextmanager
     async def admitted(self, request: Request, limit: int, owner: str) -> AsyncIterator[bytes]:
@@ -149,6 +156,7 @@ class IngestGate:
             yield
         finally:
             self.busy -= 1
+            self.last_done = time.monotonic()
             self.owners[owner] -= 1
             if not self.owners[owner]:
                 del self.owners[owner]

@@ -5,13 +5,16 @@ read borrows one of at most `READ_CONNECTIONS` reader connections (`ReaderPool`:
 mode lets readers run beside the writer; on PostgreSQL they are ordinary sessions), and runs in
 a worker thread that only reads take (`ReadLane`: an anyio capacity limiter of the same size), so
 any number of open pages queue as coroutines on the event loop, never in the thread pool that
-ingest's parsing and storing run in, and never behind ingest's lock. What one read may do is
-bounded by the routes (`series.MAX_POINTS_A_RESPONSE`).
+ingest's parsing and storing run in, and never behind ingest's lock. While ingest works, the
+lane paces itself to a share of the time (`READ_SHARE`): a reader thread running Python takes
+turns on the GIL with the thread that parses a batch, and on two cores the CPU too. What one
+read may do is bounded by the routes (`series.MAX_POINTS_A_RESPONSE`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,12 +22,18 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-__all__ = ["READ_CONNECTIONS", "ReadLane", "ReaderPool"]
+__all__ = ["READ_CONNECTIONS", "READ_SHARE", "ReadLane", "ReaderPool"]
 
 READ_CONNECTIONS = 2
 """Reads one server process runs at once. Two keep a slow read from holding up the others while
 leaving most of the GIL (and, on two cores, the CPU) to ingest: each reader thread that runs
 Python takes an equal turn with the thread that parses a batch."""
+
+READ_SHARE = 0.2
+"""The share of the time reads may take while ingest works (the rest is ingest's)."""
+REQUEST_COST = 0.0005
+"""Seconds the event loop spends on a read request besides the read (HTTP parse, routing,
+answer), counted with the read when the lane paces itself."""
 
 T = TypeVar("T")
 
@@ -89,11 +98,48 @@ class ReaderPool:
 
 
 class ReadLane:
-    """Runs blocking reads in worker threads of their own, at most `size` at once."""
+    """Runs blocking reads in worker threads of their own, at most `size` at once; while ingest
+    is working (`ingesting()`), reads together take at most `share` of the time: after each
+    read the lane rests (1 - share) / share times the CPU time the read took (plus the
+    request's own cost on the event loop, `REQUEST_COST`), so readers polling flat out slow down
+    instead of ingest. With nothing to ingest, reads run back to back."""
 
-    def __init__(self, size: int = READ_CONNECTIONS) -> None:
-        self._limiter = anyio.CapacityLimiter(size)
+    def __init__(
+        self,
+        size: int = READ_CONNECTIONS,
+        *,
+        share: float = READ_SHARE,
+        ingesting: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._places = anyio.CapacityLimiter(size)  # the queue: first come, first served
+        self._threads = anyio.CapacityLimiter(size)
+        self._rest = (1 - share) / share
+        self._ingesting = ingesting
+        self._free_at = 0.0
 
     async def run(self, read: Callable[..., T], *args: Any) -> T:
         """`read(*args)` in a reader thread; the caller's coroutine waits, the loop does not."""
-        return await anyio.to_thread.run_sync(read, *args, limiter=self._limiter)
+        async with self._places:
+            if self._ingesting():
+                wait = self._free_at - time.monotonic()
+                if wait > 0:
+                    await anyio.sleep(wait)
+            spent = [0.0]
+            try:
+                return await anyio.to_thread.run_sync(
+                    _timed, spent, read, *args, limiter=self._threads
+                )
+            finally:
+                if self._ingesting():
+                    rest = (spent[0] + REQUEST_COST) * self._rest
+                    self._free_at = max(self._free_at, time.monotonic()) + rest
+
+
+def _timed(spent: list[float], read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)`, its thread's CPU time put in `spent` (time waiting for the GIL or the
+    database is not the read's cost, and counting it would slow reads the more, the busier)."""
+    start = time.thread_time()
+    try:
+        return read(*args)
+    finally:
+        spent[0] = time.thread_time() - start

@@ -3,7 +3,8 @@
 The answer keeps each output bucket's smallest and largest finite point and its first non-finite
 one, so a spike survives any `max_points`; `since_step` returns only newer points (live pages
 append them), `min_step`/`max_step` read a zoomed range at full resolution. The answer carries
-an ETag (`freshness.py`): asked again with it before new points land, the answer is a 304.
+an ETag (`freshness.py`): asked again with it before new points land, the answer is a 304, and
+the same query from another reader is answered from the kept answer.
 
 What one request may cost is bounded: at most `MAX_IDS` recordings, `MAX_POINTS_LIMIT` points a
 series and `MAX_POINTS_A_RESPONSE` points in all (ids x max_points), each read in the read lane.
@@ -22,7 +23,7 @@ from starlette.routing import Route
 from markov_otel.rules import STEP_MAX, STEP_MIN, valid_id
 from markov_otel.server.auth import Grant
 from markov_otel.server.bodies import ApiError
-from markov_otel.server.freshness import not_modified, recordings_tag, tagged
+from markov_otel.server.freshness import Answers, not_modified, recordings_tag, tagged
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.storage import Store
 
@@ -56,6 +57,8 @@ class SeriesQuery:
 def series_routes(store: Store, reads: ReadLane) -> list[Route]:
     """The series route, bound to `store`; it reads in `reads`."""
 
+    kept = Answers()
+
     async def series(request: Request) -> Response:
         query = parse_query(request)
         grant: Grant = request.state.grant
@@ -66,8 +69,11 @@ def series_routes(store: Store, reads: ReadLane) -> list[Route]:
             unchanged = not_modified(request, tag)
             if unchanged is not None:  # nothing new since the client's copy: no points read
                 return unchanged
-            doc = series_document(store, recordings, query)
-            body = json.dumps(doc, allow_nan=False, separators=(",", ":"))
+            body = kept.get(tag)  # asked by another reader since the last change
+            if body is None:
+                doc = series_document(store, recordings, query)
+                body = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+                kept.put(tag, body)
             return tagged(Response(body, media_type="application/json"), tag)
 
         return await reads.run(answer)
