@@ -29,7 +29,7 @@ READ_CONNECTIONS = 2
 leaving most of the GIL (and, on two cores, the CPU) to ingest: each reader thread that runs
 Python takes an equal turn with the thread that parses a batch."""
 
-READ_SHARE = 0.1
+READ_SHARE = 0.05
 """The share of the time reads may take while ingest works (the rest is ingest's)."""
 REQUEST_COST = 0.001
 """Seconds the event loop spends on a read request besides the read (HTTP parse, routing,
