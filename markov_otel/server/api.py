@@ -19,10 +19,12 @@ from starlette.routing import Route
 
 from markov_otel import rules
 from markov_otel.server.auth import Grant
-from markov_otel.server.bodies import ApiError, json_object
+from markov_otel.server.bodies import ApiError, MalformedBody, json_document
 from markov_otel.server.distributions import DISTRIBUTION, TEXT, distribution_doc, text_doc
 from markov_otel.server.fields import patch_fields, registration_fields, text
+from markov_otel.server.freshness import not_modified, recordings_tag, tagged
 from markov_otel.server.gate import IngestGate
+from markov_otel.server.lanes import ReadLane
 from markov_otel.server.records import jsonable
 from markov_otel.server.storage import Forbidden, Store
 
@@ -60,8 +62,11 @@ def not_found(recording_id: str) -> ApiError:
 class Api:
     """The handlers, bound to one store and the settings of one app."""
 
-    def __init__(self, store: Store, limit: int, public_url: str | None, gate: IngestGate) -> None:
+    def __init__(
+        self, store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
+    ) -> None:
         self.store, self.limit, self.public_url, self.gate = store, limit, public_url, gate
+        self.reads = reads
 
     def url_of(self, request: Request, recording_id: str) -> str:
         """The experiment page of a recording, on `public_url` or the request's own base."""
@@ -97,7 +102,7 @@ class Api:
     async def readable(self, request: Request) -> dict[str, Any]:
         """The recording named in the path, if this request may see it (400/404 if not)."""
         recording_id = rules.check_id(request.path_params["recording_id"])
-        recording = await run_in_threadpool(self.store.get, recording_id)
+        recording = await self.reads.run(self.store.get, recording_id)
         grant: Grant = request.state.grant
         if recording is None or not grant.allows(recording["project_id"]):
             raise not_found(recording_id)
@@ -105,8 +110,8 @@ class Api:
 
     async def register(self, request: Request) -> Response:
         grant: Grant = request.state.grant
-        async with self.gate.slot():
-            fields = registration_fields(await json_object(request, self.limit))
+        async with self.gate.admitted(request, self.limit, grant.project_id or "") as body:
+            fields = registration_fields(json_body(request, body))
             check_grant(request, fields["project_id"])
             try:
                 recording, created = await run_in_threadpool(
@@ -120,8 +125,8 @@ class Api:
     async def patch(self, request: Request) -> Response:
         recording_id = rules.check_id(request.path_params["recording_id"])
         grant: Grant = request.state.grant
-        async with self.gate.slot():
-            changes = patch_fields(await json_object(request, self.limit))
+        async with self.gate.admitted(request, self.limit, grant.project_id or "") as body:
+            changes = patch_fields(json_body(request, body))
             recording = await run_in_threadpool(
                 self.store.patch, recording_id, changes, grant.project_id
             )
@@ -136,17 +141,23 @@ class Api:
             check_grant(request, text("project_id", project_id))
         elif grant.project_id is not None:
             project_id = grant.project_id
-        recordings = await run_in_threadpool(self.store.list_recordings, project_id)
+        recordings = await self.reads.run(self.store.list_recordings, project_id)
         return json_response(await self.presented(request, recordings))
 
     async def get(self, request: Request) -> Response:
-        return json_response(await self.with_last_step(request, await self.readable(request)))
+        """The recording, with an ETag: a live page polling it gets 304 until it changes."""
+        recording = await self.readable(request)
+        tag = recordings_tag([recording], self.public_url or str(request.base_url))
+        unchanged = not_modified(request, tag)
+        if unchanged is not None:
+            return unchanged
+        return tagged(json_response(await self.with_last_step(request, recording)), tag)
 
     async def with_last_step(self, request: Request, recording: dict[str, Any]) -> dict[str, Any]:
         """The recording as presented (tags, archived), with `last_step`: a recorder resuming it
         from a fresh run dir (another machine) continues its steps after that one."""
         out = (await self.presented(request, [recording]))[0]
-        out["last_step"] = await run_in_threadpool(self.store.last_step, recording["recording_id"])
+        out["last_step"] = await self.reads.run(self.store.last_step, recording["recording_id"])
         return out
 
     async def records(self, request: Request) -> Response:
@@ -155,7 +166,7 @@ class Api:
             raise ApiError(400, "query parameter key is required, e.g. ?key=loss")
         rules.check_key(key, "query parameter key")
         recording = await self.readable(request)
-        rows = await run_in_threadpool(self.store.records, recording["recording_id"], key)
+        rows = await self.reads.run(self.store.records, recording["recording_id"], key)
         # Values are already finite numbers or the protocol's strings: skip jsonable's walk.
         doc = [{"step": s, "value": v, "time_unix_nano": t} for s, v, t in rows]
         return Response(json.dumps(doc, allow_nan=False), media_type="application/json")
@@ -185,11 +196,11 @@ class Api:
 
     async def alerts(self, request: Request) -> Response:
         recording = await self.readable(request)
-        return json_response(await run_in_threadpool(self.store.alerts, recording["recording_id"]))
+        return json_response(await self.reads.run(self.store.alerts, recording["recording_id"]))
 
     async def requirements(self, request: Request) -> Response:
         recording = await self.readable(request)
-        found = await run_in_threadpool(self.store.requirements, recording["recording_id"])
+        found = await self.reads.run(self.store.requirements, recording["recording_id"])
         if found is None:
             raise ApiError(404, f"recording {recording['recording_id']!r} has no requirements")
         return json_response(found)
@@ -198,9 +209,11 @@ class Api:
         return json_response(limits(self.limit))
 
 
-def api_routes(store: Store, limit: int, public_url: str | None, gate: IngestGate) -> list[Route]:
-    """The REST routes under /api/v1."""
-    api = Api(store, limit, public_url, gate)
+def api_routes(
+    store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
+) -> list[Route]:
+    """The REST routes under /api/v1; reads run in `reads`, writes behind `gate`."""
+    api = Api(store, limit, public_url, gate, reads)
     one = "/api/v1/recordings/{recording_id}"
     return [
         route_by_method("/api/v1/recordings", GET=api.list, POST=api.register),
@@ -221,6 +234,14 @@ def route_by_method(path: str, **handlers: Handler) -> Route:
         return await handlers["GET" if request.method == "HEAD" else request.method](request)
 
     return Route(path, endpoint, methods=list(handlers))
+
+
+def json_body(request: Request, body: bytes) -> dict[str, Any]:
+    """A REST body that must be a JSON object; 400 with the reason when it is anything else."""
+    try:
+        return json_document(body, f"{request.method} {request.url.path}")
+    except MalformedBody as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def check_grant(request: Request, project_id: str | None) -> None:

@@ -35,9 +35,15 @@ from markov_otel.server.browser_auth import (
     wants_login_form,
 )
 from markov_otel.server.edges import HttpEdges
-from markov_otel.server.gate import DEFAULT_MAX_CONCURRENT_INGEST, IngestGate
+from markov_otel.server.gate import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_INGEST,
+    DEFAULT_MIN_BODY_RATE,
+    IngestGate,
+)
 from markov_otel.server.history import history_routes
 from markov_otel.server.ingest import error_response, ingest_endpoint
+from markov_otel.server.lanes import ReadLane
 from markov_otel.server.openapi import openapi_document
 from markov_otel.server.pages import page_routes
 from markov_otel.server.series import series_routes
@@ -55,13 +61,16 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    min_body_rate: int = DEFAULT_MIN_BODY_RATE,
 ) -> Starlette:
     """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`.
 
-    At most `max_concurrent_ingest` request bodies are read, parsed and stored at once; past
-    that a request gets 503 with Retry-After (see gate.py).
+    At most `max_concurrent_ingest` request bodies are parsed and stored at once (one project:
+    all but one of them); past that a request gets 503 with Retry-After. A body slower than
+    `body_timeout` s plus a second per `min_body_rate` bytes gets 408 (see gate.py).
     """
-    gate = IngestGate(max_concurrent_ingest)
+    gate = IngestGate(max_concurrent_ingest, body_timeout=body_timeout, min_body_rate=min_body_rate)
     store = open_store(db)
 
     @contextlib.asynccontextmanager
@@ -71,7 +80,10 @@ def create_app(
 
     table, wrong = TokenTable(tokens), WrongTokens()
     app = Starlette(
-        routes=[*routes(store, max_body_bytes, public_url, gate), *login_routes(table, wrong)],
+        routes=[
+            *routes(store, max_body_bytes, public_url, gate, ReadLane(ingesting=gate.working)),
+            *login_routes(table, wrong),
+        ],
         exception_handlers={
             ApiError: api_error,
             ConfigError: refused,
@@ -87,9 +99,10 @@ def create_app(
 
 
 def routes(
-    store: Store, limit: int, public_url: str | None, gate: IngestGate
+    store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
 ) -> list[Route | Mount]:
-    """Every route of the backend."""
+    """Every route of the backend: bodies go through `gate`, reads run in `reads` (lanes.py),
+    so ingest never waits behind a read."""
     ingest = [
         Route(f"/v1/{signal}", ingest_endpoint(signal, store, limit, gate), methods=["POST"])
         for signal in ("metrics", "traces", "logs")
@@ -98,10 +111,10 @@ def routes(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *ingest,
-        *api_routes(store, limit, public_url, gate),
-        *series_routes(store),
+        *api_routes(store, limit, public_url, gate, reads),
+        *series_routes(store, reads),
         *history_routes(store),
-        *page_routes(store),
+        *page_routes(store, reads),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 

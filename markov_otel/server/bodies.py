@@ -12,7 +12,7 @@ import gc
 import json
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -78,13 +78,16 @@ def otlp_content_type(request: Request) -> str:
     raise ApiError(415, f"Content-Type {raw!r} is not supported; use {JSON} or {PROTOBUF}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, inflated if gzip; 413 past `limit` bytes (before or after inflating)."""
+async def read_body(
+    request: Request, limit: int, stream: AsyncIterator[bytes] | None = None
+) -> bytes:
+    """The whole body, inflated if gzip; 413 past `limit` bytes (before or after inflating).
+    `stream` gives its chunks when not `request.stream()` (gate.py paces them)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise ApiError(413, f"body of {length} bytes is larger than {_limit_named(limit)}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in request.stream() if stream is None else stream:
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"body is larger than {_limit_named(limit)}")

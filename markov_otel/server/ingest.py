@@ -36,7 +36,6 @@ from markov_otel.server.bodies import (
     MalformedBody,
     collector_paused,
     otlp_content_type,
-    read_body,
 )
 from markov_otel.server.distributions import (
     PROTO_HISTOGRAMS,
@@ -85,7 +84,7 @@ _RESPONSES: dict[str, tuple[Any, Any, str, str]] = {
     ),
 }
 # HTTP status -> google.rpc.Code for the error body
-_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 422: 9, 429: 8, 503: 14}
+_RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 408: 4, 413: 8, 415: 3, 422: 9, 429: 8, 503: 14}
 
 Resources = list[tuple[str, dict[str, Any]]]
 
@@ -100,8 +99,7 @@ def ingest_endpoint(signal: str, store: Store, limit: int, gate: IngestGate) -> 
             ctype = otlp_content_type(request)
             key = idempotency_key(request)
             grant: Grant = request.state.grant
-            async with gate.slot():
-                body = await read_body(request, limit)
+            async with gate.admitted(request, limit, grant.project_id or "") as body:
                 rejected, reasons = await run_in_threadpool(
                     work, store, grant, signal, body, ctype, key
                 )

@@ -49,6 +49,9 @@ class MarksQueries:
     def _cursor(self) -> Any:
         raise NotImplementedError
 
+    def _reading(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
     def _run(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
 
@@ -60,8 +63,8 @@ class MarksQueries:
                 return {}
             sql += f" WHERE recording_id IN ({', '.join('?' * len(recording_ids))})"
             params = list(recording_ids)
-        with self._lock:
-            rows = self._run(self._cursor(), sql, params).fetchall()
+        with self._reading() as cur:
+            rows = self._run(cur, sql, params).fetchall()
         return {
             rid: {"tags": _tags(tags), "archived": bool(archived)} for rid, tags, archived in rows
         }

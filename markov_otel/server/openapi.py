@@ -262,7 +262,12 @@ def _series() -> dict[str, Any]:
                 _query("max_step", _INT64),
             ],
             "responses": {
-                "200": _json(_ref("Series"), "at most max_points points per recording, by step"),
+                "200": _json(
+                    _ref("Series"),
+                    "at most max_points points per recording, by step; "
+                    "ids x max_points may be at most 100000",
+                ),
+                **_NOT_MODIFIED,
                 **_errors(400, 404),
             },
         }
@@ -292,6 +297,15 @@ def _history() -> dict[str, Any]:
     }
 
 
+# Answers a live page repeats carry a weak ETag; presented in If-None-Match: 304 until it changes.
+_NOT_MODIFIED = {"304": {"description": "unchanged since the ETag given in If-None-Match"}}
+
+
+def _fresh(operation: dict[str, Any]) -> dict[str, Any]:
+    operation["responses"] = {**operation["responses"], **_NOT_MODIFIED}
+    return operation
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -307,9 +321,12 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "token scoped to another project (writes to a recording of another project)",
         404: "unknown recording, or one of a project this token may not see (same answer)",
         413: "body larger than max_body_bytes (GET /api/v1/limits)",
+        408: "the body arrived too slowly (the server's --body-timeout and --min-body-rate); "
+        "the connection is closed",
         415: "unsupported content type or encoding",
         422: "Idempotency-Key already used in this recording for a different body",
-        503: "too many request bodies in progress; retry after Retry-After seconds",
+        503: "too many request bodies in progress or arriving, or this project holds its share "
+        "of them; retry after Retry-After seconds",
     }
     out = {str(c): _json(_ref("Error"), reasons[c]) for c in (401, *codes)}
     if "503" in out:
@@ -354,7 +371,7 @@ def _otlp(signal: str) -> dict[str, Any]:
                 "description": "stored (or a repeated Idempotency-Key: nothing stored)",
                 "content": {"application/json": {"schema": _OBJ}, "application/x-protobuf": body},
             },
-            **_errors(400, 403, 413, 415, 422, 503),
+            **_errors(400, 403, 408, 413, 415, 422, 503),
         },
     }
 
@@ -381,7 +398,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": _json(recording, "registered"),
                         "200": _json(recording, "already registered"),
-                        **_errors(400, 403, 413, 503),
+                        **_errors(400, 403, 408, 413, 503),
                     },
                 },
                 "get": {
@@ -396,7 +413,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
             "/api/v1/recordings/{recording_id}": {
-                "get": _read("the recording", recording),
+                "get": _fresh(_read("the recording", recording)),
                 "patch": {
                     "summary": "merge hyperparameters/summary, set status/notes/requirements",
                     "parameters": [_RECORDING_ID],
@@ -406,7 +423,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(recording, "the updated recording"),
-                        **_errors(400, 404, 413, 503),
+                        **_errors(400, 404, 408, 413, 503),
                     },
                 },
                 "delete": {

@@ -14,10 +14,22 @@ from markov_otel.errors import ConfigError, MarkovError
 from markov_otel.extras import missing_extra, pip_line
 from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
 
-__all__ = ["DEFAULT_MAX_CONCURRENT_INGEST", "add_arguments", "build_parser", "main", "run"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_CONCURRENT_INGEST",
+    "DEFAULT_MIN_BODY_RATE",
+    "add_arguments",
+    "build_parser",
+    "main",
+    "run",
+]
 
 DEFAULT_MAX_CONCURRENT_INGEST = 4
-"""Request bodies one server process reads, parses and stores at once (server/gate.py)."""
+"""Request bodies one server process parses and stores at once (server/gate.py)."""
+DEFAULT_BODY_TIMEOUT = 10.0
+"""Seconds a request body may take, beyond a second per DEFAULT_MIN_BODY_RATE bytes (gate.py)."""
+DEFAULT_MIN_BODY_RATE = 16384
+"""Bytes a second a request body must keep arriving at, after DEFAULT_BODY_TIMEOUT (gate.py)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +85,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-concurrent-ingest",
         type=int,
         default=DEFAULT_MAX_CONCURRENT_INGEST,
-        help="request bodies each process reads, parses and stores at once; more get 503 + "
-        "Retry-After (default: %(default)s)",
+        help="request bodies each process parses and stores at once (a body takes its slot once "
+        "it has arrived; one project at most all but one); more get 503 + Retry-After "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="seconds a request body may take beyond one second per --min-body-rate bytes; a "
+        "slower body is cut with 408 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-body-rate",
+        type=int,
+        default=DEFAULT_MIN_BODY_RATE,
+        help="bytes a second a request body must keep arriving at (default: %(default)s)",
     )
     parser.add_argument(
         "--max-body-bytes",
@@ -109,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         trusted_proxies=args.trusted_proxy,
         open_server=args.open,
+        body_timeout=args.body_timeout,
+        min_body_rate=args.min_body_rate,
     )
     return 0
 

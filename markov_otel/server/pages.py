@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -22,6 +21,7 @@ from markov_otel.server.auth import Grant
 from markov_otel.server.browser_auth import set_session_cookie
 from markov_otel.server.distribution_page import distributions_section, texts_section
 from markov_otel.server.distributions import DISTRIBUTION, TEXT, distribution_doc, text_doc
+from markov_otel.server.lanes import ReadLane
 from markov_otel.server.layout import layout
 from markov_otel.server.page_data import embed_json, flat, run_row
 from markov_otel.server.records import jsonable
@@ -34,21 +34,24 @@ Handler = Callable[[Request], Awaitable[Response]]
 _CHART_SCRIPTS = ("view.js", "panels.js", "vendor/uplot/uPlot.iife.min.js", "charts.js")
 
 
-def page_routes(store: Store) -> list[Route]:
-    """The page routes, each accepting `?token=` once (it moves to a cookie)."""
+def page_routes(store: Store, reads: ReadLane) -> list[Route]:
+    """The page routes, each accepting `?token=` once (it moves to a cookie); their reads run
+    in `reads`."""
     return [
-        Route("/", with_token_cookie(lambda r: list_page(store, r, None)), methods=["GET"]),
+        Route("/", with_token_cookie(lambda r: list_page(store, reads, r, None)), methods=["GET"]),
         Route(
             "/projects/{project_id}",
-            with_token_cookie(lambda r: list_page(store, r, r.path_params["project_id"])),
+            with_token_cookie(lambda r: list_page(store, reads, r, r.path_params["project_id"])),
             methods=["GET"],
         ),
         Route(
             "/recordings/{recording_id}",
-            with_token_cookie(lambda r: recording_page(store, r)),
+            with_token_cookie(lambda r: recording_page(store, reads, r)),
             methods=["GET"],
         ),
-        Route("/compare", with_token_cookie(lambda r: compare_page(store, r)), methods=["GET"]),
+        Route(
+            "/compare", with_token_cookie(lambda r: compare_page(store, reads, r)), methods=["GET"]
+        ),
     ]
 
 
@@ -74,15 +77,17 @@ def _data(element_id: str, doc: Any) -> str:
     return f'<script type="application/json" id="{element_id}">{embed_json(doc)}</script>'
 
 
-async def list_page(store: Store, request: Request, project_id: str | None) -> Response:
+async def list_page(
+    store: Store, reads: ReadLane, request: Request, project_id: str | None
+) -> Response:
     """The runs table of every visible project, or of one."""
     grant: Grant = request.state.grant
     if project_id is not None and not grant.allows(project_id):
         return layout("forbidden", "<p>This token may not see that project.</p>", 403)
-    recordings = await run_in_threadpool(store.list_recordings, project_id or grant.project_id)
+    recordings = await reads.run(store.list_recordings, project_id or grant.project_id)
     title = f"project {project_id}" if project_id else "recordings"
-    keys = await run_in_threadpool(store.series_keys, project_id or grant.project_id)
-    marks = await run_in_threadpool(store.marks, None)
+    keys = await reads.run(store.series_keys, project_id or grant.project_id)
+    marks = await reads.run(store.marks, None)
     rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in recordings]
     doc = {"project": project_id, "runs": rows, "keys": keys}
     body = f"""<h1>{escape(title)}</h1>
@@ -117,16 +122,16 @@ values)</td></tr>
     return layout(title, body, scripts=("view.js", "runs.js"))
 
 
-async def recording_page(store: Store, request: Request) -> Response:
+async def recording_page(store: Store, reads: ReadLane, request: Request) -> Response:
     """One run: identity, parameters, summary, metadata, alerts and its charts (live)."""
     recording_id = request.path_params["recording_id"]
-    recording = await run_in_threadpool(store.get, recording_id) if valid_id(recording_id) else None
+    recording = await reads.run(store.get, recording_id) if valid_id(recording_id) else None
     grant: Grant = request.state.grant
     if recording is None or not grant.allows(recording["project_id"]):
         return layout("not found", f"<p>No recording {escape(recording_id)}.</p>", 404)
-    alerts = await run_in_threadpool(store.alerts, recording_id)
-    arrays = await run_in_threadpool(store.events_named, recording_id, DISTRIBUTION)
-    texts = await run_in_threadpool(store.events_named, recording_id, TEXT)
+    alerts = await reads.run(store.alerts, recording_id)
+    arrays = await reads.run(store.events_named, recording_id, DISTRIBUTION)
+    texts = await reads.run(store.events_named, recording_id, TEXT)
     doc = {"runs": [run_row(recording)], "keys": recording["keys"]}
     body = (
         _identity(recording)
@@ -142,15 +147,15 @@ async def recording_page(store: Store, request: Request) -> Response:
     return layout(recording["name"] or recording_id, body, scripts=_CHART_SCRIPTS)
 
 
-async def compare_page(store: Store, request: Request) -> Response:
+async def compare_page(store: Store, reads: ReadLane, request: Request) -> Response:
     """The comparison of `?ids=A,B,…`: charts per key, parameter diff, parallel coordinates."""
     asked = [i for i in dict.fromkeys((request.query_params.get("ids") or "").split(",")) if i]
     grant: Grant = request.state.grant
-    found, missing = await run_in_threadpool(_visible, store, grant, asked[:MAX_IDS])
+    found, missing = await reads.run(_visible, store, grant, asked[:MAX_IDS])
     if not found:
         return layout("compare", "<p>None of the runs asked for can be shown.</p>", 404)
     keys = sorted({k for r in found for k in r["keys"]})
-    marks = await run_in_threadpool(store.marks, [r["recording_id"] for r in found])
+    marks = await reads.run(store.marks, [r["recording_id"] for r in found])
     rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in found]
     doc = {"runs": rows, "keys": keys, "missing": missing}
     note = f'<p class="muted">Not found: {escape(", ".join(missing))}</p>' if missing else ""

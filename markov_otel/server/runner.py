@@ -27,6 +27,7 @@ from markov_otel.server.app import (
     DEFAULT_MAX_CONCURRENT_INGEST,
     create_app,
 )
+from markov_otel.server.gate import DEFAULT_BODY_TIMEOUT, DEFAULT_MIN_BODY_RATE
 
 __all__ = ["TOKENS_ENV", "is_loopback", "serve", "trusted_networks"]
 
@@ -47,6 +48,8 @@ def serve(
     workers: int = 1,
     trusted_proxies: Sequence[str] = (),
     open_server: bool = False,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    min_body_rate: int = DEFAULT_MIN_BODY_RATE,
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
@@ -70,6 +73,8 @@ def serve(
         max_body_bytes=max_body_bytes,
         public_url=public_url,
         max_concurrent_ingest=max_concurrent_ingest,
+        body_timeout=body_timeout,
+        min_body_rate=min_body_rate,
     )
     # One process: the app now. Several: each worker makes its own from this (picklable)
     # factory; the parent opens the database once first, so that a bad --db or flag fails

@@ -2,7 +2,12 @@
 
 The answer keeps each output bucket's smallest and largest finite point and its first non-finite
 one, so a spike survives any `max_points`; `since_step` returns only newer points (live pages
-append them), `min_step`/`max_step` read a zoomed range at full resolution.
+append them), `min_step`/`max_step` read a zoomed range at full resolution. The answer carries
+an ETag (`freshness.py`): asked again with it before new points land, the answer is a 304, and
+the same query from another reader is answered from the kept answer.
+
+What one request may cost is bounded: at most `MAX_IDS` recordings, `MAX_POINTS_LIMIT` points a
+series and `MAX_POINTS_A_RESPONSE` points in all (ids x max_points), each read in the read lane.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,12 +23,21 @@ from starlette.routing import Route
 from markov_otel.rules import STEP_MAX, STEP_MIN, valid_id
 from markov_otel.server.auth import Grant
 from markov_otel.server.bodies import ApiError
+from markov_otel.server.freshness import Answers, not_modified, recordings_tag, tagged
+from markov_otel.server.lanes import ReadLane
 from markov_otel.server.storage import Store
 
-__all__ = ["DEFAULT_MAX_POINTS", "MAX_IDS", "MAX_POINTS_LIMIT", "series_routes"]
+__all__ = [
+    "DEFAULT_MAX_POINTS",
+    "MAX_IDS",
+    "MAX_POINTS_A_RESPONSE",
+    "MAX_POINTS_LIMIT",
+    "series_routes",
+]
 
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS_LIMIT = 100_000
+MAX_POINTS_A_RESPONSE = 100_000  # ids x max_points: a comparison of 100 runs at the default
 MIN_MAX_POINTS = 10
 MAX_IDS = 100
 
@@ -41,15 +54,29 @@ class SeriesQuery:
     max_step: int | None
 
 
-def series_routes(store: Store) -> list[Route]:
-    """The series route, bound to `store`."""
+def series_routes(store: Store, reads: ReadLane) -> list[Route]:
+    """The series route, bound to `store`; it reads in `reads`."""
+
+    kept = Answers()
 
     async def series(request: Request) -> Response:
         query = parse_query(request)
         grant: Grant = request.state.grant
-        doc = await run_in_threadpool(read_series, store, grant, query)
-        body = json.dumps(doc, allow_nan=False, separators=(",", ":"))
-        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+        def answer() -> Response:
+            recordings = visible(store, grant, query.ids)
+            tag = recordings_tag(recordings, str(request.url.query))
+            unchanged = not_modified(request, tag)
+            if unchanged is not None:  # nothing new since the client's copy: no points read
+                return unchanged
+            body = kept.get(tag)  # asked by another reader since the last change
+            if body is None:
+                doc = series_document(store, recordings, query)
+                body = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+                kept.put(tag, body)
+            return tagged(Response(body, media_type="application/json"), tag)
+
+        return await reads.run(answer)
 
     return [Route("/api/v1/series", series, methods=["GET", "HEAD"])]
 
@@ -69,10 +96,18 @@ def parse_query(request: Request) -> SeriesQuery:
     if not key or "\x00" in key:
         raise ApiError(400, "query parameter key is required (no NUL characters), e.g. &key=loss")
     max_points = _integer(params, "max_points", MIN_MAX_POINTS, MAX_POINTS_LIMIT)
+    max_points = DEFAULT_MAX_POINTS if max_points is None else max_points
+    if len(ids) * max_points > MAX_POINTS_A_RESPONSE:
+        raise ApiError(
+            400,
+            f"{len(ids)} recordings x max_points={max_points} is more than "
+            f"{MAX_POINTS_A_RESPONSE} points in one answer; ask for fewer ids or fewer points, "
+            f"e.g. max_points={max(MIN_MAX_POINTS, MAX_POINTS_A_RESPONSE // len(ids))}",
+        )
     return SeriesQuery(
         ids=ids,
         key=key,
-        max_points=DEFAULT_MAX_POINTS if max_points is None else max_points,
+        max_points=max_points,
         since_step=_integer(params, "since_step", STEP_MIN, STEP_MAX),
         min_step=_integer(params, "min_step", STEP_MIN, STEP_MAX),
         max_step=_integer(params, "max_step", STEP_MIN, STEP_MAX),
@@ -94,13 +129,25 @@ def _integer(params: Any, name: str, low: int, high: int) -> int | None:
 
 def read_series(store: Store, grant: Grant, query: SeriesQuery) -> dict[str, Any]:
     """The answer document; 404 for an unknown id and for one of a project the token can't see."""
+    return series_document(store, visible(store, grant, query.ids), query)
+
+
+def visible(store: Store, grant: Grant, ids: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The recordings of `ids`; 404 for an unknown one and for one the token may not see."""
     recordings = []
-    for rid in query.ids:
+    for rid in ids:
         recording = store.get(rid)
         # Another project's recording is answered exactly like a missing one: no existence leak.
         if recording is None or not grant.allows(recording.get("project_id")):
             raise ApiError(404, f"no recording {rid!r}")
         recordings.append(recording)
+    return recordings
+
+
+def series_document(
+    store: Store, recordings: list[dict[str, Any]], query: SeriesQuery
+) -> dict[str, Any]:
+    """The answer for recordings already found visible."""
     return {
         "key": query.key,
         "max_points": query.max_points,

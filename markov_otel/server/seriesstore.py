@@ -78,6 +78,9 @@ class SeriesQueries:
     lock_clause = ""
     _lock: threading.Lock
 
+    def _reading(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
     def _tx(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
@@ -105,8 +108,8 @@ class SeriesQueries:
         buckets, and a second backfill waits, then finds the series ready.
         """
         sql = "SELECT series_id, buckets_ready FROM series WHERE recording_id = ? AND key = ?"
-        with self._lock:
-            row = self._run(self._cursor(), sql, [recording_id, key]).fetchone()
+        with self._reading() as cur:
+            row = self._run(cur, sql, [recording_id, key]).fetchone()
         if row is None or row[1]:
             return None if row is None else int(row[0])
         with self._tx() as cur:
@@ -135,8 +138,8 @@ class SeriesQueries:
             "SELECT MAX((SELECT MAX(step) FROM points p WHERE p.series_id = s.series_id))"
             " FROM series s WHERE s.recording_id = ?"
         )
-        with self._lock:
-            row = self._run(self._cursor(), sql, [recording_id]).fetchone()
+        with self._reading() as cur:
+            row = self._run(cur, sql, [recording_id]).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def step_range(self, recording_id: str, key: str) -> tuple[int, int] | None:
@@ -144,8 +147,8 @@ class SeriesQueries:
         one = f"FROM points WHERE series_id = {SERIES_ID}"
         # Two sub-selects: SQLite answers a lone min() or max() from the index, not both at once.
         sql = f"SELECT (SELECT MIN(step) {one}), (SELECT MAX(step) {one})"
-        with self._lock:
-            row = self._run(self._cursor(), sql, [recording_id, key] * 2).fetchone()
+        with self._reading() as cur:
+            row = self._run(cur, sql, [recording_id, key] * 2).fetchone()
         return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
     def last_point(self, recording_id: str, key: str) -> Point | None:
@@ -154,8 +157,8 @@ class SeriesQueries:
             "SELECT step, value, value_text, time_unix_nano FROM points"
             f" WHERE series_id = {SERIES_ID} ORDER BY step DESC, time_unix_nano DESC LIMIT 1"
         )
-        with self._lock:
-            row = self._run(self._cursor(), sql, [recording_id, key]).fetchone()
+        with self._reading() as cur:
+            row = self._run(cur, sql, [recording_id, key]).fetchone()
         return None if row is None else (row[0], row[2] if row[2] is not None else row[1], row[3])
 
     def point_rows(self, recording_id: str, key: str) -> list[Point]:
@@ -168,8 +171,8 @@ class SeriesQueries:
             "SELECT step, IFNULL(value_text, value), time_unix_nano FROM points"
             f" WHERE series_id = {SERIES_ID} ORDER BY step, time_unix_nano"
         )
-        with self._lock:
-            rows: list[Point] = self._run(self._cursor(), sql, [recording_id, key]).fetchall()
+        with self._reading() as cur:
+            rows: list[Point] = self._run(cur, sql, [recording_id, key]).fetchall()
         return rows
 
     def downsampled(
@@ -192,8 +195,8 @@ class SeriesQueries:
         pick = _PICK_POSTGRES if self.dialect == "postgresql" else _PICK_SQLITE
         sql = f"WITH cand (step, value, value_text, t) AS ({sql}), b AS (SELECT step, value,"
         sql += f" value_text, t, (step - ?) / ? AS ob FROM cand) {pick}"
-        with self._lock:
-            rows = self._run(self._cursor(), sql, [*params, how.base, how.width]).fetchall()
+        with self._reading() as cur:
+            rows = self._run(cur, sql, [*params, how.base, how.width]).fetchall()
         return [(s, text if text is not None else v, t) for s, v, text, t in rows]
 
     def _candidates(self, series_id: int, how: Plan) -> tuple[str, list[Any]]:

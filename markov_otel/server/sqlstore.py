@@ -18,12 +18,13 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from markov_otel.rules import next_status
 from markov_otel.server.identity import unseen
+from markov_otel.server.lanes import ReaderPool
 from markov_otel.server.marks import MarksQueries, marks_schema
 from markov_otel.server.points import COLUMNS_A_ROW, PointRow, SeriesPoints
 from markov_otel.server.records import (
@@ -114,7 +115,8 @@ class SqlStore(SeriesQueries, MarksQueries):
     lock_clause = ""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection's: ingest, registers, PATCHes
+        self._readers: ReaderPool | None = None  # reads' own connections, when the store has them
 
     # -- what a database supplies ------------------------------------------------------------
     def _transaction(self) -> AbstractContextManager[Any]:
@@ -168,6 +170,17 @@ class SqlStore(SeriesQueries, MarksQueries):
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         with self._lock, self._transaction() as cur:
+            yield cur
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A cursor for a read: on a reader connection, so it never waits for the writer's lock
+        (the writer's, under that lock, only for a store without reader connections)."""
+        if self._readers is None:
+            with self._lock:
+                yield self._cursor()
+            return
+        with self._readers.borrow() as conn, closing(conn.cursor()) as cur:
             yield cur
 
     def _run(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -250,8 +263,8 @@ class SqlStore(SeriesQueries, MarksQueries):
 
     def get(self, recording_id: str) -> dict[str, Any] | None:
         """The recording (with its keys), or None."""
-        with self._lock:
-            return self._fetch(self._cursor(), recording_id)
+        with self._reading() as cur:
+            return self._fetch(cur, recording_id)
 
     def _fetch(
         self, cur: Any, recording_id: str, lock: bool = False, keys: bool = True
@@ -274,8 +287,8 @@ class SqlStore(SeriesQueries, MarksQueries):
         """All recordings (of a project), newest start first; without `keys`."""
         where, params = ("", []) if project_id is None else (" WHERE project_id = ?", [project_id])
         order = " ORDER BY COALESCE(started_at, created_at) DESC, created_at DESC, recording_id"
-        with self._lock:
-            rows = self._run(self._cursor(), _SELECT + where + order, params).fetchall()
+        with self._reading() as cur:
+            rows = self._run(cur, _SELECT + where + order, params).fetchall()
         return [_row_to_recording(row) for row in rows]
 
     def series_keys(self, project_id: str | None = None) -> list[str]:
@@ -287,8 +300,8 @@ class SqlStore(SeriesQueries, MarksQueries):
             sql += " WHERE recording_id IN"
             sql += " (SELECT recording_id FROM recordings WHERE project_id = ?)"
             params = [project_id]
-        with self._lock:
-            rows = self._run(self._cursor(), sql + " ORDER BY key", params).fetchall()
+        with self._reading() as cur:
+            rows = self._run(cur, sql + " ORDER BY key", params).fetchall()
         return [key for (key,) in rows]
 
     def patch(
@@ -339,16 +352,16 @@ class SqlStore(SeriesQueries, MarksQueries):
     def alerts(self, recording_id: str) -> list[dict[str, Any]]:
         """The recording's alerts in firing order (an unreadable stored alert is left out)."""
         sql = "SELECT body FROM alerts WHERE recording_id = ? ORDER BY seq"
-        with self._lock:
-            rows = self._run(self._cursor(), sql, [recording_id]).fetchall()
+        with self._reading() as cur:
+            rows = self._run(cur, sql, [recording_id]).fetchall()
         alerts = (read_json(body, f"alert of {recording_id}") for (body,) in rows)
         return [alert for alert in alerts if isinstance(alert, dict)]
 
     def requirements(self, recording_id: str) -> dict[str, Any] | None:
         """The stored environment.json of a recording, or None."""
         sql = "SELECT requirements FROM recordings WHERE recording_id = ?"
-        with self._lock:
-            row = self._run(self._cursor(), sql, [recording_id]).fetchone()
+        with self._reading() as cur:
+            row = self._run(cur, sql, [recording_id]).fetchone()
         found = None if row is None else read_json(row[0], f"requirements of {recording_id}")
         return found if isinstance(found, dict) else None
 
@@ -359,8 +372,8 @@ class SqlStore(SeriesQueries, MarksQueries):
             "SELECT step, value, value_text, time_unix_nano FROM points"
             f" WHERE series_id = {SERIES_ID} ORDER BY step, time_unix_nano"
         )
-        with self._lock:
-            rows = self._run(self._cursor(), sql, [recording_id, key]).fetchall()
+        with self._reading() as cur:
+            rows = self._run(cur, sql, [recording_id, key]).fetchall()
         return [(s, t if t is not None else v, ns) for s, v, t, ns in rows]
 
     def events_named(self, recording_id: str, name: str) -> list[tuple[int, dict[str, Any]]]:
@@ -369,8 +382,8 @@ class SqlStore(SeriesQueries, MarksQueries):
             "SELECT time_unix_nano, attributes FROM events WHERE recording_id = ? AND name = ?"
             " ORDER BY time_unix_nano"
         )
-        with self._lock:
-            rows = self._run(self._cursor(), sql, [recording_id, name]).fetchall()
+        with self._reading() as cur:
+            rows = self._run(cur, sql, [recording_id, name]).fetchall()
         return [(int(ns), json.loads(attrs)) for ns, attrs in rows]
 
     def ingest(

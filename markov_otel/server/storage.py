@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from markov_otel.errors import ConfigError
+from markov_otel.server.lanes import ReaderPool
 from markov_otel.server.seriesstore import Point
 from markov_otel.server.sqlstore import (
     BatchKey,
@@ -41,7 +42,9 @@ __all__ = [
 
 
 class Store(Protocol):
-    """What the app needs from storage; every method is blocking and thread-safe.
+    """What the app needs from storage; every method is blocking and thread-safe. Reads
+    (get, list_recordings, alerts, requirements, records, step_range, last_point, downsampled)
+    run on reader connections of their own and never wait for a write's lock.
 
     `scope` is the one project a request's token may write (None: every project).
     """
@@ -94,6 +97,8 @@ class SQLiteStore(SqlStore):
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self.create_schema()
+        if path != ":memory:":  # another connection to ":memory:" would be another database
+            self._readers = ReaderPool(lambda: _reader_connection(path))
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -113,8 +118,19 @@ class SQLiteStore(SqlStore):
         return {row[1] for row in cur.execute(f"PRAGMA table_info({table})").fetchall()}
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
         with self._lock:
             self._conn.close()
+
+
+def _reader_connection(path: str) -> sqlite3.Connection:
+    """A connection that only reads: in WAL mode it reads the last commit while a batch is
+    written, and neither waits for the other."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA query_only=1")
+    return conn
 
 
 def open_store(url: str) -> Store:

@@ -1,11 +1,12 @@
-"""The ingest gate: at most --max-concurrent-ingest bodies in progress; beyond, 503 + Retry-After.
+"""The ingest gate: at most --max-concurrent-ingest bodies parsed and stored at once, a bound on
+the bytes of bodies arriving; beyond either, 503 + Retry-After.
 
-Real sockets hold slots: each sends its headers and half a valid body, then waits. While they
-wait, the next body is refused at once (before it is read); when they finish, bodies go in again.
+Real sockets send their headers and half a valid body, then wait: they hold bytes, not slots.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
 
 from markov_otel.errors import ConfigError
 from markov_otel.server import create_app
+from markov_otel.server.bodies import ApiError
+from markov_otel.server.gate import IngestGate
 
 SLOTS = 2
 WAIT = 20.0  # seconds to wait for the server to have taken the held slots (not a timing claim)
@@ -30,20 +33,20 @@ def gated(tmp_path: Path) -> Iterator[Backend]:
     server.stop()
 
 
-def hold(server: Backend, body: bytes) -> socket.socket:
-    """A POST /v1/metrics whose body stops half way: the server holds a slot for it."""
+def hold(server: Backend, body: bytes, sent: int | None = None) -> socket.socket:
+    """A POST /v1/metrics whose body stops after `sent` bytes (half by default), then waits."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     head = (
         f"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
-    sock.sendall(head.encode() + body[: len(body) // 2])
+    sock.sendall(head.encode() + body[: len(body) // 2 if sent is None else sent])
     return sock
 
 
-def finish(sock: socket.socket, body: bytes) -> int:
+def finish(sock: socket.socket, body: bytes, sent: int | None = None) -> int:
     """Send the rest of a held body; the answer's status code."""
-    sock.sendall(body[len(body) // 2 :])
+    sock.sendall(body[len(body) // 2 if sent is None else sent :])
     reply = b""
     while b"\r\n" not in reply:
         reply += sock.recv(4096)
@@ -51,43 +54,72 @@ def finish(sock: socket.socket, body: bytes) -> int:
     return int(reply.split(b" ", 2)[1])
 
 
-def refused_while_full(server: Backend, rid: str) -> tuple[httpx.Response, int]:
-    """Post one-point batches until the server reports itself full (it takes the held slots as
-    their headers land); the refusal and how many went in before it."""
-    headers = {**server.headers, "Content-Type": "application/x-protobuf"}
-    deadline, stored = time.monotonic() + WAIT, 0
-    while True:
-        body = metrics_protobuf(rid, [("z", stored, 1.0, 1)])
-        answer = httpx.post(server.url + "/v1/metrics", content=body, headers=headers)
-        if answer.status_code != 200 or time.monotonic() > deadline:
-            return answer, stored
-        stored += 1
-        time.sleep(0.05)
-
-
-def test_bodies_past_the_bound_get_503_with_retry_after(gated: Backend) -> None:
-    """With every slot held, ingest and REST bodies get 503 + Retry-After; then all goes in."""
+def test_bodies_on_their_way_in_hold_no_slot(gated: Backend) -> None:
+    """With more half-sent bodies than slots, other bodies and registrations go in at once;
+    finished, the held bodies are stored too: every point once."""
     rid = new_id()
-    bodies = [metrics_json_bytes(rid, series(f"held{i}", 50)) for i in range(SLOTS)]
+    bodies = [metrics_json_bytes(rid, series(f"held{i}", 50)) for i in range(SLOTS + 2)]
     socks = [hold(gated, body) for body in bodies]
-    answer, early = refused_while_full(gated, rid)
-    assert answer.status_code == 503
-    assert answer.headers["retry-after"] == "1"
-    from google.rpc.status_pb2 import Status
-
-    assert "max-concurrent-ingest" in Status.FromString(answer.content).message
+    headers = {**gated.headers, "Content-Type": "application/x-protobuf"}
+    for step in range(5):
+        body = metrics_protobuf(rid, [("z", step, 1.0, 1)])
+        answer = httpx.post(gated.url + "/v1/metrics", content=body, headers=headers, timeout=WAIT)
+        assert answer.status_code == 200
     register = httpx.post(
         gated.url + "/api/v1/recordings", json={"recording_id": new_id()}, headers=gated.headers
     )
-    assert register.status_code == 503 and register.headers["retry-after"] == "1"
-    reads = httpx.get(gated.url + "/api/v1/recordings", headers=gated.headers)
-    assert reads.status_code == 200  # reads carry no body: never gated
-    assert [finish(sock, body) for sock, body in zip(socks, bodies, strict=True)] == [200] * SLOTS
-    after = metrics_json_bytes(rid, series("after", 7))
-    headers = {**gated.headers, "Content-Type": "application/json"}
-    assert httpx.post(gated.url + "/v1/metrics", content=after, headers=headers).status_code == 200
+    assert register.status_code == 201
+    assert [finish(sock, body) for sock, body in zip(socks, bodies, strict=True)] == [200] * (
+        SLOTS + 2
+    )
     recording = httpx.get(f"{gated.url}/api/v1/recordings/{rid}", headers=gated.headers).json()
-    assert recording["points"] == 50 * SLOTS + 7 + early  # nothing refused was stored
+    assert recording["points"] == 50 * (SLOTS + 2) + 5
+
+
+def test_a_body_past_the_bytes_arriving_bound_gets_503_with_retry_after(tmp_path: Path) -> None:
+    """Bodies on their way in are bounded in bytes (4 bodies of --max-body-bytes): one that
+    would pass the bound is refused before it is read, with Retry-After; nothing of it stored."""
+    server = Backend(tmp_path / "small", extra_args=["--max-body-bytes", "3000"])
+    try:
+        rid = new_id()
+        bodies = [metrics_json_bytes(rid, series(f"k{i}", 19)) for i in range(5)]
+        assert all(2450 < len(b) <= 3000 for b in bodies), [len(b) for b in bodies]
+        socks = [hold(server, body, len(body) - 1) for body in bodies[:4]]  # 4 x ~2.5 kB in
+        headers = {**server.headers, "Content-Type": "application/json"}
+        deadline = time.monotonic() + WAIT
+        while True:  # the held bodies' first halves reach the server as their headers land
+            answer = httpx.post(server.url + "/v1/metrics", content=bodies[4], headers=headers)
+            if answer.status_code != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert "bytes of request bodies are arriving" in answer.json()["message"]
+        finished = [
+            finish(sock, body, len(body) - 1) for sock, body in zip(socks, bodies[:4], strict=True)
+        ]
+        assert finished == [200] * 4
+        recording = httpx.get(f"{server.url}/api/v1/recordings/{rid}", headers=server.headers)
+        assert recording.json()["points"] == 4 * 19
+    finally:
+        server.stop()
+
+
+def test_a_full_gate_answers_503_with_retry_after_naming_the_bound() -> None:
+    """Every slot busy: the next body gets 503, Retry-After 1, and the option's name."""
+    gate = IngestGate(SLOTS)
+
+    async def fill() -> ApiError:
+        async with gate.slot("a"), gate.slot("b"):
+            try:
+                async with gate.slot("c"):
+                    pass
+            except ApiError as exc:
+                return exc
+        raise AssertionError("a third body got a slot")
+
+    refused = asyncio.run(fill())
+    assert refused.status == 503 and refused.headers == {"Retry-After": "1"}
+    assert "--max-concurrent-ingest" in refused.reason
 
 
 @pytest.mark.parametrize("bad", [0, -1, True])

@@ -253,6 +253,40 @@ def test_a_running_recording_page_appends_new_points_live(
     assert browsing.errors == []
 
 
+def test_an_open_live_page_asks_with_its_etag_and_reads_no_series_while_nothing_changes(
+    browsing: Browsing, backend: Backend
+) -> None:
+    """A running recording's page polls it with If-None-Match and, answered 304 (nothing new),
+    asks for no series; one more batch, and it reads that key again from the last step."""
+    rid = new_id()
+    post_points(backend, rid, [("loss", s, 1.0, T0 + s) for s in range(20)])
+    browsing.sign_in(f"/recordings/{rid}")
+    page = browsing.page
+    page.wait_for_selector("html[data-charts-ready='1']")
+    series_asked: list[str] = []
+    polls: list[tuple[str | None, int]] = []
+    page.on("request", lambda r: series_asked.append(r.url) if "/api/v1/series" in r.url else None)
+
+    def polled(response: Any) -> None:
+        if response.url.endswith(f"/api/v1/recordings/{rid}"):
+            validator = response.request.all_headers().get("if-none-match")
+            polls.append((validator, response.status))
+
+    page.on("response", polled)
+    page.wait_for_function("Number(document.documentElement.dataset.livePolls || 0) >= 3",
+                           timeout=30_000)  # fmt: skip
+    assert series_asked == []
+    assert len(polls) >= 3 and all(validator for validator, _ in polls[1:]), polls
+    post_points(backend, rid, [("loss", 20, 2.0, T0 + 20)])
+    page.wait_for_function(
+        "document.querySelector(\"figure.chart[data-key='loss'] figcaption small\")"
+        ".textContent.startsWith('21 points')",
+        timeout=30_000,
+    )
+    assert series_asked and all("since_step=19" in u for u in series_asked), series_asked
+    assert browsing.errors == []
+
+
 def test_the_runs_table_of_1000_runs_filters_sorts_and_hides_columns(
     browsing: Browsing, backend: Backend
 ) -> None:

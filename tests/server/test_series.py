@@ -195,6 +195,7 @@ def test_a_series_stored_before_buckets_existed_reads_the_same(backend: Backend)
         conn.execute(f"DELETE FROM point_buckets WHERE series_id = {series}", [rid])
         unready = conn.execute("UPDATE series SET buckets_ready = 0 WHERE recording_id = ?", [rid])
         assert unready.rowcount == 1
+    backend.restart()  # as an older database meets a new server (which keeps no answers)
     assert get_series(backend, [rid], "y", max_points=100).json() == before
     with sqlite3.connect(db) as conn:
         (rows,) = conn.execute(

@@ -2,7 +2,9 @@
 // run name that reads out the value under the cursor, zoom (drag; double-click resets) that
 // re-reads the range at full resolution, log scale, EMA smoothing with the raw line kept faint,
 // non-finite values as gaps with a marker, x by step or time, and live appends while a run is
-// running. Data: GET /api/v1/series. Marks <html data-charts-ready="N"> once the charts are drawn.
+// running (every 2 s, asking with the ETag it has: 304 while nothing changed; new points only,
+// by since_step; not while the tab is hidden). Data: GET /api/v1/series. Marks
+// <html data-charts-ready="N"> once the charts are drawn.
 "use strict";
 (function () {
   var root = document.documentElement;
@@ -53,7 +55,7 @@
   function fetchSeries(ids, key, extra) {
     var url = "/api/v1/series?ids=" + ids.map(encodeURIComponent).join(",") + "&key=" +
       encodeURIComponent(key) + "&max_points=" + MAX_POINTS + (extra || "");
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    return fetch(url, { credentials: "same-origin", cache: "no-cache", headers: { Accept: "application/json" } })
       .then(function (answer) {
         if (!answer.ok) throw new Error("GET " + url + " answered " + answer.status);
         return answer.json();
@@ -302,11 +304,24 @@
   function liveRuns() {
     return runs.filter(function (r) { return TERMINAL.indexOf(r.status) < 0; });
   }
+  // A page in a background tab does not poll; it looks again as soon as it is shown.
+  var pollWaiting = false;
+  function schedulePoll() {
+    if (!liveRuns().length) return;
+    if (document.hidden) { pollWaiting = true; return; }
+    setTimeout(poll, POLL_MS);
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && pollWaiting) { pollWaiting = false; poll(); }
+  });
   function poll() {
     var live = liveRuns();
     if (!live.length) { document.getElementById("live-state").textContent = ""; return; }
+    if (document.hidden) { pollWaiting = true; return; }
     Promise.all(live.map(function (run) {
-      return fetch("/api/v1/recordings/" + encodeURIComponent(run.id), { credentials: "same-origin" })
+      // no-cache: the browser asks with the ETag it kept, and the server answers 304 (no body,
+      // no keys listed) until the run changes; only then are the series asked, from the last step.
+      return fetch("/api/v1/recordings/" + encodeURIComponent(run.id), { credentials: "same-origin", cache: "no-cache" })
         .then(function (a) { return a.ok ? a.json() : null; });
     })).then(function (found) {
       var work = [];
@@ -326,9 +341,7 @@
       var state = document.getElementById("live-state");
       state.textContent = liveRuns().length ? "live · updated " + new Date().toLocaleTimeString() : "";
       root.dataset.livePolls = String(Number(root.dataset.livePolls || 0) + 1);
-    }).catch(report).then(function () {
-      if (liveRuns().length) setTimeout(poll, POLL_MS);
-    });
+    }).catch(report).then(schedulePoll);
   }
   // New points of `ids` for one key: only steps after the last one each run has on the page.
   function appendKey(key, ids) {
@@ -408,6 +421,6 @@
     if (!doc.keys.length) document.getElementById("charts-empty").textContent = "No points yet.";
     root.dataset.chartsReady = String(Object.keys(charts).length);
     document.dispatchEvent(new CustomEvent("markov:series", { detail: { key: null } }));
-    if (liveRuns().length) setTimeout(poll, POLL_MS);
+    schedulePoll();
   }).catch(report);
 })();
