@@ -47,6 +47,7 @@ from markov_otel.recording.arguments import (
     queue_config,
     recorder_settings,
 )
+from markov_otel.recording.artifacts import ArtifactCopier, check_artifact
 from markov_otel.recording.notices import AlertNotices, WebhookNotifier
 from markov_otel.recording.summary import ExperimentSummary
 from markov_otel.recording.system_metrics import SystemSampler
@@ -181,6 +182,7 @@ class ExperimentRecorder:
         self._ended_at: float | None = None
         self._saved_at = 0.0  # monotonic time of the last recording.json save
         self._trouble = SayOnce(log)
+        self._artifacts: ArtifactCopier | None = None  # made by the first add_artifact
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
         shared = self._recording_id if self._launch else None  # a restarted job goes on
@@ -274,6 +276,41 @@ class ExperimentRecorder:
             self._check_alerts(values, time_ns, step)
         if len(self._buffer) >= self._kick_at:
             self._kick(time_ns)
+
+    def add_artifact(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        kind: str = "file",
+        metadata: dict[str, Any] | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Keep a file or directory with the recording (kind: file, model, checkpoint, dataset;
+        "model" is the model behind `model_id`). Returns at once: the copy is made in the
+        background (recording/artifacts.py) and uploaded after the points."""
+        if not self._running:
+            raise self._not_running()
+        event = check_artifact(path, name, kind, metadata)
+        if self._artifacts is None:
+            self._artifacts = ArtifactCopier(self._spool.dir, self._artifact_stored)
+        self._artifacts.add(event, step)
+
+    def _artifact_stored(self, entry: dict[str, Any]) -> None:
+        """The copier thread stored an artifact: a log record names it, the sender uploads it."""
+        attributes = {
+            "markov.key": entry["name"],
+            "markov.artifact.kind": entry["kind"],
+            "markov.artifact.digest": entry["digest"],
+            "markov.artifact.media_type": entry["media_type"],
+            "markov.artifact.size": entry["size"],
+        }
+        if "step" in entry:
+            attributes["markov.step"] = entry["step"]
+        body = f"artifact {entry['name']} ({entry['kind']}, {entry['size']} bytes)"
+        self._telemetry.event("markov.artifact", attributes, body=body, span=self._span)
+        for sender in self._senders():
+            sender.wake()
 
     def _add_record_elsewhere(self, record: dict[str, Any], *, step: int | None = None) -> None:
         """add_record on a rank N > 0 of a distributed job whose values rank 0 records (the
@@ -459,6 +496,8 @@ class ExperimentRecorder:
     def _wind_down(self, status: str, deadline: float) -> None:
         """stop()'s work: the final batch on disk, the span closed, sending, then nothing held
         (no file descriptor, no thread) but what the deadline cut off."""
+        if self._artifacts is not None:  # their log records before the closing ones
+            self._artifacts.stop(deadline - time.monotonic())
         self._status = status
         self._ended_at = time.time()
         if status == "failed" and self._launch is not None:
