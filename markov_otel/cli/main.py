@@ -28,6 +28,7 @@ from markov_otel.config import (
 )
 from markov_otel.environments import capture, rebuild
 from markov_otel.errors import ConfigError, MarkovError
+from markov_otel.recording.artifacts import finish_pending
 from markov_otel.server import options as serve_options
 from markov_otel.shipping import runs
 from markov_otel.shipping.sender import Progress
@@ -332,6 +333,7 @@ def _has_work(settings: Settings, run_id: str, args: argparse.Namespace) -> bool
 def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
     """Sync one run; False when the backend refused lines of it (set aside)."""
     spool = runs.open_run(settings.dir, run_id)
+    finish_pending(spool.dir)  # artifact copies a stop() or a kill -9 cut short
     total = runs.unsent_lines(spool, settings.endpoint)
     bar = None
     if sys.stderr.isatty():  # a progress bar on a terminal; nothing in a pipe or a log
@@ -357,6 +359,8 @@ def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool
         f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
         f"to {redact_url(settings.endpoint)}"
     )
+    if done.artifact_bytes:
+        print(f"{run_id}: {done.artifact_bytes} bytes of artifacts uploaded")
     if args.resend_set_aside:
         print(f"{run_id}: {done.resent} set-aside batches stored on resending")
     if done.still_set_aside:

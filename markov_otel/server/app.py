@@ -21,10 +21,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from markov_otel.errors import ConfigError
-from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
-from markov_otel.server.api import api_routes, json_response
+from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_MAX_BODY_BYTES
+from markov_otel.server.api import Api, api_routes, json_response
+from markov_otel.server.artifacts import artifact_routes
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
 from markov_otel.server.backoff import WrongTokens, client_address, too_many
+from markov_otel.server.blobstore import FileBlobStore, default_dir
 from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
 from markov_otel.server.browser_auth import (
     LOGIN_PATH,
@@ -54,14 +56,19 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
+    artifacts: str | None = None,
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> Starlette:
     """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`.
 
     At most `max_concurrent_ingest` request bodies are read, parsed and stored at once; past
-    that a request gets 503 with Retry-After (see gate.py).
+    that a request gets 503 with Retry-After (see gate.py). Files go to the directory
+    `artifacts` (default: beside a SQLite file, see blobstore.py).
     """
     gate = IngestGate(max_concurrent_ingest)
     store = open_store(db)
+    blobs = FileBlobStore(Path(artifacts) if artifacts else default_dir(db))
+    files = Api(store, max_body_bytes, public_url, gate)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -70,7 +77,11 @@ def create_app(
 
     table, wrong = TokenTable(tokens), WrongTokens()
     app = Starlette(
-        routes=[*routes(store, max_body_bytes, public_url, gate), *login_routes(table, wrong)],
+        routes=[
+            *artifact_routes(files, blobs, max_artifact_bytes),
+            *routes(store, max_body_bytes, public_url, gate, max_artifact_bytes),
+            *login_routes(table, wrong),
+        ],
         exception_handlers={
             ApiError: api_error,
             ConfigError: refused,
@@ -86,7 +97,11 @@ def create_app(
 
 
 def routes(
-    store: Store, limit: int, public_url: str | None, gate: IngestGate
+    store: Store,
+    limit: int,
+    public_url: str | None,
+    gate: IngestGate,
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> list[Route | Mount]:
     """Every route of the backend."""
     ingest = [
@@ -97,7 +112,7 @@ def routes(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *ingest,
-        *api_routes(store, limit, public_url, gate),
+        *api_routes(store, limit, public_url, gate, max_artifact_bytes),
         *series_routes(store),
         *page_routes(store),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from markov_otel.errors import MarkovError
-from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
+from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["DEFAULT_MAX_CONCURRENT_INGEST", "add_arguments", "build_parser", "main", "run"]
 
@@ -81,6 +81,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_BYTES,
         help="largest request body accepted (default: %(default)s)",
     )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="directory of uploaded files, stored once by SHA-256 (default: beside the SQLite "
+        "file as FILE.artifacts, else ./markov-artifacts)",
+    )
+    parser.add_argument(
+        "--max-artifact-bytes",
+        type=int,
+        default=DEFAULT_MAX_ARTIFACT_BYTES,
+        help="largest artifact accepted (default: %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -101,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         trusted_proxies=args.trusted_proxy,
         open_server=args.open,
+        artifacts=args.artifacts,
+        max_artifact_bytes=args.max_artifact_bytes,
     )
     return 0
 

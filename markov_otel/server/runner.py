@@ -22,6 +22,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from markov_otel.errors import ConfigError
+from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES
 from markov_otel.server.app import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT_INGEST,
@@ -47,6 +48,8 @@ def serve(
     workers: int = 1,
     trusted_proxies: Sequence[str] = (),
     open_server: bool = False,
+    artifacts: str | None = None,
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
@@ -70,6 +73,8 @@ def serve(
         max_body_bytes=max_body_bytes,
         public_url=public_url,
         max_concurrent_ingest=max_concurrent_ingest,
+        artifacts=artifacts,
+        max_artifact_bytes=max_artifact_bytes,
     )
     # One process: the app now. Several: each worker makes its own from this (picklable)
     # factory; the parent opens the database once first, so that a bad --db or flag fails
