@@ -159,9 +159,11 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
 def _copy_file(source: Path, out: _HashingWriter) -> None:
     with source.open("rb") as src:
         before = _identity(os.fstat(src.fileno()))
-        while chunk := src.read(CHUNK):
+        left = before[0]  # only the size seen: a file growing all along still ends
+        while left and (chunk := src.read(min(CHUNK, left))):
             out.write(chunk)
-        if out.size != before[0]:
+            left -= len(chunk)
+        if left:
             raise SourceChanged(source)
     if _identity(os.stat(source)) != before:  # also a file replaced by rename meanwhile
         raise SourceChanged(source)

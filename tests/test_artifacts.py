@@ -1,0 +1,261 @@
+"""add_artifact: copied into the run dir by digest, never torn, uploaded once and resumably."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from backend_fixture import REPO, Backend, online_recorder
+
+from markov_otel import ExperimentRecorder, RecordingMode
+from markov_otel.cli.main import main
+from markov_otel.errors import ConfigError
+from markov_otel.shipping import blobs
+
+pytest_plugins = ["backend_fixture"]
+
+
+def offline(**kwargs: Any) -> ExperimentRecorder:
+    return ExperimentRecorder("files", recording_mode=RecordingMode.OFFLINE, **kwargs)
+
+
+def sha(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def listed(backend: Backend, recording_id: str) -> list[dict[str, Any]]:
+    url = f"{backend.url}/api/v1/recordings/{recording_id}/artifacts"
+    answer = requests.get(url, headers=backend.headers, timeout=10)
+    answer.raise_for_status()
+    return list(answer.json())
+
+
+def stored_blobs(backend: Backend) -> list[Path]:
+    """The committed files on the backend's disk (its --artifacts dir beside the SQLite file)."""
+    found = (backend.workdir / "backend.db.artifacts" / "blobs").rglob("*")
+    return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+
+
+def test_add_artifact_stores_file_and_directory_by_digest_and_logs_each(tmp_path: Path) -> None:
+    """A file and a directory are stored under blobs/<sha256>, each named by one log record."""
+    big = random_file(tmp_path / "model.bin", 3_000_000)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("a")
+    (tree / "sub" / "b.txt").write_text("b")
+    with offline() as recorder:
+        recorder.add_artifact(big, kind="model")
+        recorder.add_artifact(tree, name="tree", step=3)
+        recorder.add_artifact(big, name="same-bytes")
+    found = blobs.artifacts(recorder.run_dir)
+    assert [(a["name"], a["state"]) for a in found] == [
+        ("model.bin", "stored"), ("tree", "stored"), ("same-bytes", "stored"),
+    ]  # fmt: skip
+    assert found[0]["digest"] == sha(big) == found[2]["digest"]
+    assert len(list((recorder.run_dir / "blobs").iterdir())) == 2  # same bytes kept once
+    assert (recorder.run_dir / "blobs" / found[0]["digest"][7:]).read_bytes() == big.read_bytes()
+    logs = (recorder.run_dir / "logs.jsonl").read_text()
+    assert logs.count('"eventName":"markov.artifact"') == 3
+    assert found[0]["digest"] in logs and '"markov.step","value":{"intValue":"3"}' in logs
+
+
+def test_add_artifact_returns_before_the_copy_is_made(tmp_path: Path) -> None:
+    """add_artifact of a 64 MB file returns long before hashing it could (the copy is later)."""
+    big = random_file(tmp_path / "ckpt.bin", 64 << 20)
+    with offline() as recorder:
+        recorder.add_artifact(big, kind="checkpoint")  # starts the copier thread
+        began = time.perf_counter()
+        recorder.add_artifact(big, name="again", kind="checkpoint")
+        took = time.perf_counter() - began
+        pending = [a["state"] for a in blobs.artifacts(recorder.run_dir)]
+    # The promise is "about a millisecond whatever the size"; 0.1 s is generous for a loaded
+    # machine and still far below hashing 64 MB (which the second call would do if inline).
+    assert took < 0.1
+    assert pending[1] == "pending"
+    assert [a["state"] for a in blobs.artifacts(recorder.run_dir)] == ["stored", "stored"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"path": "missing.bin"}, "missing.bin"),
+        ({"path": "file.bin", "kind": "weights"}, "kind='weights'"),
+        ({"path": "file.bin", "name": "bad\x00name"}, "artifact name"),
+        ({"path": "file.bin", "metadata": "not a dict"}, "artifact metadata"),
+    ],
+)
+def test_bad_artifact_is_a_config_error_naming_it_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], named: str
+) -> None:
+    """A missing path, an unknown kind, an unstorable name or bad metadata: ConfigError, no line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with offline() as recorder:
+        path = kwargs.pop("path")
+        with pytest.raises(ConfigError, match=named.replace("\x00", "")):
+            recorder.add_artifact(path, **kwargs)
+    assert blobs.artifacts(recorder.run_dir) == []
+
+
+def test_socket_is_refused_as_an_artifact(tmp_path: Path) -> None:
+    """A socket file is not an artifact: ConfigError saying it is a socket."""
+    where = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock, offline() as recorder:
+        sock.bind(str(where))
+        with pytest.raises(ConfigError, match="is a socket"):
+            recorder.add_artifact(where)
+    assert blobs.artifacts(recorder.run_dir) == []
+
+
+def test_a_file_changing_while_copied_is_never_stored_torn(tmp_path: Path) -> None:
+    """A source appended to all along is said changed, and no blob of it is kept."""
+    growing = random_file(tmp_path / "growing.bin", 8 << 20)
+    done = threading.Event()
+
+    def keep_writing() -> None:
+        with growing.open("ab") as out:
+            while not done.is_set():
+                out.write(b"x" * 4096)
+                out.flush()
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        with offline() as recorder:
+            recorder.add_artifact(growing)
+    finally:
+        done.set()
+        writer.join()
+    assert [a["state"] for a in blobs.artifacts(recorder.run_dir)] == ["changed"]
+    assert not [p for p in (recorder.run_dir / "blobs").iterdir() if not p.name.startswith(".")]
+
+
+def test_online_artifact_listed_downloaded_with_range_and_model_found(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Uploaded once: listed with its digest, downloadable whole and by Range, and the
+    kind="model" artifact is what GET /api/v1/models/{model_id} names."""
+    model = random_file(tmp_path / "model.pt", 20 << 20)  # three parts of 8 MiB
+    with online_recorder(backend.url, backend.token) as recorder:
+        recorder.add_record({"loss": 1.0})
+        recorder.add_artifact(model, kind="model", metadata={"framework": "torch"})
+    [entry] = listed(backend, recorder.recording_id)
+    assert (entry["digest"], entry["size"], entry["kind"]) == (sha(model), 20 << 20, "model")
+    url = f"{backend.url}/api/v1/recordings/{recorder.recording_id}/artifacts/model.pt"
+    whole = requests.get(url, headers=backend.headers, timeout=30)
+    assert whole.content == model.read_bytes()
+    part = requests.get(url, headers={**backend.headers, "Range": "bytes=10-19"}, timeout=10)
+    assert part.status_code == 206 and part.content == model.read_bytes()[10:20]
+    found = requests.get(
+        f"{backend.url}/api/v1/models/{recorder.model_id}", headers=backend.headers, timeout=10
+    ).json()
+    assert found["recording_id"] == recorder.recording_id
+    assert found["artifact"]["digest"] == sha(model)
+
+
+def test_same_file_in_two_runs_is_stored_once_on_the_backend(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Two runs adding the same 10 MB checkpoint: one file of 10 MB on the backend's disk, and
+    the second run uploads no part of it."""
+    ckpt = random_file(tmp_path / "ckpt.bin", 10 << 20)
+    for _ in range(2):
+        with online_recorder(backend.url, backend.token) as recorder:
+            recorder.add_artifact(ckpt, kind="checkpoint")
+        assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(ckpt)]
+    on_disk = stored_blobs(backend)
+    assert [(p.name, p.stat().st_size) for p in on_disk] == [(sha(ckpt)[7:], 10 << 20)]
+
+
+def test_backend_refusing_artifact_over_its_limit_leaves_it_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file over --max-artifact-bytes: the backend says the limit, the run dir keeps it."""
+    server = Backend(tmp_path / "small", extra_args=["--max-artifact-bytes", "1000"])
+    try:
+        big = random_file(tmp_path / "big.bin", 5000)
+        with offline() as recorder:
+            recorder.add_artifact(big)
+        monkeypatch.setenv("MARKOV_ENDPOINT", server.url)
+        monkeypatch.setenv("MARKOV_API_KEY", server.token)
+        assert main(["sync", recorder.recording_id]) == 0
+        assert listed(server, recorder.recording_id) == []
+        acks = json.loads((recorder.run_dir / "artifact-acks.json").read_text())
+        [reason] = next(iter(acks.values()))["refused"].values()
+        assert "limit of 1000 bytes" in reason
+        assert (recorder.run_dir / "blobs" / sha(big)[7:]).exists()
+    finally:
+        server.stop()
+
+
+SYNC = "from markov_otel.cli.main import main; import sys; sys.exit(main(['sync', sys.argv[1]]))"
+
+
+@pytest.mark.slow
+def test_kill_9_mid_upload_then_mkv_sync_resumes_at_the_missing_parts(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`mkv sync` killed by SIGKILL after some parts: the next sync sends only the rest, and
+    the backend holds the file whole (its digest)."""
+    big = random_file(tmp_path / "big.bin", 96 << 20)  # 12 parts
+    with offline() as recorder:
+        recorder.add_artifact(big, kind="checkpoint")
+    monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parts = backend.workdir / "backend.db.artifacts" / "parts" / sha(big)[7:]
+    sync = subprocess.Popen([sys.executable, "-c", SYNC, recorder.recording_id], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len([p for p in parts.glob("[0-9]*")]) < 2 and time.monotonic() < deadline:
+            assert sync.poll() is None, "the sync ended before it could be killed"
+            time.sleep(0.005)
+        sync.send_signal(signal.SIGKILL)
+    finally:
+        sync.kill()
+        sync.wait()
+    held = len(list(parts.glob("[0-9]*")))
+    assert 2 <= held < 12 and stored_blobs(backend) == []
+    capsys.readouterr()
+    assert main(["sync", recorder.recording_id]) == 0
+    out = capsys.readouterr().out
+    resent = int(out.split(" bytes of artifacts uploaded")[0].rsplit(" ", 1)[-1])
+    assert resent <= (96 << 20) - held * (8 << 20)  # the parts it held were not sent again
+    [blob] = stored_blobs(backend)
+    assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == sha(big)
+    assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(big)]
+
+
+@pytest.mark.slow
+def test_backend_down_then_restarted_artifact_arrives_by_mkv_sync(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backend killed during the run: the artifact stays on disk; after a restart, mkv sync
+    delivers it exactly once."""
+    ckpt = random_file(tmp_path / "ckpt.bin", 12 << 20)
+    backend.kill()
+    with online_recorder(backend.url, backend.token, sync_data_timeout=2.0) as recorder:
+        recorder.add_artifact(ckpt, kind="checkpoint")
+    backend.restart()
+    monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    assert main(["sync", recorder.recording_id]) == 0
+    assert main(["sync", recorder.recording_id]) == 0
+    assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(ckpt)]
+    assert [p.stat().st_size for p in stored_blobs(backend)] == [12 << 20]
