@@ -170,14 +170,21 @@ def test_online_artifact_listed_downloaded_with_range_and_model_found(
 
 
 def test_same_file_in_two_runs_is_stored_once_on_the_backend(
-    backend: Backend, tmp_path: Path
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """Two runs adding the same 10 MB checkpoint: one file of 10 MB on the backend's disk, and
     the second run uploads no part of it."""
     ckpt = random_file(tmp_path / "ckpt.bin", 10 << 20)
-    for _ in range(2):
-        with online_recorder(backend.url, backend.token) as recorder:
-            recorder.add_artifact(ckpt, kind="checkpoint")
+    with online_recorder(backend.url, backend.token) as first:
+        first.add_artifact(ckpt, kind="checkpoint")
+    with offline() as second:
+        second.add_artifact(ckpt, kind="checkpoint")
+    monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    capsys.readouterr()
+    assert main(["sync", second.recording_id]) == 0
+    assert "bytes of artifacts uploaded" not in capsys.readouterr().out  # no part sent
+    for recorder in (first, second):
         assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(ckpt)]
     on_disk = stored_blobs(backend)
     assert [(p.name, p.stat().st_size) for p in on_disk] == [(sha(ckpt)[7:], 10 << 20)]
@@ -259,3 +266,35 @@ def test_backend_down_then_restarted_artifact_arrives_by_mkv_sync(
     assert main(["sync", recorder.recording_id]) == 0
     assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(ckpt)]
     assert [p.stat().st_size for p in stored_blobs(backend)] == [12 << 20]
+
+
+def test_commit_checks_the_digest_and_parts_are_idempotent(backend: Backend) -> None:
+    """A part PUT twice is kept once; a commit whose parts do not hash to the digest is a 400
+    and stores nothing; the right bytes commit."""
+    data = os.urandom(1000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blob = f"{backend.url}/api/v1/blobs/{digest}"
+    for body in (b"wrong bytes", b"wrong bytes"):
+        assert requests.put(f"{blob}/parts/0", data=body, headers=backend.headers).ok
+    assert requests.get(blob, headers=backend.headers).json()["parts"] == {"0": 11}
+    bad = requests.post(blob, json={"size": 11, "parts": 1}, headers=backend.headers)
+    assert bad.status_code == 400 and "not the 11 bytes" in bad.json()["error"]
+    assert stored_blobs(backend) == []
+    assert requests.put(f"{blob}/parts/0", data=data, headers=backend.headers).ok
+    assert requests.post(blob, json={"size": 1000, "parts": 1}, headers=backend.headers).ok
+    assert [p.read_bytes() for p in stored_blobs(backend)] == [data]
+
+
+def test_other_projects_token_cannot_list_or_download_artifacts(tmp_path: Path) -> None:
+    """A token scoped to project B gets 404 for project A's artifacts, list and download."""
+    server = Backend(tmp_path / "scoped", extra_args=["--token", "btoken:B"])
+    try:
+        with online_recorder(server.url, server.token, project_id="A") as recorder:
+            recorder.add_artifact(random_file(tmp_path / "a.bin", 100))
+        base = f"{server.url}/api/v1/recordings/{recorder.recording_id}/artifacts"
+        other = {"Authorization": "Bearer btoken"}
+        assert len(listed(server, recorder.recording_id)) == 1
+        assert requests.get(base, headers=other, timeout=10).status_code == 404
+        assert requests.get(f"{base}/a.bin", headers=other, timeout=10).status_code == 404
+    finally:
+        server.stop()
