@@ -4,7 +4,8 @@
 open for reading); `FileBlobStore` is its first backend, a directory:
 
     DIR/blobs/<2 hex>/<64 hex>         committed bytes, stored once whatever the runs naming them
-    DIR/parts/<64 hex>/<index>         parts of an upload not committed yet (each idempotent)
+    DIR/parts/<64 hex>/partial         an upload not committed yet, each part at its offset
+    DIR/parts/<64 hex>/<index>         a part written whole (its size), so resuming skips it
     DIR/recordings/<recording>.json    the artifacts each recording names (artifact index)
     DIR/models/<model id>.json         the recording whose kind="model" artifact fills a model_id
 
@@ -24,6 +25,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+
+from markov_otel.rules import ARTIFACT_PART_BYTES
 
 CHUNK = 1 << 20
 
@@ -50,8 +53,8 @@ class BlobStore(Protocol):
 class FileBlobStore:
     """BlobStore on a local directory (the reference backend's default)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, part_bytes: int = ARTIFACT_PART_BYTES) -> None:
+        self.root, self.part_bytes = root, part_bytes
         for sub in ("blobs", "parts", "recordings", "models"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # index read-modify-write within this process
@@ -68,55 +71,53 @@ class FileBlobStore:
         folder = self.root / "parts" / hexdigest
         if not folder.is_dir():
             return {}
-        return {int(p.name): p.stat().st_size for p in folder.iterdir() if p.name.isdigit()}
+        return {int(p.name): int(p.read_text() or 0) for p in folder.iterdir() if p.name.isdigit()}
 
     def put_part(self, hexdigest: str, index: int, chunks: Iterable[bytes]) -> int:
-        """Write one part (replacing any earlier copy of it whole); its size."""
+        """Write part `index` at its offset in the upload's one partial file, then its marker
+        (a part without a marker, cut mid-way, is sent again). Writing it twice is harmless."""
         folder = self.root / "parts" / hexdigest
         folder.mkdir(exist_ok=True)
-        tmp = folder / f".{uuid.uuid4().hex}.tmp"
+        partial = folder / "partial"
+        (folder / str(index)).unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
         size = 0
         try:
-            with tmp.open("wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    size += len(chunk)
-            os.replace(tmp, folder / str(index))
+            for chunk in chunks:
+                size += os.pwrite(fd, chunk, index * self.part_bytes + size)
         finally:
-            tmp.unlink(missing_ok=True)
+            os.close(fd)
+        _write_text(folder / str(index), str(size))
         return size
 
     def commit(self, hexdigest: str, size: int, parts: int) -> None:
-        """Join parts 0..parts-1, check size and SHA-256, store under blobs/; a no-op for bytes
-        already stored (the same file from another run)."""
-        if self.path(hexdigest) is not None:
-            shutil.rmtree(self.root / "parts" / hexdigest, ignore_errors=True)
-            return
+        """Check that parts 0..parts-1 make `size` bytes of this SHA-256 (one read of the
+        partial file), then move it under blobs/; a no-op for bytes already stored (the same
+        file from another run)."""
         folder = self.root / "parts" / hexdigest
-        missing = [i for i in range(parts) if not (folder / str(i)).is_file()]
+        if self.path(hexdigest) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        held = self.parts(hexdigest)
+        missing = [i for i in range(parts) if i not in held]
         if missing:
             raise BlobRefused(f"parts {missing[:10]} of sha256:{hexdigest} were not uploaded")
+        partial = folder / "partial"
+        sha, written = hashlib.sha256(), 0
+        with partial.open("r+b") as data:
+            data.truncate(size)  # a part sent longer than it should be cannot add bytes
+            while chunk := data.read(CHUNK):
+                sha.update(chunk)
+                written += len(chunk)
+        if written != size or sha.hexdigest() != hexdigest:
+            shutil.rmtree(folder, ignore_errors=True)  # start that upload over, clean
+            raise BlobRefused(
+                f"the parts make {written} bytes with SHA-256 {sha.hexdigest()}, not the "
+                f"{size} bytes of sha256:{hexdigest}; upload them again"
+            )
         target = self.root / "blobs" / hexdigest[:2] / hexdigest
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f".{uuid.uuid4().hex}.tmp")
-        sha, written = hashlib.sha256(), 0
-        try:
-            with tmp.open("wb") as out:
-                for index in range(parts):
-                    with (folder / str(index)).open("rb") as part:
-                        while chunk := part.read(CHUNK):
-                            sha.update(chunk)
-                            out.write(chunk)
-                            written += len(chunk)
-            if written != size or sha.hexdigest() != hexdigest:
-                shutil.rmtree(folder, ignore_errors=True)  # start that upload over, clean
-                raise BlobRefused(
-                    f"the parts make {written} bytes with SHA-256 {sha.hexdigest()}, not the "
-                    f"{size} bytes of sha256:{hexdigest}; upload them again"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        os.replace(partial, target)
         shutil.rmtree(folder, ignore_errors=True)
 
     def open(self, hexdigest: str) -> BinaryIO:
@@ -152,8 +153,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
+    _write_text(path, json.dumps(doc, sort_keys=True))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace `path` whole: a reader sees the old text or the new, never half."""
     tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
