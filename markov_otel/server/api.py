@@ -39,17 +39,23 @@ def json_response(doc: Any, status: int = 200) -> Response:
 def limits(
     max_body_bytes: int, max_artifact_bytes: int = rules.DEFAULT_MAX_ARTIFACT_BYTES
 ) -> dict[str, int]:
+    # A part of an upload is a body too: never over the body limit.
     """What this server accepts (GET /api/v1/limits): the shared rules and the body limit."""
     return {
         "max_body_bytes": max_body_bytes,
         "max_artifact_bytes": max_artifact_bytes,
-        "artifact_part_bytes": rules.ARTIFACT_PART_BYTES,
+        "artifact_part_bytes": part_bytes(max_body_bytes),
         "max_name_bytes": rules.MAX_NAME_BYTES,
         "max_text_bytes": rules.MAX_TEXT_BYTES,
         "max_params_bytes": rules.MAX_PARAMS_BYTES,
         "max_depth": rules.MAX_DEPTH,
         "max_idempotency_key": rules.MAX_IDEMPOTENCY_KEY,
     }
+
+
+def part_bytes(max_body_bytes: int) -> int:
+    """The size of one part of an artifact upload on a server of this body limit."""
+    return min(rules.ARTIFACT_PART_BYTES, max_body_bytes)
 
 
 def not_found(recording_id: str) -> ApiError:

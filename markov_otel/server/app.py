@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from markov_otel.errors import ConfigError
 from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_MAX_BODY_BYTES
-from markov_otel.server.api import Api, api_routes, json_response
+from markov_otel.server.api import Api, api_routes, json_response, part_bytes
 from markov_otel.server.artifacts import artifact_routes
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
 from markov_otel.server.backoff import WrongTokens, client_address, too_many
@@ -67,7 +67,8 @@ def create_app(
     """
     gate = IngestGate(max_concurrent_ingest)
     store = open_store(db)
-    blobs = FileBlobStore(Path(artifacts) if artifacts else default_dir(db))
+    root = Path(artifacts) if artifacts else default_dir(db)
+    blobs = FileBlobStore(root, part_bytes(max_body_bytes))
     files = Api(store, max_body_bytes, public_url, gate)
 
     @contextlib.asynccontextmanager

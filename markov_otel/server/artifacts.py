@@ -52,13 +52,14 @@ class Artifacts:
     async def put_part(self, request: Request) -> Response:
         hexdigest = hex_of(request.path_params["digest"])
         index = _index(request.path_params["index"])
-        if index * rules.ARTIFACT_PART_BYTES >= self.max_bytes:
-            raise self.too_large(index * rules.ARTIFACT_PART_BYTES)
+        part = self.blobs.part_bytes
+        if index * part >= self.max_bytes:
+            raise self.too_large(index * part)
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > _PART_LIMIT:
-            raise ApiError(413, f"a part is at most {rules.ARTIFACT_PART_BYTES} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > part:
+            raise ApiError(413, f"a part is at most {part} bytes (artifact_part_bytes)")
         async with self.api.gate.slot():
-            chunks = [c async for c in _bounded(request)]  # at most one part in memory
+            chunks = [c async for c in _bounded(request, part)]  # at most one part in memory
             size = await run_in_threadpool(self.blobs.put_part, hexdigest, index, chunks)
         return json_response({"index": index, "size": size})
 
@@ -134,15 +135,12 @@ class Artifacts:
         return json_response(doc)
 
 
-_PART_LIMIT = rules.ARTIFACT_PART_BYTES
-
-
-async def _bounded(request: Request) -> Any:
+async def _bounded(request: Request, limit: int) -> Any:
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > _PART_LIMIT:
-            raise ApiError(413, f"a part is at most {rules.ARTIFACT_PART_BYTES} bytes")
+        if size > limit:
+            raise ApiError(413, f"a part is at most {limit} bytes (artifact_part_bytes)")
         yield chunk
 
 

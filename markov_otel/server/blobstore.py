@@ -38,6 +38,8 @@ class BlobRefused(Exception):
 class BlobStore(Protocol):
     """Content-addressed bytes and the indexes naming them (see the module docstring)."""
 
+    part_bytes: int  # every part but the last of an upload is this long
+
     def size(self, hexdigest: str) -> int | None: ...
     def parts(self, hexdigest: str) -> dict[int, int]: ...
     def put_part(self, hexdigest: str, index: int, chunks: Iterable[bytes]) -> int: ...
@@ -54,9 +56,7 @@ class FileBlobStore:
     """BlobStore on a local directory (the reference backend's default)."""
 
     def __init__(self, root: Path, part_bytes: int = ARTIFACT_PART_BYTES) -> None:
-        self.root, self.part_bytes = root, part_bytes
-        for sub in ("blobs", "parts", "recordings", "models"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        self.root, self.part_bytes = root, part_bytes  # folders are made at the first write
         self._lock = threading.Lock()  # index read-modify-write within this process
 
     def path(self, hexdigest: str) -> Path | None:
@@ -77,7 +77,7 @@ class FileBlobStore:
         """Write part `index` at its offset in the upload's one partial file, then its marker
         (a part without a marker, cut mid-way, is sent again). Writing it twice is harmless."""
         folder = self.root / "parts" / hexdigest
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         partial = folder / "partial"
         (folder / str(index)).unlink(missing_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -116,7 +116,7 @@ class FileBlobStore:
                 f"{size} bytes of sha256:{hexdigest}; upload them again"
             )
         target = self.root / "blobs" / hexdigest[:2] / hexdigest
-        target.parent.mkdir(exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, target)
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -158,6 +158,7 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     """Replace `path` whole: a reader sees the old text or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -165,6 +166,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def default_dir(db: str) -> Path:
     """`--artifacts` unless given: beside a SQLite file, else markov-artifacts in the cwd."""
-    if db.startswith("sqlite:///") and db != "sqlite:///:memory:":
-        return Path(db.removeprefix("sqlite:///") + ".artifacts")
+    path = db.removeprefix("sqlite:///")
+    if "://" not in path and ":memory:" not in path:
+        return Path(path + ".artifacts")
     return Path("markov-artifacts")
