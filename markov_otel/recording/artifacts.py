@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from markov_otel.errors import ConfigError
+from markov_otel.recording.images import png
 from markov_otel.rules import check_key, check_params, check_step
 from markov_otel.shipping import blobs
 from markov_otel.weather import SayOnce
@@ -70,12 +71,25 @@ class ArtifactCopier:
                 event["step"] = check_step(step)
             self._number += 1
             blobs.append_event(self._run_dir, event)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="markov-artifacts", daemon=True
-                )
-                self._thread.start()
+            self._start()
         self._jobs.put(event)
+
+    def add_image(self, key: str, step: int, pixels: Any, caption: str | None) -> None:
+        """Queue an image value (already checked and copied) to be PNG-encoded and stored."""
+        with self._lock:
+            number, self._number = self._number, self._number + 1
+            self._start()
+        metadata = {} if caption is None else {"caption": caption}
+        event = {
+            "event": "added", "number": number, "name": f"{key}/{step}.png", "kind": "image",
+            "key": key, "step": step, "metadata": metadata, "time_unix_nano": time.time_ns(),
+        }  # fmt: skip
+        self._jobs.put({**event, "pixels": pixels})
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="markov-artifacts", daemon=True)
+            self._thread.start()
 
     def resume(self) -> None:
         """Queue the copies a previous process left pending in this run dir."""
@@ -83,11 +97,8 @@ class ArtifactCopier:
             if entry["state"] == "pending":
                 self._jobs.put(entry)
         with self._lock:
-            if self._thread is None and not self._jobs.empty():
-                self._thread = threading.Thread(
-                    target=self._run, name="markov-artifacts", daemon=True
-                )
-                self._thread.start()
+            if not self._jobs.empty():
+                self._start()
 
     def stop(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for pending copies; True when none is left."""
@@ -109,7 +120,10 @@ class ArtifactCopier:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            entry = copy_one(self._run_dir, job, self._trouble)
+            if "pixels" in job:
+                entry = store_image(self._run_dir, job, self._trouble)
+            else:
+                entry = copy_one(self._run_dir, job, self._trouble)
             if entry is not None:
                 self._on_stored(entry)
 
@@ -143,6 +157,25 @@ def copy_one(run_dir: Path, added: Mapping[str, Any], trouble: SayOnce) -> dict[
         "size": stored.size,
         "media_type": stored.media_type,
     }
+    blobs.append_event(run_dir, event)
+    return {**added, **event}
+
+
+def store_image(run_dir: Path, job: dict[str, Any], trouble: SayOnce) -> dict[str, Any] | None:
+    """Encode one image value as PNG and store it; its events are written only now (an image
+    not encoded when the process dies is lost with it, like the last interval of records)."""
+    added = {k: v for k, v in job.items() if k != "pixels"}
+    try:
+        stored = blobs.store_bytes(png(job["pixels"]), run_dir, "image/png")
+        blobs.append_event(run_dir, added)
+    except OSError as exc:
+        trouble.say(
+            "image", logging.WARNING, "markov_otel: cannot store image %r in %s (%s)",
+            added["name"], run_dir, exc.strerror or exc,
+        )  # fmt: skip
+        return None
+    event = {"event": "stored", "number": added["number"], "digest": f"sha256:{stored.digest}",
+             "size": stored.size, "media_type": stored.media_type}  # fmt: skip
     blobs.append_event(run_dir, event)
     return {**added, **event}
 

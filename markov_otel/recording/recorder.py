@@ -48,6 +48,7 @@ from markov_otel.recording.arguments import (
     recorder_settings,
 )
 from markov_otel.recording.artifacts import ArtifactCopier, check_artifact
+from markov_otel.recording.images import Image, pixels
 from markov_otel.recording.notices import AlertNotices, WebhookNotifier
 from markov_otel.recording.summary import ExperimentSummary
 from markov_otel.recording.system_metrics import SystemSampler
@@ -56,6 +57,7 @@ from markov_otel.rules import (
     MAX_TEXT_BYTES,
     STEP_MAX,
     STEP_MIN,
+    check_key,
     check_params,
     check_step,
     check_text,
@@ -268,6 +270,8 @@ class ExperimentRecorder:
                 shape = self._shape_of(tuple(record))
                 values = None if shape is None else shape(record)
         if values is None:
+            if type(record) is dict and any(type(v) is Image for v in record.values()):
+                return self._add_images(record, step)
             values = self._normalize(record)
         # next() of the default steps is C code under the GIL: threads never share a step.
         step = next(self._steps) if step is None else self._explicit_step(step)
@@ -296,6 +300,23 @@ class ExperimentRecorder:
             self._artifacts = ArtifactCopier(self._spool.dir, self._artifact_stored)
         self._artifacts.add(event, step)
 
+    def _add_images(self, record: dict[str, Any], step: int | None) -> None:
+        """add_record of a record holding Image values: all checked first (nothing kept of a
+        bad record), the numbers recorded as usual, the images handed to the artifact thread."""
+        images = {k: pixels(k, v) for k, v in record.items() if type(v) is Image}
+        rest = {k: v for k, v in record.items() if type(v) is not Image}
+        for key in images:
+            check_key(key)
+        if rest:
+            normalize_record(rest)
+        step = next(self._steps) if step is None else self._explicit_step(step)
+        if rest:
+            self.add_record(rest, step=step)
+        if self._artifacts is None:
+            self._artifacts = ArtifactCopier(self._spool.dir, self._artifact_stored)
+        for key, array in images.items():
+            self._artifacts.add_image(key, step, array, record[key].caption)
+
     def _artifact_stored(self, entry: dict[str, Any]) -> None:
         """The copier thread stored an artifact: a log record names it, the sender uploads it."""
         attributes = {
@@ -307,6 +328,11 @@ class ExperimentRecorder:
         }
         if "step" in entry:
             attributes["markov.step"] = entry["step"]
+        if "key" in entry:  # an image value: its record key, and its file name
+            attributes["markov.key"], attributes["markov.artifact.name"] = (
+                entry["key"],
+                entry["name"],
+            )
         body = f"artifact {entry['name']} ({entry['kind']}, {entry['size']} bytes)"
         self._telemetry.event("markov.artifact", attributes, body=body, span=self._span)
         for sender in self._senders():

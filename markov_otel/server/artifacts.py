@@ -27,7 +27,7 @@ from markov_otel.server.fields import text
 __all__ = ["artifact_routes"]
 
 _DIGEST = re.compile(rules.DIGEST_PATTERN)
-KINDS = ("file", "model", "checkpoint", "dataset")
+KINDS = ("file", "model", "checkpoint", "dataset", "image")  # image: an add_record value
 
 
 def hex_of(digest: str) -> str:

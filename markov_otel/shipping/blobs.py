@@ -135,6 +135,22 @@ def _store_once(source: Path, run_dir: Path) -> Stored:
         tmp.unlink(missing_ok=True)
 
 
+def store_bytes(data: bytes, run_dir: Path, media_type: str) -> Stored:
+    """Bytes made in memory (an encoded image) into blobs/ by their SHA-256."""
+    blobs = run_dir / BLOB_DIR
+    blobs.mkdir(exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    target = blobs / digest
+    if not target.exists():
+        tmp = blobs / f".{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return Stored(digest, len(data), media_type)
+
+
 class _HashingWriter(io.RawIOBase):
     """Writes through to a file, hashing and counting on the way."""
 
