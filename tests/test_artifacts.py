@@ -298,3 +298,29 @@ def test_other_projects_token_cannot_list_or_download_artifacts(tmp_path: Path) 
         assert requests.get(f"{base}/a.bin", headers=other, timeout=10).status_code == 404
     finally:
         server.stop()
+
+
+def test_mkv_artifacts_get_and_show_from_the_run_dir_and_the_backend(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`mkv artifacts` lists, `mkv get` writes the same bytes (run dir and --endpoint), and
+    `mkv show` names the model; read.artifacts gives the same entries."""
+    from markov_otel import read
+
+    model = random_file(tmp_path / "model.pt", 100_000)
+    with online_recorder(backend.url, backend.token) as recorder:
+        recorder.add_artifact(model, kind="model")
+    rid = recorder.recording_id
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    capsys.readouterr()
+    assert main(["artifacts", rid]) == 0
+    assert "model.pt" in capsys.readouterr().out
+    for extra in ([], ["--endpoint", backend.url]):
+        out = tmp_path / f"got{len(extra)}.pt"
+        assert main(["get", rid, "model.pt", "-o", str(out), *extra]) == 0
+        assert out.read_bytes() == model.read_bytes()
+    assert main(["show", rid]) == 0
+    assert f"model.pt (stored, 100000 bytes, {sha(model)})" in capsys.readouterr().out
+    remote = read.artifacts(rid, source=backend.url)
+    assert [a["digest"] for a in remote] == [a["digest"] for a in read.artifacts(rid)]
+    assert main(["get", rid, "nope", "-o", str(tmp_path / "x")]) == 1

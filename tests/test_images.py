@@ -26,7 +26,8 @@ def decode_png(data: bytes) -> Any:
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind = data[pos + 4 : pos + 8]
         body = data[pos + 8 : pos + 8 + length]
-        assert zlib.crc32(kind + body) & 0xFFFFFFFF == struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]  # fmt: skip
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc
         chunks[kind] = body
         pos += 12 + length
     width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
@@ -87,8 +88,7 @@ def test_float_and_channels_first_images_are_converted() -> None:
 @pytest.mark.parametrize("shape", [(5,), (5, 3, 7), (2, 2, 2, 2), (0, 4)])
 def test_an_image_of_no_image_shape_is_a_config_error_naming_the_key(shape: tuple[int]) -> None:
     """A shape that is not an image: ConfigError naming the key; nothing of the record kept."""
-    with offline() as recorder:
-        with pytest.raises(ConfigError, match="'samples'.*is not an image"):
-            recorder.add_record({"samples": Image(np.zeros(shape)), "loss": 1.0})
+    with offline() as recorder, pytest.raises(ConfigError, match=r"'samples'.*is not an image"):
+        recorder.add_record({"samples": Image(np.zeros(shape)), "loss": 1.0})
     assert stored_images(recorder.run_dir) == []
     assert '"timeUnixNano"' not in (recorder.run_dir / "metrics.jsonl").read_text()
