@@ -324,3 +324,32 @@ def test_mkv_artifacts_get_and_show_from_the_run_dir_and_the_backend(
     remote = read.artifacts(rid, source=backend.url)
     assert [a["digest"] for a in remote] == [a["digest"] for a in read.artifacts(rid)]
     assert main(["get", rid, "nope", "-o", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_during_the_copy_keeps_it_pending_then_mkv_sync_delivers_it(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """A run dir on a 1 MiB tmpfs and a 3 MB artifact: the copy fails (said once, no partial
+    file kept), stays pending; with space back, `mkv sync` copies and uploads it whole."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        monkeypatch.setenv("MARKOV_DIR", str(small))
+        big = random_file(tmp_path / "big.bin", 3_000_000)
+        with offline() as recorder:
+            recorder.add_artifact(big, kind="checkpoint")
+        [entry] = blobs.artifacts(recorder.run_dir)
+        assert entry["state"] == "pending"
+        said = [r.message for r in caplog.records if "cannot copy artifact" in r.message]
+        assert len(said) == 1 and "mkv sync" in said[0]
+        assert list((recorder.run_dir / "blobs").iterdir()) == []  # no torn copy left
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
+        monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+        assert main(["sync", recorder.recording_id]) == 0
+        assert [a["state"] for a in blobs.artifacts(recorder.run_dir)] == ["stored"]
+        assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(big)]
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
