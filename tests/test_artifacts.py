@@ -353,3 +353,26 @@ def test_disk_full_during_the_copy_keeps_it_pending_then_mkv_sync_delivers_it(
         assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(big)]
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_run_page_lists_artifacts_and_a_strip_of_images(backend: Backend, tmp_path: Path) -> None:
+    """The run page names each artifact (kind, size, digest, download link) and shows one
+    strip per image key, in step order, whose links serve the PNGs."""
+    import numpy as np
+
+    from markov_otel import Image
+
+    weights = random_file(tmp_path / "weights.bin", 1234)
+    with online_recorder(backend.url, backend.token) as recorder:
+        recorder.add_artifact(weights, kind="model")
+        for step in (3, 1, 2):
+            recorder.add_record({"samples": Image(np.full((4, 4), step * 40))}, step=step)
+    page = requests.get(
+        f"{backend.url}/recordings/{recorder.recording_id}", headers=backend.headers, timeout=10
+    ).text
+    assert "<td>weights.bin</td><td>model</td><td>1,234</td>" in page
+    assert sha(weights)[:19] in page
+    srcs = [part.split('"')[0] for part in page.split('<img src="')[1:]]
+    assert [s.rsplit("/", 1)[-1] for s in srcs] == ["1.png", "2.png", "3.png"]
+    image = requests.get(backend.url + srcs[0], headers=backend.headers, timeout=10)
+    assert image.headers["content-type"] == "image/png" and image.content[:4] == b"\x89PNG"

@@ -94,6 +94,7 @@ def create_app(
     app.add_middleware(TokenGate, tokens=table, wrong=wrong)
     app.add_middleware(HttpEdges)  # outermost: before the token gate
     app.state.store = store
+    app.state.blobs = blobs  # the run page lists its files (artifact_page.py)
     return app
 
 
