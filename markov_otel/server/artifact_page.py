@@ -52,7 +52,8 @@ def _images(recording_id: str, images: list[dict[str, Any]]) -> str:
         shown = sorted(shown, key=lambda a: a.get("step", 0))[-STRIP_MAX:]
         figures = "".join(
             f'<figure><img src="{escape(_href(recording_id, a["name"]))}" alt="{escape(key)}" '
-            f'loading="lazy"><figcaption>step {a.get("step", "")} '
+            f'loading="lazy" style="width:128px;image-rendering:pixelated">'
+            f"<figcaption>step {a.get('step', '')} "
             f"{escape(str((a.get('metadata') or {}).get('caption', '')))}</figcaption></figure>"
             for a in shown
         )
