@@ -4,7 +4,7 @@ The caller pays a stat and one short line appended to artifacts.jsonl (about a m
 whatever the size); hashing and copying into the run dir (shipping/blobs.py) happen on the
 "markov-artifacts" thread, so neither training nor the flusher waits for a 2 GB checkpoint.
 What is still pending at stop() is waited for within its deadline; the rest is resumable: the
-"added" line names the source, and `mkv sync` (or the next recorder on this run dir) copies it.
+"added" line names the source, and `mkv sync` copies it.
 """
 
 from __future__ import annotations
@@ -90,15 +90,6 @@ class ArtifactCopier:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="markov-artifacts", daemon=True)
             self._thread.start()
-
-    def resume(self) -> None:
-        """Queue the copies a previous process left pending in this run dir."""
-        for entry in blobs.artifacts(self._run_dir):
-            if entry["state"] == "pending":
-                self._jobs.put(entry)
-        with self._lock:
-            if not self._jobs.empty():
-                self._start()
 
     def stop(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for pending copies; True when none is left."""

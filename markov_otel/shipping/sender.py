@@ -197,7 +197,8 @@ class Sender:
                 self._send_lines(signal)
             if self._uploads is not None:
                 try:
-                    self._uploads.pump(self._timeout, self._past_deadline)
+                    if self._uploads.pump(self._timeout, self._past_deadline):
+                        self._wake.set()  # more to upload: the next round starts at once
                 finally:
                     self.progress.artifact_bytes = self._uploads.sent_bytes
             self._send_patch()  # after the batches, whose resources carry an older status

@@ -11,6 +11,7 @@ same checkpoint twice) are not sent at all. Acks are per backend in artifact-ack
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +26,8 @@ from markov_otel.weather import SayOnce
 log = logging.getLogger("markov_otel")
 
 ACKS_FILE = "artifact-acks.json"
+SLICE = 2.0
+"""Seconds of uploading per sender round before the points' lines get their turn again."""
 
 
 class Uploads:
@@ -56,14 +59,17 @@ class Uploads:
             if a["state"] == "stored" and a["number"] not in settled
         ]
 
-    def pump(self, timeout: Callable[[], float], past_deadline: Callable[[], bool]) -> None:
-        """Upload what is unsent; Retry (weather) and pausing Refused propagate to the sender."""
+    def pump(self, timeout: Callable[[], float], past_deadline: Callable[[], bool]) -> bool:
+        """Upload what is unsent for about SLICE seconds (so the points' lines are not held up
+        behind a 2 GB checkpoint); True when some is left for the next round. Retry (weather)
+        and a pausing Refused propagate to the sender."""
+        until = time.monotonic() + SLICE
         for artifact in self.unsent():
-            if past_deadline():
-                return
+            if past_deadline() or time.monotonic() >= until:
+                return True
             state = self._state()
             try:
-                self._upload(artifact, timeout)
+                done = self._upload(artifact, timeout, until)
             except Refused as exc:
                 if exc.status not in LINE_REFUSALS:
                     raise
@@ -75,21 +81,34 @@ class Uploads:
                     artifact["name"], self._rid, exc, self._spool.dir,
                 )  # fmt: skip
             else:
+                if not done:
+                    return True  # its slice ran out between parts: the next round goes on
                 state.setdefault("done", []).append(artifact["number"])
             self._save(state)
+        return False
 
-    def _upload(self, artifact: dict[str, Any], timeout: Callable[[], float]) -> None:
+    def _upload(self, artifact: dict[str, Any], timeout: Callable[[], float], until: float) -> bool:
+        """Send what the backend lacks of one artifact, then name it; False if the slice ran
+        out first (the parts sent so far are held by the backend)."""
         digest, size = artifact["digest"], int(artifact["size"])
         held = self._client.call("GET", f"/api/v1/blobs/{digest}", timeout=timeout())
-        if not held.get("stored"):
-            self._send_parts(digest, size, held.get("parts") or {}, timeout)
+        if not held.get("stored") and not self._send_parts(
+            digest, size, held.get("parts") or {}, timeout, until
+        ):
+            return False
         body = {k: artifact.get(k) for k in ("digest", "kind", "media_type", "metadata", "step")}
         path = f"/api/v1/recordings/{self._rid}/artifacts/{quote(artifact['name'], safe='')}"
         self._client.call("PUT", path, json=body, timeout=timeout())
+        return True
 
     def _send_parts(
-        self, digest: str, size: int, held: dict[str, int], timeout: Callable[[], float]
-    ) -> None:
+        self,
+        digest: str,
+        size: int,
+        held: dict[str, int],
+        timeout: Callable[[], float],
+        until: float,
+    ) -> bool:
         part = self._part_size(timeout)
         count = max(1, -(-size // part))
         local = blobs.blob_path(self._spool.dir, digest.removeprefix("sha256:"))
@@ -98,6 +117,8 @@ class Uploads:
                 length = min(part, size - index * part)
                 if held.get(str(index)) == length:
                     continue  # the backend has it from an earlier, cut, upload
+                if time.monotonic() >= until:
+                    return False
                 source.seek(index * part)
                 data = source.read(length)
                 self._client.call(
@@ -106,6 +127,7 @@ class Uploads:
                 self.sent_bytes += len(data)
         commit = {"size": size, "parts": count}
         self._client.call("POST", f"/api/v1/blobs/{digest}", json=commit, timeout=timeout())
+        return True
 
     def _part_size(self, timeout: Callable[[], float]) -> int:
         if self._part_bytes is None:
