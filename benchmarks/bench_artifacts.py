@@ -76,7 +76,6 @@ def curl_seconds(path: Path, workdir: Path) -> float:
 
 def ours_seconds(run_dir: Path, backend: Backend) -> float:
     shutil.rmtree(backend.workdir / "backend.db.artifacts" / "blobs", ignore_errors=True)
-    (backend.workdir / "backend.db.artifacts" / "blobs").mkdir()
     spool = Spool(run_dir)
     spool.write_acks({}, "artifact-acks.json")
     target = Target(backend.url, backend.headers)
@@ -89,6 +88,7 @@ def ours_seconds(run_dir: Path, backend: Backend) -> float:
     took = time.perf_counter() - began
     client.close()
     assert not uploads.unsent(), "the upload did not finish"
+    print(f"  round: {uploads.sent_bytes} bytes uploaded in {took:.2f} s", file=sys.stderr)
     return took
 
 
