@@ -376,3 +376,23 @@ def test_run_page_lists_artifacts_and_a_strip_of_images(backend: Backend, tmp_pa
     assert [s.rsplit("/", 1)[-1] for s in srcs] == ["1.png", "2.png", "3.png"]
     image = requests.get(backend.url + srcs[0], headers=backend.headers, timeout=10)
     assert image.headers["content-type"] == "image/png" and image.content[:4] == b"\x89PNG"
+
+
+def test_mkv_sync_all_names_a_run_whose_only_unsent_data_is_an_artifact(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Every line sent but an artifact not (its ack lost): `mkv sync --all` picks that run and
+    names the file under it; then nothing is left to do."""
+    ckpt = random_file(tmp_path / "ckpt.bin", 1000)
+    with offline() as recorder:
+        recorder.add_artifact(ckpt)
+    monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    assert main(["sync", recorder.recording_id]) == 0
+    (recorder.run_dir / "artifact-acks.json").unlink()
+    capsys.readouterr()
+    assert main(["sync", "--all"]) == 0
+    assert f"{recorder.recording_id}: synced" in capsys.readouterr().out
+    assert json.loads((recorder.run_dir / "artifact-acks.json").read_text())
+    assert main(["sync", "--all"]) == 0
+    assert "nothing to sync" in capsys.readouterr().out

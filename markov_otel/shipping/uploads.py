@@ -30,6 +30,16 @@ SLICE = 2.0
 """Seconds of uploading per sender round before the points' lines get their turn again."""
 
 
+def unsent_count(spool: Spool, base: str) -> int:
+    """Stored artifacts of a run dir that backend `base` has neither acked nor refused."""
+    state = spool.read_acks(ACKS_FILE).get(backend_key(base))
+    state = state if isinstance(state, dict) else {}
+    settled = {*state.get("done", []), *map(int, state.get("refused", {}))}
+    return sum(
+        a["state"] == "stored" and a["number"] not in settled for a in blobs.artifacts(spool.dir)
+    )
+
+
 class Uploads:
     """The artifacts of one run dir, uploaded to one backend (called from the sender)."""
 
@@ -50,7 +60,7 @@ class Uploads:
         self._spool.write_acks(acks, ACKS_FILE)
 
     def unsent(self) -> list[dict[str, Any]]:
-        """Stored artifacts this backend has neither acked nor refused."""
+        """Stored artifacts this backend has neither acked nor refused (see unsent_count)."""
         state = self._state()
         settled = {*state.get("done", []), *map(int, state.get("refused", {}))}
         return [
