@@ -34,6 +34,7 @@ from markov_otel.shipping import runs
 from markov_otel.shipping.blobs import artifacts as artifacts_of
 from markov_otel.shipping.sender import Progress
 from markov_otel.shipping.spool import check_run_id, read_json
+from markov_otel.shipping.uploads import unsent_count
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,7 +350,10 @@ def _has_work(settings: Settings, run_id: str, args: argparse.Namespace) -> bool
     when resending those."""
     spool = runs.open_run(settings.dir, run_id)
     state = runs.sync_state(spool, settings.endpoint)
-    return state.unsent > 0 or (args.resend_set_aside and state.set_aside > 0)
+    if state.unsent > 0 or (args.resend_set_aside and state.set_aside > 0):
+        return True
+    pending_copies = any(a["state"] == "pending" for a in artifacts_of(spool.dir))
+    return pending_copies or unsent_count(spool, state.backend) > 0
 
 
 def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
