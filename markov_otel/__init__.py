@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from markov_otel.errors import BackendError, ConfigError, MarkovError, RecorderStateError
     from markov_otel.recording.alerts import AlertReader, BinaryOperation, ExperimentAlertCondition
     from markov_otel.recording.arguments import ModelClass
+    from markov_otel.recording.images import Image
     from markov_otel.recording.recorder import ExperimentRecorder
     from markov_otel.recording.summary import ExperimentSummary
 
@@ -28,6 +29,7 @@ _WHERE = {
     "BinaryOperation": "markov_otel.recording.alerts",
     "ExperimentAlertCondition": "markov_otel.recording.alerts",
     "ModelClass": "markov_otel.recording.arguments",
+    "Image": "markov_otel.recording.images",
     "RecordingMode": "markov_otel.config",
     "BackendError": "markov_otel.errors",
     "ConfigError": "markov_otel.errors",
@@ -45,6 +47,7 @@ __all__ = [
     "ExperimentAlertCondition",
     "ExperimentRecorder",
     "ExperimentSummary",
+    "Image",
     "MarkovError",
     "ModelClass",
     "RecorderStateError",

@@ -18,15 +18,18 @@ import base64
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from markov_otel.config import Settings, redact_url
 from markov_otel.errors import BackendError, ConfigError
 from markov_otel.rules import flatten_params
+from markov_otel.shipping import blobs
 from markov_otel.shipping import runs as local
 from markov_otel.shipping.spool import check_run_id
 
@@ -36,7 +39,9 @@ __all__ = [
     "Distribution",
     "Point",
     "Text",
+    "artifacts",
     "distributions",
+    "download",
     "history",
     "points",
     "resolve_id",
@@ -371,6 +376,57 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 # -- a backend ---------------------------------------------------------------------------------
+
+
+def artifacts(run_id: str, *, source: Source = None) -> list[dict[str, Any]]:
+    """A run's artifacts and images: name, kind, digest, size, media_type, metadata, step; from
+    a run dir also `state` (pending, stored, changed) and `path` (the stored bytes)."""
+    if _is_url(source):
+        rid = check_run_id(run_id)
+        return list(_get(str(source), f"/api/v1/recordings/{rid}/artifacts"))
+    spool = local.open_run(_local_base(source), run_id)
+    found = []
+    for entry in blobs.artifacts(spool.dir):
+        if entry["state"] == "stored":
+            entry["path"] = str(blobs.blob_path(spool.dir, entry["digest"][7:]))
+        found.append(entry)
+    return found
+
+
+def download(run_id: str, name: str, path: str | os.PathLike[str], *, source: Source = None) -> int:
+    """Write artifact `name` of a run to `path` (from the run dir, else the backend, streamed);
+    the bytes written."""
+    target = Path(path)
+    if not _is_url(source):
+        latest = {a["name"]: a for a in artifacts(run_id, source=source)}.get(name)
+        if latest is None or "path" not in latest:
+            state = "no artifact" if latest is None else f"{latest['state']} artifact"
+            raise ConfigError(f"run {run_id} has {state} {name!r} (`mkv artifacts {run_id}`)")
+        shutil.copyfile(latest["path"], target)
+        return target.stat().st_size
+    return _download(str(source), check_run_id(run_id), name, target)
+
+
+def _download(base: str, run_id: str, name: str, target: Path) -> int:
+    from markov_otel.shipping.transport import BackendClient, Target
+
+    settings = Settings.resolve({"endpoint": base})
+    client = BackendClient(Target.markov(settings), 60.0)
+    url = f"{client.base}/api/v1/recordings/{run_id}/artifacts/{quote(name, safe='/')}"
+    try:
+        with client.session.get(url, stream=True, timeout=60, verify=client.verify) as answer:
+            if answer.status_code == 404:
+                raise ConfigError(f"{client.base} has no artifact {name!r} in run {run_id}")
+            if answer.status_code >= 400:
+                raise BackendError(f"{client.base} refused {name!r}: HTTP {answer.status_code}")
+            with target.open("wb") as out:
+                for chunk in answer.iter_content(1 << 20):
+                    out.write(chunk)
+    except OSError as exc:  # requests' errors are OSErrors too
+        raise BackendError(f"cannot download {name!r} from {client.base}: {exc}") from exc
+    finally:
+        client.close()
+    return target.stat().st_size
 
 
 def _is_url(source: Source) -> bool:

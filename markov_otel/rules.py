@@ -49,6 +49,12 @@ DEFAULT_MAX_BODY_BYTES = 32 << 20
 DEFAULT_MAX_BATCH_BYTES = 4 << 20
 """The recorder's bound on one spool line (one POST body): well under the body limit."""
 MAX_IDEMPOTENCY_KEY = 512
+ARTIFACT_PART_BYTES = 8 << 20
+"""One part of a chunked artifact upload (the last may be shorter): what a cut upload redoes."""
+DEFAULT_MAX_ARTIFACT_BYTES = 64 << 30
+"""The backend's limit on one artifact unless `mkv serve --max-artifact-bytes` says otherwise."""
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+"""How files are named on the wire: their SHA-256, lower-case hex."""
 
 STATUSES = frozenset(
     {"created", "registered", "running", "finished", "failed", "terminated", "interrupted",

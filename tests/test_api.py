@@ -144,6 +144,7 @@ def test_public_names_are_pinned() -> None:
         "ExperimentAlertCondition",
         "ExperimentRecorder",
         "ExperimentSummary",
+        "Image",
         "MarkovError",
         "ModelClass",
         "RecorderStateError",

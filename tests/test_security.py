@@ -124,6 +124,8 @@ def spec_calls(server: Backend, recording_id: str) -> list[tuple[str, str]]:
         for method in operations:
             if method.lower() in ("get", "post", "patch", "put", "delete"):
                 filled = path.replace("{recording_id}", recording_id)
+                filled = filled.replace("{digest}", "sha256:" + "0" * 64).replace("{index}", "0")
+                filled = filled.replace("{name}", "a.bin").replace("{model_id}", "model-x")
                 calls.append((method.upper(), filled + ("?key=loss" if "records" in path else "")))
     return calls
 
@@ -221,7 +223,7 @@ def test_every_body_over_the_limit_is_413(tmp_path: Path) -> None:
         rid = register(server, "p")
         big = b'{"notes": "' + b"x" * 4096 + b'"}'
         with_body = [(m, p) for m, p in spec_calls(server, rid) if m in ("POST", "PATCH")]
-        assert len(with_body) == 5
+        assert len(with_body) == 6  # register, patch, commit an upload, three OTLP signals
         for method, path in with_body:
             answer = httpx.request(
                 method, server.url + path, content=big, headers={**server.headers, **JSON_CT}

@@ -28,10 +28,13 @@ from markov_otel.config import (
 )
 from markov_otel.environments import capture, rebuild
 from markov_otel.errors import ConfigError, MarkovError
+from markov_otel.recording.artifacts import finish_pending
 from markov_otel.server import options as serve_options
 from markov_otel.shipping import runs
+from markov_otel.shipping.blobs import artifacts as artifacts_of
 from markov_otel.shipping.sender import Progress
 from markov_otel.shipping.spool import check_run_id, read_json
+from markov_otel.shipping.uploads import unsent_count
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--yes", action="store_true", help="do not ask")
         command.add_argument("--endpoint", help="backend URL (default: MARKOV_ENDPOINT / config)")
         command.set_defaults(run=cmd_manage, command=name)
+
+    files = sub.add_parser("artifacts", help="list a run's artifacts and images")
+    files.add_argument("run_id", metavar="RUN", help="a recording id, or a unique start of one")
+    files.add_argument("--dir")
+    files.add_argument("--endpoint", help="list them on this backend instead of the run dir")
+    files.add_argument("--json", action="store_true", help="print JSON")
+    files.set_defaults(run=cmd_artifacts)
+
+    get = sub.add_parser("get", help="write one artifact of a run to a file")
+    get.add_argument("run_id", metavar="RUN", help="a recording id, or a unique start of one")
+    get.add_argument("name", metavar="NAME", help="the artifact's name (`mkv artifacts RUN`)")
+    get.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write")
+    get.add_argument("--dir")
+    get.add_argument("--endpoint", help="download it from this backend instead of the run dir")
+    get.set_defaults(run=cmd_get)
 
     env = sub.add_parser("env", help="rebuild a run's environment")
     env.add_argument("what", choices=["requirements", "venv", "conda"])
@@ -301,6 +319,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     info["unsent_lines"] = state.unsent
     info["set_aside"] = [vars(e) for e in aside]
     info["run_dir"] = str(spool.dir)
+    model = [a for a in artifacts_of(spool.dir) if a["kind"] == "model"]
+    if model:  # the latest kind="model" artifact is the model behind model_id
+        info["model"] = {k: model[-1].get(k) for k in ("name", "digest", "size", "state")}
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -310,6 +331,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for key in _SHOWN:
         if info.get(key) not in (None, ""):  # an unset note is not "None"
             print(f"{key:13} {info[key]}")
+    if model:
+        m = info["model"]
+        print(f"{'model':13} {m['name']} ({m['state']}, {m['size']} bytes, {m['digest']})")
     for title in ("hyper_parameters", "summary", "last_values"):
         if info.get(title):
             print(f"{title}:")
@@ -366,12 +390,16 @@ def _work(settings: Settings, run_id: str, args: argparse.Namespace) -> str:
     state = runs.sync_state(spool, settings.endpoint)
     if state.elsewhere:
         return "elsewhere"
-    return "send" if state.unsent > 0 or (args.resend_set_aside and state.set_aside) else ""
+    if state.unsent > 0 or (args.resend_set_aside and state.set_aside > 0):
+        return "send"
+    pending_copies = any(a["state"] == "pending" for a in artifacts_of(spool.dir))
+    return "send" if pending_copies or unsent_count(spool, state.backend) > 0 else ""
 
 
 def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool:
     """Sync one run; False when the backend refused lines of it (set aside)."""
     spool = runs.open_run(settings.dir, run_id)
+    finish_pending(spool.dir)  # artifact copies a stop() or a kill -9 cut short
     total = runs.unsent_lines(spool, settings.endpoint)
     bar = None
     if sys.stderr.isatty():  # a progress bar on a terminal; nothing in a pipe or a log
@@ -397,6 +425,8 @@ def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool
         f"{run_id}: synced ({done.sent_lines} batches sent, {total} were pending) "
         f"to {redact_url(settings.endpoint)}"
     )
+    if done.artifact_bytes:
+        print(f"{run_id}: {done.artifact_bytes} bytes of artifacts uploaded")
     if args.resend_set_aside:
         print(f"{run_id}: {done.resent} set-aside batches stored on resending")
     if done.still_set_aside:
@@ -405,6 +435,42 @@ def _sync_one(settings: Settings, run_id: str, args: argparse.Namespace) -> bool
             f"aside; `mkv show {run_id}` says why"
         )
     return not done.still_set_aside
+
+
+def _artifact_source(args: argparse.Namespace) -> tuple[str | Path, str]:
+    """Where `mkv artifacts` / `mkv get` read: the backend named by --endpoint, else the run dir."""
+    settings = _settings(args)
+    if args.endpoint:
+        return settings.endpoint, check_run_id(args.run_id)
+    return settings.dir, runs.resolve_run_id(settings.dir, args.run_id)
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    from markov_otel import read
+
+    source, run_id = _artifact_source(args)
+    found = read.artifacts(run_id, source=source)
+    if args.json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+        return 0
+    for entry in found:
+        digest = str(entry.get("digest") or "")[:19]
+        size = entry.get("size")
+        state = entry.get("state", "uploaded")
+        print(
+            f"{entry['name']:32} {entry['kind']:10} {'' if size is None else size:>12} "
+            f"{digest:19} {state}"
+        )
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from markov_otel import read
+
+    source, run_id = _artifact_source(args)
+    size = read.download(run_id, args.name, args.output, source=source)
+    print(f"wrote {args.name} of {run_id} to {args.output} ({size} bytes)", file=sys.stderr)
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -45,7 +45,9 @@ class MarkovKerasCallback(keras.callbacks.Callback):
 
     Pass ``recorder=`` (an ExperimentRecorder that stays yours) or the ExperimentRecorder
     arguments (``name``, ``project_id``, ``hyper_parameters``, ``recording_mode`` … and the
-    keyword extras); ``name`` defaults to ``"keras"``.
+    keyword extras); ``name`` defaults to ``"keras"``. ``log_model=True`` saves the trained
+    model (``model.save``, the ``.keras`` format) into the run dir at the end of fit and keeps
+    it as the recording's model artifact (off by default: size).
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class MarkovKerasCallback(keras.callbacks.Callback):
         recorder: ExperimentRecorder | None = None,
         *,
         log_batches: bool = True,
+        log_model: bool = False,
         **recorder_args: Any,
     ) -> None:
         super().__init__()
         self._recording = Recording("keras", recorder, recorder_args)
+        self._log_model = log_model
         self._log_batches = log_batches
         self._step = -1  # the global index of the last batch trained
         self._epochs = 0
@@ -91,4 +95,15 @@ class MarkovKerasCallback(keras.callbacks.Callback):
             if key in self._last_epoch_logs:
                 getattr(summary, method)(self._last_epoch_logs[key])
         summary.add_number_of_epochs(self._epochs)
+        if self._log_model:
+            self._keep_model()
         self._recording.finish("finished")
+
+    def _keep_model(self) -> None:
+        """Save the model where it stays (the run dir: add_artifact copies it later, in the
+        background) and keep it as the model artifact."""
+        recorder = self._recording.running()
+        path = recorder.run_dir / "saved-model" / f"{self.model.name or 'model'}.keras"
+        path.parent.mkdir(exist_ok=True)
+        self.model.save(path)
+        recorder.add_artifact(path, kind="model")

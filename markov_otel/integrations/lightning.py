@@ -55,12 +55,22 @@ class MarkovLogger(Logger):
 
     Pass ``recorder=`` (an ExperimentRecorder that stays yours) or the ExperimentRecorder
     arguments (``name``, ``project_id``, ``hyper_parameters``, ``recording_mode`` … and the
-    keyword extras); ``name`` defaults to ``"lightning"``.
+    keyword extras); ``name`` defaults to ``"lightning"``. ``log_model=True`` keeps the best
+    checkpoint of a ``ModelCheckpoint`` as the recording's model artifact when fit ends (off by
+    default: checkpoints are large).
     """
 
-    def __init__(self, recorder: ExperimentRecorder | None = None, **recorder_args: Any) -> None:
+    def __init__(
+        self,
+        recorder: ExperimentRecorder | None = None,
+        *,
+        log_model: bool = False,
+        **recorder_args: Any,
+    ) -> None:
         super().__init__()
         self._recording = Recording("lightning", recorder, recorder_args)
+        self._log_model = log_model
+        self._best: str | None = None  # the best checkpoint's path, once one was saved
         self._last: dict[str, float | int | bool] = {}  # each key's last logged value
         self._new = False  # logged since the last finalize: the summary is behind
 
@@ -102,6 +112,7 @@ class MarkovLogger(Logger):
         path = getattr(checkpoint_callback, "best_model_path", "")
         if not path:
             return
+        self._best = str(path)
         summary = self._recording.running().summary
         summary.add("best_model_path", str(path))
         score = self._recording.numbers({"score": checkpoint_callback.best_model_score})
@@ -117,6 +128,9 @@ class MarkovLogger(Logger):
         if self._new:
             self._new = False
             self._summarise()
+        if self._log_model and self._best and status == "success":
+            self._recording.running().add_artifact(self._best, kind="model")
+            self._best = None  # a later test() finalizes again: the model is kept once
         self._recording.finish(_outcome(status))
 
     def _summarise(self) -> None:

@@ -16,6 +16,7 @@ you want other trackers too.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,11 +38,21 @@ class MarkovTrainerCallback(TrainerCallback):
 
     Pass ``recorder=`` (an ExperimentRecorder that stays yours) or the ExperimentRecorder
     arguments (``name``, ``project_id``, ``hyper_parameters``, ``recording_mode`` … and the
-    keyword extras); ``name`` defaults to ``"transformers"``.
+    keyword extras); ``name`` defaults to ``"transformers"``. ``log_model=True`` keeps the
+    saved model (the best checkpoint with ``load_best_model_at_end``, else the last one saved)
+    as the recording's model artifact at the end of training (off by default: size).
     """
 
-    def __init__(self, recorder: ExperimentRecorder | None = None, **recorder_args: Any) -> None:
+    def __init__(
+        self,
+        recorder: ExperimentRecorder | None = None,
+        *,
+        log_model: bool = False,
+        **recorder_args: Any,
+    ) -> None:
         self._recording = Recording("transformers", recorder, recorder_args)
+        self._log_model = log_model
+        self._saved: str | None = None  # the last checkpoint directory the Trainer saved
         self._training_loss_logged = False
 
     @property
@@ -83,9 +94,18 @@ class MarkovTrainerCallback(TrainerCallback):
         if "eval_accuracy" in numbers:
             summary.add_validation_accuracy(numbers["eval_accuracy"])
 
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """The Trainer saved a checkpoint (output_dir/checkpoint-<global_step>)."""
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if os.path.isdir(folder):
+            self._saved = folder
+
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
+        model = getattr(state, "best_model_checkpoint", None) or self._saved
+        if self._log_model and model and os.path.isdir(model):
+            self._recording.running().add_artifact(model, name="model", kind="model")
         epoch = state.epoch
         if isinstance(epoch, (int, float)) and math.isfinite(epoch) and epoch >= 0:
             # A run cut by max_steps ends part-way through an epoch: that epoch counts as begun.

@@ -46,7 +46,9 @@ from markov_otel.recording.arguments import (
     queue_config,
     recorder_settings,
 )
+from markov_otel.recording.artifacts import ArtifactCopier, check_artifact
 from markov_otel.recording.environment import RecordedEnvironment
+from markov_otel.recording.images import Image, pixels
 from markov_otel.recording.notices import AlertNotices, WebhookNotifier
 from markov_otel.recording.steps import default_steps
 from markov_otel.recording.summary import ExperimentSummary
@@ -57,6 +59,7 @@ from markov_otel.rules import (
     MAX_TEXT_BYTES,
     STEP_MAX,
     STEP_MIN,
+    check_key,
     check_params,
     check_step,
     check_text,
@@ -187,6 +190,7 @@ class ExperimentRecorder(RecordedEnvironment):
         self._ended_at: float | None = None
         self._saved_at = 0.0  # monotonic time of the last recording.json save
         self._trouble = SayOnce(log)
+        self._artifacts: ArtifactCopier | None = None  # made by the first add_artifact
         if hyper_parameters:
             self.add_hyper_parameters(hyper_parameters)
         shared = self._recording_id if self._launch else None  # a restarted job goes on
@@ -272,6 +276,8 @@ class ExperimentRecorder(RecordedEnvironment):
                 shape = self._shape_of(tuple(record))
                 values = None if shape is None else shape(record)
         if values is None:
+            if type(record) is dict and any(type(v) is Image for v in record.values()):
+                return self._add_images(record, step)
             return self._add_slow(record, time_ns, step)
         # next() of the default steps is C code under the GIL: threads never share a step.
         if step is None:
@@ -322,6 +328,63 @@ class ExperimentRecorder(RecordedEnvironment):
                 break
             self._flusher.wake()
             time.sleep(0.001)
+
+    def add_artifact(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        kind: str = "file",
+        metadata: dict[str, Any] | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Keep a file or directory with the recording (kind: file, model, checkpoint, dataset;
+        "model" is the model behind `model_id`). Returns at once: the copy is made in the
+        background (recording/artifacts.py) and uploaded after the points."""
+        if not self._running:
+            raise self._not_running()
+        event = check_artifact(path, name, kind, metadata)
+        if self._artifacts is None:
+            self._artifacts = ArtifactCopier(self._spool.dir, self._artifact_stored)
+        self._artifacts.add(event, step)
+
+    def _add_images(self, record: dict[str, Any], step: int | None) -> None:
+        """add_record of a record holding Image values: all checked first (nothing kept of a
+        bad record), the numbers recorded as usual, the images handed to the artifact thread."""
+        images = {k: pixels(k, v) for k, v in record.items() if type(v) is Image}
+        rest = {k: v for k, v in record.items() if type(v) is not Image}
+        for key in images:
+            check_key(key)
+        if rest:
+            split_record(rest)  # checked whole before anything is kept
+        step = next(self._steps) if step is None else self._given_step(step)
+        if rest:
+            self.add_record(rest, step=step)
+        if self._artifacts is None:
+            self._artifacts = ArtifactCopier(self._spool.dir, self._artifact_stored)
+        for key, array in images.items():
+            self._artifacts.add_image(key, step, array, record[key].caption)
+
+    def _artifact_stored(self, entry: dict[str, Any]) -> None:
+        """The copier thread stored an artifact: a log record names it, the sender uploads it."""
+        attributes = {
+            "markov.key": entry["name"],
+            "markov.artifact.kind": entry["kind"],
+            "markov.artifact.digest": entry["digest"],
+            "markov.artifact.media_type": entry["media_type"],
+            "markov.artifact.size": entry["size"],
+        }
+        if "step" in entry:
+            attributes["markov.step"] = entry["step"]
+        if "key" in entry:  # an image value: its record key, and its file name
+            attributes["markov.key"], attributes["markov.artifact.name"] = (
+                entry["key"],
+                entry["name"],
+            )
+        body = f"artifact {entry['name']} ({entry['kind']}, {entry['size']} bytes)"
+        self._telemetry.event("markov.artifact", attributes, body=body, span=self._span)
+        for sender in self._senders():
+            sender.wake()
 
     def _add_record_elsewhere(self, record: dict[str, Any], *, step: int | None = None) -> None:
         """add_record on a rank N > 0 of a distributed job whose values rank 0 records (the
@@ -540,6 +603,8 @@ class ExperimentRecorder(RecordedEnvironment):
     def _wind_down(self, status: str, deadline: float) -> None:
         """stop()'s work: the final batch on disk, the span closed, sending, then nothing held
         (no file descriptor, no thread) but what the deadline cut off."""
+        if self._artifacts is not None:  # their log records before the closing ones
+            self._artifacts.stop(deadline - time.monotonic())
         self._status = status
         self._ended_at = time.time()
         if status == "failed" and self._launch is not None:

@@ -42,16 +42,26 @@ def json_response(doc: Any, status: int = 200) -> Response:
     return Response(body, status, media_type="application/json")
 
 
-def limits(max_body_bytes: int) -> dict[str, int]:
+def limits(
+    max_body_bytes: int, max_artifact_bytes: int = rules.DEFAULT_MAX_ARTIFACT_BYTES
+) -> dict[str, int]:
+    # A part of an upload is a body too: never over the body limit.
     """What this server accepts (GET /api/v1/limits): the shared rules and the body limit."""
     return {
         "max_body_bytes": max_body_bytes,
+        "max_artifact_bytes": max_artifact_bytes,
+        "artifact_part_bytes": part_bytes(max_body_bytes),
         "max_name_bytes": rules.MAX_NAME_BYTES,
         "max_text_bytes": rules.MAX_TEXT_BYTES,
         "max_params_bytes": rules.MAX_PARAMS_BYTES,
         "max_depth": rules.MAX_DEPTH,
         "max_idempotency_key": rules.MAX_IDEMPOTENCY_KEY,
     }
+
+
+def part_bytes(max_body_bytes: int) -> int:
+    """The size of one part of an artifact upload on a server of this body limit."""
+    return min(rules.ARTIFACT_PART_BYTES, max_body_bytes)
 
 
 def not_found(recording_id: str) -> ApiError:
@@ -67,6 +77,7 @@ class Api:
     ) -> None:
         self.store, self.limit, self.public_url, self.gate = store, limit, public_url, gate
         self.reads = reads
+        self.max_artifact_bytes = rules.DEFAULT_MAX_ARTIFACT_BYTES
 
     def url_of(self, request: Request, recording_id: str) -> str:
         """The experiment page of a recording, on `public_url` or the request's own base."""
@@ -206,14 +217,20 @@ class Api:
         return json_response(found)
 
     async def limits(self, request: Request) -> Response:
-        return json_response(limits(self.limit))
+        return json_response(limits(self.limit, self.max_artifact_bytes))
 
 
 def api_routes(
-    store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
+    store: Store,
+    limit: int,
+    public_url: str | None,
+    gate: IngestGate,
+    reads: ReadLane,
+    max_artifact_bytes: int = rules.DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> list[Route]:
     """The REST routes under /api/v1; reads run in `reads`, writes behind `gate`."""
     api = Api(store, limit, public_url, gate, reads)
+    api.max_artifact_bytes = max_artifact_bytes
     one = "/api/v1/recordings/{recording_id}"
     return [
         route_by_method("/api/v1/recordings", GET=api.list, POST=api.register),

@@ -21,10 +21,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from markov_otel.errors import ConfigError
-from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
-from markov_otel.server.api import api_routes, json_response
+from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_MAX_BODY_BYTES
+from markov_otel.server.api import Api, api_routes, json_response, part_bytes
+from markov_otel.server.artifacts import artifact_routes
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
 from markov_otel.server.backoff import WrongTokens, client_address, too_many
+from markov_otel.server.blobstore import FileBlobStore, default_dir
 from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
 from markov_otel.server.browser_auth import (
     LOGIN_PATH,
@@ -63,15 +65,22 @@ def create_app(
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     min_body_rate: int = DEFAULT_MIN_BODY_RATE,
+    artifacts: str | None = None,
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> Starlette:
     """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`.
 
     At most `max_concurrent_ingest` request bodies are parsed and stored at once (one project:
     all but one of them); past that a request gets 503 with Retry-After. A body slower than
-    `body_timeout` s plus a second per `min_body_rate` bytes gets 408 (see gate.py).
+    `body_timeout` s plus a second per `min_body_rate` bytes gets 408 (see gate.py). Files go to
+    the directory `artifacts` (default: beside a SQLite file, see blobstore.py).
     """
     gate = IngestGate(max_concurrent_ingest, body_timeout=body_timeout, min_body_rate=min_body_rate)
     store = open_store(db)
+    root = Path(artifacts) if artifacts else default_dir(db)
+    blobs = FileBlobStore(root, part_bytes(max_body_bytes))
+    lane = ReadLane(ingesting=gate.working)
+    files = Api(store, max_body_bytes, public_url, gate, lane)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -81,7 +90,15 @@ def create_app(
     table, wrong = TokenTable(tokens), WrongTokens()
     app = Starlette(
         routes=[
-            *routes(store, max_body_bytes, public_url, gate, ReadLane(ingesting=gate.working)),
+            *artifact_routes(files, blobs, max_artifact_bytes),
+            *routes(
+                store,
+                max_body_bytes,
+                public_url,
+                gate,
+                ReadLane(ingesting=gate.working),
+                max_artifact_bytes,
+            ),
             *login_routes(table, wrong),
         ],
         exception_handlers={
@@ -95,11 +112,17 @@ def create_app(
     app.add_middleware(TokenGate, tokens=table, wrong=wrong)
     app.add_middleware(HttpEdges)  # outermost: before the token gate
     app.state.store = store
+    app.state.blobs = blobs  # the run page lists its files (artifact_page.py)
     return app
 
 
 def routes(
-    store: Store, limit: int, public_url: str | None, gate: IngestGate, reads: ReadLane
+    store: Store,
+    limit: int,
+    public_url: str | None,
+    gate: IngestGate,
+    reads: ReadLane,
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> list[Route | Mount]:
     """Every route of the backend: bodies go through `gate`, reads run in `reads` (lanes.py),
     so ingest never waits behind a read."""
@@ -111,7 +134,7 @@ def routes(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *ingest,
-        *api_routes(store, limit, public_url, gate, reads),
+        *api_routes(store, limit, public_url, gate, reads, max_artifact_bytes),
         *series_routes(store, reads),
         *history_routes(store),
         *page_routes(store, reads),

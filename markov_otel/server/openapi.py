@@ -153,6 +153,8 @@ _SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "max_body_bytes": {"type": "integer"},
+            "max_artifact_bytes": {"type": "integer"},
+            "artifact_part_bytes": {"type": "integer"},
             "max_name_bytes": {"type": "integer"},
             "max_text_bytes": {"type": "integer"},
             "max_params_bytes": {"type": "integer"},
@@ -320,6 +322,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "missing or wrong bearer token",
         403: "token scoped to another project (writes to a recording of another project)",
         404: "unknown recording, or one of a project this token may not see (same answer)",
+        409: "the digest is not stored yet (upload its parts and commit first)",
         413: "body larger than max_body_bytes (GET /api/v1/limits)",
         408: "the body arrived too slowly (the server's --body-timeout and --min-body-rate); "
         "the connection is closed",
@@ -476,8 +479,93 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("Limits"), "the limits"), **_errors()},
                 }
             },
+            **_artifact_paths(),
             "/v1/metrics": {"post": _otlp("metrics")},
             "/v1/traces": {"post": _otlp("traces")},
             "/v1/logs": {"post": _otlp("logs")},
         },
     }
+
+
+_DIGEST = {
+    "name": "digest",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+}
+
+
+def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+_NAME = _path_param("name", {"type": "string"})
+_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _artifact_paths() -> dict[str, Any]:
+    """The artifact routes (protocol.md "Artifacts"): chunked upload by digest, list, download."""
+    one = "/api/v1/recordings/{recording_id}/artifacts"
+    entry = {"type": "object", "required": ["digest"], "properties": {"digest": {"type": "string"}}}
+    return {
+        "/api/v1/blobs/{digest}": {
+            "get": _op("which parts of an upload are held, or whether it is stored", [_DIGEST]),
+            "post": _op("commit: the parts make {size} bytes of this SHA-256", [_DIGEST], _OBJ),
+        },
+        "/api/v1/blobs/{digest}/parts/{index}": {
+            "put": {
+                **_op(
+                    "one part (at most artifact_part_bytes), idempotent",
+                    [
+                        _DIGEST,
+                        {
+                            "name": "index",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                ),
+                "requestBody": {"required": True, "content": _BYTES},
+            },
+        },
+        one: {"get": _read("the recording's artifacts", {"type": "array", "items": _OBJ})},
+        one + "/{name}": {
+            "get": {
+                "summary": "an artifact's bytes (Range answered with 206)",
+                "parameters": [_RECORDING_ID, _NAME],
+                "responses": {
+                    "200": {"description": "the bytes", "content": _BYTES},
+                    **_errors(400, 404),
+                },
+            },
+            "put": {
+                **_op("name stored bytes under the recording", [_RECORDING_ID, _NAME], entry),
+                "responses": {"200": _json(_OBJ, "the artifact"), **_errors(400, 404, 409)},
+            },
+        },
+        "/api/v1/models/{model_id}": {
+            "get": _op(
+                "the recording and artifact behind a model_id",
+                [
+                    {
+                        "name": "model_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            ),
+        },
+    }
+
+
+def _op(summary: str, params: list[dict[str, Any]], body: Any = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": params,
+        "responses": {"200": _json(_OBJ, summary), **_errors(400, 404, 413)},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body, "JSON body")}
+    return op

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from markov_otel.errors import ConfigError, MarkovError
 from markov_otel.extras import missing_extra, pip_line
-from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
+from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_MAX_BODY_BYTES
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -108,6 +108,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_BYTES,
         help="largest request body accepted (default: %(default)s)",
     )
+    parser.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        help="directory of uploaded files, stored once by SHA-256 (default: beside the SQLite "
+        "file as FILE.artifacts, else ./markov-artifacts)",
+    )
+    parser.add_argument(
+        "--max-artifact-bytes",
+        type=int,
+        default=DEFAULT_MAX_ARTIFACT_BYTES,
+        help="largest artifact accepted (default: %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -137,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         open_server=args.open,
         body_timeout=args.body_timeout,
         min_body_rate=args.min_body_rate,
+        artifacts=args.artifacts,
+        max_artifact_bytes=args.max_artifact_bytes,
     )
     return 0
 

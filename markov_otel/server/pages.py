@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from markov_otel.rules import valid_id
+from markov_otel.server.artifact_page import artifacts_section
 from markov_otel.server.auth import Grant
 from markov_otel.server.browser_auth import set_session_cookie
 from markov_otel.server.distribution_page import distributions_section, texts_section
@@ -139,12 +141,21 @@ async def recording_page(store: Store, reads: ReadLane, request: Request) -> Res
         + _table("Summary", flat(recording["summary"]))
         + _table("Metadata", flat(recording["metadata"]))
         + _alerts(alerts)
+        + await _files(request, recording_id)
         + _charts_section()
         + distributions_section(distribution_doc(arrays))
         + texts_section(text_doc(texts))
         + _data("charts-data", doc)
     )
     return layout(recording["name"] or recording_id, body, scripts=_CHART_SCRIPTS)
+
+
+async def _files(request: Request, recording_id: str) -> str:
+    """The run's artifacts and images (artifact_page.py), when the app keeps files."""
+    blobs = getattr(request.app.state, "blobs", None)
+    if blobs is None:
+        return ""
+    return await run_in_threadpool(artifacts_section, blobs, recording_id)
 
 
 async def compare_page(store: Store, reads: ReadLane, request: Request) -> Response:

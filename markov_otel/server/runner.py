@@ -22,6 +22,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from markov_otel.errors import ConfigError
+from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES
 from markov_otel.server.app import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT_INGEST,
@@ -50,6 +51,8 @@ def serve(
     open_server: bool = False,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     min_body_rate: int = DEFAULT_MIN_BODY_RATE,
+    artifacts: str | None = None,
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
@@ -75,6 +78,8 @@ def serve(
         max_concurrent_ingest=max_concurrent_ingest,
         body_timeout=body_timeout,
         min_body_rate=min_body_rate,
+        artifacts=artifacts,
+        max_artifact_bytes=max_artifact_bytes,
     )
     # One process: the app now. Several: each worker makes its own from this (picklable)
     # factory; the parent opens the database once first, so that a bad --db or flag fails

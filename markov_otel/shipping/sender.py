@@ -37,6 +37,7 @@ from markov_otel.shipping.acks import Acks
 from markov_otel.shipping.spool import Spool, SpoolLine
 from markov_otel.shipping.transport import (
     LINE_REFUSALS,
+    BackendClient,
     Client,
     Refused,
     Retry,
@@ -44,6 +45,7 @@ from markov_otel.shipping.transport import (
     backoff,
     client_for,
 )
+from markov_otel.shipping.uploads import Uploads
 from markov_otel.weather import SayOnce
 
 log = logging.getLogger("markov_otel")
@@ -67,6 +69,7 @@ class Progress:
     set_aside: int = 0
     resent: int = 0  # set-aside lines stored by --resend-set-aside
     still_set_aside: int = 0
+    artifact_bytes: int = 0  # bytes of artifact parts PUT (those the backend did not hold)
 
 
 class Sender:
@@ -90,6 +93,9 @@ class Sender:
             client_for(target, float(queue["register_batch_timeout"])) for _ in range(IN_FLIGHT - 1)
         ]
         self._acks = Acks(spool, target.base, target.acks)
+        # Files go to the Markov backend only, after the points (shipping/uploads.py).
+        markov = target.registers and isinstance(self._client, BackendClient)
+        self._uploads = Uploads(spool, self._client, target.base) if markov else None
         writer = spool.writer_id()
         self._rid = rid = spool.recording_id()
         self._key_prefix = f"{rid}:{writer}:" if writer else f"{rid}:"
@@ -192,6 +198,12 @@ class Sender:
                 self._register()
             for signal in self._target.signals:
                 self._send_lines(signal)
+            if self._uploads is not None:
+                try:
+                    if self._uploads.pump(self._timeout, self._past_deadline):
+                        self._wake.set()  # more to upload: the next round starts at once
+                finally:
+                    self.progress.artifact_bytes = self._uploads.sent_bytes
             self._send_patch()  # after the batches, whose resources carry an older status
         except Retry as exc:
             self._attempt += 1
@@ -407,6 +419,8 @@ class Sender:
             lines, offset = self._acks.mark(signal)
             if next(iter(self._spool.lines(signal, lines, offset)), None):
                 return False
+        if self._uploads is not None and self._uploads.unsent():
+            return False
         return self._registered and not self._patch
 
     def _finished(self) -> bool:

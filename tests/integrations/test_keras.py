@@ -95,3 +95,19 @@ def test_a_given_recorder_keeps_counting_across_two_fits(isolated: Path) -> None
     assert steps(run, "batch/loss") == list(range(2 * BATCHES * EPOCHS))
     assert values(run, "after") == [1.0]
     assert otlp_files.recording(run)["summary"]["number_of_epochs"] == EPOCHS
+
+
+# Keras' own model.save (torch backend, numpy 2) warns about its __array__; not ours to fix.
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning")
+def test_log_model_saves_the_model_as_the_model_artifact(isolated: Path) -> None:
+    """log_model=True: the trained model, saved as .keras, is the run's one model artifact;
+    off by default."""
+    from markov_otel.shipping import blobs
+
+    fit(offline_callback(log_model=True))
+    [model] = blobs.artifacts(only_run(isolated))
+    assert (model["kind"], model["state"]) == ("model", "stored")
+    assert model["name"].endswith(".keras") and model["size"] > 0
+    callback = offline_callback()
+    fit(callback)
+    assert blobs.artifacts(callback.recorder.run_dir) == []

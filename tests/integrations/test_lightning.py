@@ -331,3 +331,24 @@ def test_online_fit_stores_every_point_in_the_backend(backend: Backend) -> None:
     stored = backend.records(logger.version, "train_loss")
     assert [(r["step"], r["value"]) for r in stored] == list(enumerate(model.train_losses))
     assert [r["step"] for r in backend.records(logger.version, "val_loss")] == [2, 5]
+
+
+def test_log_model_keeps_the_best_checkpoint_as_the_model_artifact(
+    isolated: Path, tmp_path: Path
+) -> None:
+    """log_model=True: ModelCheckpoint's best checkpoint is the run's one model artifact, its
+    bytes by digest; without it no artifact is kept."""
+    import hashlib
+
+    from markov_otel.shipping import blobs
+
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss")
+    trainer(offline_logger(log_model=True), callbacks=[checkpoint]).fit(Tiny(), loader(), loader())
+    [model] = blobs.artifacts(only_run(isolated))
+    best = Path(checkpoint.best_model_path).read_bytes()
+    assert (model["kind"], model["state"]) == ("model", "stored")
+    assert model["digest"] == "sha256:" + hashlib.sha256(best).hexdigest()
+    other = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt2", monitor="val_loss")
+    logger = offline_logger()
+    trainer(logger, callbacks=[other]).fit(Tiny(), loader(), loader())
+    assert blobs.artifacts(isolated / logger.version) == []

@@ -169,3 +169,20 @@ def test_other_processes_than_world_zero_record_nothing(isolated: Path, tmp_path
     callback.on_log(args, state, control, logs={"loss": 0.5})
     callback.on_train_end(args, state, control)
     assert not isolated.exists() or not any(isolated.iterdir())
+
+
+def test_log_model_keeps_the_last_saved_checkpoint_as_the_model_artifact(
+    isolated: Path, tmp_path: Path
+) -> None:
+    """log_model=True with save_strategy="epoch": the last checkpoint directory is the run's
+    model artifact (one tar); off by default."""
+    from markov_otel.shipping import blobs
+
+    trainer(tmp_path, offline_callback(log_model=True), save_strategy="epoch").train()
+    [model] = blobs.artifacts(only_run(isolated))
+    assert (model["name"], model["kind"], model["state"]) == ("model", "model", "stored")
+    assert model["media_type"] == "application/x-tar"
+    assert model["source"].endswith(f"checkpoint-{TRAIN // BATCH * EPOCHS}")
+    callback = offline_callback()
+    trainer(tmp_path / "two", callback, save_strategy="epoch").train()
+    assert blobs.artifacts(callback.recorder.run_dir) == []

@@ -61,8 +61,8 @@ FUZZ = settings(
 class Harness:
     """The real app on a real database, driven in-process on one event loop."""
 
-    def __init__(self, db: str) -> None:
-        self.app = create_app(db=db, tokens=["admin", f"team:{PROJECT}"])
+    def __init__(self, db: str, files: Path) -> None:
+        self.app = create_app(db=db, tokens=["admin", f"team:{PROJECT}"], artifacts=str(files))
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://fuzz"
@@ -99,7 +99,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     """The harness on a new SQLite file, or in a new PostgreSQL schema (dropped after), so
     every read walks only what this run stored."""
     if request.param == "sqlite":
-        running = Harness(str(tmp_path / "fuzz.db"))
+        running = Harness(str(tmp_path / "fuzz.db"), tmp_path / "files")
         yield running
         running.close()
         return
@@ -108,7 +108,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     try:
-        running = Harness(f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}")
+        db = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        running = Harness(db, tmp_path / "files")
         yield running
         running.close()
     finally:

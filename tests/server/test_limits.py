@@ -131,6 +131,8 @@ def test_limits_are_discoverable_and_named_by_the_413(small: Backend) -> None:
     limits = httpx.get(url, headers=small.headers).json()
     assert limits == {
         "max_body_bytes": 4096,
+        "max_artifact_bytes": rules.DEFAULT_MAX_ARTIFACT_BYTES,
+        "artifact_part_bytes": 4096,  # a part of an upload is a body: never over the limit
         "max_name_bytes": rules.MAX_NAME_BYTES,
         "max_text_bytes": rules.MAX_TEXT_BYTES,
         "max_params_bytes": rules.MAX_PARAMS_BYTES,

@@ -1,0 +1,172 @@
+"""Where the backend keeps files: bytes by SHA-256, written in parts, committed by digest.
+
+`BlobStore` is the interface the routes use (put a part, list the parts, commit by digest,
+open for reading); `FileBlobStore` is its first backend, a directory:
+
+    DIR/blobs/<2 hex>/<64 hex>         committed bytes, stored once whatever the runs naming them
+    DIR/parts/<64 hex>/partial         an upload not committed yet, each part at its offset
+    DIR/parts/<64 hex>/<index>         a part written whole (its size), so resuming skips it
+    DIR/recordings/<recording>.json    the artifacts each recording names (artifact index)
+    DIR/models/<model id>.json         the recording whose kind="model" artifact fills a model_id
+
+The scale path is object storage (S3-compatible, through boto3): parts become a multipart
+upload keyed by digest, commit verifies the digest and completes it, reads are ranged GETs; the
+indexes move to database tables. Everything here streams: memory stays bounded by one chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from markov_otel.rules import ARTIFACT_PART_BYTES
+
+CHUNK = 1 << 20
+
+
+class BlobRefused(Exception):
+    """A commit whose parts do not make the bytes it names (wrong size or digest): a 400."""
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes and the indexes naming them (see the module docstring)."""
+
+    part_bytes: int  # every part but the last of an upload is this long
+
+    def size(self, hexdigest: str) -> int | None: ...
+    def parts(self, hexdigest: str) -> dict[int, int]: ...
+    def put_part(self, hexdigest: str, index: int, chunks: Iterable[bytes]) -> int: ...
+    def commit(self, hexdigest: str, size: int, parts: int) -> None: ...
+    def open(self, hexdigest: str) -> BinaryIO: ...
+    def path(self, hexdigest: str) -> Path | None: ...
+    def artifacts(self, recording_id: str) -> list[dict[str, Any]]: ...
+    def name_artifact(self, recording_id: str, entry: dict[str, Any]) -> None: ...
+    def model(self, model_id: str) -> dict[str, Any] | None: ...
+    def set_model(self, model_id: str, doc: dict[str, Any]) -> None: ...
+
+
+class FileBlobStore:
+    """BlobStore on a local directory (the reference backend's default)."""
+
+    def __init__(self, root: Path, part_bytes: int = ARTIFACT_PART_BYTES) -> None:
+        self.root, self.part_bytes = root, part_bytes  # folders are made at the first write
+        self._lock = threading.Lock()  # index read-modify-write within this process
+
+    def path(self, hexdigest: str) -> Path | None:
+        found = self.root / "blobs" / hexdigest[:2] / hexdigest
+        return found if found.exists() else None
+
+    def size(self, hexdigest: str) -> int | None:
+        found = self.path(hexdigest)
+        return None if found is None else found.stat().st_size
+
+    def parts(self, hexdigest: str) -> dict[int, int]:
+        folder = self.root / "parts" / hexdigest
+        if not folder.is_dir():
+            return {}
+        return {int(p.name): int(p.read_text() or 0) for p in folder.iterdir() if p.name.isdigit()}
+
+    def put_part(self, hexdigest: str, index: int, chunks: Iterable[bytes]) -> int:
+        """Write part `index` at its offset in the upload's one partial file, then its marker
+        (a part without a marker, cut mid-way, is sent again). Writing it twice is harmless."""
+        folder = self.root / "parts" / hexdigest
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / "partial"
+        (folder / str(index)).unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT, 0o644)
+        size = 0
+        try:
+            for chunk in chunks:
+                size += os.pwrite(fd, chunk, index * self.part_bytes + size)
+        finally:
+            os.close(fd)
+        _write_text(folder / str(index), str(size))
+        return size
+
+    def commit(self, hexdigest: str, size: int, parts: int) -> None:
+        """Check that parts 0..parts-1 make `size` bytes of this SHA-256 (one read of the
+        partial file), then move it under blobs/; a no-op for bytes already stored (the same
+        file from another run)."""
+        folder = self.root / "parts" / hexdigest
+        if self.path(hexdigest) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        held = self.parts(hexdigest)
+        missing = [i for i in range(parts) if i not in held]
+        if missing:
+            raise BlobRefused(f"parts {missing[:10]} of sha256:{hexdigest} were not uploaded")
+        partial = folder / "partial"
+        sha, written = hashlib.sha256(), 0
+        with partial.open("r+b") as data:
+            data.truncate(size)  # a part sent longer than it should be cannot add bytes
+            while chunk := data.read(CHUNK):
+                sha.update(chunk)
+                written += len(chunk)
+        if written != size or sha.hexdigest() != hexdigest:
+            shutil.rmtree(folder, ignore_errors=True)  # start that upload over, clean
+            raise BlobRefused(
+                f"the parts make {written} bytes with SHA-256 {sha.hexdigest()}, not the "
+                f"{size} bytes of sha256:{hexdigest}; upload them again"
+            )
+        target = self.root / "blobs" / hexdigest[:2] / hexdigest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, target)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def open(self, hexdigest: str) -> BinaryIO:
+        found = self.path(hexdigest)
+        if found is None:
+            raise FileNotFoundError(hexdigest)
+        return found.open("rb")
+
+    def artifacts(self, recording_id: str) -> list[dict[str, Any]]:
+        return list(_read(self.root / "recordings" / f"{recording_id}.json").get("artifacts", []))
+
+    def name_artifact(self, recording_id: str, entry: dict[str, Any]) -> None:
+        """Add (or replace, by name) one artifact of a recording."""
+        path = self.root / "recordings" / f"{recording_id}.json"
+        with self._lock:
+            kept = [a for a in self.artifacts(recording_id) if a["name"] != entry["name"]]
+            _write(path, {"artifacts": [*kept, entry]})
+
+    def model(self, model_id: str) -> dict[str, Any] | None:
+        return _read(self.root / "models" / f"{model_id}.json") or None
+
+    def set_model(self, model_id: str, doc: dict[str, Any]) -> None:
+        with self._lock:
+            _write(self.root / "models" / f"{model_id}.json", doc)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    _write_text(path, json.dumps(doc, sort_keys=True))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace `path` whole: a reader sees the old text or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_dir(db: str) -> Path:
+    """`--artifacts` unless given: beside a SQLite file, else markov-artifacts in the cwd."""
+    path = db.removeprefix("sqlite:///")
+    if "://" not in path and ":memory:" not in path:
+        return Path(path + ".artifacts")
+    return Path("markov-artifacts")
