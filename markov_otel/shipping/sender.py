@@ -94,8 +94,11 @@ class Sender:
         ]
         self._acks = Acks(spool, target.base, target.acks)
         # Files go to the Markov backend only, after the points (shipping/uploads.py).
-        markov = target.registers and isinstance(self._client, BackendClient)
-        self._uploads = Uploads(spool, self._client, target.base) if markov else None
+        self._uploads = (
+            Uploads(spool, self._client, target.base)
+            if target.registers and isinstance(self._client, BackendClient)
+            else None
+        )
         writer = spool.writer_id()
         self._rid = rid = spool.recording_id()
         self._key_prefix = f"{rid}:{writer}:" if writer else f"{rid}:"
