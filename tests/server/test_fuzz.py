@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 
 from markov_otel.server import create_app
 
-WRITE_EXAMPLES = 600
+WRITE_EXAMPLES = 400  # each also reads the pages back: paced reads cost ~0.2 s an example
 ANY_EXAMPLES = 400
 TOKENS = {"admin": "Bearer admin", "scoped": "Bearer team", "wrong": "Bearer nope", "none": None}
 ADMIN = {"Authorization": "Bearer admin"}
@@ -118,6 +118,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # 400 examples, each writes then reads every page back
 @settings(FUZZ, max_examples=WRITE_EXAMPLES)
 @given(
     write=st.sampled_from(WEIGHTED_WRITES).flatmap(

@@ -10,7 +10,9 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,7 +119,7 @@ def test_a_full_gate_answers_503_with_retry_after_naming_the_bound() -> None:
                 return exc
         raise AssertionError("a third body got a slot")
 
-    refused = asyncio.run(fill())
+    refused = run_alone(fill())
     assert refused.status == 503 and refused.headers == {"Retry-After": "1"}
     assert "--max-concurrent-ingest" in refused.reason
 
@@ -128,3 +130,10 @@ def test_the_bound_must_be_a_positive_integer(tmp_path: Path, bad: int) -> None:
     with pytest.raises(ConfigError, match="max_concurrent_ingest"):
         create_app(db=str(tmp_path / "x.db"), tokens=[], max_concurrent_ingest=bad)
     assert not (tmp_path / "x.db").exists()
+
+
+def run_alone(coroutine: Any) -> Any:
+    """asyncio.run on a thread of its own: once the page tests' Playwright (sync API) has run in
+    this process, its event loop counts as running on the main thread, where asyncio.run fails."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -83,7 +83,7 @@ def test_compare_groups_panels_with_one_legend_and_keeps_the_view_in_the_url(
     box = plot.bounding_box()
     plot.hover(position={"x": box["width"] * 0.5, "y": box["height"] / 2})
     page.wait_for_function(
-        "[...document.querySelectorAll('#run-legend .legend-value')]"
+        "() => [...document.querySelectorAll('#run-legend .legend-value')]"
         ".every(e => e.textContent.includes(' @ step '))"
     )
     assert page.inner_text("#run-legend-key") == "loss"
@@ -93,10 +93,10 @@ def test_compare_groups_panels_with_one_legend_and_keeps_the_view_in_the_url(
     page.screenshot(path=str(screenshots / "compare-sections.png"), full_page=True)
 
     page.fill("#panel-search", "loss")
-    page.wait_for_function("new URL(location).searchParams.get('panels') === 'loss'")
+    page.wait_for_function("() => new URL(location).searchParams.get('panels') === 'loss'")
     assert [keys for _, _, keys in sections(page)] == [["loss"], ["train/loss"], ["val/loss"]]
     page.fill("#panel-search", "")
-    page.wait_for_function("!new URL(location).searchParams.has('panels')")
+    page.wait_for_function("() => !new URL(location).searchParams.has('panels')")
     page.click("figure.chart[data-key='train/acc'] button.hide")
     page.click("figure.chart[data-key='val/loss'] button.pin")
     assert page.inner_text("#panels-unhide") == "show 1 hidden"
@@ -235,7 +235,7 @@ def test_metric_columns_sort_mark_the_best_and_download_as_csv(
     page.check("#runs-columns input[data-col='last.val/loss']")
     page.click("details.columns summary")
     cell = "#runs-table tbody td.best"
-    page.wait_for_function(f"document.querySelectorAll('{cell}').length === 2")
+    page.wait_for_function(f"() => document.querySelectorAll('{cell}').length === 2")
     page.click("#runs-table th[data-col='min.val/loss']")
     names = page.locator("#runs-table tbody td:nth-child(2)").all_inner_texts()
     assert names == ["run-b", "=run-a", "run-c"]
@@ -375,7 +375,7 @@ def test_groups_draw_a_mean_line_in_a_min_max_band_and_expand(
     page.wait_for_selector("html[data-charts-ready='1']")
     page.select_option("#group-by", "opt")
     u = "MarkovCharts.charts.loss.u"
-    page.wait_for_function(f"{u}.series.length === 7")
+    page.wait_for_function(f"() => {u}.series.length === 7")
     assert page.evaluate(f"{u}.bands.length") == 2
     first = page.evaluate(f"[1, 2, 3, 4, 5, 6].map(i => {u}.data[i][0])")
     expected = [2.1, 2.2, 2.0, 2.2, 2.3, 2.1]  # adam mean, max, min; sgd mean, max, min
@@ -384,14 +384,14 @@ def test_groups_draw_a_mean_line_in_a_min_max_band_and_expand(
         "opt = adam (2 runs) ▸", "opt = sgd (2 runs) ▸"
     ]  # fmt: skip
     page.click("#group-legend li[data-group='adam'] button")
-    page.wait_for_function(f"{u}.series.length === 9")
+    page.wait_for_function(f"() => {u}.series.length === 9")
     page.screenshot(path=str(screenshots / "compare-groups.png"), full_page=True)
     assert "group=opt" in page.url and "expand=adam" in page.url
     again = browsing.context.new_page()
     again.goto(page.url)
     again.wait_for_selector("html[data-charts-ready='1']")
-    again.wait_for_function(f"{u}.series.length === 9")
+    again.wait_for_function(f"() => {u}.series.length === 9")
     assert again.input_value("#group-by") == "opt"
     page.select_option("#group-by", "")
-    page.wait_for_function(f"{u}.series.length === 9 && {u}.bands.length === 0")
+    page.wait_for_function(f"() => {u}.series.length === 9 && {u}.bands.length === 0")
     assert browsing.errors == []

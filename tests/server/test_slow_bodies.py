@@ -11,7 +11,9 @@ import asyncio
 import select
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -118,7 +120,7 @@ def test_one_project_cannot_take_the_last_free_slot() -> None:
             async with gate.slot("proj-b"):
                 assert gate.busy == 3
 
-    asyncio.run(take())
+    run_alone(take())
 
 
 @pytest.mark.parametrize(("name", "bad"), [("body_timeout", 0), ("min_body_rate", -1)])
@@ -126,3 +128,10 @@ def test_the_body_pace_settings_must_be_positive(tmp_path: Path, name: str, bad:
     """A body timeout or minimum rate of zero or less is refused, naming the setting."""
     with pytest.raises(ConfigError, match=name):
         create_app(db=str(tmp_path / "x.db"), tokens=[], **{name: bad})
+
+
+def run_alone(coroutine: Any) -> Any:
+    """asyncio.run on a thread of its own: once the page tests' Playwright (sync API) has run in
+    this process, its event loop counts as running on the main thread, where asyncio.run fails."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
