@@ -28,10 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from markov_otel.rules import valid_id
 from markov_otel.server.auth import Grant
 from markov_otel.server.bodies import ApiError
-from markov_otel.server.series import MAX_IDS, MAX_POINTS_LIMIT, MIN_MAX_POINTS
+from markov_otel.server.series import MAX_POINTS_LIMIT, MIN_MAX_POINTS, query_ids
 from markov_otel.server.storage import Store
 
 __all__ = ["history_routes", "pack", "read_history"]
@@ -91,14 +90,7 @@ def history_routes(store: Store) -> list[Route]:
 def parse_query(request: Request) -> tuple[list[str], list[str] | None, int | None]:
     """ids, keys (None: all) and max_points; 400 naming the parameter when one is bad."""
     params = request.query_params
-    ids = list(dict.fromkeys(i.strip() for i in (params.get("ids") or "").split(",") if i.strip()))
-    if not ids:
-        raise ApiError(400, "query parameter ids is required, e.g. ?ids=RUN1,RUN2&key=loss")
-    if len(ids) > MAX_IDS:
-        raise ApiError(400, f"ids names {len(ids)} recordings; at most {MAX_IDS} per request")
-    for rid in ids:
-        if not valid_id(rid):
-            raise ApiError(400, f"recording id {rid[:80]!r} in ids is not valid (protocol.md)")
+    ids = list(query_ids(params))
     keys = list(dict.fromkeys(params.getlist("key"))) or None
     if keys is not None and any(not k or "\x00" in k for k in keys):
         raise ApiError(400, "query parameter key must be a non-empty key without NUL characters")

@@ -81,9 +81,8 @@ def series_routes(store: Store, reads: ReadLane) -> list[Route]:
     return [Route("/api/v1/series", series, methods=["GET", "HEAD"])]
 
 
-def parse_query(request: Request) -> SeriesQuery:
-    """The query of a series request; 400 naming the parameter and an example if it is bad."""
-    params = request.query_params
+def query_ids(params: Any) -> tuple[str, ...]:
+    """The `ids` query parameter (comma-separated, each once, in order); 400 naming what is bad."""
     ids = tuple(dict.fromkeys(i.strip() for i in (params.get("ids") or "").split(",") if i.strip()))
     if not ids:
         raise ApiError(400, "query parameter ids is required, e.g. ?ids=RUN1,RUN2&key=loss")
@@ -92,6 +91,13 @@ def parse_query(request: Request) -> SeriesQuery:
     for rid in ids:
         if not valid_id(rid):
             raise ApiError(400, f"recording id {rid[:80]!r} in ids is not valid (protocol.md)")
+    return ids
+
+
+def parse_query(request: Request) -> SeriesQuery:
+    """The query of a series request; 400 naming the parameter and an example if it is bad."""
+    params = request.query_params
+    ids = query_ids(params)
     key = params.get("key")
     if not key or "\x00" in key:
         raise ApiError(400, "query parameter key is required (no NUL characters), e.g. &key=loss")
