@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["backend_fixture"]
+pytest_plugins = ["backend_fixture", "leftovers"]
 
 _MARKOV_ENV = (
     "MARKOV_MODE",

@@ -13,9 +13,11 @@ Modes:
   returned; the one interrupted by the signal may be on disk too) before the recorder stops.
 - ``exit0 N`` / ``exit3 N`` / ``raise N``: inside ``with recorder:``, records N, prints the
   checkpoint, then calls sys.exit(0), sys.exit(3) or raises RuntimeError.
-- ``stop-signal N``: the user settings batch_size=1_000_000, batch_processing_interval=3600;
-  records N records of four keys, prints `stopping`, calls stop() (the parent signals it
-  there), then prints `stopped`.
+- ``stop-signal N SIGNAME``: the user settings batch_size=1_000_000,
+  batch_processing_interval=3600; records N records of four keys, prints `stopping`, calls
+  stop(), then prints `stopped`. A thread of its own sends it SIGNAME as soon as stop() holds
+  the signals (their handler changed), so the signal lands while stop() drains, however
+  slowly the machine runs the parent.
 - ``big-batch N``: the same settings; records N records of two keys, prints `recorded N`, then
   sleeps until it is SIGKILLed.
 - ``timed``: records in a tight loop forever, printing `progress <n> <time.time()>` every 5k
@@ -26,7 +28,10 @@ Modes:
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 
 from markov_otel import ExperimentRecorder, RecordingMode
@@ -103,6 +108,7 @@ def special(mode: str, recorder: ExperimentRecorder, n: int) -> None:
     if mode == "stop-signal":
         for i in range(n):
             recorder.add_record({"loss": float(i), "acc": i, "lr": 0.1, "grad": 1.5})
+        signal_once_held(signal.Signals[sys.argv[3]])
         say("stopping")
         recorder.stop()
         say("stopped")
@@ -122,6 +128,19 @@ def special(mode: str, recorder: ExperimentRecorder, n: int) -> None:
             say(f"progress {min(n, i + 10_000)}")
         say("done")
         recorder.stop()
+
+
+def signal_once_held(signum: int) -> None:
+    """Send this process `signum` from a thread once its handler is no longer the one it is
+    now (stop() holds SIGINT and SIGTERM while it drains)."""
+    before = signal.getsignal(signum)
+
+    def send() -> None:
+        while signal.getsignal(signum) == before:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=send, daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -128,19 +129,32 @@ def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_b
 def test_stop_drains_a_backlog_in_both_encoders_with_every_line_in_record_order(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Wide records outrun the process, so stop() finds a backlog: the flusher encodes some
-    of its batches itself as the process encodes the others (the training thread is done with
-    the GIL), and writes its own only once the process has written what it holds, so the file
-    keeps record order: every step once, each line's steps after the line before's."""
+    """stop() finds a backlog of wide records (the test holds the flusher from taking any
+    until stop() has begun): the flusher encodes some of its batches itself as the process
+    encodes the others (the training thread is done with the GIL), and writes its own only
+    once the process has written what it holds, so the file keeps record order: every step
+    once, each line's steps after the line before's."""
     n, width, batch = 30_000, 40, 1000
-    rec = recorder("always", monkeypatch, batch_size=batch)
-    with rec:
-        for i in range(n):
+    rec = recorder("always", monkeypatch, batch_size=batch, batch_processing_interval=60)
+    rec.start()
+    for i in range(batch):  # a first batch, taken at once: the process starts and is ready
+        rec.add_record({f"k{k}": i + k * 1e-3 for k in range(width)})
+    encoder_pid(rec)
+    flusher = rec._flusher
+    until(lambda: not rec._buffer)
+    with flusher.taking:  # no batch leaves the buffer until stop() is under way
+        before = flusher._seq
+        for i in range(batch, n):
             rec.add_record({f"k{k}": i + k * 1e-3 for k in range(width)})
-    handed = rec._flusher._seq
-    # Each encoded its share: the flusher encodes one batch while the process encodes the next
-    # (about half each: the process does not sit idle waiting for an answer to be read).
-    assert n // batch // 3 <= handed < n // batch
+        stopping = threading.Thread(target=rec.stop)
+        stopping.start()
+        until(lambda: flusher._stopping)
+    stopping.join()
+    handed = flusher._seq - before
+    # Each encoded its share of the backlog's batches: the flusher encodes one while the
+    # process encodes the next (about half each: the process does not sit idle).
+    backlog = n // batch - 1
+    assert backlog // 3 <= handed <= backlog - backlog // 3
     steps = [
         int(point["attributes"][0]["value"]["intValue"])
         for line in lines(isolated / rec.recording_id, "metrics")
