@@ -6,8 +6,9 @@ the step as an int), and talks to its parent on stdout, one flushed line each:
 
 Modes:
 
-- ``kill9 N``: records N, prints the checkpoint, sleeps 0.6 s (3 flush intervals of 0.2 s), then
-  records in a tight loop forever, printing `progress <n>` every 10k, until it is SIGKILLed.
+- ``kill9 N``: records N, waits until they are on disk (read back from its run dir), prints the
+  checkpoint, then records in a tight loop forever, printing `progress <n>` every 10k, until it
+  is SIGKILLed.
 - ``sigterm``: inside ``with recorder:``, prints `ready`, then records forever with a checkpoint
   every 10k records, until SIGTERM ends it; then prints `made <n>` (records whose add_record
   returned; the one interrupted by the signal may be on disk too) before the recorder stops.
@@ -35,6 +36,7 @@ import threading
 import time
 
 from markov_otel import ExperimentRecorder, RecordingMode
+from markov_otel.shipping.spool import Spool
 
 PROGRESS_EVERY = 10_000
 made = 0  # records whose add_record returned (printed as `made <n>` when SIGTERM ends the loop)
@@ -49,6 +51,15 @@ def record(recorder: ExperimentRecorder, start: int, stop: int) -> None:
     for i in range(start, stop):
         recorder.add_record({"loss": float(i), "acc": i})
         made = i + 1
+
+
+def on_disk(recorder: ExperimentRecorder, points: int) -> None:
+    """Wait until the run dir's metrics file holds `points` points (60 s at most)."""
+    spool, deadline = Spool(recorder.run_dir), time.monotonic() + 60
+    while spool.points_on_disk()[0] < points:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{points} points never reached the disk")
+        time.sleep(0.05)
 
 
 def forever(recorder: ExperimentRecorder, start: int, word: str) -> None:
@@ -82,8 +93,8 @@ def main(mode: str, n: int) -> None:
         recorder.start()
         say(f"id {recorder.recording_id}")
         record(recorder, 0, n)
+        on_disk(recorder, 2 * n)
         say(f"checkpoint {n}")
-        time.sleep(0.6)
         forever(recorder, n, "progress")
     with recorder:
         say(f"id {recorder.recording_id}")
