@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 from backend_fixture import Backend, online_recorder
+from flaky_proxy import FlakyProxy
 
 from markov_otel import ExperimentRecorder, RecordingMode
 from markov_otel.cli.main import main
@@ -174,3 +175,45 @@ def test_stop_sends_the_final_patch_with_what_the_resource_cannot_carry(backend:
     stored = recording(backend, rec.recording_id)
     assert stored["summary"].get("notes") == long, json.dumps(stored)[:500]
     assert stored["status"] == "finished"
+
+
+def test_a_429s_retry_after_is_waited_before_the_line_goes_again(backend: Backend) -> None:
+    """The first metrics line answered 429 with Retry-After: 2 goes again no sooner than 2 s
+    later (a lower bound: a loaded machine only makes it later), then is stored once.
+    Mutant: Retry-After ignored (backoff from 0.2 s)."""
+    with FlakyProxy(backend.url, scripted={":metrics:0": ["429"]}, retry_after="2") as proxy:
+        rec = online_recorder(proxy.url, backend.token, sync_data_timeout=60)
+
+        def tries() -> list[float]:
+            return [t for key, t in proxy.arrivals if key and key.endswith(":metrics:0")]
+
+        with rec:  # stopped only after the second try: stop() hurries the sender
+            rec.add_record({"loss": 1.0})
+            deadline = time.monotonic() + 60
+            while len(tries()) < 2:
+                assert time.monotonic() < deadline, proxy.arrivals
+                time.sleep(0.05)
+        tries = tries()
+    assert proxy.counts["429"] == 1 and len(tries) == 2, proxy.arrivals
+    assert tries[1] - tries[0] >= 2.0
+    assert [r["step"] for r in backend.records(rec.recording_id, "loss")] == [0]
+
+
+def test_a_401_on_a_line_pauses_sending_and_sets_nothing_aside(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line answered 401 (the token, not the line) pauses the sender: nothing is set aside,
+    the line stays unsent, what is said names the 401 and `mkv sync`; once the token is good
+    again a sync sends it. Mutant: 401 among the line refusals (the line set aside)."""
+    with FlakyProxy(backend.url, scripted={":metrics:0": ["401"]}) as proxy:
+        rec = online_recorder(proxy.url, backend.token)
+        with rec:
+            rec.add_record({"loss": 1.0})
+    assert proxy.counts["401"] == 1
+    assert runs.set_aside(Spool(rec.run_dir), proxy.url) == []
+    assert runs.unsent_lines(Spool(rec.run_dir), proxy.url) > 0
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert said and all("401" in m and f"mkv sync {rec.recording_id}" in m for m in said), said
+    use(backend, monkeypatch)
+    assert main(["sync", rec.recording_id]) == 0
+    assert [r["step"] for r in backend.records(rec.recording_id, "loss")] == [0]
