@@ -4,7 +4,13 @@ hand-made mutant its docstring names, and passes with the code as it is."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +223,50 @@ def test_a_401_on_a_line_pauses_sending_and_sets_nothing_aside(
     use(backend, monkeypatch)
     assert main(["sync", rec.recording_id]) == 0
     assert [r["step"] for r in backend.records(rec.recording_id, "loss")] == [0]
+
+
+# -- what reaches the disk, seen from the system calls ------------------------------------------
+
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is missing")
+
+
+def syncs_of(tmp_path: Path, script: str, **env: str) -> list[tuple[str, str]]:
+    """Run `script` in a fresh interpreter under strace; its (and its children's) fsync and
+    fdatasync calls as (call, path of the file)."""
+    log = tmp_path / "strace.log"
+    code = textwrap.dedent(script)
+    done = subprocess.run(
+        ["strace", "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(log),
+         sys.executable, "-c", code],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return re.findall(r"(fsync|fdatasync)\(\d+<([^>]*)>\) = 0", log.read_text())
+
+
+@needs_strace
+def test_stop_fsyncs_the_metrics_file(tmp_path: Path) -> None:
+    """stop() ends with an fsync of metrics.jsonl (a finished run survives a power cut).
+    Mutant: Spool.sync() without its fsync."""
+    calls = syncs_of(tmp_path, """
+        from markov_otel import ExperimentRecorder, RecordingMode
+        with ExperimentRecorder("synced", recording_mode=RecordingMode.OFFLINE) as rec:
+            rec.add_record({"loss": 1.0})
+    """)  # fmt: skip
+    assert [c for c, path in calls if path.endswith("/metrics.jsonl")].count("fsync") >= 1, calls
+
+
+@needs_strace
+@pytest.mark.slow
+def test_the_encoder_process_starts_the_writeback_as_it_appends(tmp_path: Path) -> None:
+    """A tight loop whose batches the process writes (~90 MB, past WRITEBACK_BYTES twice):
+    the process's own fdatasync of metrics.jsonl runs before stop()'s fsync. Mutants: the
+    writeback thread never started; its fdatasync a no-op."""
+    calls = syncs_of(tmp_path, """
+        from markov_otel import ExperimentRecorder, RecordingMode
+        with ExperimentRecorder("written", recording_mode=RecordingMode.OFFLINE) as rec:
+            for i in range(400_000):
+                rec.add_record({"a": float(i), "b": 0.5})
+    """, MARKOV_ENCODER_PROCESS="always")  # fmt: skip
+    on_metrics = [c for c, path in calls if path.endswith("/metrics.jsonl")]
+    assert "fdatasync" in on_metrics, calls
