@@ -18,6 +18,8 @@ import pytest
 _before: dict[str, object] = {}
 # Caches a library keeps in the temp dir on purpose, for the next process (torch.compile's).
 _CACHES = ("torchinductor_",)
+# Helpers Python starts once per interpreter and ends when it ends (a spawn start's tracker).
+_ENDS_WITH_US = ("multiprocessing.resource_tracker",)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -57,7 +59,7 @@ def leftovers(private: Path) -> list[str]:
     found = [
         f"process {child.pid} still runs: {' '.join(_cmdline(child))[:200]}"
         for child in me.children(recursive=True)
-        if _running(child)
+        if _running(child) and not any(part in _cmdline(child)[-1] for part in _ENDS_WITH_US)
     ]
     found += [
         f"port {conn.laddr.port} still listens (pid {me.pid})"
