@@ -59,7 +59,7 @@ def leftovers(private: Path) -> list[str]:
     found = [
         f"process {child.pid} still runs: {' '.join(_cmdline(child))[:200]}"
         for child in me.children(recursive=True)
-        if _running(child) and not any(part in _cmdline(child)[-1] for part in _ENDS_WITH_US)
+        if _running(child) and not any(p in " ".join(_cmdline(child)) for p in _ENDS_WITH_US)
     ]
     found += [
         f"port {conn.laddr.port} still listens (pid {me.pid})"
