@@ -134,7 +134,7 @@ def test_stop_drains_a_backlog_in_both_encoders_with_every_line_in_record_order(
     encodes the others (the training thread is done with the GIL), and writes its own only
     once the process has written what it holds, so the file keeps record order: every step
     once, each line's steps after the line before's."""
-    n, width, batch = 30_000, 40, 1000
+    n, width, batch = 12_000, 40, 1000  # a backlog of 11 batches
     rec = recorder("always", monkeypatch, batch_size=batch, batch_processing_interval=60)
     rec.start()
     for i in range(batch):  # a first batch, taken at once: the process starts and is ready
