@@ -4,6 +4,7 @@ hand-made mutant its docstring names, and passes with the code as it is."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -270,3 +271,46 @@ def test_the_encoder_process_starts_the_writeback_as_it_appends(tmp_path: Path) 
     """, MARKOV_ENCODER_PROCESS="always")  # fmt: skip
     on_metrics = [c for c, path in calls if path.endswith("/metrics.jsonl")]
     assert "fdatasync" in on_metrics, calls
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+
+def gauge_data(name: str, value: float, time_ns: int) -> Any:
+    """One gauge point as a MetricsData, as a MeterProvider hands it to a reader's exporter."""
+    from opentelemetry.sdk.metrics.export import (
+        Gauge,
+        Metric,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    point = NumberDataPoint(
+        attributes={}, start_time_unix_nano=0, time_unix_nano=time_ns, value=value
+    )
+    metric = Metric(name=name, description="", unit="", data=Gauge(data_points=[point]))
+    scope = ScopeMetrics(scope=InstrumentationScope("app"), metrics=[metric], schema_url="")
+    resource = ResourceMetrics(resource=Resource.create({}), scope_metrics=[scope], schema_url="")
+    return MetricsData(resource_metrics=[resource])
+
+
+def test_alert_reader_skips_a_nan_point_neither_firing_nor_rearming() -> None:
+    """A NaN point between two that hold (as SDKs older than the current one pass it through;
+    the current one drops it before the reader sees it) neither fires nor re-arms the alert:
+    one firing, not two. Mutant: AlertReader no longer skipping NaN."""
+    from markov_otel import BinaryOperation, ExperimentAlertCondition
+    from markov_otel.recording.alerts import AlertReader
+
+    got: list[Any] = []
+    condition = ExperimentAlertCondition("loss", BinaryOperation.GREATER_THAN, 1.0)
+    reader = AlertReader([(condition, "diverging")], on_alert=got.append, interval_seconds=3600)
+    try:
+        for step, value in enumerate((2.0, math.nan, 3.0)):
+            reader._exporter.export(gauge_data("loss", value, 1_700_000_000_000_000_000 + step))
+    finally:
+        reader.shutdown()
+    assert [f.value for f in got] == [2.0]
