@@ -193,6 +193,7 @@ def test_a_second_machine_adding_to_a_recording_loses_nothing(
     assert steps(backend, first.recording_id, "loss") == list(range(10))
 
 
+@pytest.mark.slow
 def test_resuming_after_kill9_continues_after_the_last_step_on_disk(
     isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

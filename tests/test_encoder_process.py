@@ -65,6 +65,7 @@ def gone(pid: int, within: float = 0.0) -> bool:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_the_process_stores_exactly_what_the_flusher_alone_stores(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,6 +86,7 @@ def test_the_process_stores_exactly_what_the_flusher_alone_stores(
     assert len(metrics(runs["always"])) == len(lines(runs["always"], "metrics"))
 
 
+@pytest.mark.slow
 def test_a_killed_encoder_process_loses_nothing_and_doubles_nothing(
     isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -126,6 +128,7 @@ def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_b
     assert gone(pid, within=10)
 
 
+@pytest.mark.slow
 def test_stop_drains_a_backlog_in_both_encoders_with_every_line_in_record_order(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,6 +252,7 @@ def test_the_process_runs_this_markov_otel_whatever_the_working_directory_holds(
     assert len(points(isolated / rec.recording_id)) == 5000
 
 
+@pytest.mark.slow
 def test_a_tight_loop_starts_the_process_by_itself(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,6 +270,7 @@ def test_a_tight_loop_starts_the_process_by_itself(
     assert len(points(isolated / fast.recording_id)) == 200_000
 
 
+@pytest.mark.slow
 def test_kill9_of_the_training_process_leaves_a_gapless_prefix_and_no_encoder_behind(
     isolated: Path,
 ) -> None:
