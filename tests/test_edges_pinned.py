@@ -314,3 +314,24 @@ def test_alert_reader_skips_a_nan_point_neither_firing_nor_rearming() -> None:
     finally:
         reader.shutdown()
     assert [f.value for f in got] == [2.0]
+
+
+@pytest.mark.slow
+def test_stop_retries_a_dead_backend_at_once_whatever_the_backoff_reached() -> None:
+    """A backend down all run: the sender's backoff grows to its cap (5-15 s a wait); stop()
+    then tries a few times 0.2 s apart and gives up, instead of waiting out two full backoffs.
+    The bound is the promise, with room for a loaded machine. Mutant: full backoff at stop."""
+    from backend_fixture import dead_endpoint
+
+    rec = online_recorder(dead_endpoint(), "token", sync_data_timeout=60)
+    rec.start()
+    rec.add_record({"loss": 1.0})
+    sender = rec._sender
+    deadline = time.monotonic() + 90
+    while sender._attempt < 6:  # backoff(6) = 10 s x (0.5 .. 1.5)
+        assert time.monotonic() < deadline, "the backoff never grew"
+        time.sleep(0.1)
+    began = time.monotonic()
+    rec.stop()
+    assert time.monotonic() - began < 8.0  # full backoffs: two waits of 5 s or more
+    assert runs.unsent_lines(Spool(rec.run_dir)) > 0
