@@ -63,7 +63,7 @@ def leftovers(private: Path) -> list[str]:
     ]
     found += [
         f"port {conn.laddr.port} still listens (pid {me.pid})"
-        for conn in me.net_connections(kind="inet")
+        for conn in getattr(me, "net_connections", me.connections)(kind="inet")  # psutil < 6
         if conn.status == psutil.CONN_LISTEN
     ]
     found += [
