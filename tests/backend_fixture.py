@@ -5,6 +5,9 @@ Load it with `pytest_plugins = ["backend_fixture"]`. The backend is the real ser
 (`python -m markov_otel.server --port 0 --port-file …`) on a SQLite file under `tmp_path`, with a
 token (`token=""` starts it with `--open` instead); `.kill()` sends SIGKILL, `.restart()` brings
 it back on the same port and database.
+
+A backend that fails to start is killed before the error is raised, and any backend a test
+leaves running is stopped when the test ends (`_no_backend_outlives_its_test`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,7 +27,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_ENV = "MARKOV_TEST_POSTGRES_URL"
-START_TIMEOUT = 20.0
+# Generous: a loaded CI machine (2 cores shared) can take many seconds to import the server.
+START_TIMEOUT = 60.0
+_STARTED: list[Backend] = []  # every backend started, for _no_backend_outlives_its_test
 
 
 class Backend:
@@ -87,6 +91,7 @@ class Backend:
         log = (self.workdir / "server.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=self.workdir)
         log.close()
+        _STARTED.append(self)
         try:
             self.port = int(self._wait_for(port_file))
             self._wait_healthy()
@@ -104,16 +109,21 @@ class Backend:
         raise RuntimeError(f"backend wrote no port file in {START_TIMEOUT}s: {self.log()}")
 
     def _wait_healthy(self) -> None:
+        """Ask /healthz until it answers 200 or START_TIMEOUT passes; a refused connection, a
+        read timeout (a worker still importing) or an error status are all asked again."""
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+        last: object = None
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=min(5, left)) as answer:
                     if answer.status == 200:
                         return
-            except OSError:  # refused, reset, or accepted but not answered yet (timeout)
-                self._check_alive()
-                time.sleep(0.02)
-        raise RuntimeError(f"backend did not become healthy: {self.log()}")
+                    last = answer.status
+            except OSError as exc:  # refused, a read timeout, an error status: all OSErrors
+                last = exc
+            self._check_alive()
+            time.sleep(0.05)
+        raise RuntimeError(f"backend not healthy in {START_TIMEOUT}s ({last}): {self.log()}")
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -144,6 +154,15 @@ class Backend:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+@pytest.fixture(autouse=True)
+def _no_backend_outlives_its_test() -> Iterator[None]:
+    """Stop every backend a test started and left running (a failed assert before its
+    `finally`, a second Backend(...) that raised after a first had started)."""
+    yield
+    while _STARTED:
+        _STARTED.pop().stop()
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from pathlib import Path
 CHILD = Path(__file__).with_name("recording_child.py")
 
 
-def start(mode: str, n: int = 0, **env: str) -> subprocess.Popen[str]:
-    """`recording_child.py MODE N` with stdout and stderr piped, the test's environment and
-    `env` on top."""
+def start(mode: str, n: int = 0, *more: str, **env: str) -> subprocess.Popen[str]:
+    """`recording_child.py MODE N [MORE…]` with stdout and stderr piped, the test's
+    environment and `env` on top."""
     return subprocess.Popen(
-        [sys.executable, str(CHILD), mode, str(n)],
+        [sys.executable, str(CHILD), mode, str(n), *more],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,8 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["backend_fixture"]
+pytest_plugins = ["backend_fixture", "leftovers"]
+
+# No wall-clock limits on examples (Hypothesis's 200 ms deadline, its too_slow check): on a
+# loaded machine they fail tests whose code is right. A test may still set its own settings.
+settings.register_profile("markov", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("markov")
 
 _MARKOV_ENV = (
     "MARKOV_MODE",

@@ -11,8 +11,10 @@ request gets which depends only on arrival order):
 
 ``die_after=K`` forwards K requests and resets every later one (an upstream that went away).
 ``scripted={suffix: [fate, …]}`` gives the first requests whose Idempotency-Key ends with
-`suffix` those fates in turn (also ``late``: forwarded after ``stall`` seconds, answered).
-``counts`` tells what happened, so a test can check that the faults it asked for did occur.
+`suffix` those fates in turn (also ``late``: forwarded after ``stall`` seconds, answered; and
+``401``: answered 401 without forwarding). ``retry_after`` is the 429's Retry-After.
+``counts`` tells what happened, so a test can check that the faults it asked for did occur;
+``arrivals`` when each request came, with its Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class FlakyProxy:
         stall: float = 1.0,
         die_after: int | None = None,
         scripted: Mapping[str, list[str]] | None = None,
+        retry_after: str = "0.1",
     ) -> None:
         unknown = set(faults or {}) - set(FAULTS)
         if unknown or sum((faults or {}).values()) > 1.0:
@@ -56,6 +59,8 @@ class FlakyProxy:
         self.die_after = die_after
         self.scripted = {suffix: list(fates) for suffix, fates in (scripted or {}).items()}
         self.counts: Counter[str] = Counter()
+        self.retry_after = retry_after
+        self.arrivals: list[tuple[str | None, float]] = []  # (Idempotency-Key, time.monotonic())
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -70,6 +75,7 @@ class FlakyProxy:
     def decide(self, key: str | None = None) -> str:
         """The fate of the next request (its Idempotency-Key): a fault kind, or ``forward``."""
         with self._lock:
+            self.arrivals.append((key, time.monotonic()))
             for suffix, fates in self.scripted.items():
                 if key is not None and key.endswith(suffix) and fates:
                     fate = fates.pop(0)
@@ -134,8 +140,8 @@ def _handler_for(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                 time.sleep(proxy.stall)
             if fate == "reset":
                 return self._reset()
-            if fate in ("503", "429"):
-                extra = {"Retry-After": "0.1"} if fate == "429" else {}
+            if fate in ("503", "429", "401"):
+                extra = {"Retry-After": proxy.retry_after} if fate == "429" else {}
                 return self._answer(int(fate), "flaky proxy", extra, b"")
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
             try:

@@ -6,16 +6,19 @@ the step as an int), and talks to its parent on stdout, one flushed line each:
 
 Modes:
 
-- ``kill9 N``: records N, prints the checkpoint, sleeps 0.6 s (3 flush intervals of 0.2 s), then
-  records in a tight loop forever, printing `progress <n>` every 10k, until it is SIGKILLed.
+- ``kill9 N``: records N, waits until they are on disk (read back from its run dir), prints the
+  checkpoint, then records in a tight loop forever, printing `progress <n>` every 10k, until it
+  is SIGKILLed.
 - ``sigterm``: inside ``with recorder:``, prints `ready`, then records forever with a checkpoint
   every 10k records, until SIGTERM ends it; then prints `made <n>` (records whose add_record
   returned; the one interrupted by the signal may be on disk too) before the recorder stops.
 - ``exit0 N`` / ``exit3 N`` / ``raise N``: inside ``with recorder:``, records N, prints the
   checkpoint, then calls sys.exit(0), sys.exit(3) or raises RuntimeError.
-- ``stop-signal N``: the user settings batch_size=1_000_000, batch_processing_interval=3600;
-  records N records of four keys, prints `stopping`, calls stop() (the parent signals it
-  there), then prints `stopped`.
+- ``stop-signal N SIGNAME``: the user settings batch_size=1_000_000,
+  batch_processing_interval=3600; records N records of four keys, prints `stopping`, calls
+  stop(), then prints `stopped`. A thread of its own sends it SIGNAME as soon as stop() holds
+  the signals (their handler changed), so the signal lands while stop() drains, however
+  slowly the machine runs the parent.
 - ``big-batch N``: the same settings; records N records of two keys, prints `recorded N`, then
   sleeps until it is SIGKILLed.
 - ``timed``: records in a tight loop forever, printing `progress <n> <time.time()>` every 5k
@@ -26,10 +29,14 @@ Modes:
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 
 from markov_otel import ExperimentRecorder, RecordingMode
+from markov_otel.shipping.spool import Spool
 
 PROGRESS_EVERY = 10_000
 made = 0  # records whose add_record returned (printed as `made <n>` when SIGTERM ends the loop)
@@ -44,6 +51,15 @@ def record(recorder: ExperimentRecorder, start: int, stop: int) -> None:
     for i in range(start, stop):
         recorder.add_record({"loss": float(i), "acc": i})
         made = i + 1
+
+
+def on_disk(recorder: ExperimentRecorder, points: int) -> None:
+    """Wait until the run dir's metrics file holds `points` points (60 s at most)."""
+    spool, deadline = Spool(recorder.run_dir), time.monotonic() + 60
+    while spool.points_on_disk()[0] < points:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{points} points never reached the disk")
+        time.sleep(0.05)
 
 
 def forever(recorder: ExperimentRecorder, start: int, word: str) -> None:
@@ -77,8 +93,8 @@ def main(mode: str, n: int) -> None:
         recorder.start()
         say(f"id {recorder.recording_id}")
         record(recorder, 0, n)
+        on_disk(recorder, 2 * n)
         say(f"checkpoint {n}")
-        time.sleep(0.6)
         forever(recorder, n, "progress")
     with recorder:
         say(f"id {recorder.recording_id}")
@@ -103,6 +119,7 @@ def special(mode: str, recorder: ExperimentRecorder, n: int) -> None:
     if mode == "stop-signal":
         for i in range(n):
             recorder.add_record({"loss": float(i), "acc": i, "lr": 0.1, "grad": 1.5})
+        signal_once_held(signal.Signals[sys.argv[3]])
         say("stopping")
         recorder.stop()
         say("stopped")
@@ -122,6 +139,19 @@ def special(mode: str, recorder: ExperimentRecorder, n: int) -> None:
             say(f"progress {min(n, i + 10_000)}")
         say("done")
         recorder.stop()
+
+
+def signal_once_held(signum: int) -> None:
+    """Send this process `signum` from a thread once its handler is no longer the one it is
+    now (stop() holds SIGINT and SIGTERM while it drains)."""
+    before = signal.getsignal(signum)
+
+    def send() -> None:
+        while signal.getsignal(signum) == before:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=send, daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -199,6 +199,8 @@ def test_batch_size_above_the_buffer_bound_still_reaches_disk(isolated: Path) ->
     assert spool.points_on_disk()[0] >= 2 * MAX_BUFFERED  # two keys a record
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # 300k records: 119 s beside two CPU hogs, near the 120 s default
 def test_kill9_loses_at_most_the_last_flush_interval(isolated: Path) -> None:
     """A tight loop with batch_processing_interval=0.2: after kill -9, every record made more
     than one interval before the kill is on disk (backpressure holds the loop to the disk)."""

@@ -193,6 +193,7 @@ def test_a_second_machine_adding_to_a_recording_loses_nothing(
     assert steps(backend, first.recording_id, "loss") == list(range(10))
 
 
+@pytest.mark.slow
 def test_resuming_after_kill9_continues_after_the_last_step_on_disk(
     isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -280,20 +281,25 @@ def trickler() -> Iterator[str]:
         server.close()
 
 
+LOADED = 8.0  # seconds a loaded 2-core machine may add to a bound (scheduling, not waiting)
+
+
 def test_register_is_bounded_by_register_batch_timeout_against_a_trickling_peer(
     trickler: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """register() returns within register_batch_timeout (it waited 99 s with a 3 s timeout);
     stop() within sync_data_timeout; after stop() no sender thread is left."""
     recorder = online_recorder(trickler, "t", register_batch_timeout=1.0, sync_data_timeout=2.0)
+    # The bounds are the promise, with room for a loaded machine (LOADED): unbounded, these
+    # calls wait for the trickle (99 s).
     began = time.monotonic()
     recorder.register()
-    assert time.monotonic() - began < 1.0 + 1.0
+    assert time.monotonic() - began < 1.0 + LOADED
     recorder.start()
     recorder.add_record({"loss": 1.0})
     began = time.monotonic()
     recorder.stop()
-    assert time.monotonic() - began < 2.0 + 1.5
+    assert time.monotonic() - began < 2.0 + LOADED
     assert not [t for t in threading.enumerate() if t.name == "markov-sender"]
     assert any("mkv sync" in r.getMessage() for r in caplog.records)
 

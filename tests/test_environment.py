@@ -392,6 +392,7 @@ def foreign_wheel(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.index  # six and idna come from the package index
 def test_virtualenv_installs_what_it_can_and_names_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -99,18 +100,21 @@ def test_exit_without_stop_with_several_recorders(isolated: Path) -> None:
 
 
 def test_sigkill_keeps_what_was_flushed(isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """SIGKILL after sleeping past batch_processing_interval: records on disk, run shows crashed."""
+    """SIGKILL once the records are on disk (the child reads them back): they stay, and the
+    run shows crashed."""
     proc = python(
         """
         import time
         from markov_otel import ExperimentRecorder, RecordingMode
+        from markov_otel.shipping.spool import Spool
         recorder = ExperimentRecorder(
             name="killed", recording_mode=RecordingMode.OFFLINE, batch_processing_interval=0.05
         )
         recorder.start()
         for i in range(500):
             recorder.add_record({"loss": float(i), "acc": i})
-        time.sleep(1.0)  # 20 flush intervals
+        while Spool(recorder.run_dir).points_on_disk()[0] < 1000:
+            time.sleep(0.05)  # the flusher writes every 0.05 s; the test's timeout bounds this
         print(recorder.recording_id, flush=True)
         time.sleep(600)
         """
@@ -158,8 +162,10 @@ def test_sigkill_mid_write_leaves_readable_files(isolated: Path) -> None:
         assert proc.stdout is not None
         run_id = proc.stdout.readline().strip()
         metrics = isolated / run_id / "metrics.jsonl"
+        deadline = time.monotonic() + 60
         while not metrics.exists() or metrics.stat().st_size < 200_000:
-            assert proc.poll() is None
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)

@@ -306,6 +306,46 @@ def test_gpu_gauges_give_each_gpu_its_keys_in_semantic_units() -> None:
     assert (nvml.inits, nvml.shutdowns) == (1, 1)
 
 
+def real_gpus() -> int:
+    """How many GPUs the real NVML sees; skips (saying why) where there is none to see."""
+    pynvml = pytest.importorskip("pynvml", reason="the `gpu` extra (nvidia-ml-py) is missing")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        pytest.skip(f"no NVIDIA driver here, so no real NVML ({exc}); the stand-in test runs")
+    try:
+        count = int(pynvml.nvmlDeviceGetCount())
+    finally:
+        pynvml.nvmlShutdown()
+    if count == 0:
+        pytest.skip("NVML sees no GPU on this machine")
+    return count
+
+
+def test_the_real_nvml_gives_every_gpu_its_keys_where_there_is_one() -> None:
+    """On a machine with NVIDIA GPUs, the sampler through the real pynvml (no stand-in): each
+    GPU's utilisation (a fraction), memory used and limit (bytes, used <= limit) and
+    temperature, keyed by its index; NVML is imported and shut down by the sampler itself."""
+    count = real_gpus()
+    samples: list[dict[str, float | int]] = []
+    sampler = SystemSampler(lambda t, v: samples.append(v), SeriesTable(), 0.1)
+    sampler.start()
+    deadline = time.monotonic() + 60
+    while not samples:
+        assert time.monotonic() < deadline, "no sample in 60 s"
+        time.sleep(0.02)
+    assert sampler.stop(10)
+    sample = samples[0]
+    for gpu in range(count):
+        utilization = sample[f"hw.gpu.utilization/gpu.{gpu}"]
+        used = sample[f"hw.gpu.memory.usage/gpu.{gpu}"]
+        limit = sample[f"hw.gpu.memory.limit/gpu.{gpu}"]
+        assert 0.0 <= utilization <= 1.0
+        assert 0 <= used <= limit and limit > 0
+        assert f"hw.temperature/gpu.{gpu}" in sample
+    assert not [k for k in sample if k.startswith("hw.") and k.endswith(f"/gpu.{count}")]
+
+
 def test_ordinary_records_encode_byte_for_byte_as_before() -> None:
     """A series table changes nothing for keys it does not describe; a described key keeps its
     OTel name and carries its attributes between markov.step and markov.key."""

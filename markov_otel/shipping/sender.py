@@ -439,9 +439,23 @@ class Sender:
         return timeout
 
     def _sleep(self, delay: float) -> None:
-        if self._deadline is not None:
-            delay = min(delay, max(0.0, self._deadline - time.monotonic()))
-        self._wake.wait(delay)
+        """Wait out a retry delay (the backend's Retry-After, or a backoff), within the deadline.
+        New lines to send do not cut it short (the backend asked for the wait): only stop()
+        beginning (it retries at once, as it always did) or hurry() does."""
+        until, stopping, woke = time.monotonic() + delay, self._stopping, False
+        while True:
+            left = until - time.monotonic()
+            if self._deadline is not None:
+                left = min(left, self._deadline - time.monotonic())
+            if left <= 0:
+                break
+            if self._wake.wait(left):
+                self._wake.clear()
+                woke = True
+                if self._stopping != stopping:
+                    break
+        if woke:
+            self._wake.set()  # what woke it is seen by the next round at once
 
     def _warn(self, kind: str, message: str) -> None:
         self._trouble.say(kind, logging.WARNING, "%s", message)

@@ -143,3 +143,16 @@ def test_limits_are_discoverable_and_named_by_the_413(small: Backend) -> None:
     answer = httpx.post(small.url + "/v1/metrics", content=big, headers={**small.headers, **JSON})
     assert answer.status_code == 413
     assert "4096" in answer.json()["message"] and "max_body_bytes" in answer.json()["message"]
+
+
+def test_a_body_of_exactly_max_body_bytes_is_taken(small: Backend) -> None:
+    """A body of exactly the limit is stored; one byte more is 413. Mutant: `>=` for `>`."""
+    rid = new_id()
+    body = metrics_json_bytes(rid, [("loss", 0, 0.5, 1_700_000_000_000_000_000)])
+    headers = {**small.headers, "Content-Type": "application/json"}
+    exact = body + b" " * (4096 - len(body))  # JSON may end in whitespace
+    over = exact + b" "
+    url = small.url + "/v1/metrics"
+    assert httpx.post(url, content=over, headers=headers).status_code == 413
+    assert httpx.post(url, content=exact, headers=headers).status_code == 200
+    assert [r["step"] for r in small.records(rid, "loss")] == [0]

@@ -97,6 +97,31 @@ def test_buckets_hold_each_min_and_max_whatever_order_the_steps_arrive_in(
     assert width > 16 and got == {b: {min(vs), max(vs)} for b, vs in expected.items()}
 
 
+def test_buckets_merged_across_bodies_keep_each_min_and_max(server: Backend) -> None:
+    """Shuffled points in 40 bodies of 500: each body's buckets are merged into the stored ones
+    by the database (not within one batch), and each output bucket still holds exactly its
+    min and max. Mutant: the SQL merge keeping the larger minimum (or the smaller maximum)."""
+    rid = new_id()
+    rng = random.Random(4)
+    values = {s: rng.gauss(0, 1) for s in range(20_000)}
+    shuffled = [("x", s, v, T0 + s) for s, v in values.items()]
+    rng.shuffle(shuffled)
+    headers = {**server.headers, "Content-Type": "application/json"}
+    for start in range(0, len(shuffled), 500):
+        body = metrics_json_bytes(rid, shuffled[start : start + 500])
+        answer = httpx.post(server.url + "/v1/metrics", content=body, headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+    (one,) = get_series(server, [rid], "x", max_points=100).json()["series"]
+    width = one["bucket_steps"]
+    expected: dict[int, set[float]] = {}
+    for s, v in values.items():
+        expected.setdefault(s // width, set()).add(v)
+    got: dict[int, set[float]] = {}
+    for step, value, _ns in one["points"]:
+        got.setdefault(step // width, set()).add(value)
+    assert width > 16 and got == {b: {min(vs), max(vs)} for b, vs in expected.items()}
+
+
 def test_non_finite_values_come_back_as_the_protocol_strings(server: Backend) -> None:
     """NaN, +inf and -inf are kept (one per bucket) as "NaN", "Infinity", "-Infinity"."""
     rid = new_id()
