@@ -16,8 +16,10 @@ import psutil
 import pytest
 
 _before: dict[str, object] = {}
-# Caches a library keeps in the temp dir on purpose, for the next process (torch.compile's).
-_CACHES = ("torchinductor_",)
+# What a library keeps in the temp dir on purpose: torch.compile's cache for the next process,
+# and torchrun's elastic agent's run dir (its workers' logs and error files, which the agent
+# leaves for a person to read after a job; the torchrun tests start real jobs).
+_CACHES = ("torchinductor_", "torchelastic_")
 # Helpers Python starts once per interpreter and ends when it ends (a spawn start's tracker).
 _ENDS_WITH_US = ("multiprocessing.resource_tracker",)
 
