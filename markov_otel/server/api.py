@@ -96,7 +96,7 @@ class Api:
     async def presented(self, request: Request, recordings: list[dict[str, Any]]) -> list[Any]:
         """The recordings as answered, with their tags and archived mark."""
         ids = [r["recording_id"] for r in recordings]
-        marks = await run_in_threadpool(self.store.marks, ids)
+        marks = await self.reads.run(self.store.marks, ids)
         return [self.present(request, r, marks.get(r["recording_id"])) for r in recordings]
 
     async def delete(self, request: Request) -> Response:
@@ -200,7 +200,7 @@ class Api:
         if key is not None:
             rules.check_key(key, "query parameter key")
         recording = await self.readable(request)
-        rows = await run_in_threadpool(self.store.events_named, recording["recording_id"], name)
+        rows = await self.reads.run(self.store.events_named, recording["recording_id"], name)
         if key is None or name == TEXT:
             return rows
         return [(ns, attrs) for ns, attrs in rows if attrs.get("key") == key]
