@@ -147,7 +147,10 @@ def signal_once_held(signum: int) -> None:
     before = signal.getsignal(signum)
 
     def send() -> None:
+        deadline = time.monotonic() + 60  # stop() that never holds the signal: exit unsignalled
         while signal.getsignal(signum) == before:
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.001)
         os.kill(os.getpid(), signum)
 
