@@ -8,8 +8,6 @@ directory, `daemon off`, on a free loopback port, stopped by its process id.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import re
 import shutil
@@ -22,10 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tls_certificate import self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 SITE_CONFIG = REPO / "collector-config" / "nginx-markov.conf"
@@ -65,39 +60,6 @@ def site_config(text: str, lines: Mapping[str, Sequence[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that is its own CA (recorders trust it by ca_bundle)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "markov nginx test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = directory / "cert.pem", directory / "key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, private
-
-
 @dataclass(frozen=True)
 class Request:
     """One line of the access log: what a client asked, what it got, which servers nginx
@@ -120,7 +82,7 @@ class Nginx:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port, self.http_port = port, free_port()
-        self.cert, key = self_signed_certificate(self.dir)
+        self.cert, key = self_signed(self.dir)
         self.access_log = self.dir / "access.log"
         site = site_config(
             SITE_CONFIG.read_text(),
