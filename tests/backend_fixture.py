@@ -207,3 +207,14 @@ def online_recorder(endpoint: str, token: str, name: str = "online", **kwargs: A
         **kwargs,
     }
     return ExperimentRecorder(name, **options)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The backend subprocess on SQLite, then on PostgreSQL (skipped without a database)."""
+    db = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    running = Backend(tmp_path / f"backend-{request.param}", db=db)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ from markov_otel.cli.main import main
 
 N = 600
 KEYS = ("loss", "val accuracy")  # the second goes with markov.key (its name is sanitised)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend_any(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """The backend on SQLite, then on PostgreSQL (skipped without a database)."""
-    db = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    server = Backend(tmp_path / f"backend-{request.param}", db=db)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -130,22 +118,22 @@ def assert_each_point_once(server: Backend, recorder: ExperimentRecorder) -> Non
 
 @pytest.mark.slow
 def test_a_run_sent_online_then_replayed_as_a_collector_would_then_synced_is_stored_once(
-    backend_any: Backend, monkeypatch: pytest.MonkeyPatch, with_system_metrics: None
+    server: Backend, monkeypatch: pytest.MonkeyPatch, with_system_metrics: None
 ) -> None:
     """Online, then every line again keyless and re-cut (JSON and protobuf), then `mkv sync`
     to the same backend by another of its names (acks are per URL: every line goes again)."""
-    recorder = record(online_recorder(backend_any.url, backend_any.token, name="routes"))
-    assert_each_point_once(backend_any, recorder)
-    as_collector_would(backend_any, spool_lines(recorder.run_dir))
-    monkeypatch.setenv("MARKOV_ENDPOINT", backend_any.url.replace("127.0.0.1", "localhost"))
-    monkeypatch.setenv("MARKOV_API_KEY", backend_any.token)
+    recorder = record(online_recorder(server.url, server.token, name="routes"))
+    assert_each_point_once(server, recorder)
+    as_collector_would(server, spool_lines(recorder.run_dir))
+    monkeypatch.setenv("MARKOV_ENDPOINT", server.url.replace("127.0.0.1", "localhost"))
+    monkeypatch.setenv("MARKOV_API_KEY", server.token)
     assert main(["sync", recorder.recording_id]) == 0
-    assert_each_point_once(backend_any, recorder)
+    assert_each_point_once(server, recorder)
 
 
 @pytest.mark.slow
 def test_an_offline_run_replayed_as_a_collector_would_and_then_synced_is_stored_once(
-    backend_any: Backend, monkeypatch: pytest.MonkeyPatch, with_system_metrics: None
+    server: Backend, monkeypatch: pytest.MonkeyPatch, with_system_metrics: None
 ) -> None:
     """The docs once warned of this: a run dir replayed through a collector, then `mkv sync`
     (whose keys the backend has never seen) stores each point once, the run's fields too."""
@@ -157,13 +145,13 @@ def test_an_offline_run_replayed_as_a_collector_would_and_then_synced_is_stored_
             batch_processing_interval=0.05,
         )
     )
-    as_collector_would(backend_any, spool_lines(recorder.run_dir))
-    monkeypatch.setenv("MARKOV_ENDPOINT", backend_any.url)
-    monkeypatch.setenv("MARKOV_API_KEY", backend_any.token)
+    as_collector_would(server, spool_lines(recorder.run_dir))
+    monkeypatch.setenv("MARKOV_ENDPOINT", server.url)
+    monkeypatch.setenv("MARKOV_API_KEY", server.token)
     assert main(["sync", recorder.recording_id]) == 0
-    assert_each_point_once(backend_any, recorder)
+    assert_each_point_once(server, recorder)
     answer = httpx.get(
-        f"{backend_any.url}/api/v1/recordings/{recorder.recording_id}",
-        headers=backend_any.headers,
+        f"{server.url}/api/v1/recordings/{recorder.recording_id}",
+        headers=server.headers,
     )
     assert answer.json()["status"] == "finished"

@@ -1,7 +1,8 @@
-"""Fixtures for the backend tests: `server` runs each test over SQLite and PostgreSQL;
-`chromium` is a headless browser for the page tests, `screenshots` where they save pictures.
+"""Fixtures for the backend tests: `chromium` is a headless browser for the page tests,
+`screenshots` where they save pictures.
 
-`backend` and `postgres_url` come from the `backend_fixture` plugin (loaded by tests/conftest.py).
+`server` (each test over SQLite and PostgreSQL), `backend` and `postgres_url` come from the
+`backend_fixture` plugin (loaded by tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -11,19 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_fixture import Backend
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """The backend subprocess on SQLite, then on PostgreSQL (skipped without a database)."""
-    db = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    running = Backend(tmp_path / f"backend-{request.param}", db=db)
-    try:
-        yield running
-    finally:
-        running.stop()
-
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
