@@ -6,8 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+from backend_fixture import Backend
+from otlp_bodies import new_id
+from test_page import T0, post_points
 
 from markov_otel.otel.distributions import bucket
 from markov_otel.server.quantiles import QUANTILES, quantiles
@@ -85,3 +89,23 @@ def test_one_value_and_no_values() -> None:
     assert quantiles(stored([2.5])) == [2.5] * len(QUANTILES)
     empty = {"count": 0, "zero_count": 0, "scale": 0, "positive": {}, "negative": {}}
     assert quantiles(empty) is None
+
+
+def test_the_quantiles_route_names_what_is_missing_or_bad(backend: Backend) -> None:
+    """No key, no ids, a bad id, a NUL in the key: 400s naming the parameter; an unknown
+    recording: 404; a recording without that key: no steps."""
+    rid = new_id()
+    post_points(backend, rid, [("loss", 0, 1.0, T0)])
+
+    def ask(params: dict[str, str]) -> httpx.Response:
+        url = backend.url + "/api/v1/quantiles"
+        return httpx.get(url, params=params, headers=backend.headers, timeout=30)
+
+    cases = [({"ids": rid}, 400, "key"), ({"key": "w"}, 400, "ids"),
+             ({"ids": "../x", "key": "w"}, 400, "ids"), ({"ids": rid, "key": "a\x00"}, 400, "key"),
+             ({"ids": "0" * 32, "key": "w"}, 404, "0" * 32)]  # fmt: skip
+    for params, status, named in cases:
+        answer = ask(params)
+        assert (answer.status_code, named in answer.text) == (status, True), answer.text
+    answer = ask({"ids": rid, "key": "w"})
+    assert answer.json()["series"] == [{"recording_id": rid, "name": "", "steps": [], "values": []}]
