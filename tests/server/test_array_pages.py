@@ -79,6 +79,7 @@ def test_compare_overlays_each_runs_quantiles_of_a_distribution(
         run: g.dataset.run, steps: JSON.parse(g.dataset.steps), q: JSON.parse(g.dataset.quantiles),
         paths: [...g.querySelectorAll('path')].map(p => p.getAttribute('class')),
         stroke: g.querySelector('.q-median').getAttribute('stroke'),
+        median: g.querySelector('.q-median').getAttribute('d'),
         swatch: getComputedStyle(document.querySelector(
           `#run-legend li[data-run="${g.dataset.run}"] .swatch`)).backgroundColor}))"""
     )
@@ -109,6 +110,12 @@ def test_compare_overlays_each_runs_quantiles_of_a_distribution(
                          f"'{g['stroke']}'; document.body.append(d); return getComputedStyle(d)"
                          ".color; }") for g in groups]  # fmt: skip
     assert rgb == [g["swatch"] for g in groups] and len(set(rgb)) == 3
+    # each median line is drawn through its medians: one affine y(value) fits every vertex
+    pairs = [(q[2], float(xy.split()[1])) for g in groups
+             for q, xy in zip(g["q"], g["median"][1:].split(" L"), strict=True)]  # fmt: skip
+    (v0, y0), (v1, y1) = min(pairs), max(pairs)
+    slope = (y1 - y0) / (v1 - v0)
+    assert slope < 0 and all(abs(y0 + slope * (v - v0) - y) < 0.2 for v, y in pairs), pairs
     # the medians differ by run (centres -1, 0, 1) and are drawn in that order
     assert [round(g["q"][-1][2]) for g in groups] == [-1, 0, 1]
 
