@@ -39,7 +39,7 @@ def weights(run: int, step: int) -> Any:
 def pixels(run: int, step: int) -> Any:
     """A 32x24 RGB image that says which run and step it is (a gradient, to be seen)."""
     y, x = np.mgrid[0:24, 0:32]
-    return np.stack([run * 90 + x * 2, step * 6 + y * 3, 255 - x * 6], axis=-1).astype(np.uint8)
+    return np.stack([run * 90 + x * 2, step * 4 + y * 3, 255 - x * 6], axis=-1).astype(np.uint8)
 
 
 def record(
