@@ -109,3 +109,15 @@ def test_the_quantiles_route_names_what_is_missing_or_bad(backend: Backend) -> N
         assert (answer.status_code, named in answer.text) == (status, True), answer.text
     answer = ask({"ids": rid, "key": "w"})
     assert answer.json()["series"] == [{"recording_id": rid, "name": "", "steps": [], "values": []}]
+
+
+@pytest.mark.parametrize("scale", [10**30, 20, -10, -(10**30)])
+def test_a_stored_point_of_any_scale_gives_numbers_not_an_exception(scale: int) -> None:
+    """Scales past what a float can hold and non-finite min/max (what ingest lets through)
+    give five floats (NaN where no estimate exists), never an OverflowError."""
+    point = {"scale": scale, "zero_count": 1, "min": "NaN", "max": "Infinity",
+             "positive": {"offset": 5, "bucket_counts": [1, 2]},
+             "negative": {"offset": -3, "bucket_counts": [4]}}  # fmt: skip
+    got = quantiles(point)
+    assert got is not None and len(got) == len(QUANTILES)
+    assert all(isinstance(v, float) for v in got)
