@@ -48,6 +48,7 @@ from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.openapi import openapi_document
 from markov_otel.server.pages import page_routes
+from markov_otel.server.quantiles import quantile_routes
 from markov_otel.server.series import series_routes
 from markov_otel.server.storage import Store, StoreRefused, open_store
 
@@ -136,6 +137,7 @@ def routes(
         *ingest,
         *api_routes(store, limit, public_url, gate, reads, max_artifact_bytes),
         *series_routes(store, reads),
+        *quantile_routes(store, reads),
         *history_routes(store),
         *page_routes(store, reads),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

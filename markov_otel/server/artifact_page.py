@@ -1,7 +1,9 @@
-"""The run page's files: a table of its artifacts and, per image key, a strip of its images.
+"""The run page's files: a table of its artifacts and, per image key, a strip of its images with
+a step slider; and the images of several runs that the compare page shows side by side.
 
-Server-rendered HTML (no script: the pages' Content-Security-Policy allows none inline); every
-link is the API download route, which the page's sign-in cookie opens (GET only).
+Server-rendered HTML (no inline script: the pages' Content-Security-Policy allows none); the
+slider is drawn by static/images.js from the JSON embedded beside the strips (`image_index`).
+Every link is the API download route, which the page's sign-in cookie opens (GET only).
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ from typing import Any
 from urllib.parse import quote
 
 from markov_otel.server.blobstore import BlobStore
+from markov_otel.server.page_data import embed_json
 
 STRIP_MAX = 50
 """Images shown per key (the latest steps): a run logging an image per step stays readable."""
+
+
+IMAGES_A_KEY = 1000
+"""Images a key offers the slider per run (the latest steps): a bound on the embedded JSON."""
 
 
 def artifacts_section(blobs: BlobStore, recording_id: str) -> str:
@@ -22,6 +29,32 @@ def artifacts_section(blobs: BlobStore, recording_id: str) -> str:
     files = [a for a in found if a.get("kind") != "image"]
     images = [a for a in found if a.get("kind") == "image"]
     return _files(recording_id, files) + _images(recording_id, images)
+
+
+def image_index(artifacts: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[Any]]]:
+    """Per image key, per recording, its images in step order ({step, src, caption, digest}),
+    from each recording's artifacts (`BlobStore.artifacts`)."""
+    index: dict[str, dict[str, list[Any]]] = {}
+    for rid, found in artifacts.items():
+        for key, shown in _by_key([a for a in found if a.get("kind") == "image"]):
+            index.setdefault(key, {})[rid] = [
+                {
+                    "step": a.get("step", 0),
+                    "src": _href(rid, a["name"]),
+                    "caption": str((a.get("metadata") or {}).get("caption") or ""),
+                    "digest": a.get("digest", ""),
+                }
+                for a in shown[-IMAGES_A_KEY:]
+            ]
+    return index
+
+
+def _by_key(images: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Images grouped by key (a name is `key/step.png`), each group in step order."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for image in images:
+        by_key.setdefault(image["name"].rsplit("/", 1)[0], []).append(image)
+    return [(k, sorted(v, key=lambda a: a.get("step", 0))) for k, v in sorted(by_key.items())]
 
 
 def _href(recording_id: str, name: str) -> str:
@@ -44,21 +77,22 @@ def _files(recording_id: str, files: list[dict[str, Any]]) -> str:
 def _images(recording_id: str, images: list[dict[str, Any]]) -> str:
     if not images:
         return ""
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for image in images:
-        by_key.setdefault(image["name"].rsplit("/", 1)[0], []).append(image)
     strips = []
-    for key, shown in sorted(by_key.items()):
-        shown = sorted(shown, key=lambda a: a.get("step", 0))[-STRIP_MAX:]
+    for key, shown in _by_key(images):
         figures = "".join(
-            f'<figure><img src="{escape(_href(recording_id, a["name"]))}" alt="{escape(key)}" '
-            f'loading="lazy" style="width:128px;image-rendering:pixelated">'
+            f'<figure data-step="{a.get("step", 0)}"><img src="'
+            f'{escape(_href(recording_id, a["name"]))}" alt="{escape(key)}" loading="lazy">'
             f"<figcaption>step {a.get('step', '')} "
             f"{escape(str((a.get('metadata') or {}).get('caption', '')))}</figcaption></figure>"
-            for a in shown
+            for a in shown[-STRIP_MAX:]
         )
+        # images.js puts the slider and the image at its step in the viewer
         strips.append(
-            f'<h3>{escape(key)}</h3><div class="image-strip" style="display:flex;gap:8px;'
-            f'overflow-x:auto">{figures}</div>'
+            f'<h3>{escape(key)}</h3><div class="image-viewer" data-key="{escape(key)}"></div>'
+            f'<div class="image-strip" data-key="{escape(key)}">{figures}</div>'
         )
-    return f"<section><h2>Images</h2>{''.join(strips)}</section>"
+    data = embed_json({"images": image_index({recording_id: images})})
+    return (
+        f'<section id="images"><h2>Images</h2>{"".join(strips)}'
+        f'<script type="application/json" id="images-data">{data}</script></section>'
+    )

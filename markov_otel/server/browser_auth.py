@@ -33,7 +33,7 @@ __all__ = [
 
 LOGIN_PATH = "/login"
 _PAGE_PREFIXES = ("/recordings/", "/projects/", "/compare")
-_COOKIE_READS = ("/api/v1/series", "/api/v1/recordings")
+_COOKIE_READS = ("/api/v1/series", "/api/v1/quantiles", "/api/v1/recordings")
 _MAX_FORM_BYTES = 8192
 
 

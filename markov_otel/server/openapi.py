@@ -276,6 +276,32 @@ def _series() -> dict[str, Any]:
     }
 
 
+def _quantiles() -> dict[str, Any]:
+    """GET /api/v1/quantiles."""
+    answer = {
+        "type": "object",
+        "description": "key, quantiles [0.05, 0.25, 0.5, 0.75, 0.95], and series: per recording "
+        "{recording_id, name, steps, values: per step the quantiles' values, or null}",
+    }
+    return {
+        "get": {
+            "summary": "the quantiles of one distribution key by step (at most 200 steps a "
+            "recording), estimated from the stored buckets; an unknown id, or one of a project "
+            "the token may not see, is a 404",
+            "parameters": [
+                _query(
+                    "ids", {"type": "string", "description": "comma-separated, at most 100"}, True
+                ),
+                _query("key", {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"}, True),
+            ],
+            "responses": {
+                "200": _json(answer, "per recording, steps and quantiles"),
+                **_errors(400, 404),
+            },
+        }
+    }
+
+
 def _history() -> dict[str, Any]:
     """GET /api/v1/history."""
     key = {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"}
@@ -471,6 +497,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _read("the stored environment.json", _OBJ),
             },
             "/api/v1/series": _series(),
+            "/api/v1/quantiles": _quantiles(),
             "/api/v1/history": _history(),
             "/api/v1/limits": {
                 "get": {

@@ -18,7 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from markov_otel.rules import valid_id
-from markov_otel.server.artifact_page import artifacts_section
+from markov_otel.server.artifact_page import artifacts_section, image_index
 from markov_otel.server.auth import Grant
 from markov_otel.server.browser_auth import set_session_cookie
 from markov_otel.server.distribution_page import distributions_section, texts_section
@@ -147,7 +147,8 @@ async def recording_page(store: Store, reads: ReadLane, request: Request) -> Res
         + texts_section(text_doc(texts))
         + _data("charts-data", doc)
     )
-    return layout(recording["name"] or recording_id, body, scripts=_CHART_SCRIPTS)
+    scripts = (*_CHART_SCRIPTS, "images.js")
+    return layout(recording["name"] or recording_id, body, scripts=scripts)
 
 
 async def _files(request: Request, recording_id: str) -> str:
@@ -170,6 +171,7 @@ async def compare_page(store: Store, reads: ReadLane, request: Request) -> Respo
     rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in found]
     doc = {"runs": rows, "keys": keys, "missing": missing}
     note = f'<p class="muted">Not found: {escape(", ".join(missing))}</p>' if missing else ""
+    arrays = await _compared_arrays(store, reads, request, found)
     body = f"""<h1>Compare {len(found)} runs</h1>{note}
 <div class="page-legend-box"><span class="muted" id="run-legend-key"></span>
 <ul class="run-legend" id="run-legend"></ul></div>
@@ -180,9 +182,43 @@ async def compare_page(store: Store, reads: ReadLane, request: Request) -> Respo
 <section><h2>Parallel coordinates</h2>
 <label>colour and last axis: <select id="pc-target"></select></label>
 <div id="parcoords" class="parcoords"></div></section>
-{_charts_section()}{_data("charts-data", doc)}"""
+{_charts_section()}{arrays}{_data("charts-data", doc)}"""
     scripts = ("view.js", "panels.js", "groups.js", *_CHART_SCRIPTS[2:], "compare.js")
-    return layout("compare", body, scripts=scripts)
+    return layout("compare", body, scripts=(*scripts, "quantiles.js", "images.js"))
+
+
+async def _compared_arrays(
+    store: Store, reads: ReadLane, request: Request, found: list[dict[str, Any]]
+) -> str:
+    """The comparison's distributions (quantiles.js draws a key's quantiles per run, read from
+    /api/v1/quantiles) and images (images.js: one key, a column per run, at a slider's step);
+    each section only when some run has one."""
+    ids = [r["recording_id"] for r in found]
+    keys = await reads.run(_distribution_keys, store, ids)
+    out = ""
+    if keys:
+        out += f"""<section id="distributions"><h2>Distributions</h2>
+<div class="controls"><label>key <select id="dist-key"></select></label>
+<span class="muted">per run: the median in its p25&ndash;p75 and p5&ndash;p95 bands</span></div>
+<div id="quantiles" class="quantiles"></div>{_data("distributions-data", {"keys": keys})}
+</section>"""
+    blobs = getattr(request.app.state, "blobs", None)
+    if blobs is not None:
+        artifacts = await run_in_threadpool(lambda: {rid: blobs.artifacts(rid) for rid in ids})
+        images = image_index(artifacts)
+        if images:
+            out += f"""<section id="images"><h2>Images</h2>
+<div class="controls"><label>key <select id="image-key"></select></label></div>
+<div class="image-viewer" id="image-compare"></div>{_data("images-data", {"images": images})}
+</section>"""
+    return out
+
+
+def _distribution_keys(store: Store, ids: list[str]) -> list[str]:
+    """The keys of the recorded arrays of any of `ids`."""
+    return sorted(
+        {str(attrs["key"]) for rid in ids for _, attrs in store.events_named(rid, DISTRIBUTION)}
+    )
 
 
 def _visible(store: Store, grant: Grant, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:

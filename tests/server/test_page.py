@@ -210,13 +210,15 @@ def test_a_wrong_token_sets_no_cookie(backend: Backend) -> None:
 
 
 def test_the_cookie_opens_reads_but_never_writes(backend: Backend) -> None:
-    """With only the cookie: GET pages and series work, a PATCH or an OTLP POST is a 401."""
+    """With only the cookie: GET pages, series and quantiles work, a PATCH or an OTLP POST is a
+    401."""
     rid = new_id()
     post_points(backend, rid, [("loss", 0, 1.0, T0)])
     jar = {"markov_token": backend.token}
     with httpx.Client(base_url=backend.url, cookies=jar) as client:
         assert client.get(f"/recordings/{rid}").status_code == 200
         assert client.get("/api/v1/series", params={"ids": rid, "key": "loss"}).status_code == 200
+        assert client.get("/api/v1/quantiles", params={"ids": rid, "key": "w"}).status_code == 200
         assert client.patch(f"/api/v1/recordings/{rid}", json={"notes": "x"}).status_code == 401
         body = metrics_json_bytes(rid, [("loss", 1, 2.0, T0)])
         posted = client.post("/v1/metrics", content=body,

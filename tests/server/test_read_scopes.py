@@ -1,6 +1,6 @@
-"""The read routes this round added (distributions, texts, history, artifacts' list) answer a
-project-scoped token only for its own project: another tenant's recording is a 404, as every
-other read answers it, and the admin (unscoped) token reads everything."""
+"""The read routes this round added (distributions, texts, history, quantiles, artifacts' list)
+answer a project-scoped token only for its own project: another tenant's recording is a 404, as
+every other read answers it, and the admin (unscoped) token reads everything."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def recording_of_a(backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyP
         "/api/v1/recordings/{rid}/distributions?key=w",
         "/api/v1/recordings/{rid}/texts?key=sample",
         "/api/v1/history?ids={rid}&key=loss",
+        "/api/v1/quantiles?ids={rid}&key=w",
         "/api/v1/recordings/{rid}/artifacts",
     ],
 )
@@ -64,3 +65,5 @@ def test_another_projects_token_reads_none_of_a_recordings_arrays_texts_history_
     assert answers["team-b"].text.replace(recording_of_a, nobody) == unknown.text
     if "distributions" in path or "texts" in path:
         assert [d["step"] for d in answers["team-a"].json()] == [0, 1, 2]
+    if "quantiles" in path:
+        assert answers["team-a"].json()["series"][0]["steps"] == [0, 1, 2]
