@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from backend_fixture import Backend
 from google.protobuf import json_format
@@ -193,29 +197,58 @@ def test_a_text_sent_again_with_another_body_keeps_the_first(reading: Backend) -
     assert [(t.step, t.text) for t in got] == [(1, "first")]
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = "values_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def connect(url: str) -> Any:
+    """A plain connection to the database of `url` (autocommit)."""
+    if url.startswith("sqlite:///"):
+        return closing(sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None))
+    return psycopg.connect(url, autocommit=True)
+
+
+_COLUMNS = "recording_id, signal, name, time_unix_nano, attributes"
+_AS_BEFORE = [  # the events table as the previous schema held it, each row then twice
+    "DROP INDEX IF EXISTS events_by_identity",
+    f"CREATE TABLE old_events AS SELECT {_COLUMNS} FROM events",
+    "DROP TABLE events",
+    "ALTER TABLE old_events RENAME TO events",
+    f"INSERT INTO events SELECT {_COLUMNS} FROM events",
+]
+
+
 def test_an_older_database_holding_duplicates_keeps_each_once_and_stores_no_replay(
-    tmp_path: Path,
+    db_url: str,
 ) -> None:
     """A database written before distributions and texts had an identity, holding each twice
     (a keyless replay then): after the upgrade each is read once, and a replay stores nothing."""
-    db = tmp_path / "old.db"
     rid = new_id()
     metrics = json.dumps(histograms(rid, [histogram(s, T0 + s) for s in range(N)])).encode()
     logs = json.dumps(texts(rid, [text(s, T0 + s, f"t{s}") for s in range(N)])).encode()
-    store = open_store(f"sqlite:///{db}")
+    store = open_store(db_url)
     ingest_metrics(store, OPEN, "metrics", metrics, JSON_TYPE, None)
     ingest_events(store, OPEN, "logs", logs, JSON_TYPE, None)
     store.close()
-    with sqlite3.connect(db) as conn:  # as the previous schema held them: twice, no identity
-        conn.execute("DROP INDEX IF EXISTS events_by_identity")
-        columns = "recording_id, signal, name, time_unix_nano, attributes"
-        conn.execute(f"CREATE TABLE old_events AS SELECT {columns} FROM events")
-        conn.execute("DROP TABLE events")
-        conn.execute("ALTER TABLE old_events RENAME TO events")
-        conn.execute(f"INSERT INTO events SELECT {columns} FROM events")
+    with connect(db_url) as conn:
+        for statement in _AS_BEFORE:
+            conn.execute(statement)
         (held,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
     assert held == 4 * N  # control: each stored twice
-    store = open_store(f"sqlite:///{db}")
+    store = open_store(db_url)
     try:
         for _ in range(2):
             assert len(store.events_named(rid, "markov.distribution")) == N
