@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -257,3 +258,43 @@ def test_an_older_database_holding_duplicates_keeps_each_once_and_stores_no_repl
             ingest_events(store, OPEN, "logs", logs, JSON_TYPE, None)
     finally:
         store.close()
+
+
+def test_copies_of_a_histogram_and_a_texts_body_racing_on_six_connections_are_stored_once(
+    db_url: str,
+) -> None:
+    """Six connections (as six server processes would hold) store the same keyless metrics
+    body, then logs body, at the same moment: each distribution and text once."""
+    stores = [open_store(db_url) for _ in range(6)]
+    try:
+        rid = new_id()
+        metrics = json.dumps(histograms(rid, [histogram(s, T0 + s) for s in range(N)])).encode()
+        logs = json.dumps(texts(rid, [text(s, T0 + s, f"t{s}") for s in range(N)])).encode()
+        for signal, body in (("metrics", metrics), ("logs", logs)):
+            assert race(stores, signal, body) == []
+        assert len(stores[0].events_named(rid, "markov.distribution")) == N
+        assert len(stores[0].events_named(rid, "markov.text")) == N
+    finally:
+        for store in stores:
+            store.close()
+
+
+def race(stores: list[Any], signal: str, body: bytes) -> list[BaseException]:
+    """Each store ingests `body` in a thread of its own, all let go at once; what they raised."""
+    start = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+    ingest = ingest_metrics if signal == "metrics" else ingest_events
+
+    def send(store: Any) -> None:
+        try:
+            start.wait(timeout=30)
+            ingest(store, OPEN, signal, body, JSON_TYPE, None)
+        except BaseException as exc:  # reported by the caller's assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
