@@ -6,6 +6,7 @@ Run: python benchmarks/bench_ingest.py [--bodies 8] [--records 7500] [--rounds 2
          [--baseline NAME=PATH ...]   e.g. --baseline f5e59d3=/tmp/perf-base
          [--workers 1,2]              the real server over loopback instead (PostgreSQL)
          [--replay]                   then every body again, keyless (a collector's replay)
+         [--arrays]                   recorded arrays (ExponentialHistogram points) instead
 
 Bodies are built like the recorder's spool lines (its own encoder and resource attributes):
 4 keys x `--records` records per body (~4 MB of OTLP-JSON at 7500), consecutive steps of one
@@ -21,6 +22,11 @@ point (least round; PostgreSQL's own work is not in it): on a machine other jobs
 moves far less than wall time. `--replay` then sends every body again without its key, as a
 collector replaying a stored run would: a backend that knows points by their identity stores
 nothing (`stored 0`), an older one stores them all again.
+
+`--arrays` makes every point a recorded array (a 1,000-element histogram the recorder's own
+encoder bucketed) instead of a number: the bodies carry ExponentialHistogram points, which the
+backend keeps as distribution events (counted as stored distributions); use a smaller
+`--records` (each point is ~1 kB of OTLP-JSON).
 
 `--workers N,...` instead starts `python -m markov_otel.server --workers N` (this tree) on
 PostgreSQL and POSTs the bodies over loopback from 2*N client threads, each its own recording.
@@ -51,8 +57,11 @@ PROTOBUF, JSON = "application/x-protobuf", "application/json"
 # -- bodies ------------------------------------------------------------------------------------
 
 
-def build_bodies(out: Path, bodies: int, records: int, recording_id: str) -> int:
-    """Spool-like lines (OTLP-JSON) and their protobuf twins in `out`; returns points per body."""
+def build_bodies(
+    out: Path, bodies: int, records: int, recording_id: str, arrays: bool = False
+) -> int:
+    """Spool-like lines (OTLP-JSON) and their protobuf twins in `out`; returns points per body.
+    `arrays`: each point a recorded array (an ExponentialHistogram point) instead of a number."""
     from google.protobuf import json_format
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
         ExportMetricsServiceRequest,
@@ -73,17 +82,44 @@ def build_bodies(out: Path, bodies: int, records: int, recording_id: str) -> int
     encoder = MetricsEncoder()
     t0 = time.time_ns()
     for n in range(bodies):
-        batch = [
-            (t0 + step * 1000, step, {k: 1.0 / (step + i + 1) for i, k in enumerate(KEYS)})
-            for step in range(n * records, (n + 1) * records)
-        ]
-        line, points = encoder.encode(batch, resource)
+        steps = range(n * records, (n + 1) * records)
+        if arrays:
+            line, points = _array_line(t0, steps, resource)
+        else:
+            batch = [
+                (t0 + step * 1000, step, {k: 1.0 / (step + i + 1) for i, k in enumerate(KEYS)})
+                for step in steps
+            ]
+            line, points = encoder.encode(batch, resource)
         (out / "bodies").mkdir(exist_ok=True)
         data = line if isinstance(line, bytes) else line.encode()  # the encoder returns bytes now
         (out / "bodies" / f"{n}.json").write_bytes(data)
         request = json_format.Parse(line, ExportMetricsServiceRequest())
         (out / "bodies" / f"{n}.pb").write_bytes(request.SerializeToString())
     return points
+
+
+def _array_line(t0: int, steps: range, resource: str) -> tuple[bytes, int]:
+    """One metrics line of a 1,000-element array per key and step (the recorder's encoder)."""
+    import numpy as np
+
+    from markov_otel.otel.distributions import encode_lines
+
+    rng = np.random.default_rng(steps.start)
+    items = [
+        (t0 + step * 1000, step, key, rng.normal(size=1000).astype(np.float32))
+        for step in steps
+        for key in KEYS
+    ]
+    ((line, points),) = encode_lines(items, resource, max_bytes=1 << 30)
+    return line, points
+
+
+def stored_count(store: Any, meta: dict[str, Any]) -> int:
+    """The points (or, for `--arrays`, the distributions) the recording holds."""
+    if meta.get("arrays"):
+        return len(store.events_named(meta["recording_id"], "markov.distribution"))
+    return int(store.get(meta["recording_id"])["points"])
 
 
 def bodies_for(folder: Path, encoding: str, recording_id: str | None = None) -> list[bytes]:
@@ -134,13 +170,13 @@ def child(folder: Path, db: str, encoding: str, label: str, replay: bool = False
 
     elapsed, cpu = asyncio.run(run(keyed=True))
     points = meta["points"] * len(bodies)
-    stored = app.state.store.get(meta["recording_id"])["points"]
+    stored = stored_count(app.state.store, meta)
     if stored != points:
         raise SystemExit(f"{label}: stored {stored} points, sent {points}")
     result = {"seconds": elapsed, "cpu": cpu, "points": points}
     if replay:
         result["replay_seconds"] = asyncio.run(run(keyed=False))[0]
-        result["replay_stored"] = app.state.store.get(meta["recording_id"])["points"] - points
+        result["replay_stored"] = stored_count(app.state.store, meta) - points
     print(json.dumps(result))
 
 
@@ -337,6 +373,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("MARKOV_TEST_POSTGRES_URL"))
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--workers", help="e.g. 1,2: the real server over loopback")
+    parser.add_argument("--arrays", action="store_true", help="recorded arrays, not numbers")
     parser.add_argument(
         "--replay",
         action="store_true",
@@ -349,8 +386,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         folder = Path(tmp)
         rid = f"bench-{uuid.uuid4().hex[:10]}"
-        points = build_bodies(folder, args.bodies, args.records, rid)
-        meta = {"recording_id": rid, "points": points}
+        points = build_bodies(folder, args.bodies, args.records, rid, args.arrays)
+        meta = {"recording_id": rid, "points": points, "arrays": args.arrays}
         (folder / "meta.json").write_text(json.dumps(meta))
         size = (folder / "bodies" / "0.json").stat().st_size / 1e6
         proto = (folder / "bodies" / "0.pb").stat().st_size / 1e6

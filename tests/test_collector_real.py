@@ -7,6 +7,7 @@ Skips without the binary (`bash collector-config/build.sh`), fails without it in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -500,6 +501,64 @@ def test_an_apps_own_sdk_metrics_and_a_recording_share_the_collector_without_mix
     assert stored(backend, recorder.recording_id, ("app.requests",)) == Counter()
     listed = requests.get(f"{backend.url}/api/v1/recordings", headers=backend.headers, timeout=10)
     assert [r["recording_id"] for r in listed.json()] == [recorder.recording_id]
+
+
+def _data_points(run_dir: Path) -> int:
+    """Every data point (gauges and histograms) of a run dir's whole metrics lines."""
+    total = 0
+    for line in lines(run_dir, "metrics"):
+        for rm in json.loads(line)["resourceMetrics"]:
+            for sm in rm["scopeMetrics"]:
+                for metric in sm["metrics"]:
+                    kind = metric.get("gauge") or metric.get("exponentialHistogram") or {}
+                    total += len(kind.get("dataPoints", ()))
+    return total
+
+
+def _log_records(run_dir: Path) -> int:
+    """Every log record of a run dir's whole logs lines."""
+    return sum(
+        len(sl["logRecords"])
+        for line in lines(run_dir, "logs")
+        for rl in json.loads(line)["resourceLogs"]
+        for sl in rl["scopeLogs"]
+    )
+
+
+def test_distributions_and_texts_by_sync_and_by_the_collectors_replay_are_stored_once(
+    backend: Backend, collector: Collector, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of 40 arrays and 40 texts reaches the backend twice: by `mkv sync` (the recorder's
+    own route, OTLP-JSON with its keys) and by the collector replaying its run dir (protobuf,
+    no key): read.distributions and read.texts return each of the 40 once."""
+    import numpy as np
+
+    from markov_otel import read
+    from markov_otel.cli.main import main
+
+    monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    recorder = offline_recorder("arrays", runs_dir)
+    with recorder:
+        for step in range(40):
+            recorder.add_record(
+                {"w": np.arange(50.0) * (step + 1), "s": f"sample {step}"}, step=step
+            )
+    assert main(["sync", recorder.recording_id, "--dir", str(runs_dir)]) == 0
+    points, records = _data_points(recorder.run_dir), _log_records(recorder.run_dir)
+    assert points >= 40 and records >= 40  # control: the run dir holds them
+
+    def replayed() -> bool:  # control: the backend answered the whole run dir's replay too
+        sent = collector.metric("otelcol_exporter_sent_metric_points", exporter="otlp_http/markov")
+        logs = collector.metric("otelcol_exporter_sent_log_records", exporter="otlp_http/markov")
+        return sent >= points and logs >= records
+
+    wait_for("the collector's replay of the run dir", replayed, 90)
+    rid = recorder.recording_id
+    got = read.distributions(rid, "w", source=backend.url)
+    assert [(d.step, d.count, d.max) for d in got] == [(s, 50, 49.0 * (s + 1)) for s in range(40)]
+    texts = read.texts(rid, "s", source=backend.url)
+    assert [(t.step, t.text) for t in texts] == [(s, f"sample {s}") for s in range(40)]
 
 
 def test_collector_binary_helpers_name_the_build_command(monkeypatch: pytest.MonkeyPatch) -> None:

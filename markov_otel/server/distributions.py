@@ -3,8 +3,9 @@
 A metrics body's ExponentialHistogram points (a recorded array: docs/protocol.md) become rows of
 the `events` table named `markov.distribution`, stored in the batch's own transaction (so an
 Idempotency-Key replay stores them no more than its points); a text is a log record the logs
-endpoint already keeps as a `markov.text` event. Both are read back by recording and key, in
-step order (`GET /api/v1/recordings/{id}/distributions`, `.../texts`).
+endpoint already keeps as a `markov.text` event. Each is stored once by its identity
+(`identity.event_identity`), so a keyless replay adds nothing. Both are read back by recording
+and key, in step order (`GET /api/v1/recordings/{id}/distributions`, `.../texts`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ MARKER = b'"exponentialHistogram"'
 """Bodies without it hold no distribution: they are not parsed a second time."""
 PROTO_HISTOGRAMS = "exponential_histogram"
 """How otlp.py's walk of a protobuf body names the histograms it did not store as points."""
+VALUE_ATTRIBUTES = frozenset(
+    ("markov.step", "markov.key", "markov.nan_count", "markov.posinf_count", "markov.neginf_count")
+)
+"""A histogram point's attributes that are its key, step or values: the others (none from the
+recorder) are kept as its `attributes`, part of its identity."""
 
 EventRow = tuple[str, str, str, int, dict[str, Any]]
 """recording_id, signal, name, time_unix_nano, attributes: a row of the events table."""
@@ -92,6 +98,9 @@ def _point(key: str, attrs: dict[str, Any], dp: dict[str, Any]) -> dict[str, Any
             point[name] = _double(dp[name])
     for name in ("nan_count", "posinf_count", "neginf_count"):
         point[name] = _count(attrs.get(f"markov.{name}"))
+    others = {name: value for name, value in attrs.items() if name not in VALUE_ATTRIBUTES}
+    if others:
+        point["attributes"] = others
     return point
 
 

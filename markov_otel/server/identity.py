@@ -16,16 +16,26 @@ value changes nothing (docs/protocol.md, "Exactly once").
 
 A series whose points were stored before attributes were kept (`series.attrs_unknown`, set by
 the upgrade) matches a stored point without attributes to an arriving point with any.
+
+Recorded arrays and texts are event rows (distributions.py), known the same way by
+`event_identity`: a distribution by (recording, key, step, time, its other attributes), a text
+by (recording, key, step, time). The digest goes in `events.identity`, which a unique index
+(with the recording id) holds once: the insert skips a row it already has, in the same
+transaction, whatever route carried it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from markov_otel.server.distributions import DISTRIBUTION, TEXT
+from markov_otel.server.otlp import attributes_identity
 from markov_otel.server.points import SeriesPoints
 
-__all__ = ["unseen"]
+__all__ = ["event_identity", "unseen"]
 
 Numbered = list[tuple[int, SeriesPoints]]
 Run = Callable[[Any, str, Sequence[Any]], Any]
@@ -110,3 +120,26 @@ def _stored(cur: Any, run: Run, series_id: int, series: SeriesPoints) -> set[tup
         unknown = bool(run(cur, _ATTRS_UNKNOWN, [series_id]).fetchone()[0])
     attrs = series.attrs
     return {(s, t) for s, t, a in rows if a == attrs or (unknown and a is None)}
+
+
+# event name -> the attributes holding its key and step (as distributions.py and the logs
+# endpoint store them)
+_KEY_AND_STEP = {DISTRIBUTION: ("key", "step"), TEXT: ("markov.key", "markov.step")}
+
+
+def event_identity(name: str, time_unix_nano: int, attrs: dict[str, Any]) -> str | None:
+    """The SHA-256 (hex) of a distribution's or a text's identity within its recording: name,
+    key, step, time and (a distribution's) other attributes; None for any other event (spans
+    and log records are kept as they come) or one without a key and an integer step."""
+    fields = _KEY_AND_STEP.get(name)
+    if fields is None:
+        return None
+    key, step = attrs.get(fields[0]), attrs.get(fields[1])
+    if not isinstance(key, str) or type(step) is not int:
+        return None
+    others = attrs.get("attributes") if name == DISTRIBUTION else None
+    extra = attributes_identity(others) if isinstance(others, dict) and others else None
+    # The key quoted (json.dumps with default options: the C encoder), so no key can imitate the
+    # separators; the attributes' text last. ~4x cheaper than dumping the whole list.
+    text = f"{name}|{json.dumps(key)}|{step}|{int(time_unix_nano)}|{extra or ''}"
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -481,14 +481,16 @@ def openapi_document() -> dict[str, Any]:
                 "get": _read(
                     "recorded arrays: one ExponentialHistogram point (key, step, time_unix_nano, "
                     "count, sum, min, max, zero_count, scale, positive and negative {offset, "
-                    "bucket_counts}, nan_count, posinf_count, neginf_count) per step",
+                    "bucket_counts}, nan_count, posinf_count, neginf_count; attributes when "
+                    "the point has others), each identity once, by step then time",
                     {"type": "array", "items": _OBJ},
                     _KEY_FILTER,
                 ),
             },
             "/api/v1/recordings/{recording_id}/texts": {
                 "get": _read(
-                    "recorded texts (key, step, time_unix_nano, text), by step then time",
+                    "recorded texts (key, step, time_unix_nano, text), each (key, step, "
+                    "time) once, by step then time",
                     {"type": "array", "items": _OBJ},
                     _KEY_FILTER,
                 ),

@@ -6,6 +6,9 @@ schema keeps working:
 - `UPGRADES` lists the columns added since, which the store adds with `ALTER TABLE … ADD COLUMN`
   when they are missing. `points.attrs` (a point's other attributes, part of its identity) came
   late: the series of a database without it are marked `attrs_unknown` (see identity.py).
+  `events.identity` (a distribution's or a text's identity, identity.py) came later still: the
+  store fills it in for the rows of a database without it, keeping each identity once
+  (`identify_events`), then `EVENT_IDENTITY` holds it unique.
 - Points are keyed by a small integer series id (`series.series_id`, one per (recording, key))
   instead of two text columns: the index every point goes into is a third of the size and
   SQLite inserts ~1.6x the rows per second. A database whose `points` still has `recording_id`
@@ -20,14 +23,22 @@ from __future__ import annotations
 
 from markov_otel.server.records import IDENTITY_FIELDS
 
-__all__ = ["UPGRADES", "statements", "to_series_ids"]
+__all__ = ["EVENT_IDENTITY", "UPGRADES", "statements", "to_series_ids"]
 
 UPGRADES: dict[str, list[tuple[str, str]]] = {
     "recordings": [("started_at", "TEXT"), ("ended_at", "TEXT")],
     "points": [("attrs", "TEXT")],
     "series": [("attrs_unknown", "INTEGER NOT NULL DEFAULT 0")],
+    "events": [("identity", "TEXT")],
 }
 """table -> [(column, type)] added after the first schema; NULL in rows written before."""
+
+EVENT_IDENTITY = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_identity ON events (recording_id, identity)"
+    " WHERE identity IS NOT NULL"
+)
+"""Each distribution and text once (identity.event_identity); other events have no identity.
+Made after `UPGRADES`, which gives an older database the column."""
 
 
 def statements(value_type: str, id_column: str) -> list[str]:
@@ -54,8 +65,10 @@ def statements(value_type: str, id_column: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS points_by_series ON points (series_id, step, time_unix_nano)",
         """CREATE TABLE IF NOT EXISTS alerts (recording_id TEXT NOT NULL, alert_id TEXT NOT NULL,
             seq BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (recording_id, alert_id))""",
+        # identity: a distribution's or a text's (identity.event_identity), NULL for others.
         """CREATE TABLE IF NOT EXISTS events (recording_id TEXT NOT NULL, signal TEXT NOT NULL,
-            name TEXT NOT NULL, time_unix_nano BIGINT NOT NULL, attributes TEXT NOT NULL)""",
+            name TEXT NOT NULL, time_unix_nano BIGINT NOT NULL, attributes TEXT NOT NULL,
+            identity TEXT)""",
         "CREATE INDEX IF NOT EXISTS events_by_name ON events (recording_id, name)",
         """CREATE TABLE IF NOT EXISTS batch_keys (recording_id TEXT NOT NULL, key TEXT NOT NULL,
             digest TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (recording_id, key))""",

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from markov_otel.rules import next_status
-from markov_otel.server.identity import unseen
+from markov_otel.server.distributions import DISTRIBUTION, TEXT
+from markov_otel.server.identity import event_identity, unseen
 from markov_otel.server.lanes import ReaderPool
 from markov_otel.server.marks import MarksQueries, marks_schema
 from markov_otel.server.points import COLUMNS_A_ROW, PointRow, SeriesPoints
@@ -36,7 +37,7 @@ from markov_otel.server.records import (
     read_params,
 )
 from markov_otel.server.rollups import Bucket, BucketKey, fold_series, upper_levels
-from markov_otel.server.schema import UPGRADES, statements, to_series_ids
+from markov_otel.server.schema import EVENT_IDENTITY, UPGRADES, statements, to_series_ids
 from markov_otel.server.seriesstore import SERIES_ID, SeriesQueries, series_schema
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,12 @@ _ROWS_A_STATEMENT = 160
 _SERIES_ROW = "SELECT series_id FROM series WHERE recording_id = ? AND key = ?"
 _SERIES_ROWS = "SELECT key, series_id FROM series WHERE recording_id = ?"
 _KEYS_A_STATEMENT = 500  # SQLite before 3.32 takes at most 999 parameters
+# A distribution or a text already stored (the unique events_by_identity) is skipped.
+_INSERT_EVENT = (
+    "INSERT INTO events (recording_id, signal, name, time_unix_nano, attributes, identity)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_IDENTIFIED = (DISTRIBUTION, TEXT)
 # A series created by a batch: every point of it passes the batch's buckets, so they are complete.
 _NEW_SERIES = "INSERT INTO series (recording_id, key, buckets_ready) VALUES (?, ?, 1)"
 
@@ -198,6 +205,7 @@ class SqlStore(SeriesQueries, MarksQueries):
             before: list[str] = []
             after: list[str] = []
             had = self._columns(cur, "points")
+            had_events = self._columns(cur, "events")
             if "recording_id" in had:  # points keyed by text
                 # Said first: a big database takes a while (~2 s a million points on SQLite),
                 # and a server that is silent meanwhile looks hung.
@@ -222,6 +230,27 @@ class SqlStore(SeriesQueries, MarksQueries):
                         self._run(cur, f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             if had and "attrs" not in had:  # its points were stored without their attributes
                 self._run(cur, "UPDATE series SET attrs_unknown = 1")
+            self._run(cur, EVENT_IDENTITY)
+            if had_events and "identity" not in had_events:
+                self._identify_events(cur)
+
+    def _identify_events(self, cur: Any) -> None:
+        """Give the distributions and texts of a database written before they had an identity
+        theirs, each identity once (a keyless replay then stored some twice): a recording at a
+        time, its rows read, deleted and written back with their identity."""
+        names = ", ".join("?" * len(_IDENTIFIED))
+        sql = f"SELECT DISTINCT recording_id FROM events WHERE name IN ({names})"
+        for (rid,) in self._run(cur, sql, _IDENTIFIED).fetchall():
+            where = f" FROM events WHERE recording_id = ? AND name IN ({names})"
+            sql = "SELECT signal, name, time_unix_nano, attributes" + where
+            rows = self._run(cur, sql + " ORDER BY time_unix_nano", [rid, *_IDENTIFIED])
+            rows = rows.fetchall()
+            self._run(cur, "DELETE" + where, [rid, *_IDENTIFIED])
+            identified = [
+                (rid, signal, name, ns, attrs, _stored_identity(name, int(ns), attrs))
+                for signal, name, ns, attrs in rows
+            ]
+            cur.executemany(self._sql(_INSERT_EVENT), identified)
 
     # -- recordings ------------------------------------------------------------------------
     def register(
@@ -421,10 +450,11 @@ class SqlStore(SeriesQueries, MarksQueries):
             batch = list(points)
             if batch:
                 self._store_points(cur, batch)
-            if events:
-                sql = "INSERT INTO events (recording_id, signal, name, time_unix_nano, attributes)"
-                event_rows = [(r, s, n, t, json.dumps(a)) for r, s, n, t, a in events]
-                cur.executemany(self._sql(sql + " VALUES (?, ?, ?, ?, ?)"), event_rows)
+            if events:  # a distribution or text stored before is skipped (its identity)
+                event_rows = [
+                    (r, s, n, t, json.dumps(a), event_identity(n, t, a)) for r, s, n, t, a in events
+                ]
+                cur.executemany(self._sql(_INSERT_EVENT), event_rows)
         return True
 
     def _replayed(self, cur: Any, key: BatchKey, recording_ids: list[str]) -> bool:
@@ -504,6 +534,12 @@ class SqlStore(SeriesQueries, MarksQueries):
             self._run(cur, _NEW_SERIES, name)
             ids[name] = int(self._run(cur, _SERIES_ROW, name).fetchone()[0])
         return ids
+
+
+def _stored_identity(name: str, time_unix_nano: int, attributes: str) -> str | None:
+    """The identity of an event row stored as JSON text (None when the text is unreadable)."""
+    attrs = read_json(attributes, f"{name} event")
+    return event_identity(name, time_unix_nano, attrs) if isinstance(attrs, dict) else None
 
 
 def _row_to_recording(row: Sequence[Any]) -> dict[str, Any]:
