@@ -47,7 +47,9 @@ from markov_otel.server.history import history_routes
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.openapi import openapi_document
+from markov_otel.server.page_writes import csrf_refusal, is_page_write
 from markov_otel.server.pages import page_routes
+from markov_otel.server.runs_table import runs_table_routes
 from markov_otel.server.series import series_routes
 from markov_otel.server.storage import Store, StoreRefused, open_store
 
@@ -137,6 +139,7 @@ def routes(
         *api_routes(store, limit, public_url, gate, reads, max_artifact_bytes),
         *series_routes(store, reads),
         *history_routes(store),
+        *runs_table_routes(store, reads),
         *page_routes(store, reads),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -189,6 +192,14 @@ class TokenGate:
             presented = request.query_params.get("token")
         if presented is None and cookie_opens(scope["method"], path):
             presented = request.cookies.get(COOKIE)
+        page_write = False
+        if presented is None and is_page_write(scope["method"], path):
+            presented = request.cookies.get(COOKIE)
+            page_write = presented is not None
+            reason = csrf_refusal(request.headers, presented) if presented else None
+            if reason is not None:
+                await json_response({"error": reason}, 403)(scope, receive, send)
+                return
         public = path in _PUBLIC or path.startswith("/static/")
         if presented is not None and self.tokens.enabled and not public:
             address = client_address(scope)
@@ -208,7 +219,9 @@ class TokenGate:
             note = "" if presented is None else "That token is not valid here."
             await refusal(request, unauthorized(presented), note)(scope, receive, send)
             return
-        scope.setdefault("state", {})["grant"] = grant or self.tokens.grant_for(None)
+        state = scope.setdefault("state", {})
+        state["grant"] = grant or self.tokens.grant_for(None)
+        state["page_write"] = page_write  # the cookie wrote: only PAGE_FIELDS (page_writes.py)
         await self.app(scope, receive, send)
 
 

@@ -1,5 +1,9 @@
 // The runs table: one row per run, sort by any column, filter by text/status/value, choose the
-// visible columns, select runs and open the comparison. Marks <html data-runs-ready="N">.
+// visible columns, select runs and open the comparison; edit a run's name, tags and notes
+// (run_editor.js). Live: every 2 s (not while the tab is hidden) it asks GET /api/v1/runs-table
+// with the ETag it has, so an unchanged table costs a 304; a change (a batch, a finished run, a
+// new run, an edit on another page) redraws the rows, keeping the view. Columns are those of the
+// runs at load. Marks <html data-runs-ready="N"> and data-runs-polls="N".
 "use strict";
 (function () {
   var root = document.documentElement;
@@ -190,7 +194,10 @@
   var shown = [];
   function cell(col, r) {
     var v = col.get(r);
-    if (col.id === "name") return '<a href="/recordings/' + esc(r.id) + '">' + esc(v) + "</a>";
+    if (col.id === "name") {
+      return '<a href="/recordings/' + esc(r.id) + '">' + esc(v) + '</a> <button type="button" class="edit" data-edit="' +
+        esc(r.id) + '" title="edit name, tags and notes" aria-label="edit ' + esc(v) + '">✎</button>';
+    }
     if (col.id === "project" && v) return '<a href="/projects/' + esc(encodeURIComponent(v)) + '">' + esc(v) + "</a>";
     if (col.id === "status") return '<span class="status status-' + esc(v) + '">' + esc(v) + "</span>";
     return esc(col.show ? col.show(v) : fmt(v));
@@ -309,6 +316,12 @@
   statusBox.addEventListener("change", render);
   document.getElementById("runs-archived").addEventListener("change", render);
   table.addEventListener("click", function (event) {
+    var edit = event.target.closest("button.edit");
+    if (edit) {
+      var run = runs.find(function (r) { return r.id === edit.dataset.edit; });
+      if (run && window.MarkovEditor) window.MarkovEditor.open(run, doc.csrf, function () { poll(); });
+      return;
+    }
     var th = event.target.closest("th.sortable");
     if (!th) return;
     state.dir = state.sort === th.dataset.col ? -state.dir : 1;
@@ -341,4 +354,37 @@
     }
   }
   render();
+
+  // -- live: the rows again when something changed (an unchanged table is a 304) ---------------
+  var POLL_MS = 2000, timer = 0, asking = false, lastTag = null, waiting = false;
+  var url = "/api/v1/runs-table" + (doc.project ? "?project_id=" + encodeURIComponent(doc.project) : "");
+  function poll() {
+    clearTimeout(timer);
+    if (document.hidden) { waiting = true; return; }
+    if (asking) return;
+    asking = true;
+    fetch(url, { credentials: "same-origin", cache: "no-cache", headers: { Accept: "application/json" } })
+      .then(function (answer) {
+        if (!answer.ok) throw new Error("GET " + url + " answered " + answer.status);
+        var tag = answer.headers.get("ETag");
+        if (tag && tag === lastTag) return;  // the browser's kept copy after a 304: nothing new
+        lastTag = tag;
+        return answer.json().then(function (fresh) {
+          runs = fresh.runs;
+          hay.clear();
+          metrics = {};
+          render();
+        });
+      })
+      .catch(function (error) { document.getElementById("runs-count").textContent = String(error.message || error); })
+      .then(function () {
+        asking = false;
+        root.dataset.runsPolls = String(Number(root.dataset.runsPolls || 0) + 1);
+        timer = setTimeout(poll, POLL_MS);
+      });
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && waiting) { waiting = false; poll(); }
+  });
+  timer = setTimeout(poll, POLL_MS);
 })();
