@@ -8,7 +8,7 @@ take the `markov_token` cookie that `?token=` sets (see `auth.py`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from markov_otel.server.browser_auth import (
     login_routes,
     wants_login_form,
 )
-from markov_otel.server.edges import HttpEdges
+from markov_otel.server.edges import SAFE_METHODS, HttpEdges
 from markov_otel.server.gate import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_INGEST,
@@ -62,6 +62,7 @@ def create_app(
     *,
     db: str,
     tokens: list[str],
+    read_tokens: Sequence[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
@@ -70,7 +71,8 @@ def create_app(
     artifacts: str | None = None,
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> Starlette:
-    """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`.
+    """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`,
+    `read_tokens` the same for tokens that read only (any write: 403).
 
     At most `max_concurrent_ingest` request bodies are parsed and stored at once (one project:
     all but one of them); past that a request gets 503 with Retry-After. A body slower than
@@ -89,7 +91,7 @@ def create_app(
         yield
         store.close()
 
-    table, wrong = TokenTable(tokens), WrongTokens()
+    table, wrong = TokenTable(tokens, read_tokens), WrongTokens()
     app = Starlette(
         routes=[
             *artifact_routes(files, blobs, max_artifact_bytes),
@@ -218,6 +220,13 @@ class TokenGate:
         if grant is None and not public:
             note = "" if presented is None else "That token is not valid here."
             await refusal(request, unauthorized(presented), note)(scope, receive, send)
+            return
+        if grant is not None and not grant.writes and scope["method"] not in SAFE_METHODS:
+            reason = (
+                f"{scope['method']} {path}: this token reads only (given with --read-token); "
+                "writes need a token given with --token"
+            )
+            await refusal(request, ApiError(403, reason), reason)(scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state["grant"] = grant or self.tokens.grant_for(None)

@@ -98,7 +98,7 @@ def test_the_runs_table_shows_a_new_run_and_a_finished_one_without_reload_and_id
 
     second = run(backend, "second")
     page.wait_for_selector("html[data-runs-ready='2']", timeout=LIVE)
-    assert cells(page, "name") == {first: "first ✎", second: "second ✎"}
+    assert cells(page, "name") == {first: "first", second: "second"}
     patch(backend, first, status="finished", summary={"val_acc": 0.93})
     page.wait_for_function(
         f"""() => document.querySelector("#runs-table tr[data-id='{first}'] .status")
@@ -297,12 +297,15 @@ def test_a_page_write_without_the_right_csrf_token_is_403_naming_why_and_changes
     assert (back["name"], back["tags"]) == ("new", ["a"])
 
 
-def test_a_page_signed_in_with_another_projects_token_cannot_edit_the_run(
+def test_a_page_signed_in_with_a_read_token_or_another_projects_token_cannot_edit_the_run(
     tmp_path: Path,
 ) -> None:
     """A cookie of a token scoped to project A, with its own valid CSRF token, edits A's run and
-    gets 404 for B's (as for a run that does not exist); B's run is unchanged."""
-    backend = Backend(tmp_path / "scoped", extra_args=["--token", "team-a:A"])
+    gets 404 for B's (as for a run that does not exist); a read token (--read-token) opens the
+    pages but its edit, with its valid CSRF token, is a 403 saying it reads only, and so is its
+    bearer PATCH. B's run and the read token's target are unchanged."""
+    extra = ["--token", "team-a:A", "--read-token", "viewer"]
+    backend = Backend(tmp_path / "scoped", extra_args=extra)
     try:
         mine, theirs = new_id(), new_id()
         for rid, project in ((mine, "A"), (theirs, "B")):
@@ -311,10 +314,17 @@ def test_a_page_signed_in_with_another_projects_token_cannot_edit_the_run(
         csrf = _csrf_of_page(backend, "team-a")
         refused = _page_patch(backend, theirs, "team-a", csrf, {"name": "pwned"})
         assert refused.status_code == 404, refused.text
-        assert stored(backend, theirs)["name"] == "B"
         done = _page_patch(backend, mine, "team-a", csrf, {"name": "renamed"})
         assert done.status_code == 200, done.text
-        assert stored(backend, mine)["name"] == "renamed"
+
+        viewer = _csrf_of_page(backend, "viewer")  # the read token opens the runs table
+        as_page = _page_patch(backend, theirs, "viewer", viewer, {"name": "viewed"})
+        url, bearer = f"{backend.url}/api/v1/recordings/{theirs}", "Bearer viewer"
+        as_client = httpx.patch(url, json={"name": "viewed"}, headers={"Authorization": bearer})
+        for answer in (as_page, as_client):
+            assert answer.status_code == 403, answer.text
+            assert "this token reads only" in answer.json()["error"]
+        assert (stored(backend, mine)["name"], stored(backend, theirs)["name"]) == ("renamed", "B")
     finally:
         backend.stop()
 

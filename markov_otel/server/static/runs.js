@@ -194,10 +194,7 @@
   var shown = [];
   function cell(col, r) {
     var v = col.get(r);
-    if (col.id === "name") {
-      return '<a href="/recordings/' + esc(r.id) + '">' + esc(v) + '</a> <button type="button" class="edit" data-edit="' +
-        esc(r.id) + '" title="edit name, tags and notes" aria-label="edit ' + esc(v) + '">✎</button>';
-    }
+    if (col.id === "name") return '<a href="/recordings/' + esc(r.id) + '">' + esc(v) + "</a>";
     if (col.id === "project" && v) return '<a href="/projects/' + esc(encodeURIComponent(v)) + '">' + esc(v) + "</a>";
     if (col.id === "status") return '<span class="status status-' + esc(v) + '">' + esc(v) + "</span>";
     return esc(col.show ? col.show(v) : fmt(v));
@@ -229,7 +226,8 @@
     var rows = shown.map(function (r) {
       var on = state.selected.has(r.id) ? " checked" : "";
       return '<tr data-id="' + esc(r.id) + '"><td class="select"><input type="checkbox" class="pick" data-id="' +
-        esc(r.id) + '" aria-label="select ' + esc(r.name || r.id) + '"' + on + "></td>" +
+        esc(r.id) + '" aria-label="select ' + esc(r.name || r.id) + '"' + on + '><button type="button" class="edit" data-edit="' +
+        esc(r.id) + '" title="edit name, tags and notes" aria-label="edit ' + esc(r.name || r.id) + '">✎</button></td>' +
         cols.map(function (c) { return "<td>" + cell(c, r) + "</td>"; }).join("") + "</tr>";
     });
     table.tBodies[0].innerHTML = rows.join("");
