@@ -10,6 +10,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import pytest
 from backend_fixture import Backend
 from otlp_bodies import new_id
 from test_page import Browsing, post_points
+
+from markov_otel.server.runs_table import OVERLAP
 
 T0 = 1_700_000_000_000_000_000
 LIVE = 30_000  # ms: a few 2 s polls on a loaded machine
@@ -346,3 +349,36 @@ def test_an_unchanged_runs_table_is_304_and_a_tag_makes_it_200(backend: Backend)
     grown = httpx.get(url, headers={**backend.headers, "If-None-Match": tagged.headers["etag"]})
     assert grown.status_code == 200
     assert {r["id"] for r in grown.json()["runs"]} == {rid, newer}
+
+
+def test_asked_with_its_cursor_the_runs_table_answers_only_the_rows_that_changed(
+    backend: Backend,
+) -> None:
+    """`since=` the cursor of the last answer: 304 while nothing changed; after one run's batch,
+    that run's row alone (and every id); a deleted run leaves the ids; a bad cursor is a 400."""
+    quiet, busy, doomed = run(backend, "quiet"), run(backend, "busy"), run(backend, "doomed")
+    url = backend.url + "/api/v1/runs-table"
+    whole = httpx.get(url, headers=backend.headers).json()
+    assert len(whole["runs"]) == 3 and whole["cursor"]
+    asked = {"since": whole["cursor"]}
+    first = httpx.get(url, params=asked, headers=backend.headers)
+    assert first.status_code == 200  # the rows of the last OVERLAP seconds: all three, new
+    revalidating = {**backend.headers, "If-None-Match": first.headers["etag"]}
+    again = httpx.get(url, params=asked, headers=revalidating)
+    assert again.status_code == 304
+
+    # a cursor OVERLAP past the last update before the batch: the answer looks back to it
+    last = datetime.fromisoformat(stored(backend, doomed)["updated_at"])
+    cursor = (last + OVERLAP).isoformat(timespec="microseconds")
+    post_points(backend, busy, [("loss", 99, 0.1, T0 + 99)])
+    since_busy = httpx.get(url, params={"since": cursor}, headers=backend.headers).json()
+    assert since_busy["delta"] is True
+    assert sorted(since_busy["ids"]) == sorted([quiet, busy, doomed])
+    assert [(r["id"], r["points"]) for r in since_busy["runs"]] == [(busy, 11)]
+
+    assert httpx.delete(f"{backend.url}/api/v1/recordings/{doomed}",
+                        headers=backend.headers).status_code == 204  # fmt: skip
+    gone = httpx.get(url, params={"since": since_busy["cursor"]}, headers=backend.headers).json()
+    assert sorted(gone["ids"]) == sorted([quiet, busy])
+    bad = httpx.get(url, params={"since": "yesterday"}, headers=backend.headers)
+    assert bad.status_code == 400 and "not an ISO 8601 time" in bad.json()["error"]

@@ -1,9 +1,9 @@
 // The runs table: one row per run, sort by any column, filter by text/status/value, choose the
 // visible columns, select runs and open the comparison; edit a run's name, tags and notes
 // (run_editor.js). Live: every 2 s (not while the tab is hidden) it asks GET /api/v1/runs-table
-// with the ETag it has, so an unchanged table costs a 304; a change (a batch, a finished run, a
-// new run, an edit on another page) redraws the rows, keeping the view. Columns are those of the
-// runs at load. Marks <html data-runs-ready="N"> and data-runs-polls="N".
+// for the rows changed since its cursor, with the ETag it has, so an unchanged table costs a 304;
+// a change (a batch, a finished run, a new run, an edit on another page, a delete) brings only
+// those rows and redraws, keeping the view. Columns are those of the runs at load. Marks <html data-runs-ready="N"> and data-runs-polls="N".
 "use strict";
 (function () {
   var root = document.documentElement;
@@ -355,20 +355,34 @@
 
   // -- live: the rows again when something changed (an unchanged table is a 304) ---------------
   var POLL_MS = 2000, timer = 0, asking = false, lastTag = null, waiting = false;
-  var url = "/api/v1/runs-table" + (doc.project ? "?project_id=" + encodeURIComponent(doc.project) : "");
+  var cursor = doc.cursor || "";  // the latest change the rows have: the server sends what is newer
+  function url() {
+    var query = [];
+    if (doc.project) query.push("project_id=" + encodeURIComponent(doc.project));
+    if (cursor) query.push("since=" + encodeURIComponent(cursor));
+    return "/api/v1/runs-table" + (query.length ? "?" + query.join("&") : "");
+  }
+  function merge(fresh) {
+    if (!fresh.delta) return fresh.runs;
+    var byId = new Map(runs.map(function (r) { return [r.id, r]; }));
+    fresh.runs.forEach(function (r) { byId.set(r.id, r); });
+    return fresh.ids.filter(function (id) { return byId.has(id); }).map(function (id) { return byId.get(id); });
+  }
   function poll() {
     clearTimeout(timer);
     if (document.hidden) { waiting = true; return; }
     if (asking) return;
     asking = true;
-    fetch(url, { credentials: "same-origin", cache: "no-cache", headers: { Accept: "application/json" } })
+    var asked = url();
+    fetch(asked, { credentials: "same-origin", cache: "no-cache", headers: { Accept: "application/json" } })
       .then(function (answer) {
-        if (!answer.ok) throw new Error("GET " + url + " answered " + answer.status);
+        if (!answer.ok) throw new Error("GET " + asked + " answered " + answer.status);
         var tag = answer.headers.get("ETag");
         if (tag && tag === lastTag) return;  // the browser's kept copy after a 304: nothing new
         lastTag = tag;
         return answer.json().then(function (fresh) {
-          runs = fresh.runs;
+          runs = merge(fresh);
+          cursor = fresh.cursor || cursor;
           hay.clear();
           metrics = {};
           render();
