@@ -14,9 +14,10 @@ code of `--tree`, default this checkout) on a fresh SQLite file or PostgreSQL sc
   readers asking for a whole series (`max_points=1000`, no validator) as fast as they are
   answered. 500 readers is the issue's load: 500 pages + 100 flat out. With `--pages table` the
   N pages are open runs tables instead, polling as `static/runs.js` does, every 2 s
-  (`/api/v1/runs-table` with If-None-Match: 304 while no recording changed, the rows when one
-  did), over `--table-runs` finished runs registered before the recorder's (with 0 readers
-  too, so the baseline stores into the same table).
+  (`/api/v1/runs-table?since=` the cursor of its last answer, with If-None-Match: 304 while no
+  recording changed, the rows changed since when one did), over `--table-runs` finished runs
+  registered before the recorder's (with 0 readers too, so the baseline stores into the same
+  table).
 - a real recorder (`ExperimentRecorder`, online, its own process) records `--records` records of
   4 keys as fast as it can once the readers run; its points/s is the points stored over the
   seconds from its first add_record to its stop() returning (which waits until the backend has
@@ -48,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -205,13 +207,14 @@ async def table_page(port: int, tally: dict[str, int], stop: asyncio.Event) -> N
     """One open runs table: what runs.js does, at its pace."""
     conn = Connection(port)
     await asyncio.sleep(random.uniform(0, PAGE_PACE))
-    etag = None
+    etag, cursor = None, None
     while not stop.is_set():
         try:
-            status, headers, _ = await conn.get("/api/v1/runs-table", etag)
+            since = "" if cursor is None else "?since=" + urllib.parse.quote(cursor)
+            status, headers, body = await conn.get("/api/v1/runs-table" + since, etag)
             tally[str(status)] = tally.get(str(status), 0) + 1
             if status == 200:
-                etag = headers.get("etag")
+                etag, cursor = headers.get("etag"), json.loads(body)["cursor"]
         except (OSError, asyncio.IncompleteReadError):
             tally["error"] = tally.get("error", 0) + 1
         with contextlib.suppress(asyncio.TimeoutError):
