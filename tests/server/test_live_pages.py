@@ -36,11 +36,12 @@ def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
         session.context.close()
 
 
-def run(backend: Backend, name: str, steps: int = 10, first: int = 0) -> str:
-    """A running recording named `name` with `steps` points of loss."""
+def run(backend: Backend, name: str, steps: int = 10, project: str = "") -> str:
+    """A running recording named `name` with `steps` points of loss (in `project`)."""
     rid = new_id()
-    points = [("loss", s, 1.0 / (s + 1), T0 + s) for s in range(first, first + steps)]
-    post_points(backend, rid, points, **{"markov.recording.name": name})
+    points = [("loss", s, 1.0 / (s + 1), T0 + s) for s in range(steps)]
+    more = {"markov.project.id": project} if project else {}
+    post_points(backend, rid, points, **{"markov.recording.name": name}, **more)
     return rid
 
 
@@ -333,11 +334,13 @@ def test_a_page_signed_in_with_a_read_token_or_another_projects_token_cannot_edi
         backend.stop()
 
 
-def test_an_unchanged_runs_table_is_304_and_a_tag_makes_it_200(backend: Backend) -> None:
+def test_an_unchanged_runs_table_is_304_and_a_tag_makes_it_200(server: Backend) -> None:
     """GET /api/v1/runs-table with its ETag: 304 while nothing changes; a tag (which touches no
     recording column but the mark) and a new run each make it answer the rows again."""
-    rid = run(backend, "one")
-    url = backend.url + "/api/v1/runs-table"
+    backend = server  # on SQLite, then on PostgreSQL
+    project = new_id()  # the database may hold others' runs (a shared PostgreSQL)
+    rid = run(backend, "one", project=project)
+    url = f"{backend.url}/api/v1/runs-table?project_id={project}"
     first = httpx.get(url, headers=backend.headers)
     assert first.status_code == 200 and [r["id"] for r in first.json()["runs"]] == [rid]
     tag = first.headers["etag"]
@@ -346,22 +349,24 @@ def test_an_unchanged_runs_table_is_304_and_a_tag_makes_it_200(backend: Backend)
     patch(backend, rid, tags=["best"])
     tagged = httpx.get(url, headers={**backend.headers, "If-None-Match": tag})
     assert tagged.status_code == 200 and tagged.json()["runs"][0]["tags"] == ["best"]
-    newer = run(backend, "two")
+    newer = run(backend, "two", project=project)
     grown = httpx.get(url, headers={**backend.headers, "If-None-Match": tagged.headers["etag"]})
     assert grown.status_code == 200
     assert {r["id"] for r in grown.json()["runs"]} == {rid, newer}
 
 
 def test_asked_with_its_cursor_the_runs_table_answers_only_the_rows_that_changed(
-    backend: Backend,
+    server: Backend,
 ) -> None:
     """`since=` the cursor of the last answer: 304 while nothing changed; after one run's batch,
     that run's row alone (and every id); a deleted run leaves the ids; a bad cursor is a 400."""
-    quiet, busy, doomed = run(backend, "quiet"), run(backend, "busy"), run(backend, "doomed")
+    backend = server  # on SQLite, then on PostgreSQL
+    project = new_id()  # the database may hold others' runs (a shared PostgreSQL)
+    quiet, busy, doomed = (run(backend, name, project=project) for name in ("q", "b", "d"))
     url = backend.url + "/api/v1/runs-table"
-    whole = httpx.get(url, headers=backend.headers).json()
+    whole = httpx.get(url, params={"project_id": project}, headers=backend.headers).json()
     assert len(whole["runs"]) == 3 and whole["cursor"]
-    asked = {"since": whole["cursor"]}
+    asked = {"project_id": project, "since": whole["cursor"]}
     first = httpx.get(url, params=asked, headers=backend.headers)
     assert first.status_code == 200  # the rows of the last OVERLAP seconds: all three, new
     revalidating = {**backend.headers, "If-None-Match": first.headers["etag"]}
@@ -372,14 +377,20 @@ def test_asked_with_its_cursor_the_runs_table_answers_only_the_rows_that_changed
     last = datetime.fromisoformat(stored(backend, doomed)["updated_at"])
     cursor = (last + OVERLAP).isoformat(timespec="microseconds")
     post_points(backend, busy, [("loss", 99, 0.1, T0 + 99)])
-    since_busy = httpx.get(url, params={"since": cursor}, headers=backend.headers).json()
+    since_busy = httpx.get(
+        url, params={"project_id": project, "since": cursor}, headers=backend.headers
+    ).json()
     assert since_busy["delta"] is True
     assert sorted(since_busy["ids"]) == sorted([quiet, busy, doomed])
     assert [(r["id"], r["points"]) for r in since_busy["runs"]] == [(busy, 11)]
 
     assert httpx.delete(f"{backend.url}/api/v1/recordings/{doomed}",
                         headers=backend.headers).status_code == 204  # fmt: skip
-    gone = httpx.get(url, params={"since": since_busy["cursor"]}, headers=backend.headers).json()
+    gone = httpx.get(
+        url, params={"project_id": project, "since": since_busy["cursor"]}, headers=backend.headers
+    ).json()
     assert sorted(gone["ids"]) == sorted([quiet, busy])
-    bad = httpx.get(url, params={"since": "yesterday"}, headers=backend.headers)
+    bad = httpx.get(
+        url, params={"project_id": project, "since": "yesterday"}, headers=backend.headers
+    )
     assert bad.status_code == 400 and "not an ISO 8601 time" in bad.json()["error"]
