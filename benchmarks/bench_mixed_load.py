@@ -2,6 +2,7 @@
 
 Run: python benchmarks/bench_mixed_load.py [--readers 0,100,500] [--flat-share 0.2]
          [--records 100000] [--rounds 2] [--db sqlite,postgres] [--tree PATH (the server's code)]
+         [--pages run|table] [--table-runs 50]
          [--postgres URL (default: $MARKOV_TEST_POSTGRES_URL; without it SQLite only)]
 
 For each database and each reader count N, a fresh server (`python -m markov_otel.server`, the
@@ -11,7 +12,12 @@ code of `--tree`, default this checkout) on a fresh SQLite file or PostgreSQL sc
   as `static/charts.js` does, every 2 s (the recording, with If-None-Match; when its point count
   moved, each key's series with `since_step=` the last step seen), and N x `--flat-share`
   readers asking for a whole series (`max_points=1000`, no validator) as fast as they are
-  answered. 500 readers is the issue's load: 500 pages + 100 flat out.
+  answered. 500 readers is the issue's load: 500 pages + 100 flat out. With `--pages table` the
+  N pages are open runs tables instead, polling as `static/runs.js` does, every 2 s
+  (`/api/v1/runs-table?since=` the cursor of its last answer, with If-None-Match: 304 while no
+  recording changed, the rows changed since when one did), over `--table-runs` finished runs
+  registered before the recorder's (with 0 readers too, so the baseline stores into the same
+  table).
 - a real recorder (`ExperimentRecorder`, online, its own process) records `--records` records of
   4 keys as fast as it can once the readers run; its points/s is the points stored over the
   seconds from its first add_record to its stop() returning (which waits until the backend has
@@ -43,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -54,7 +61,7 @@ from bench_ingest import Databases  # noqa: E402  (a fresh SQLite file or Postgr
 TREE = HERE.parent
 TOKEN = "bench-token"
 KEYS = ("loss", "accuracy", "lr", "grad_norm")
-PAGE_PACE = 2.0  # charts.js POLL_MS
+PAGE_PACE = 2.0  # charts.js POLL_MS, runs.js POLL_MS
 PROBE_EVERY = 0.2
 FAILED = 30.0  # seconds a failed probe counts as
 MAX_PHASE = 300.0  # no phase runs longer, whatever happens
@@ -196,6 +203,24 @@ async def page(port: int, rid: str, tally: dict[str, int], stop: asyncio.Event) 
             await asyncio.wait_for(stop.wait(), PAGE_PACE)
 
 
+async def table_page(port: int, tally: dict[str, int], stop: asyncio.Event) -> None:
+    """One open runs table: what runs.js does, at its pace."""
+    conn = Connection(port)
+    await asyncio.sleep(random.uniform(0, PAGE_PACE))
+    etag, cursor = None, None
+    while not stop.is_set():
+        try:
+            since = "" if cursor is None else "?since=" + urllib.parse.quote(cursor)
+            status, headers, body = await conn.get("/api/v1/runs-table" + since, etag)
+            tally[str(status)] = tally.get(str(status), 0) + 1
+            if status == 200:
+                etag, cursor = headers.get("etag"), json.loads(body)["cursor"]
+        except (OSError, asyncio.IncompleteReadError):
+            tally["error"] = tally.get("error", 0) + 1
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), PAGE_PACE)
+
+
 async def flat_out(port: int, rid: str, tally: dict[str, int], stop: asyncio.Event) -> None:
     """A reader asking for a whole series again as soon as it is answered."""
     conn = Connection(port)
@@ -208,11 +233,14 @@ async def flat_out(port: int, rid: str, tally: dict[str, int], stop: asyncio.Eve
             await asyncio.sleep(0.1)
 
 
-async def readers(port: int, rid: str, pages: int, flat: int) -> dict[str, int]:
+async def readers(port: int, rid: str, pages: int, flat: int, kind: str) -> dict[str, int]:
     """Run the readers until a line arrives on stdin (or MAX_PHASE); their answers, counted."""
     stop = asyncio.Event()
     tally: dict[str, int] = {}
-    tasks = [asyncio.create_task(page(port, rid, tally, stop)) for _ in range(pages)]
+    if kind == "table":
+        tasks = [asyncio.create_task(table_page(port, tally, stop)) for _ in range(pages)]
+    else:
+        tasks = [asyncio.create_task(page(port, rid, tally, stop)) for _ in range(pages)]
     tasks += [asyncio.create_task(flat_out(port, rid, tally, stop)) for _ in range(flat)]
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
@@ -287,18 +315,42 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def phase(tree: Path, db: str, work: Path, pages: int, flat: int, records: int) -> dict[str, Any]:
-    """One server, one recorder, `pages` + `flat` readers; the figures of the ingest window."""
+def register_finished(port: int, runs: int) -> None:
+    """`runs` finished recordings with a few parameters and a summary: a team's runs table."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    try:
+        for i in range(runs):
+            doc = {"recording_id": uuid.uuid4().hex, "name": f"sweep-{i}", "status": "finished",
+                   "hyper_parameters": {"lr": 10 ** -(i % 5), "batch": 32 * (1 + i % 4)},
+                   "summary": {"val_acc": i / runs}}  # fmt: skip
+            conn.request("POST", "/api/v1/recordings", json.dumps(doc), headers)
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 201:
+                raise SystemExit(f"registering a table run answered {answer.status}")
+    finally:
+        conn.close()
+
+
+def phase(
+    tree: Path, db: str, work: Path, pages: int, flat: int, records: int, table: int | None = None
+) -> dict[str, Any]:
+    """One server, one recorder, `pages` + `flat` readers (runs tables over `table` finished
+    runs, when given); the figures of the ingest window."""
     server, port = start_server(tree, db, work)
     procs: list[subprocess.Popen[str]] = []
     try:
+        if table is not None:
+            register_finished(port, table)
         rec = child("recorder", str(port), str(records), str(work), work=work)
         procs.append(rec)
         assert rec.stdout is not None and rec.stdin is not None
         rid = rec.stdout.readline().strip()
         tally: dict[str, int] = {}
         if pages or flat:
-            reading = child("readers", str(port), rid, str(pages), str(flat), work=work)
+            kind = "run" if table is None else "table"
+            reading = child("readers", str(port), rid, str(pages), str(flat), kind, work=work)
             procs.append(reading)
             assert reading.stdout is not None
             reading.stdout.readline()  # ready
@@ -374,19 +426,22 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite,postgres")
     parser.add_argument("--tree", type=Path, default=TREE)
     parser.add_argument("--postgres", default=os.environ.get("MARKOV_TEST_POSTGRES_URL"))
+    parser.add_argument("--pages", choices=("run", "table"), default="run")
+    parser.add_argument("--table-runs", type=int, default=50)
     args, rest = parser.parse_known_args()
     if args.role == "recorder":
         recorder_role(int(rest[0]), int(rest[1]), Path(rest[2]))
         return
     if args.role == "readers":
-        port, rid, pages, flat = int(rest[0]), rest[1], int(rest[2]), int(rest[3])
-        print(json.dumps(asyncio.run(readers(port, rid, pages, flat))), flush=True)
+        port, rid, pages, flat, kind = int(rest[0]), rest[1], int(rest[2]), int(rest[3]), rest[4]
+        print(json.dumps(asyncio.run(readers(port, rid, pages, flat, kind))), flush=True)
         return
     kinds = [k for k in args.db.split(",") if k == "sqlite" or args.postgres]
     counts = [int(n) for n in args.readers.split(",")]
     print(
         f"server tree {args.tree}; {args.records:,} records x {len(KEYS)} keys; "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; "
+        + ("run pages" if args.pages == "run" else f"runs tables over {args.table_runs} runs")
     )
     print(f"{'db':11} {'readers':>11} {'points/s':>10} {'x 0':>6} {'ingest p99':>11} "
           f"{'healthz p99':>12} {'reads':>7}  cores: server recorder readers  answers")  # fmt: skip
@@ -402,7 +457,9 @@ def main() -> None:
                 for kind in kinds:
                     for n in counts:
                         pages, flat = n, round(n * args.flat_share)
-                        got = phase(args.tree, dbs.fresh(kind), work, pages, flat, args.records)
+                        table = args.table_runs if args.pages == "table" else None
+                        db = dbs.fresh(kind)
+                        got = phase(args.tree, db, work, pages, flat, args.records, table)
                         show(f"{kind} #{round_}", pages, flat, got, None)
                         kept = best.setdefault((kind, n), dict(got))
                         worst = {p: max(got[p], kept[p]) for p in ("ingest_p99", "healthz_p99")}

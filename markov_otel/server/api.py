@@ -25,6 +25,7 @@ from markov_otel.server.fields import patch_fields, registration_fields, text
 from markov_otel.server.freshness import not_modified, recordings_tag, tagged
 from markov_otel.server.gate import IngestGate
 from markov_otel.server.lanes import ReadLane
+from markov_otel.server.page_writes import PAGE_FIELDS
 from markov_otel.server.records import jsonable
 from markov_otel.server.storage import Forbidden, Store
 
@@ -138,6 +139,13 @@ class Api:
         grant: Grant = request.state.grant
         async with self.gate.admitted(request, self.limit, grant.project_id or "") as body:
             changes = patch_fields(json_body(request, body))
+            beyond = sorted(set(changes) - PAGE_FIELDS)
+            if getattr(request.state, "page_write", False) and beyond:
+                raise ApiError(
+                    403,
+                    f"a page (the sign-in cookie) may change only name, notes and tags, not "
+                    f"{', '.join(beyond)}; use an API client with a bearer token",
+                )
             recording = await run_in_threadpool(
                 self.store.patch, recording_id, changes, grant.project_id
             )

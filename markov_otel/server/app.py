@@ -8,7 +8,7 @@ take the `markov_token` cookie that `?token=` sets (see `auth.py`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from markov_otel.server.browser_auth import (
     login_routes,
     wants_login_form,
 )
-from markov_otel.server.edges import HttpEdges
+from markov_otel.server.edges import SAFE_METHODS, HttpEdges
 from markov_otel.server.gate import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_INGEST,
@@ -47,8 +47,10 @@ from markov_otel.server.history import history_routes
 from markov_otel.server.ingest import error_response, ingest_endpoint
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.openapi import openapi_document
+from markov_otel.server.page_writes import csrf_refusal, is_page_write
 from markov_otel.server.pages import page_routes
 from markov_otel.server.quantiles import quantile_routes
+from markov_otel.server.runs_table import runs_table_routes
 from markov_otel.server.series import series_routes
 from markov_otel.server.storage import Store, StoreRefused, open_store
 
@@ -61,6 +63,7 @@ def create_app(
     *,
     db: str,
     tokens: list[str],
+    read_tokens: Sequence[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     public_url: str | None = None,
     max_concurrent_ingest: int = DEFAULT_MAX_CONCURRENT_INGEST,
@@ -69,7 +72,8 @@ def create_app(
     artifacts: str | None = None,
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> Starlette:
-    """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`.
+    """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`,
+    `read_tokens` the same for tokens that read only (any write: 403).
 
     At most `max_concurrent_ingest` request bodies are parsed and stored at once (one project:
     all but one of them); past that a request gets 503 with Retry-After. A body slower than
@@ -88,7 +92,7 @@ def create_app(
         yield
         store.close()
 
-    table, wrong = TokenTable(tokens), WrongTokens()
+    table, wrong = TokenTable(tokens, read_tokens), WrongTokens()
     app = Starlette(
         routes=[
             *artifact_routes(files, blobs, max_artifact_bytes),
@@ -139,6 +143,7 @@ def routes(
         *series_routes(store, reads),
         *quantile_routes(store, reads),
         *history_routes(store),
+        *runs_table_routes(store, reads),
         *page_routes(store, reads),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -191,6 +196,14 @@ class TokenGate:
             presented = request.query_params.get("token")
         if presented is None and cookie_opens(scope["method"], path):
             presented = request.cookies.get(COOKIE)
+        page_write = False
+        if presented is None and is_page_write(scope["method"], path):
+            presented = request.cookies.get(COOKIE)
+            page_write = presented is not None
+            reason = csrf_refusal(request.headers, presented) if presented else None
+            if reason is not None:
+                await json_response({"error": reason}, 403)(scope, receive, send)
+                return
         public = path in _PUBLIC or path.startswith("/static/")
         if presented is not None and self.tokens.enabled and not public:
             address = client_address(scope)
@@ -210,7 +223,16 @@ class TokenGate:
             note = "" if presented is None else "That token is not valid here."
             await refusal(request, unauthorized(presented), note)(scope, receive, send)
             return
-        scope.setdefault("state", {})["grant"] = grant or self.tokens.grant_for(None)
+        if grant is not None and not grant.writes and scope["method"] not in SAFE_METHODS:
+            reason = (
+                f"{scope['method']} {path}: this token reads only (given with --read-token); "
+                "writes need a token given with --token"
+            )
+            await refusal(request, ApiError(403, reason), reason)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["grant"] = grant or self.tokens.grant_for(None)
+        state["page_write"] = page_write  # the cookie wrote: only PAGE_FIELDS (page_writes.py)
         await self.app(scope, receive, send)
 
 

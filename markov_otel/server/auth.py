@@ -1,4 +1,5 @@
-"""Bearer tokens: `TOKEN` (every project) or `TOKEN:PROJECT_ID` (one project's recordings).
+"""Bearer tokens: `TOKEN` (every project) or `TOKEN:PROJECT_ID` (one project's recordings); a
+read token (`--read-token`, same spelling) sees what its scope allows and writes nothing.
 
 Without configured tokens the backend is open and must only listen on loopback (`serve` refuses
 anything else). Pages opened in a browser cannot send a header, so the pages also accept the token
@@ -19,9 +20,11 @@ ALL_PROJECTS = None
 
 @dataclass(frozen=True)
 class Grant:
-    """What a request may see: every project (`project_id is None`) or one."""
+    """What a request may see: every project (`project_id is None`) or one; and whether it may
+    write there (a read token's grant may not: the token gate refuses its writes)."""
 
     project_id: str | None
+    writes: bool = True
 
     def allows(self, project_id: str | None) -> bool:
         """True when this grant may read or write a recording of `project_id`."""
@@ -31,7 +34,7 @@ class Grant:
 OPEN = Grant(ALL_PROJECTS)
 
 
-def parse_tokens(entries: Iterable[str]) -> dict[str, Grant]:
+def parse_tokens(entries: Iterable[str], *, writes: bool = True) -> dict[str, Grant]:
     """`["t1", "t2:proj"]` -> {"t1": all projects, "t2": proj}; blank entries are skipped."""
     table: dict[str, Grant] = {}
     for entry in entries:
@@ -39,15 +42,16 @@ def parse_tokens(entries: Iterable[str]) -> dict[str, Grant]:
         if not entry:
             continue
         token, sep, project = entry.partition(":")
-        table[token] = Grant(project if sep and project else ALL_PROJECTS)
+        table[token] = Grant(project if sep and project else ALL_PROJECTS, writes)
     return table
 
 
 class TokenTable:
     """Checks a presented token in constant time against the configured ones."""
 
-    def __init__(self, entries: Iterable[str]) -> None:
-        self._grants = parse_tokens(entries)
+    def __init__(self, entries: Iterable[str], read_entries: Iterable[str] = ()) -> None:
+        # a token given both ways writes (the read entry cannot take a right away)
+        self._grants = parse_tokens(read_entries, writes=False) | parse_tokens(entries)
 
     @property
     def enabled(self) -> bool:

@@ -3,8 +3,9 @@
 A page asked for by a browser (`Accept: text/html`) without a valid token answers the login form
 (still status 401); posting a token sets the HttpOnly cookie and redirects back to the page first
 asked for. Only a same-site path is ever a redirect target. API clients keep the JSON 401. The
-cookie opens the pages and the GET reads the pages' scripts make; never a write, so a form on
-another site cannot act with it (and SameSite=Strict keeps it off cross-site requests anyway).
+cookie opens the pages and the GET reads the pages' scripts make; it writes only together with
+the page's CSRF token (page_writes.py), so a form on another site cannot act with it (and
+SameSite=Strict keeps it off cross-site requests anyway).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = [
 
 LOGIN_PATH = "/login"
 _PAGE_PREFIXES = ("/recordings/", "/projects/", "/compare")
-_COOKIE_READS = ("/api/v1/series", "/api/v1/quantiles", "/api/v1/recordings")
+_COOKIE_READS = ("/api/v1/series", "/api/v1/quantiles", "/api/v1/recordings", "/api/v1/runs-table")
 _MAX_FORM_BYTES = 8192
 
 

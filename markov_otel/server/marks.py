@@ -16,6 +16,7 @@ from typing import Any
 
 from markov_otel.errors import ConfigError
 from markov_otel.rules import MAX_NAME_BYTES, check_text
+from markov_otel.server.records import now
 
 __all__ = ["MarksQueries", "check_tags", "marks_schema"]
 
@@ -82,6 +83,10 @@ class MarksQueries:
         sql += " ON CONFLICT (recording_id) DO UPDATE SET tags = excluded.tags,"
         sql += " archived = excluded.archived"
         self._run(cur, sql, [recording_id, json.dumps(tags), int(bool(archived))])
+        if found is None or (_tags(found[0]), bool(found[1])) != (tags, bool(archived)):
+            # a mark is a change of the recording: open runs tables see it by updated_at
+            sql = "UPDATE recordings SET updated_at = ? WHERE recording_id = ?"
+            self._run(cur, sql, [now(), recording_id])
 
     def delete(self, recording_id: str, scope: str | None = None) -> bool:
         """Remove a recording and everything of it; False when it does not exist or belongs to

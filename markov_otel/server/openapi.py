@@ -444,7 +444,10 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/recordings/{recording_id}": {
                 "get": _fresh(_read("the recording", recording)),
                 "patch": {
-                    "summary": "merge hyperparameters/summary, set status/notes/requirements",
+                    "summary": "merge hyperparameters/summary, set status/notes/requirements; "
+                    "from a page, with the sign-in cookie instead of a bearer token: only name, "
+                    "notes and tags, and only with the page's CSRF token in X-Markov-CSRF (403 "
+                    "naming the reason otherwise)",
                     "parameters": [_RECORDING_ID],
                     "requestBody": {
                         "required": True,
@@ -452,7 +455,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(recording, "the updated recording"),
-                        **_errors(400, 404, 408, 413, 503),
+                        **_errors(400, 403, 404, 408, 413, 503),
                     },
                 },
                 "delete": {
@@ -501,6 +504,20 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/series": _series(),
             "/api/v1/quantiles": _quantiles(),
             "/api/v1/history": _history(),
+            "/api/v1/runs-table": {
+                "get": _fresh(
+                    {
+                        "summary": "the runs table's rows (as the page embeds them: flat "
+                        "parameters, summary, tags, archived) and every key; an open runs table "
+                        "asks with its ETag and gets 304 until a recording changes",
+                        "parameters": [_query("project_id", _TEXT)],
+                        "responses": {
+                            "200": _json({"type": "object"}, "the rows and the keys"),
+                            **_errors(400, 403),
+                        },
+                    }
+                )
+            },
             "/api/v1/limits": {
                 "get": {
                     "summary": "what this server accepts: body size, text sizes, parameter "

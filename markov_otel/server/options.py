@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "unless --open is given",
     )
     parser.add_argument(
+        "--read-token",
+        action="append",
+        default=[],
+        help="a token that reads but never writes (pages, API reads; any write is a 403), "
+        "TOKEN or TOKEN:PROJECT_ID (repeatable); also MARKOV_SERVER_READ_TOKENS",
+    )
+    parser.add_argument(
         "--open",
         action="store_true",
         help="run without any token: every page and API call is allowed, on a loopback "
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         db=args.db,
         tokens=args.token,
+        read_tokens=args.read_token,
         max_body_bytes=args.max_body_bytes,
         port_file=args.port_file,
         public_url=args.public_url,

@@ -15,7 +15,7 @@ from markov_otel.errors import ConfigError
 from markov_otel.rules import TERMINAL_STATUSES, flatten_params
 from markov_otel.server.records import jsonable
 
-__all__ = ["embed_json", "flat", "run_row", "start_of"]
+__all__ = ["duration_seconds", "embed_json", "flat", "run_row", "start_of"]
 
 
 def flat(values: dict[str, Any] | None) -> dict[str, Any]:
@@ -73,6 +73,7 @@ def run_row(recording: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": recording["recording_id"],
         "name": recording.get("name") or "",
+        "notes": recording.get("notes") or "",
         "project": recording.get("project_id") or "",
         "status": recording.get("status") or "",
         "start": start_of(recording),

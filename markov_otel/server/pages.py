@@ -25,8 +25,10 @@ from markov_otel.server.distribution_page import distributions_section, texts_se
 from markov_otel.server.distributions import DISTRIBUTION, TEXT, distribution_doc, text_doc
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.layout import layout
-from markov_otel.server.page_data import embed_json, flat, run_row
+from markov_otel.server.page_data import duration_seconds, embed_json, flat, run_row
+from markov_otel.server.page_writes import page_csrf
 from markov_otel.server.records import jsonable
+from markov_otel.server.runs_table import runs_doc
 from markov_otel.server.series import MAX_IDS
 from markov_otel.server.storage import Store
 
@@ -86,12 +88,9 @@ async def list_page(
     grant: Grant = request.state.grant
     if project_id is not None and not grant.allows(project_id):
         return layout("forbidden", "<p>This token may not see that project.</p>", 403)
-    recordings = await reads.run(store.list_recordings, project_id or grant.project_id)
     title = f"project {project_id}" if project_id else "recordings"
-    keys = await reads.run(store.series_keys, project_id or grant.project_id)
-    marks = await reads.run(store.marks, None)
-    rows = [run_row(r) | marks.get(r["recording_id"], {}) for r in recordings]
-    doc = {"project": project_id, "runs": rows, "keys": keys}
+    doc = await reads.run(runs_doc, store, project_id or grant.project_id)
+    doc |= {"project": project_id, "csrf": page_csrf(request)}
     body = f"""<h1>{escape(title)}</h1>
 <div class="runs" id="runs" data-project="{escape(project_id or "")}">
 <div class="toolbar">
@@ -116,12 +115,13 @@ values)</td></tr>
 <span id="runs-count" class="muted"></span>
 </div>
 <p class="error" id="runs-filter-note" hidden></p>
+{_EDITOR}
 <div class="table-wrap"><table class="runs-table" id="runs-table"><thead></thead><tbody></tbody>
 </table></div>
 <p class="empty" hidden>No recordings yet.</p>
 </div>
 {_data("runs-data", doc)}"""
-    return layout(title, body, scripts=("view.js", "runs.js"))
+    return layout(title, body, scripts=("view.js", "run_editor.js", "runs.js"))
 
 
 async def recording_page(store: Store, reads: ReadLane, request: Request) -> Response:
@@ -134,11 +134,17 @@ async def recording_page(store: Store, reads: ReadLane, request: Request) -> Res
     alerts = await reads.run(store.alerts, recording_id)
     arrays = await reads.run(store.events_named, recording_id, DISTRIBUTION)
     texts = await reads.run(store.events_named, recording_id, TEXT)
+    marks = await reads.run(store.marks, [recording_id])
+    last_step = await reads.run(store.last_step, recording_id)
     doc = {"runs": [run_row(recording)], "keys": recording["keys"]}
+    run = recording | marks.get(recording_id, {"tags": []}) | {"last_step": last_step}
+    header = {"id": recording_id, "csrf": page_csrf(request)}
     body = (
-        _identity(recording)
+        _identity(run)
+        + _EDITOR
+        + _data("run-data", header)
         + _table("Hyperparameters", flat(recording["hyper_parameters"]))
-        + _table("Summary", flat(recording["summary"]))
+        + _table("Summary", flat(recording["summary"]), "summary")
         + _table("Metadata", flat(recording["metadata"]))
         + _alerts(alerts)
         + await _files(request, recording_id)
@@ -147,7 +153,7 @@ async def recording_page(store: Store, reads: ReadLane, request: Request) -> Res
         + texts_section(text_doc(texts))
         + _data("charts-data", doc)
     )
-    scripts = (*_CHART_SCRIPTS, "images.js")
+    scripts = ("run_editor.js", "run_header.js", *_CHART_SCRIPTS, "images.js")
     return layout(recording["name"] or recording_id, body, scripts=scripts)
 
 
@@ -248,10 +254,15 @@ def _charts_section() -> str:
 
 
 def _identity(r: dict[str, Any]) -> str:
+    """The run's header: name, facts, tags and notes, each element named (`data-fact`, ids) for
+    run_header.js, which keeps them current while the page is open."""
+    duration = duration_seconds(r)
     facts = [
         ("id", r["recording_id"]),
         ("project", r["project_id"]),
         ("status", r["status"]),
+        ("step", "" if r["last_step"] is None else str(r["last_step"])),
+        ("duration", "" if duration is None else _duration(duration)),
         ("model", f"{r['model_class']} {r['model_id']}".strip()),
         ("dataset", r["dataset_id"]),
         ("points", str(r["points"])),
@@ -260,10 +271,38 @@ def _identity(r: dict[str, Any]) -> str:
         ("uploaded", _time(r["created_at"])),
         ("updated", _time(r["updated_at"])),
     ]
-    items = "".join(f"<dt>{k}</dt><dd>{escape(v)}</dd>" for k, v in facts if v)
-    notes = f'<p class="notes">{escape(r["notes"])}</p>' if r["notes"] else ""
+    items = "".join(
+        f'<dt{"" if v else " hidden"}>{k}</dt><dd data-fact="{k}"{"" if v else " hidden"}>'
+        f"{escape(v)}</dd>"
+        for k, v in facts
+    )
+    tags = " ".join(f'<span class="tag">{escape(t)}</span>' for t in r["tags"])
     name = escape(r["name"] or r["recording_id"])
-    return f'<h1>{name}</h1><dl class="identity">{items}</dl>{notes}'
+    return (
+        f'<div class="run-head"><h1 id="run-name">{name}</h1>'
+        '<button type="button" class="edit-run" id="run-edit" hidden>Edit</button></div>'
+        f'<dl class="identity">{items}</dl><p class="tags" id="run-tags">{tags}</p>'
+        f'<p class="notes" id="run-notes"{"" if r["notes"] else " hidden"}>{escape(r["notes"])}</p>'
+    )
+
+
+def _duration(seconds: float) -> str:
+    """`42.0 s`, `3 min 05 s`, `2 h 07 min` (run_header.js writes the same)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, hours = int(seconds // 60), int(seconds // 3600)
+    if hours:
+        return f"{hours} h {minutes % 60:02d} min"
+    return f"{minutes} min {int(seconds % 60):02d} s"
+
+
+_EDITOR = """<form class="run-editor" id="run-editor" hidden>
+<label>name <input type="text" name="name" maxlength="256"></label>
+<label>tags <input type="text" name="tags" placeholder="space-separated"></label>
+<label class="wide">notes <textarea name="notes" rows="3"></textarea></label>
+<button type="submit">Save</button> <button type="button" name="cancel">Cancel</button>
+<span class="error" id="run-editor-note" role="alert"></span></form>"""
+"""The one form that edits a run's name, tags and notes (run_editor.js), on both pages."""
 
 
 def _time(stamp: str | None) -> str:
@@ -271,14 +310,18 @@ def _time(stamp: str | None) -> str:
     return f"{stamp[:19].replace('T', ' ')} UTC" if stamp else ""
 
 
-def _table(title: str, values: dict[str, Any]) -> str:
-    if not values:
+def _table(title: str, values: dict[str, Any], name: str = "") -> str:
+    """A section of names and values; `name` keeps it on the page even when empty (hidden), so
+    a script can fill it in later (the summary of a live run)."""
+    if not values and not name:
         return ""
     rows = "".join(
         f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>"
         for k, v in sorted(values.items())
     )
-    return f'<section><h2>{title}</h2><table class="values">{rows}</table></section>'
+    named = f' id="{name}"' if name else ""
+    hidden = "" if values else " hidden"
+    return f'<section{named}{hidden}><h2>{title}</h2><table class="values">{rows}</table></section>'
 
 
 def _alerts(alerts: list[dict[str, Any]]) -> str:

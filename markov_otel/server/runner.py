@@ -34,6 +34,8 @@ __all__ = ["TOKENS_ENV", "is_loopback", "serve", "trusted_networks"]
 
 TOKENS_ENV = "MARKOV_SERVER_TOKENS"
 """Comma-separated accepted tokens (`T` or `T:PROJECT_ID`), added to those given to `serve`."""
+READ_TOKENS_ENV = "MARKOV_SERVER_READ_TOKENS"
+"""The same for tokens that only read (`read_tokens`)."""
 
 
 def serve(
@@ -42,6 +44,7 @@ def serve(
     port: int = 8470,
     db: str = "sqlite:///markov-server.db",
     tokens: Sequence[str] = (),
+    read_tokens: Sequence[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     port_file: str | None = None,
     public_url: str | None = None,
@@ -56,7 +59,8 @@ def serve(
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
-    Accepted tokens are `tokens` plus those in MARKOV_SERVER_TOKENS (comma-separated). With
+    Accepted tokens are `tokens` plus those in MARKOV_SERVER_TOKENS (comma-separated), and
+    `read_tokens` plus MARKOV_SERVER_READ_TOKENS, which may read but never write. With
     none, it refuses to start unless `open_server` (`--open`) asks for a server without
     authentication, which may only listen on loopback and says so in one line on stderr.
     `workers` processes serve the port; more than one needs PostgreSQL. Each takes up to
@@ -64,15 +68,18 @@ def serve(
     `trusted_proxies` addresses (IPs or CIDRs); by default from nobody.
     """
     tokens = [t for t in [*tokens, *os.environ.get(TOKENS_ENV, "").split(",")] if t.strip()]
+    readers = [t for t in [*read_tokens, *os.environ.get(READ_TOKENS_ENV, "").split(",")]]
+    read_tokens = [t for t in readers if t.strip()]
     if max_body_bytes <= 0:
         raise ConfigError(f"max_body_bytes={max_body_bytes!r} must be a positive number of bytes")
     check_workers(workers, db)
-    check_open(tokens, open_server, host)
+    check_open([*tokens, *read_tokens], open_server, host)
     proxies = trusted_networks(trusted_proxies)
     make_app = functools.partial(
         create_app,
         db=db,
         tokens=tokens,
+        read_tokens=read_tokens,
         max_body_bytes=max_body_bytes,
         public_url=public_url,
         max_concurrent_ingest=max_concurrent_ingest,

@@ -320,6 +320,18 @@ class SqlStore(SeriesQueries, MarksQueries):
             rows = self._run(cur, _SELECT + where + order, params).fetchall()
         return [_row_to_recording(row) for row in rows]
 
+    def recordings_state(self, project_id: str | None = None) -> list[dict[str, Any]]:
+        """What a runs table shows changes with: each recording's id, updated_at, points and
+        status (a batch, a PATCH and a mark each rewrite updated_at), without reading the
+        recordings' JSON: the cheap half of a live runs table's 304."""
+        sql = "SELECT recording_id, updated_at, points, status FROM recordings"
+        where, params = ("", []) if project_id is None else (" WHERE project_id = ?", [project_id])
+        with self._reading() as cur:
+            rows = self._run(cur, sql + where + " ORDER BY recording_id", params).fetchall()
+        return [
+            {"recording_id": r, "updated_at": u, "points": p, "status": s} for r, u, p, s in rows
+        ]
+
     def series_keys(self, project_id: str | None = None) -> list[str]:
         """Every key any recording (of a project) has points of, sorted: the runs table's
         metric columns."""

@@ -209,9 +209,11 @@ def test_a_wrong_token_sets_no_cookie(backend: Backend) -> None:
     assert 'name="token"' in answer.text
 
 
-def test_the_cookie_opens_reads_but_never_writes(backend: Backend) -> None:
-    """With only the cookie: GET pages, series and quantiles work, a PATCH or an OTLP POST is a
-    401."""
+def test_the_cookie_opens_reads_but_writes_nothing_without_the_pages_csrf_token(
+    backend: Backend,
+) -> None:
+    """With only the cookie: GET pages, series and quantiles work; a PATCH is a 403 naming the
+    missing CSRF token (page_writes.py), a DELETE or an OTLP POST a 401; the notes stay empty."""
     rid = new_id()
     post_points(backend, rid, [("loss", 0, 1.0, T0)])
     jar = {"markov_token": backend.token}
@@ -219,11 +221,15 @@ def test_the_cookie_opens_reads_but_never_writes(backend: Backend) -> None:
         assert client.get(f"/recordings/{rid}").status_code == 200
         assert client.get("/api/v1/series", params={"ids": rid, "key": "loss"}).status_code == 200
         assert client.get("/api/v1/quantiles", params={"ids": rid, "key": "w"}).status_code == 200
-        assert client.patch(f"/api/v1/recordings/{rid}", json={"notes": "x"}).status_code == 401
+        patched = client.patch(f"/api/v1/recordings/{rid}", json={"notes": "x"})
+        assert patched.status_code == 403 and "missing CSRF token" in patched.json()["error"]
+        assert client.delete(f"/api/v1/recordings/{rid}").status_code == 401
         body = metrics_json_bytes(rid, [("loss", 1, 2.0, T0)])
         posted = client.post("/v1/metrics", content=body,
                              headers={"Content-Type": "application/json"})  # fmt: skip
         assert posted.status_code == 401
+    stored = httpx.get(f"{backend.url}/api/v1/recordings/{rid}", headers=backend.headers).json()
+    assert stored["notes"] == "" and stored["points"] == 1
 
 
 def test_a_running_recording_page_appends_new_points_live(

@@ -3,7 +3,8 @@
 // re-reads the range at full resolution, log scale, EMA smoothing with the raw line kept faint,
 // non-finite values as gaps with a marker, x by step or time, and live appends while a run is
 // running (every 2 s, asking with the ETag it has: 304 while nothing changed; new points only,
-// by since_step; not while the tab is hidden). Data: GET /api/v1/series. Marks
+// by since_step; not while the tab is hidden; each recording read is passed on as the event
+// "markov:recording", which keeps the run page's header current). Data: GET /api/v1/series. Marks
 // <html data-charts-ready="N"> once the charts are drawn.
 "use strict";
 (function () {
@@ -328,6 +329,7 @@
       found.forEach(function (recording, i) {
         if (!recording) return;
         var run = live[i];
+        document.dispatchEvent(new CustomEvent("markov:recording", { detail: recording }));
         var changed = recording.points !== run.points;
         run.status = recording.status;
         run.points = recording.points;

@@ -1,5 +1,9 @@
 // The runs table: one row per run, sort by any column, filter by text/status/value, choose the
-// visible columns, select runs and open the comparison. Marks <html data-runs-ready="N">.
+// visible columns, select runs and open the comparison; edit a run's name, tags and notes
+// (run_editor.js). Live: every 2 s (not while the tab is hidden) it asks GET /api/v1/runs-table
+// for the rows changed since its cursor, with the ETag it has, so an unchanged table costs a 304;
+// a change (a batch, a finished run, a new run, an edit on another page, a delete) brings only
+// those rows and redraws, keeping the view. Columns are those of the runs at load. Marks <html data-runs-ready="N"> and data-runs-polls="N".
 "use strict";
 (function () {
   var root = document.documentElement;
@@ -222,7 +226,8 @@
     var rows = shown.map(function (r) {
       var on = state.selected.has(r.id) ? " checked" : "";
       return '<tr data-id="' + esc(r.id) + '"><td class="select"><input type="checkbox" class="pick" data-id="' +
-        esc(r.id) + '" aria-label="select ' + esc(r.name || r.id) + '"' + on + "></td>" +
+        esc(r.id) + '" aria-label="select ' + esc(r.name || r.id) + '"' + on + '><button type="button" class="edit" data-edit="' +
+        esc(r.id) + '" title="edit name, tags and notes" aria-label="edit ' + esc(r.name || r.id) + '">✎</button></td>' +
         cols.map(function (c) { return "<td>" + cell(c, r) + "</td>"; }).join("") + "</tr>";
     });
     table.tBodies[0].innerHTML = rows.join("");
@@ -309,6 +314,12 @@
   statusBox.addEventListener("change", render);
   document.getElementById("runs-archived").addEventListener("change", render);
   table.addEventListener("click", function (event) {
+    var edit = event.target.closest("button.edit");
+    if (edit) {
+      var run = runs.find(function (r) { return r.id === edit.dataset.edit; });
+      if (run && window.MarkovEditor) window.MarkovEditor.open(run, doc.csrf, function () { poll(); });
+      return;
+    }
     var th = event.target.closest("th.sortable");
     if (!th) return;
     state.dir = state.sort === th.dataset.col ? -state.dir : 1;
@@ -341,4 +352,51 @@
     }
   }
   render();
+
+  // -- live: the rows again when something changed (an unchanged table is a 304) ---------------
+  var POLL_MS = 2000, timer = 0, asking = false, lastTag = null, waiting = false;
+  var cursor = doc.cursor || "";  // the latest change the rows have: the server sends what is newer
+  function url() {
+    var query = [];
+    if (doc.project) query.push("project_id=" + encodeURIComponent(doc.project));
+    if (cursor) query.push("since=" + encodeURIComponent(cursor));
+    return "/api/v1/runs-table" + (query.length ? "?" + query.join("&") : "");
+  }
+  function merge(fresh) {
+    if (!fresh.delta) return fresh.runs;
+    var byId = new Map(runs.map(function (r) { return [r.id, r]; }));
+    fresh.runs.forEach(function (r) { byId.set(r.id, r); });
+    return fresh.ids.filter(function (id) { return byId.has(id); }).map(function (id) { return byId.get(id); });
+  }
+  function poll() {
+    clearTimeout(timer);
+    if (document.hidden) { waiting = true; return; }
+    if (asking) return;
+    asking = true;
+    var asked = url();
+    fetch(asked, { credentials: "same-origin", cache: "no-cache", headers: { Accept: "application/json" } })
+      .then(function (answer) {
+        if (!answer.ok) throw new Error("GET " + asked + " answered " + answer.status);
+        var tag = answer.headers.get("ETag");
+        if (tag && tag === lastTag) return;  // the browser's kept copy after a 304: nothing new
+        lastTag = tag;
+        return answer.json().then(function (fresh) {
+          runs = merge(fresh);
+          cursor = fresh.cursor || cursor;
+          hay.clear();
+          metrics = {};
+          render();
+        });
+      })
+      .catch(function (error) { document.getElementById("runs-count").textContent = String(error.message || error); })
+      .then(function () {
+        asking = false;
+        root.dataset.runsPolls = String(Number(root.dataset.runsPolls || 0) + 1);
+        timer = setTimeout(poll, POLL_MS);
+      });
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && waiting) { waiting = false; poll(); }
+  });
+  timer = setTimeout(poll, POLL_MS);
 })();
