@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from markov_otel.errors import ConfigError
 from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_MAX_BODY_BYTES
 from markov_otel.server.api import Api, api_routes, json_response, part_bytes
+from markov_otel.server.artifactindex import adopt_json_index
 from markov_otel.server.artifacts import artifact_routes
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
 from markov_otel.server.backoff import WrongTokens, client_address, too_many
@@ -79,6 +80,7 @@ def create_app(
     store = open_store(db)
     root = Path(artifacts) if artifacts else default_dir(db)
     blobs = FileBlobStore(root, part_bytes(max_body_bytes))
+    adopt_json_index(root, store)  # an older backend's index files, read into the tables once
     lane = ReadLane(ingesting=gate.working)
     files = Api(store, max_body_bytes, public_url, gate, lane)
 

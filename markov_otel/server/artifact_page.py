@@ -10,15 +10,15 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from markov_otel.server.blobstore import BlobStore
+from markov_otel.server.storage import Store
 
 STRIP_MAX = 50
 """Images shown per key (the latest steps): a run logging an image per step stays readable."""
 
 
-def artifacts_section(blobs: BlobStore, recording_id: str) -> str:
+def artifacts_section(store: Store, recording_id: str) -> str:
     """The "Artifacts" and "Images" sections of a run page ('' when it has no files)."""
-    found = blobs.artifacts(recording_id)
+    found = store.artifacts(recording_id)
     files = [a for a in found if a.get("kind") != "image"]
     images = [a for a in found if a.get("kind") == "image"]
     return _files(recording_id, files) + _images(recording_id, images)

@@ -94,23 +94,20 @@ class Artifacts:
         if size is None:
             raise ApiError(409, f"{entry['digest']} is not stored yet: upload and commit it first")
         entry["size"] = size
-        rid = recording["recording_id"]
-        await run_in_threadpool(self.blobs.name_artifact, rid, entry)
-        if entry["kind"] == "model" and recording.get("model_id"):
-            model = {"model_id": recording["model_id"], "recording_id": rid, "artifact": entry}
-            model["project_id"] = recording["project_id"]
-            await run_in_threadpool(self.blobs.set_model, recording["model_id"], model)
+        model_id = recording.get("model_id") if entry["kind"] == "model" else None
+        index = self.api.store.name_artifact
+        await run_in_threadpool(index, recording["recording_id"], entry, model_id or None)
         return json_response(entry)
 
     async def list(self, request: Request) -> Response:
         recording = await self.api.readable(request)
-        found = await run_in_threadpool(self.blobs.artifacts, recording["recording_id"])
+        found = await run_in_threadpool(self.api.store.artifacts, recording["recording_id"])
         return json_response(found)
 
     async def download(self, request: Request) -> Response:
         recording = await self.api.readable(request)
         name = request.path_params["name"]
-        found = await run_in_threadpool(self.blobs.artifacts, recording["recording_id"])
+        found = await run_in_threadpool(self.api.store.artifacts, recording["recording_id"])
         entry = next((a for a in found if a["name"] == name), None)
         path = None if entry is None else self.blobs.path(hex_of(entry["digest"]))
         if entry is None or path is None:
@@ -120,7 +117,7 @@ class Artifacts:
 
     async def model(self, request: Request) -> Response:
         model_id = rules.check_id(request.path_params["model_id"], "model id")
-        doc = await run_in_threadpool(self.blobs.model, model_id)
+        doc = await run_in_threadpool(self.api.store.model, model_id)
         grant: Grant = request.state.grant
         if doc is None or not grant.allows(doc.get("project_id")):
             raise ApiError(

@@ -152,10 +152,9 @@ async def recording_page(store: Store, reads: ReadLane, request: Request) -> Res
 
 async def _files(request: Request, recording_id: str) -> str:
     """The run's artifacts and images (artifact_page.py), when the app keeps files."""
-    blobs = getattr(request.app.state, "blobs", None)
-    if blobs is None:
+    if getattr(request.app.state, "blobs", None) is None:
         return ""
-    return await run_in_threadpool(artifacts_section, blobs, recording_id)
+    return await run_in_threadpool(artifacts_section, request.app.state.store, recording_id)
 
 
 async def compare_page(store: Store, reads: ReadLane, request: Request) -> Response:

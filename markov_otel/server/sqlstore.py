@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from markov_otel.rules import next_status
+from markov_otel.server.artifactindex import ArtifactQueries, artifacts_schema
 from markov_otel.server.identity import unseen
 from markov_otel.server.lanes import ReaderPool
 from markov_otel.server.marks import MarksQueries, marks_schema
@@ -107,7 +108,7 @@ class BatchKey:
     digest: str
 
 
-class SqlStore(SeriesQueries, MarksQueries):
+class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
     """Recordings and their points in a SQL database; subclasses supply the connection."""
 
     value_type = "REAL"
@@ -212,6 +213,7 @@ class SqlStore(SeriesQueries, MarksQueries):
                 *creates,
                 *series_schema(self.value_type),
                 *marks_schema(),
+                *artifacts_schema(self.id_column),
                 *after,
             ]:
                 self._run(cur, statement)
