@@ -8,9 +8,8 @@ open for reading); `FileBlobStore` is its first backend, a directory:
     DIR/parts/<64 hex>/<index>         a part written whole (its size), so resuming skips it
 
 Which artifacts a recording names, and the models, are in the database (artifactindex.py), so
-several server processes share them. The scale path is object storage (S3-compatible, through
-boto3): parts become a multipart upload keyed by digest, commit verifies the digest and
-completes it, reads are ranged GETs. Everything here streams: memory stays bounded by one chunk.
+several server processes share them. The other backend is object storage (s3store.py,
+`--artifacts s3://bucket/prefix`). Everything here streams: memory stays bounded by one chunk.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -42,7 +41,8 @@ class BlobStore(Protocol):
     def put_part(self, hexdigest: str, index: int, chunks: Iterable[bytes]) -> int: ...
     def commit(self, hexdigest: str, size: int, parts: int) -> None: ...
     def open(self, hexdigest: str) -> BinaryIO: ...
-    def path(self, hexdigest: str) -> Path | None: ...
+    def path(self, hexdigest: str) -> Path | None: ...  # a local file, when there is one
+    def chunks(self, hexdigest: str, start: int, stop: int) -> Iterator[bytes]: ...
 
 
 class FileBlobStore:
@@ -117,6 +117,14 @@ class FileBlobStore:
         if found is None:
             raise FileNotFoundError(hexdigest)
         return found.open("rb")
+
+    def chunks(self, hexdigest: str, start: int, stop: int) -> Iterator[bytes]:
+        """Bytes start..stop-1 of a stored blob, a chunk at a time."""
+        with self.open(hexdigest) as data:
+            data.seek(start)
+            while start < stop and (chunk := data.read(min(CHUNK, stop - start))):
+                start += len(chunk)
+                yield chunk
 
 
 def _write_text(path: Path, text: str) -> None:
