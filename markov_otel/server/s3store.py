@@ -99,7 +99,8 @@ class S3BlobStore:
             return str(min(found, key=lambda u: (u["Initiated"], u["UploadId"]))["UploadId"])
         if not create:
             return None
-        return str(self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"])
+        made = str(self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"])
+        return self._upload_id(hexdigest, create=False) or made  # two made at once: the oldest
 
     def parts(self, hexdigest: str) -> dict[int, int]:
         upload = self._upload_id(hexdigest, create=False)
@@ -148,6 +149,7 @@ class S3BlobStore:
             self.client.copy(source, self.bucket, self._key("blobs", hexdigest))
         finally:
             self.client.delete_object(Bucket=self.bucket, Key=staged)
+        self._abort(hexdigest)  # an upload a racing client started and lost, if any
 
     def _join(self, hexdigest: str, upload: str, parts: int) -> None:
         listed = self.client.get_paginator("list_parts").paginate(
