@@ -31,6 +31,7 @@ _NAME = (
     f"INSERT INTO artifacts (recording_id, {', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (recording_id, name) DO "
 )
+_NEEDED = ("name", "kind", "digest", "size", "media_type")
 _REPLACE = "UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
 _MODEL = (
     "INSERT INTO models (model_id, recording_id, name) VALUES (?, ?, ?) ON CONFLICT (model_id) DO "
@@ -143,7 +144,9 @@ def adopt_json_index(root: Path, store: _Index) -> int:
     count = 0
     for path in sorted((root / "recordings").glob("*.json")):
         for entry in _load(path).get("artifacts", []):
-            model = models.get((path.stem, entry.get("name")))
+            if not isinstance(entry, dict) or not all(entry.get(c) is not None for c in _NEEDED):
+                continue  # a hand-edited line: nothing a download could serve
+            model = models.get((path.stem, entry["name"]))
             store.name_artifact(path.stem, entry, model, replace=False)
             count += 1
         path.unlink(missing_ok=True)

@@ -121,7 +121,7 @@ def test_an_older_backends_json_index_is_read_into_the_database_once(tmp_path: P
         other.pop("step")
         (root / "recordings").mkdir()
         (root / "models").mkdir()
-        index = {"artifacts": [entry, other]}
+        index = {"artifacts": [entry, other, {"name": "torn.bin"}]}  # the last one: skipped
         (root / "recordings" / f"{rid}.json").write_text(json.dumps(index))
         model = {"model_id": "m1", "recording_id": rid, "project_id": "p", "artifact": entry}
         (root / "models" / "m1.json").write_text(json.dumps(model))
