@@ -493,6 +493,7 @@ def test_stop_returns_within_its_deadline_during_a_copy_and_mkv_sync_finishes_it
     assert [len(blob) for _, blob in stored_blobs(backend)] == [size]
     assert main(["sync", recorder.recording_id]) == 0
     assert "bytes of artifacts uploaded" not in capsys.readouterr().out  # nothing twice
+    assert len(backend.records(recorder.recording_id, "loss")) == 1  # the point, once
 
 
 def serve_refusal(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:

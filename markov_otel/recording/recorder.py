@@ -83,6 +83,9 @@ MAX_OTHER_BYTES = 256 << 20
 """Bytes of array copies and texts waiting for the flusher before add_record waits for it."""
 MAX_BUFFERED_POINTS = 2_000_000
 """Points held in memory likewise: a record of 300 keys counts 300 (about 100 bytes a point)."""
+ARTIFACT_RESERVE = 5.0
+"""Seconds of stop()'s deadline (or half of what is left, if less) that pending artifact copies
+leave to the points' final drain and sending: a copy resumes from its source, points do not."""
 
 
 _plain_types = PLAIN_TYPES.issuperset
@@ -604,7 +607,10 @@ class ExperimentRecorder(RecordedEnvironment):
         """stop()'s work: the final batch on disk, the span closed, sending, then nothing held
         (no file descriptor, no thread) but what the deadline cut off."""
         if self._artifacts is not None:  # their log records before the closing ones
-            self._artifacts.stop(deadline - time.monotonic())
+            # A copy is resumable from its source; the points are not: they keep the last
+            # half of the time left (at most ARTIFACT_RESERVE s) for their drain and sending.
+            left = deadline - time.monotonic()
+            self._artifacts.stop(left - min(ARTIFACT_RESERVE, left / 2))
         self._status = status
         self._ended_at = time.time()
         if status == "failed" and self._launch is not None:
