@@ -11,12 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from backend_fixture import REPO, Backend, online_recorder
+from s3_server import AWS_ENV, s3_server
 
 from markov_otel import ExperimentRecorder, RecordingMode
 from markov_otel.cli.main import main
@@ -46,10 +48,41 @@ def listed(backend: Backend, recording_id: str) -> list[dict[str, Any]]:
     return list(answer.json())
 
 
-def stored_blobs(backend: Backend) -> list[Path]:
-    """The committed files on the backend's disk (its --artifacts dir beside the SQLite file)."""
+@pytest.fixture(params=["dir", "s3"])
+def files_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The backend keeping files in a directory, then in a bucket of a real S3-compatible
+    server (moto's, in its own process)."""
+    if request.param == "dir":
+        server = Backend(tmp_path / "backend")
+        try:
+            yield server
+        finally:
+            server.stop()
+        return
+    with s3_server(tmp_path / "s3") as s3:
+        bucket = ["--artifacts", f"s3://{s3.bucket}/team", "--s3-endpoint", s3.endpoint]
+        server = Backend(tmp_path / "backend", extra_args=bucket, env=AWS_ENV)
+        server.s3 = s3  # type: ignore[attr-defined]
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def stored_blobs(backend: Backend) -> list[tuple[str, bytes]]:
+    """The committed files of the backend, (SHA-256 hex, bytes): in its --artifacts dir beside
+    the SQLite file, or under blobs/ in its bucket."""
+    s3 = getattr(backend, "s3", None)
+    if s3 is not None:
+        return sorted((k.rsplit("/", 1)[-1], v) for k, v in s3.objects("team/blobs/").items())
     found = (backend.workdir / "backend.db.artifacts" / "blobs").rglob("*")
-    return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+    return sorted((p.name, p.read_bytes()) for p in found if p.is_file() and p.name[0] != ".")
+
+
+def held_parts(backend: Backend, digest: str) -> int:
+    """How many parts of an upload the backend holds (GET /api/v1/blobs/{digest})."""
+    url = f"{backend.url}/api/v1/blobs/{digest}"
+    return len(requests.get(url, headers=backend.headers, timeout=10).json()["parts"])
 
 
 def test_add_artifact_stores_file_and_directory_by_digest_and_logs_each(tmp_path: Path) -> None:
@@ -147,10 +180,11 @@ def test_a_file_changing_while_copied_is_never_stored_torn(tmp_path: Path) -> No
 
 
 def test_online_artifact_listed_downloaded_with_range_and_model_found(
-    backend: Backend, tmp_path: Path
+    files_backend: Backend, tmp_path: Path
 ) -> None:
     """Uploaded once: listed with its digest, downloadable whole and by Range, and the
     kind="model" artifact is what GET /api/v1/models/{model_id} names."""
+    backend = files_backend
     model = random_file(tmp_path / "model.pt", 20 << 20)  # three parts of 8 MiB
     with online_recorder(backend.url, backend.token) as recorder:
         recorder.add_record({"loss": 1.0})
@@ -162,6 +196,11 @@ def test_online_artifact_listed_downloaded_with_range_and_model_found(
     assert whole.content == model.read_bytes()
     part = requests.get(url, headers={**backend.headers, "Range": "bytes=10-19"}, timeout=10)
     assert part.status_code == 206 and part.content == model.read_bytes()[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{20 << 20}"
+    tail = requests.get(url, headers={**backend.headers, "Range": "bytes=-5"}, timeout=10)
+    assert tail.status_code == 206 and tail.content == model.read_bytes()[-5:]
+    past = requests.get(url, headers={**backend.headers, "Range": "bytes=999999999-"})
+    assert past.status_code == 416
     found = requests.get(
         f"{backend.url}/api/v1/models/{recorder.model_id}", headers=backend.headers, timeout=10
     ).json()
@@ -170,10 +209,11 @@ def test_online_artifact_listed_downloaded_with_range_and_model_found(
 
 
 def test_same_file_in_two_runs_is_stored_once_on_the_backend(
-    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    files_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    """Two runs adding the same 10 MB checkpoint: one file of 10 MB on the backend's disk, and
+    """Two runs adding the same 10 MB checkpoint: one file of 10 MB in the backend's store, and
     the second run uploads no part of it."""
+    backend = files_backend
     ckpt = random_file(tmp_path / "ckpt.bin", 10 << 20)
     with online_recorder(backend.url, backend.token) as first:
         first.add_artifact(ckpt, kind="checkpoint")
@@ -186,8 +226,7 @@ def test_same_file_in_two_runs_is_stored_once_on_the_backend(
     assert "bytes of artifacts uploaded" not in capsys.readouterr().out  # no part sent
     for recorder in (first, second):
         assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(ckpt)]
-    on_disk = stored_blobs(backend)
-    assert [(p.name, p.stat().st_size) for p in on_disk] == [(sha(ckpt)[7:], 10 << 20)]
+    assert stored_blobs(backend) == [(sha(ckpt)[7:], ckpt.read_bytes())]
 
 
 def test_backend_refusing_artifact_over_its_limit_leaves_it_on_disk(
@@ -216,36 +255,36 @@ SYNC = "from markov_otel.cli.main import main; import sys; sys.exit(main(['sync'
 
 @pytest.mark.slow
 def test_kill_9_mid_upload_then_mkv_sync_resumes_at_the_missing_parts(
-    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    files_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """`mkv sync` killed by SIGKILL after some parts: the next sync sends only the rest, and
     the backend holds the file whole (its digest)."""
+    backend = files_backend
     big = random_file(tmp_path / "big.bin", 96 << 20)  # 12 parts
     with offline() as recorder:
         recorder.add_artifact(big, kind="checkpoint")
     monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
     monkeypatch.setenv("MARKOV_API_KEY", backend.token)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    parts = backend.workdir / "backend.db.artifacts" / "parts" / sha(big)[7:]
     sync = subprocess.Popen([sys.executable, "-c", SYNC, recorder.recording_id], env=env)
     try:
         deadline = time.monotonic() + 60
-        while len([p for p in parts.glob("[0-9]*")]) < 2 and time.monotonic() < deadline:
+        while held_parts(backend, sha(big)) < 2 and time.monotonic() < deadline:
             assert sync.poll() is None, "the sync ended before it could be killed"
             time.sleep(0.005)
         sync.send_signal(signal.SIGKILL)
     finally:
         sync.kill()
         sync.wait()
-    held = len(list(parts.glob("[0-9]*")))
+    held = held_parts(backend, sha(big))
     assert 2 <= held < 12 and stored_blobs(backend) == []
     capsys.readouterr()
     assert main(["sync", recorder.recording_id]) == 0
     out = capsys.readouterr().out
     resent = int(out.split(" bytes of artifacts uploaded")[0].rsplit(" ", 1)[-1])
     assert resent <= (96 << 20) - held * (8 << 20)  # the parts it held were not sent again
-    [blob] = stored_blobs(backend)
-    assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == sha(big)
+    [(name, blob)] = stored_blobs(backend)
+    assert "sha256:" + hashlib.sha256(blob).hexdigest() == sha(big) == f"sha256:{name}"
     assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(big)]
 
 
@@ -265,12 +304,13 @@ def test_backend_down_then_restarted_artifact_arrives_by_mkv_sync(
     assert main(["sync", recorder.recording_id]) == 0
     assert main(["sync", recorder.recording_id]) == 0
     assert [a["digest"] for a in listed(backend, recorder.recording_id)] == [sha(ckpt)]
-    assert [p.stat().st_size for p in stored_blobs(backend)] == [12 << 20]
+    assert [len(blob) for _, blob in stored_blobs(backend)] == [12 << 20]
 
 
-def test_commit_checks_the_digest_and_parts_are_idempotent(backend: Backend) -> None:
+def test_commit_checks_the_digest_and_parts_are_idempotent(files_backend: Backend) -> None:
     """A part PUT twice is kept once; a commit whose parts do not hash to the digest is a 400
     and stores nothing; the right bytes commit."""
+    backend = files_backend
     data = os.urandom(1000)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     blob = f"{backend.url}/api/v1/blobs/{digest}"
@@ -282,7 +322,7 @@ def test_commit_checks_the_digest_and_parts_are_idempotent(backend: Backend) -> 
     assert stored_blobs(backend) == []
     assert requests.put(f"{blob}/parts/0", data=data, headers=backend.headers).ok
     assert requests.post(blob, json={"size": 1000, "parts": 1}, headers=backend.headers).ok
-    assert [p.read_bytes() for p in stored_blobs(backend)] == [data]
+    assert [blob for _, blob in stored_blobs(backend)] == [data]
 
 
 def test_other_projects_token_cannot_list_or_download_artifacts(tmp_path: Path) -> None:
@@ -396,3 +436,90 @@ def test_mkv_sync_all_names_a_run_whose_only_unsent_data_is_an_artifact(
     assert json.loads((recorder.run_dir / "artifact-acks.json").read_text())
     assert main(["sync", "--all"]) == 0
     assert "nothing to sync" in capsys.readouterr().out
+
+
+def sparse_zeros(path: Path, size: int) -> str:
+    """A sparse file of `size` zero bytes (no disk used, made instantly); its digest."""
+    with path.open("wb") as out:
+        out.truncate(size)
+    sha256, zeros = hashlib.sha256(), bytes(1 << 20)
+    for _ in range(size >> 20):
+        sha256.update(zeros)
+    return "sha256:" + sha256.hexdigest()
+
+
+def wait_for(predicate: Any, what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_stop_returns_within_its_deadline_during_a_copy_and_mkv_sync_finishes_it(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """stop() called while a 512 MiB artifact is being copied returns within sync_data_timeout,
+    calls the copy off (no temporary file, no thread, nothing stored behind its back) and leaves
+    it pending; `mkv sync` then copies and uploads it whole, once."""
+    size = 512 << 20
+    digest = sparse_zeros(tmp_path / "ckpt.bin", size)
+    timeout = 0.2  # far below any machine's time to hash and write 512 MiB (≥ 2.7 GB/s)
+    recorder = online_recorder(backend.url, backend.token, sync_data_timeout=timeout)
+    recorder.start()
+    recorder.add_record({"loss": 0.5})
+    recorder.add_artifact(tmp_path / "ckpt.bin", kind="checkpoint")
+    blob_dir = recorder.run_dir / "blobs"
+    temporary = lambda: [p for p in blob_dir.glob(".*.tmp") if p.stat().st_size > 0]  # noqa: E731
+    wait_for(temporary, "the copy to begin")
+    began = time.monotonic()
+    recorder.stop()
+    took = time.monotonic() - began
+    # The promise is stop() within sync_data_timeout. Past it only the flusher's 0.1 s floor
+    # and scheduling on a loaded 2-core machine: 5 s more is generous and still says "bounded".
+    assert took < timeout + 5.0
+    wait_for(lambda: not temporary(), "the called-off copy to remove its temporary file")
+    names = lambda: [t.name for t in threading.enumerate()]  # noqa: E731
+    wait_for(lambda: "markov-artifacts" not in names(), "the copier thread to end")
+    [left] = blobs.artifacts(recorder.run_dir)
+    assert left["state"] == "pending" and not list(blob_dir.iterdir())
+    monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)
+    monkeypatch.setenv("MARKOV_API_KEY", backend.token)
+    capsys.readouterr()
+    assert main(["sync", recorder.recording_id]) == 0
+    assert f"{size} bytes of artifacts uploaded" in capsys.readouterr().out
+    [entry] = listed(backend, recorder.recording_id)
+    assert (entry["digest"], entry["size"]) == (digest, size)
+    assert [len(blob) for _, blob in stored_blobs(backend)] == [size]
+    assert main(["sync", recorder.recording_id]) == 0
+    assert "bytes of artifacts uploaded" not in capsys.readouterr().out  # nothing twice
+    assert len(backend.records(recorder.recording_id, "loss")) == 1  # the point, once
+
+
+def serve_refusal(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """What `python -m markov_otel.server ARGS` says on stderr when it refuses to start (exit 1)."""
+    command = [sys.executable, "-m", "markov_otel.server", "--port", "0", "--token", "t", *args]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **AWS_ENV, **(env or {})}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    return done.stderr
+
+
+def test_s3_artifacts_without_boto3_is_a_config_error_naming_the_pip_line(tmp_path: Path) -> None:
+    """--artifacts s3://… where boto3 cannot be imported: one line naming the [s3] extra."""
+    hidden = tmp_path / "no-boto3" / "boto3"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named boto3', name='boto3')")
+    path = os.pathsep.join([str(hidden.parent), str(REPO)])
+    said = serve_refusal(tmp_path, "--artifacts", "s3://bucket/x", env={"PYTHONPATH": path})
+    assert "pip install 'markov-otel[s3]'" in said and "Traceback" not in said
+
+
+def test_s3_artifacts_in_a_missing_bucket_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """--artifacts s3://absent/x on a server without that bucket: refused, naming the bucket."""
+    with s3_server(tmp_path / "s3") as s3:
+        args = ["--artifacts", "s3://absent/x", "--s3-endpoint", s3.endpoint]
+        said = serve_refusal(tmp_path, *args)
+    assert "bucket 'absent' cannot be reached" in said and "Traceback" not in said

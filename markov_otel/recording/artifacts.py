@@ -3,8 +3,9 @@
 The caller pays a stat and one short line appended to artifacts.jsonl (about a millisecond,
 whatever the size); hashing and copying into the run dir (shipping/blobs.py) happen on the
 "markov-artifacts" thread, so neither training nor the flusher waits for a 2 GB checkpoint.
-What is still pending at stop() is waited for within its deadline; the rest is resumable: the
-"added" line names the source, and `mkv sync` copies it.
+What is still pending at stop() is waited for within its deadline; then the copy under way is
+called off (within a chunk, its temporary file removed, nothing written after) and the rest is
+resumable: the "added" line names the source, and `mkv sync` copies it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class ArtifactCopier:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._trouble = SayOnce(log)
+        self._cancel = threading.Event()  # set when stop() stops waiting
 
     def add(self, event: dict[str, Any], step: int | None) -> None:
         """Note the artifact in artifacts.jsonl and queue its copy."""
@@ -101,6 +103,7 @@ class ArtifactCopier:
         thread.join(max(0.0, timeout))
         if thread.is_alive():
             self._on_stored = _nothing  # the recording's log is closing: artifacts.jsonl says it
+            self._cancel.set()  # no copy goes on behind stop()'s back; `mkv sync` redoes it
             log.warning(
                 "markov_otel: artifacts of %s are still being copied at stop(); they stay "
                 "pending in the run dir and `mkv sync %s` finishes them",
@@ -110,20 +113,28 @@ class ArtifactCopier:
         return True
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while (job := self._jobs.get()) is not None and not self._cancel.is_set():
             if "pixels" in job:
                 entry = store_image(self._run_dir, job, self._trouble)
             else:
-                entry = copy_one(self._run_dir, job, self._trouble)
+                entry = copy_one(self._run_dir, job, self._trouble, self._cancel)
             if entry is not None:
                 self._on_stored(entry)
 
 
-def copy_one(run_dir: Path, added: Mapping[str, Any], trouble: SayOnce) -> dict[str, Any] | None:
-    """Copy one pending artifact; its "stored" event, or None (said once) when it could not."""
+def copy_one(
+    run_dir: Path,
+    added: Mapping[str, Any],
+    trouble: SayOnce,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any] | None:
+    """Copy one pending artifact; its "stored" event, or None (said once) when it could not,
+    or None (it stays pending; stop() said so) when `cancel` called the copy off."""
     number, source = added["number"], Path(added["source"])
     try:
-        stored = blobs.store(source, run_dir)
+        stored = blobs.store(source, run_dir, cancel)
+    except blobs.Cancelled:
+        return None
     except blobs.SourceChanged:
         blobs.append_event(run_dir, {"event": "changed", "number": number})
         trouble.say(

@@ -39,6 +39,11 @@ from markov_otel.shipping.transport import Target
 log = logging.getLogger("markov_otel")
 
 
+ARTIFACT_RESERVE = 5.0
+"""Seconds of stop()'s deadline (or half of what is left, if less) that pending artifact copies
+leave to the points' final drain and sending: a copy resumes from its source, points do not."""
+
+
 class State(enum.Enum):
     CREATED, REGISTERED, RUNNING, STOPPED = range(4)
 
@@ -180,7 +185,10 @@ class Lifecycle(Background, RecordedEnvironment):
         """stop()'s work: the final batch on disk, the span closed, sending, then nothing held
         (no file descriptor, no thread) but what the deadline cut off."""
         if self._artifacts is not None:  # their log records before the closing ones
-            self._artifacts.stop(deadline - time.monotonic())
+            # A copy is resumable from its source; the points are not: they keep the last
+            # half of the time left (at most ARTIFACT_RESERVE s) for their drain and sending.
+            left = deadline - time.monotonic()
+            self._artifacts.stop(left - min(ARTIFACT_RESERVE, left / 2))
         self._close_run(status)
         if self._sampler is not None:  # its last sample goes into the final drain
             self._sampler.stop(deadline - time.monotonic())

@@ -23,10 +23,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from markov_otel.errors import ConfigError
 from markov_otel.rules import DEFAULT_MAX_ARTIFACT_BYTES, DEFAULT_MAX_BODY_BYTES
 from markov_otel.server.api import Api, api_routes, json_response, part_bytes
+from markov_otel.server.artifactindex import adopt_json_index
 from markov_otel.server.artifacts import artifact_routes
 from markov_otel.server.auth import COOKIE, TokenTable, bearer
 from markov_otel.server.backoff import WrongTokens, client_address, too_many
-from markov_otel.server.blobstore import FileBlobStore, default_dir
+from markov_otel.server.blobstore import BlobStore, FileBlobStore, default_dir
 from markov_otel.server.bodies import JSON, PROTOBUF, ApiError
 from markov_otel.server.browser_auth import (
     LOGIN_PATH,
@@ -71,6 +72,7 @@ def create_app(
     min_body_rate: int = DEFAULT_MIN_BODY_RATE,
     artifacts: str | None = None,
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+    s3_endpoint: str | None = None,
 ) -> Starlette:
     """The backend app over the store named by `db`; `tokens` entries are `T` or `T:PROJECT`,
     `read_tokens` the same for tokens that read only (any write: 403).
@@ -78,12 +80,12 @@ def create_app(
     At most `max_concurrent_ingest` request bodies are parsed and stored at once (one project:
     all but one of them); past that a request gets 503 with Retry-After. A body slower than
     `body_timeout` s plus a second per `min_body_rate` bytes gets 408 (see gate.py). Files go to
-    the directory `artifacts` (default: beside a SQLite file, see blobstore.py).
+    the directory `artifacts` (default: beside a SQLite file, see blobstore.py), or to the
+    bucket of an `s3://bucket/prefix` (s3store.py, on `s3_endpoint` if given).
     """
     gate = IngestGate(max_concurrent_ingest, body_timeout=body_timeout, min_body_rate=min_body_rate)
     store = open_store(db)
-    root = Path(artifacts) if artifacts else default_dir(db)
-    blobs = FileBlobStore(root, part_bytes(max_body_bytes))
+    blobs = blob_store(artifacts, db, store, part_bytes(max_body_bytes), s3_endpoint)
     lane = ReadLane(ingesting=gate.working)
     files = Api(store, max_body_bytes, public_url, gate, lane)
 
@@ -119,6 +121,25 @@ def create_app(
     app.state.store = store
     app.state.blobs = blobs  # the run page lists its files (artifact_page.py)
     return app
+
+
+def blob_store(
+    artifacts: str | None, db: str, store: Store, part: int, s3_endpoint: str | None
+) -> BlobStore:
+    """The BlobStore `--artifacts` names: a bucket for s3://…, else a directory (whose older
+    JSON index, if any, is read into `store` once)."""
+    if artifacts and artifacts.startswith("s3://"):
+        from markov_otel.server.s3store import S3BlobStore  # boto3: the [s3] extra
+
+        return S3BlobStore(artifacts, part, s3_endpoint)
+    if s3_endpoint:
+        raise ConfigError(
+            f"--s3-endpoint {s3_endpoint} is for --artifacts s3://bucket/prefix; "
+            f"--artifacts is {artifacts or 'a directory (the default)'}"
+        )
+    root = Path(artifacts) if artifacts else default_dir(db)
+    adopt_json_index(root, store)  # an older backend's index files, read into the tables once
+    return FileBlobStore(root, part)
 
 
 def routes(

@@ -12,8 +12,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from markov_otel.server.blobstore import BlobStore
 from markov_otel.server.page_data import embed_json
+from markov_otel.server.storage import Store
 
 STRIP_MAX = 50
 """Images shown per key (the latest steps): a run logging an image per step stays readable."""
@@ -23,9 +23,9 @@ IMAGES_A_KEY = 1000
 """Images a key offers the slider per run (the latest steps): a bound on the embedded JSON."""
 
 
-def artifacts_section(blobs: BlobStore, recording_id: str) -> str:
+def artifacts_section(store: Store, recording_id: str) -> str:
     """The "Artifacts" and "Images" sections of a run page ('' when it has no files)."""
-    found = blobs.artifacts(recording_id)
+    found = store.artifacts(recording_id)
     files = [a for a in found if a.get("kind") != "image"]
     images = [a for a in found if a.get("kind") == "image"]
     return _files(recording_id, files) + _images(recording_id, images)
@@ -33,7 +33,7 @@ def artifacts_section(blobs: BlobStore, recording_id: str) -> str:
 
 def image_index(artifacts: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[Any]]]:
     """Per image key, per recording, its images in step order ({step, src, caption, digest}),
-    from each recording's artifacts (`BlobStore.artifacts`)."""
+    from each recording's artifacts (`Store.artifacts`)."""
     index: dict[str, dict[str, list[Any]]] = {}
     for rid, found in artifacts.items():
         for key, shown in _by_key([a for a in found if a.get("kind") == "image"]):

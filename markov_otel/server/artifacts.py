@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from markov_otel import rules
@@ -27,6 +28,7 @@ from markov_otel.server.fields import text
 __all__ = ["artifact_routes"]
 
 _DIGEST = re.compile(rules.DIGEST_PATTERN)
+_ONE_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 KINDS = ("file", "model", "checkpoint", "dataset", "image")  # image: an add_record value
 
 
@@ -94,33 +96,33 @@ class Artifacts:
         if size is None:
             raise ApiError(409, f"{entry['digest']} is not stored yet: upload and commit it first")
         entry["size"] = size
-        rid = recording["recording_id"]
-        await run_in_threadpool(self.blobs.name_artifact, rid, entry)
-        if entry["kind"] == "model" and recording.get("model_id"):
-            model = {"model_id": recording["model_id"], "recording_id": rid, "artifact": entry}
-            model["project_id"] = recording["project_id"]
-            await run_in_threadpool(self.blobs.set_model, recording["model_id"], model)
+        model_id = recording.get("model_id") if entry["kind"] == "model" else None
+        index = self.api.store.name_artifact
+        await run_in_threadpool(index, recording["recording_id"], entry, model_id or None)
         return json_response(entry)
 
     async def list(self, request: Request) -> Response:
         recording = await self.api.readable(request)
-        found = await run_in_threadpool(self.blobs.artifacts, recording["recording_id"])
+        found = await run_in_threadpool(self.api.store.artifacts, recording["recording_id"])
         return json_response(found)
 
     async def download(self, request: Request) -> Response:
         recording = await self.api.readable(request)
         name = request.path_params["name"]
-        found = await run_in_threadpool(self.blobs.artifacts, recording["recording_id"])
+        found = await run_in_threadpool(self.api.store.artifacts, recording["recording_id"])
         entry = next((a for a in found if a["name"] == name), None)
-        path = None if entry is None else self.blobs.path(hex_of(entry["digest"]))
-        if entry is None or path is None:
+        hexdigest = None if entry is None else hex_of(entry["digest"])
+        size = None if hexdigest is None else await run_in_threadpool(self.blobs.size, hexdigest)
+        if entry is None or hexdigest is None or size is None:
             raise ApiError(404, f"recording {recording['recording_id']!r} has no artifact {name!r}")
-        # FileResponse answers Range requests (206, 416) and streams from disk.
-        return FileResponse(path, media_type=entry["media_type"], filename=name.split("/")[-1])
+        path = self.blobs.path(hexdigest)
+        if path is not None:  # FileResponse answers Range (206, 416) and streams from disk
+            return FileResponse(path, media_type=entry["media_type"], filename=name.split("/")[-1])
+        return ranged(request, self.blobs, hexdigest, size, entry["media_type"], name)
 
     async def model(self, request: Request) -> Response:
         model_id = rules.check_id(request.path_params["model_id"], "model id")
-        doc = await run_in_threadpool(self.blobs.model, model_id)
+        doc = await run_in_threadpool(self.api.store.model, model_id)
         grant: Grant = request.state.grant
         if doc is None or not grant.allows(doc.get("project_id")):
             raise ApiError(
@@ -133,6 +135,43 @@ class Artifacts:
             f"{base.rstrip('/')}/api/v1/recordings/{doc['recording_id']}/artifacts/{name}"
         )
         return json_response(doc)
+
+
+def ranged(
+    request: Request, blobs: BlobStore, hexdigest: str, size: int, media_type: str, name: str
+) -> Response:
+    """A store without local files (S3): the bytes, or the one range asked for (206; 416 past
+    the end); a Range of several ranges, or one it cannot read, gets the whole file (200)."""
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f"attachment; filename*=utf-8''{quote(name.split('/')[-1])}",
+    }
+    span = _range(request.headers.get("range", ""), size)
+    if span is None:
+        start, stop, status = 0, size, 200
+    elif span[0] >= size:
+        headers["Content-Range"] = f"bytes */{size}"
+        return Response(status_code=416, headers=headers)
+    else:
+        (start, stop), status = span, 206
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    headers["Content-Length"] = str(stop - start)
+    chunks = blobs.chunks(hexdigest, start, stop)  # a sync iterator: read in the thread pool
+    return StreamingResponse(chunks, status_code=status, media_type=media_type, headers=headers)
+
+
+def _range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, stop) of `bytes=a-b`, `bytes=a-` or `bytes=-n`; None for anything else."""
+    match = _ONE_RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first:  # the last n bytes
+        return (max(0, size - int(last)), size) if last and int(last) > 0 else None
+    start = int(first)
+    if last and int(last) < start:  # not a range at all: ignored, as RFC 9110 says
+        return None
+    return start, size if not last else min(size, int(last) + 1)
 
 
 async def _bounded(request: Request, limit: int) -> Any:

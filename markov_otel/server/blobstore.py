@@ -6,25 +6,21 @@ open for reading); `FileBlobStore` is its first backend, a directory:
     DIR/blobs/<2 hex>/<64 hex>         committed bytes, stored once whatever the runs naming them
     DIR/parts/<64 hex>/partial         an upload not committed yet, each part at its offset
     DIR/parts/<64 hex>/<index>         a part written whole (its size), so resuming skips it
-    DIR/recordings/<recording>.json    the artifacts each recording names (artifact index)
-    DIR/models/<model id>.json         the recording whose kind="model" artifact fills a model_id
 
-The scale path is object storage (S3-compatible, through boto3): parts become a multipart
-upload keyed by digest, commit verifies the digest and completes it, reads are ranged GETs; the
-indexes move to database tables. Everything here streams: memory stays bounded by one chunk.
+Which artifacts a recording names, and the models, are in the database (artifactindex.py), so
+several server processes share them. The other backend is object storage (s3store.py,
+`--artifacts s3://bucket/prefix`). Everything here streams: memory stays bounded by one chunk.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from markov_otel.rules import ARTIFACT_PART_BYTES
 
@@ -36,7 +32,7 @@ class BlobRefused(Exception):
 
 
 class BlobStore(Protocol):
-    """Content-addressed bytes and the indexes naming them (see the module docstring)."""
+    """Content-addressed bytes, uploaded in parts (see the module docstring)."""
 
     part_bytes: int  # every part but the last of an upload is this long
 
@@ -45,11 +41,8 @@ class BlobStore(Protocol):
     def put_part(self, hexdigest: str, index: int, chunks: Iterable[bytes]) -> int: ...
     def commit(self, hexdigest: str, size: int, parts: int) -> None: ...
     def open(self, hexdigest: str) -> BinaryIO: ...
-    def path(self, hexdigest: str) -> Path | None: ...
-    def artifacts(self, recording_id: str) -> list[dict[str, Any]]: ...
-    def name_artifact(self, recording_id: str, entry: dict[str, Any]) -> None: ...
-    def model(self, model_id: str) -> dict[str, Any] | None: ...
-    def set_model(self, model_id: str, doc: dict[str, Any]) -> None: ...
+    def path(self, hexdigest: str) -> Path | None: ...  # a local file, when there is one
+    def chunks(self, hexdigest: str, start: int, stop: int) -> Iterator[bytes]: ...
 
 
 class FileBlobStore:
@@ -57,7 +50,6 @@ class FileBlobStore:
 
     def __init__(self, root: Path, part_bytes: int = ARTIFACT_PART_BYTES) -> None:
         self.root, self.part_bytes = root, part_bytes  # folders are made at the first write
-        self._lock = threading.Lock()  # index read-modify-write within this process
 
     def path(self, hexdigest: str) -> Path | None:
         found = self.root / "blobs" / hexdigest[:2] / hexdigest
@@ -126,34 +118,13 @@ class FileBlobStore:
             raise FileNotFoundError(hexdigest)
         return found.open("rb")
 
-    def artifacts(self, recording_id: str) -> list[dict[str, Any]]:
-        return list(_read(self.root / "recordings" / f"{recording_id}.json").get("artifacts", []))
-
-    def name_artifact(self, recording_id: str, entry: dict[str, Any]) -> None:
-        """Add (or replace, by name) one artifact of a recording."""
-        path = self.root / "recordings" / f"{recording_id}.json"
-        with self._lock:
-            kept = [a for a in self.artifacts(recording_id) if a["name"] != entry["name"]]
-            _write(path, {"artifacts": [*kept, entry]})
-
-    def model(self, model_id: str) -> dict[str, Any] | None:
-        return _read(self.root / "models" / f"{model_id}.json") or None
-
-    def set_model(self, model_id: str, doc: dict[str, Any]) -> None:
-        with self._lock:
-            _write(self.root / "models" / f"{model_id}.json", doc)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write(path: Path, doc: dict[str, Any]) -> None:
-    _write_text(path, json.dumps(doc, sort_keys=True))
+    def chunks(self, hexdigest: str, start: int, stop: int) -> Iterator[bytes]:
+        """Bytes start..stop-1 of a stored blob, a chunk at a time."""
+        with self.open(hexdigest) as data:
+            data.seek(start)
+            while start < stop and (chunk := data.read(min(CHUNK, stop - start))):
+                start += len(chunk)
+                yield chunk
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -2,8 +2,9 @@
 
 Kept in a table of its own (`recording_marks`: recording id, tags as a JSON list, archived), so
 ingest never touches it and a database of an older backend just gains the table. Deleting a run
-removes every row of it: recording, series, points, step buckets, alerts, events, batch keys and
-marks, in one transaction. `MarksQueries` is mixed into `SqlStore`.
+removes every row of it: recording, series, points, step buckets, alerts, events, batch keys,
+marks and the names of its artifacts and model (not the bytes, which other runs may share), in
+one transaction. `MarksQueries` is mixed into `SqlStore`.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class MarksQueries:
             series = "SELECT series_id FROM series WHERE recording_id = ?"
             for table in ("points", "point_buckets"):
                 self._run(cur, f"DELETE FROM {table} WHERE series_id IN ({series})", [recording_id])
-            for table in ("series", "alerts", "events", "batch_keys", "recording_marks"):
+            tables = ("series", "alerts", "events", "batch_keys", "recording_marks")
+            for table in (*tables, "artifacts", "models"):
                 self._run(cur, f"DELETE FROM {table} WHERE recording_id = ?", [recording_id])
             self._run(cur, "DELETE FROM recordings WHERE recording_id = ?", [recording_id])
             return True

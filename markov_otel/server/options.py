@@ -118,8 +118,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifacts",
         metavar="DIR",
-        help="directory of uploaded files, stored once by SHA-256 (default: beside the SQLite "
-        "file as FILE.artifacts, else ./markov-artifacts)",
+        help="where uploaded files are stored once by SHA-256: a directory (default: beside the "
+        "SQLite file as FILE.artifacts, else ./markov-artifacts), or s3://BUCKET/PREFIX for "
+        "S3-compatible object storage (pip install 'markov-otel[s3]'; credentials and region "
+        "from the usual AWS_* variables)",
+    )
+    parser.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="the S3-compatible server of --artifacts s3://… (MinIO, Ceph, …; default: "
+        "AWS_ENDPOINT_URL, else AWS S3 itself)",
     )
     parser.add_argument(
         "--max-artifact-bytes",
@@ -158,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         min_body_rate=args.min_body_rate,
         artifacts=args.artifacts,
+        s3_endpoint=args.s3_endpoint,
         max_artifact_bytes=args.max_artifact_bytes,
     )
     return 0

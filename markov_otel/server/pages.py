@@ -159,10 +159,9 @@ async def recording_page(store: Store, reads: ReadLane, request: Request) -> Res
 
 async def _files(request: Request, recording_id: str) -> str:
     """The run's artifacts and images (artifact_page.py), when the app keeps files."""
-    blobs = getattr(request.app.state, "blobs", None)
-    if blobs is None:
+    if getattr(request.app.state, "blobs", None) is None:
         return ""
-    return await run_in_threadpool(artifacts_section, blobs, recording_id)
+    return await run_in_threadpool(artifacts_section, request.app.state.store, recording_id)
 
 
 async def compare_page(store: Store, reads: ReadLane, request: Request) -> Response:
@@ -208,16 +207,19 @@ async def _compared_arrays(
 <span class="muted">per run: the median in its p25&ndash;p75 and p5&ndash;p95 bands</span></div>
 <div id="quantiles" class="quantiles"></div>{_data("distributions-data", {"keys": keys})}
 </section>"""
-    blobs = getattr(request.app.state, "blobs", None)
-    if blobs is not None:
-        artifacts = await run_in_threadpool(lambda: {rid: blobs.artifacts(rid) for rid in ids})
-        images = image_index(artifacts)
+    if getattr(request.app.state, "blobs", None) is not None:
+        images = image_index(await reads.run(_artifacts_of, store, ids))
         if images:
             out += f"""<section id="images"><h2>Images</h2>
 <div class="controls"><label>key <select id="image-key"></select></label></div>
 <div class="image-viewer" id="image-compare"></div>{_data("images-data", {"images": images})}
 </section>"""
     return out
+
+
+def _artifacts_of(store: Store, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each of `ids`' artifacts (the artifact index is in the database: artifactindex.py)."""
+    return {rid: store.artifacts(rid) for rid in ids}
 
 
 def _distribution_keys(store: Store, ids: list[str]) -> list[str]:

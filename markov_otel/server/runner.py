@@ -56,6 +56,7 @@ def serve(
     min_body_rate: int = DEFAULT_MIN_BODY_RATE,
     artifacts: str | None = None,
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+    s3_endpoint: str | None = None,
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
@@ -87,6 +88,7 @@ def serve(
         min_body_rate=min_body_rate,
         artifacts=artifacts,
         max_artifact_bytes=max_artifact_bytes,
+        s3_endpoint=s3_endpoint,
     )
     # One process: the app now. Several: each worker makes its own from this (picklable)
     # factory; the parent opens the database once first, so that a bad --db or flag fails

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from markov_otel.rules import next_status
+from markov_otel.server.artifactindex import ArtifactQueries, artifacts_schema
 from markov_otel.server.distributions import DISTRIBUTION, TEXT
 from markov_otel.server.identity import event_identity, unseen
 from markov_otel.server.lanes import ReaderPool
@@ -114,7 +115,7 @@ class BatchKey:
     digest: str
 
 
-class SqlStore(SeriesQueries, MarksQueries):
+class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
     """Recordings and their points in a SQL database; subclasses supply the connection."""
 
     value_type = "REAL"
@@ -220,6 +221,7 @@ class SqlStore(SeriesQueries, MarksQueries):
                 *creates,
                 *series_schema(self.value_type),
                 *marks_schema(),
+                *artifacts_schema(self.id_column),
                 *after,
             ]:
                 self._run(cur, statement)

@@ -80,6 +80,16 @@ class Store(Protocol):
         events: Sequence[EventRow] = (),
         scope: str | None = None,
     ) -> bool: ...
+    def name_artifact(
+        self,
+        recording_id: str,
+        entry: dict[str, Any],
+        model_id: str | None = None,
+        *,
+        replace: bool = True,
+    ) -> None: ...
+    def artifacts(self, recording_id: str) -> list[dict[str, Any]]: ...
+    def model(self, model_id: str) -> dict[str, Any] | None: ...
     def close(self) -> None: ...
 
 

@@ -41,6 +41,10 @@ class SourceChanged(Exception):
     """The source file changed while it was copied: the copy was thrown away."""
 
 
+class Cancelled(Exception):
+    """The copy was called off (stop() reached its deadline): its temporary file is removed."""
+
+
 @dataclass(frozen=True)
 class Stored:
     """Bytes under blobs/: their SHA-256 (hex), size and media type."""
@@ -96,12 +100,12 @@ def artifacts(run_dir: Path) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def store(source: Path, run_dir: Path) -> Stored:
+def store(source: Path, run_dir: Path, cancel: threading.Event | None = None) -> Stored:
     """Copy `source` (file or directory) into blobs/ by its SHA-256; SourceChanged if it kept
-    changing over COPY_ATTEMPTS copies."""
+    changing over COPY_ATTEMPTS copies, Cancelled (within a chunk) once `cancel` is set."""
     for attempt in range(COPY_ATTEMPTS):
         try:
-            return _store_once(source, run_dir)
+            return _store_once(source, run_dir, cancel or threading.Event())
         except SourceChanged:
             if attempt + 1 == COPY_ATTEMPTS:
                 raise
@@ -109,19 +113,21 @@ def store(source: Path, run_dir: Path) -> Stored:
     raise AssertionError("unreachable")
 
 
-def _store_once(source: Path, run_dir: Path) -> Stored:
+def _store_once(source: Path, run_dir: Path, cancel: threading.Event) -> Stored:
     blobs = run_dir / BLOB_DIR
     blobs.mkdir(exist_ok=True)
     tmp = blobs / f".{uuid.uuid4().hex}.tmp"
     try:
         with tmp.open("wb") as out:
-            hashing = _HashingWriter(out)
+            hashing = _HashingWriter(out, cancel)
             if source.is_dir():
                 _write_tar(source, hashing)
                 media_type = TAR_TYPE
             else:
                 _copy_file(source, hashing)
                 media_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
+            if cancel.is_set():  # not even the fsync: stop() is not waiting any more
+                raise Cancelled
             out.flush()
             os.fsync(out.fileno())
         digest = hashing.sha.hexdigest()
@@ -152,15 +158,18 @@ def store_bytes(data: bytes, run_dir: Path, media_type: str) -> Stored:
 
 
 class _HashingWriter(io.RawIOBase):
-    """Writes through to a file, hashing and counting on the way."""
+    """Writes through to a file, hashing and counting on the way; Cancelled once `cancel` is
+    set (checked per write, so a copy is called off within a chunk)."""
 
-    def __init__(self, out: BinaryIO) -> None:
-        self.out, self.sha, self.size = out, hashlib.sha256(), 0
+    def __init__(self, out: BinaryIO, cancel: threading.Event) -> None:
+        self.out, self.cancel, self.sha, self.size = out, cancel, hashlib.sha256(), 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        if self.cancel.is_set():
+            raise Cancelled
         view = memoryview(data)
         self.sha.update(view)
         self.out.write(view)
