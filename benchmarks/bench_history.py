@@ -38,6 +38,7 @@ from markov_otel.server.storage import SeriesPoints, open_store
 
 KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "grad_norm")
 T0 = 1_700_000_000_000_000_000
+BATCH_STEPS = 1000  # steps a stored batch holds (as the recorder's batches of records)
 TOKEN = "bench-token"
 
 
@@ -51,12 +52,15 @@ def fill(db: str, ids: list[str], steps: int) -> None:
         for n, rid in enumerate(ids):
             if store.get(rid) is not None:
                 continue
-            for i, key in enumerate(KEYS):
-                at = list(range(steps))
-                values = [math.exp(-s / 5000) + 0.01 * math.sin(s + n + i) for s in at]
-                times = [T0 + s * 1000 + i for s in at]
-                resource = [(rid, {"markov.recording.name": f"sweep-{n}"})] if i == 0 else []
-                store.ingest(None, resource, [SeriesPoints.of(rid, key, at, values, times)])
+            resource = [(rid, {"markov.recording.name": f"sweep-{n}"})]
+            for lo in range(0, steps, BATCH_STEPS):  # a batch: every key of BATCH_STEPS steps
+                at = list(range(lo, min(lo + BATCH_STEPS, steps)))
+                batch = []
+                for i, key in enumerate(KEYS):
+                    values = [math.exp(-s / 5000) + 0.01 * math.sin(s + n + i) for s in at]
+                    times = [T0 + s * 1000 + i for s in at]
+                    batch.append(SeriesPoints.of(rid, key, at, values, times))
+                store.ingest(None, resource, batch)
             print(f"  stored {rid}", file=sys.stderr)
     finally:
         store.close()

@@ -465,9 +465,10 @@ def _backend_points(base: str, run_id: str, wanted: set[str] | None) -> Iterator
 
 
 _HISTORY_IDS = 100  # recordings per GET /api/v1/history (the server's limit)
-# The binary form of the answer (server/history.py): frames of a JSON header and the records.
+# The binary form of the answer (server/history.py): frames of a JSON header and, per key, its
+# n steps, n values and n times (server/blocks.py).
 _HISTORY_TYPE = "application/x-markov-history"
-_RECORD = [("step", "<i8"), ("value", "<f8"), ("time", "<i8")]
+_COLUMNS = (("step", "<i8"), ("value", "<f8"), ("time", "<i8"))
 
 Columns = tuple[Any, Any, Any]  # numpy arrays: step, value, time
 
@@ -475,7 +476,7 @@ Columns = tuple[Any, Any, Any]  # numpy arrays: step, value, time
 def _backend_history(
     base: str, ids: list[str], wanted: list[str] | None, max_points: int | None
 ) -> dict[str, Any]:
-    """{id: frame} from GET /api/v1/history: packed records, one request per 100 recordings."""
+    """{id: frame} from GET /api/v1/history: packed columns, one request per 100 recordings."""
     frames: dict[str, Any] = {}
     for start in range(0, len(ids), _HISTORY_IDS):
         chunk = [check_run_id(rid) for rid in ids[start : start + _HISTORY_IDS]]
@@ -496,7 +497,7 @@ def _backend_history(
 
 
 def _history_runs(answer: Any) -> Iterator[tuple[str, dict[str, Columns]]]:
-    """(id, {key: columns}) of each recording in the answer: a numpy view of its records each."""
+    """(id, {key: columns}) of each recording in the answer, numpy views of the body."""
     import numpy as np
 
     if not answer.headers.get("Content-Type", "").startswith(_HISTORY_TYPE):  # the JSON form
@@ -504,7 +505,7 @@ def _history_runs(answer: Any) -> Iterator[tuple[str, dict[str, Columns]]]:
             yield (
                 run["recording_id"],
                 {
-                    key: tuple(_array(np, a[c], t) for c, t in _RECORD)
+                    key: tuple(_array(np, a[c], t) for c, t in _COLUMNS)
                     for key, a in run["keys"].items()
                 },
             )
@@ -516,9 +517,11 @@ def _history_runs(answer: Any) -> Iterator[tuple[str, dict[str, Columns]]]:
         at += 4 + size
         keys = {}
         for key, n in header["keys"]:
-            records = np.frombuffer(body, np.dtype(_RECORD), n, at)
-            at += records.nbytes
-            keys[key] = (records["step"], records["value"], records["time"])
+            columns = []
+            for _, dtype in _COLUMNS:
+                columns.append(np.frombuffer(body, dtype, n, at))  # short: a ValueError
+                at += 8 * n
+            keys[key] = (columns[0], columns[1], columns[2])
         yield header["recording_id"], keys
 
 

@@ -1,16 +1,16 @@
 """`GET /api/v1/history`: whole series of several recordings in one answer, for read.history().
 
 `?ids=RUN1,RUN2&key=loss&key=acc` (no `key`: every key of each recording). Each key's points
-come in step then time order, packed as records of 24 bytes, little-endian: the step (int64),
-the value (float64; NaN and ±inf as themselves) and the time (int64 ns).
+come in step then time order, packed (blocks.py): `n` int64 steps, `n` float64 values (NaN, ±inf
+and -0.0 as themselves) and `n` int64 times (ns), little-endian.
 
 Two forms of the same answer:
 
 - `Accept: application/x-markov-history` (read.history): the records themselves, streamed a
   recording at a time; each recording a frame: the length (uint32) of a JSON header
   `{"recording_id", "keys": [[key, n], ...]}`, the header, then each key's `n` records in the
-  header's order. The reader takes them with one `numpy.frombuffer` per key: no JSON number,
-  base64 or Python object per point on either side.
+  header's order, packed. The reader takes each column with one `numpy.frombuffer`: no JSON
+  number, base64 or Python object per point on either side.
 - otherwise JSON, each key's points as three base64 strings of little-endian arrays (`step`,
   `value`, `time`), for clients without the binary reader.
 
@@ -25,12 +25,9 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import struct
 import threading
-from array import array
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
-from itertools import starmap
 from typing import Any
 
 from starlette.requests import Request
@@ -38,6 +35,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from markov_otel.server.auth import Grant
+from markov_otel.server.blocks import columns, count, pack
 from markov_otel.server.bodies import ApiError
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.series import MAX_POINTS_LIMIT, MIN_MAX_POINTS, query_ids
@@ -45,11 +43,9 @@ from markov_otel.server.storage import Store
 
 __all__ = [
     "BINARY",
-    "RECORD",
     "PackCache",
     "frame",
     "history_routes",
-    "pack",
     "read_history",
     "read_run",
     "recordings",
@@ -57,12 +53,10 @@ __all__ = [
 
 BINARY = "application/x-markov-history"
 """The media type of the binary form (asked for with Accept)."""
-RECORD = struct.Struct("<qdq")
-"""One point: step, value, time (ns), little-endian."""
 CACHE_BYTES = 256 * 1024 * 1024
 """Packed series a server process keeps for repeated reads (a notebook cell run again)."""
 
-Run = tuple[str, dict[str, bytes]]  # (recording id, {key: its records})
+Run = tuple[str, dict[str, bytes]]  # (recording id, {key: its points, packed})
 
 
 class PackCache:
@@ -191,17 +185,15 @@ def read_history(
 
 
 def frame(run: Run) -> bytes:
-    """One recording in the binary form: header length, JSON header, records."""
+    """One recording in the binary form: header length, JSON header, each key packed."""
     rid, packed = run
-    header = json.dumps(
-        {"recording_id": rid, "keys": [[k, len(r) // RECORD.size] for k, r in packed.items()]}
-    )
+    header = json.dumps({"recording_id": rid, "keys": [[k, count(r)] for k, r in packed.items()]})
     head = header.encode()
     return b"".join([len(head).to_bytes(4, "little"), head, *packed.values()])
 
 
 def json_document(runs: list[Run], max_points: int | None) -> dict[str, Any]:
-    """The JSON form: each key's records split into three base64 columns."""
+    """The JSON form: each key's packed columns as three base64 strings."""
     return {
         "max_points": max_points,
         "runs": [
@@ -211,27 +203,16 @@ def json_document(runs: list[Run], max_points: int | None) -> dict[str, Any]:
     }
 
 
-def _columns(records: bytes) -> dict[str, Any]:
-    # Slicing whole 8-byte items keeps each item's bytes as they are: little-endian stays so.
-    ints, floats = array("q", records), array("d", records)
-    step, value, time = ints[0::3], floats[1::3], ints[2::3]
-    b64 = (base64.b64encode(c.tobytes()).decode("ascii") for c in (step, value, time))
-    return {"n": len(step), **dict(zip(("step", "value", "time"), b64, strict=True))}
+def _columns(packed: bytes) -> dict[str, Any]:
+    b64 = (base64.b64encode(c).decode("ascii") for c in columns(packed))
+    return {"n": count(packed), **dict(zip(("step", "value", "time"), b64, strict=True))}
 
 
 def _series(store: Store, rid: str, key: str, max_points: int | None) -> bytes:
     if max_points is None:
-        return pack(store.point_rows(rid, key))
+        return store.packed_points(rid, key)
     span = store.step_range(rid, key)
     if span is None:
         return b""
     points, _ = store.downsampled(rid, key, span[0], span[1], max_points)
     return pack(points)
-
-
-def pack(points: Sequence[tuple[int, float | int | str, int]]) -> bytes:
-    """Points (step, value or the protocol's non-finite text, time) as records."""
-    try:
-        return b"".join(starmap(RECORD.pack, points))
-    except struct.error:  # a non-finite value, kept as text by the store
-        return b"".join(RECORD.pack(s, float(v), t) for s, v, t in points)

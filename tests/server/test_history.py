@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import itertools
 import math
+import sqlite3
 import struct
 from array import array
 from typing import Any
@@ -19,8 +20,11 @@ from markov_otel.server.storage import SeriesPoints, open_store
 
 
 def unpack(packed: bytes) -> list[tuple[int, float, int]]:
-    """The records of one key: (step, value, time) each, little-endian."""
-    return list(struct.iter_unpack("<qdq", packed))
+    """The points of one key, packed: n steps, n values, n times, little-endian."""
+    n = len(packed) // 24
+    steps, values, times = (struct.unpack(f"<{n}{c}", packed[i * 8 * n : (i + 1) * 8 * n])
+                            for i, c in enumerate("qdq"))  # fmt: skip
+    return list(zip(steps, values, times, strict=True))
 
 
 def loss(runs: list[tuple[str, dict[str, bytes]]]) -> bytes:
@@ -94,9 +98,10 @@ def same_value(got: float, want: float) -> bool:
 
 def test_both_forms_of_history_give_back_exactly_the_stored_points(tmp_path: Any) -> None:
     """Property: for any points of a key (NaN, ±inf, -0.0, subnormals, ints, steps and times up
-    to 2**63-1, several points at one step), the binary answer and the JSON answer decode (as
-    read.history decodes them) to every stored point, by step then time, each value to the bit;
-    and the frame holds, at each step, the value with the latest time there."""
+    to 2**63-1, several points at one step), stored in 1-3 batches in any order, the binary
+    answer and the JSON answer decode (as read.history decodes them) to every stored point, by
+    step then time, each value to the bit; and the frame holds, at each step, the value with the
+    latest time there."""
     from starlette.testclient import TestClient
 
     from markov_otel import read
@@ -108,11 +113,16 @@ def test_both_forms_of_history_give_back_exactly_the_stored_points(tmp_path: Any
     runs = itertools.count()
 
     @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(points=POINTS)
-    def check(points: list[tuple[int, float, int]]) -> None:
+    @given(points=POINTS, cuts=st.lists(st.integers(1, 39), max_size=2))
+    def check(points: list[tuple[int, float, int]], cuts: list[int]) -> None:
         rid = f"run-{next(runs)}"
-        steps, values, times = (list(c) for c in zip(*points, strict=True))
-        store.ingest(None, [(rid, {})], [SeriesPoints.of(rid, "loss", steps, values, times)])
+        bounds = [0, *sorted(c for c in cuts if c < len(points)), len(points)]
+        for lo, hi in itertools.pairwise(bounds):
+            if lo == hi:
+                continue
+            steps, values, times = (list(c) for c in zip(*points[lo:hi], strict=True))
+            batch = SeriesPoints.of(rid, "loss", steps, values, times)
+            store.ingest(None, [(rid, {})], [batch])
         want = sorted(points, key=lambda p: (p[0], p[2]))
         for accept in (BINARY, "application/json"):
             answer = client.get(
@@ -154,3 +164,31 @@ def test_json_form_splits_the_records_into_three_base64_columns(tmp_path: Any) -
     assert list(zip(*decoded, strict=True)) == unpack(runs[0][1]["k"]) == [
         (1, 0.5, 5), (2, -0.0, 6), (2, 9.0, 7)
     ]  # fmt: skip
+
+
+def test_history_reads_the_blocks_in_step_order_and_the_rows_otherwise(tmp_path: Any) -> None:
+    """Two batches in step order are read from their blocks (still whole with the rows gone);
+    a batch going back in steps, or a series stored before blocks, is read from its rows, by
+    step then time; deleting the recording deletes its blocks."""
+    path = tmp_path / "h.db"
+    store = open_store(f"sqlite:///{path}")
+    for rid, first, second in (("ordered", [1, 2], [3, 4]), ("back", [3, 4], [1, 2])):
+        for steps in (first, second):
+            batch = SeriesPoints.of(
+                rid, "k", steps, [s / 2 for s in steps], [10 * s for s in steps]
+            )
+            store.ingest(None, [(rid, {})], [batch])
+    want = [(s, s / 2, 10 * s) for s in (1, 2, 3, 4)]
+    assert unpack(store.packed_points("ordered", "k")) == want
+    assert unpack(store.packed_points("back", "k")) == want
+    with sqlite3.connect(path) as db:  # the rows of both go; only the ordered one's blocks serve
+        db.execute("DELETE FROM points")
+    assert unpack(store.packed_points("ordered", "k")) == want
+    assert unpack(store.packed_points("back", "k")) == []
+    with sqlite3.connect(path) as db:  # as a database of a server before blocks: not ready
+        db.execute("UPDATE series SET blocks_ready = 0")
+    assert unpack(store.packed_points("ordered", "k")) == []
+    assert store.delete("ordered") and store.delete("back")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM point_blocks").fetchone() == (0,)
+    store.close()
