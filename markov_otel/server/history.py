@@ -6,10 +6,10 @@ and -0.0 as themselves) and `n` int64 times (ns), little-endian.
 
 Two forms of the same answer:
 
-- `Accept: application/x-markov-history` (read.history): the records themselves, streamed a
+- `Accept: application/x-markov-history` (read.history): the packed columns, streamed a
   recording at a time; each recording a frame: the length (uint32) of a JSON header
-  `{"recording_id", "keys": [[key, n], ...]}`, the header, then each key's `n` records in the
-  header's order, packed. The reader takes each column with one `numpy.frombuffer`: no JSON
+  `{"recording_id", "keys": [[key, n], ...]}`, the header, then each key in the header's
+  order, packed. The reader takes each column with one `numpy.frombuffer`: no JSON
   number, base64 or Python object per point on either side.
 - otherwise JSON, each key's points as three base64 strings of little-endian arrays (`step`,
   `value`, `time`), for clients without the binary reader.
@@ -156,7 +156,7 @@ def read_run(
     max_points: int | None,
     cache: PackCache | None = None,
 ) -> Run:
-    """One recording's keys (those of `keys` it has; None: all), each as packed records."""
+    """One recording's keys (those of `keys` it has; None: all), each packed."""
     rid, held = recording["recording_id"], set(recording.get("keys") or ())
     wanted = [k for k in (keys if keys is not None else sorted(held)) if k in held]
     version = (recording.get("points"), recording.get("updated_at"))
