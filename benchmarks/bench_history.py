@@ -1,9 +1,11 @@
-"""read.history() from a backend: 20 runs x 120k points (20,000 steps x 6 keys), SQLite.
+"""read.history() from a backend: 20 runs x 120k points (20,000 steps x 6 keys), any database.
 
 Run: python benchmarks/bench_history.py [--runs 20] [--steps 20000] [--repeat 3] [--cold 3]
          [--sqlite PATH | --db postgresql://…] [--drop-caches]
 
-Stores the runs through the store's own ingest (kept in --sqlite between runs of this script),
+Stores the runs through the store's own ingest, a batch of every key of 1,000 steps at a time as
+the recorder's batches come (kept in --sqlite between runs of this script; a file filled by a
+tree before point_blocks is read from its rows: fill a new one to measure the blocks),
 starts `python -m markov_otel.server` on it, then measures, each the median of `--repeat`:
 
 - baseline: the reads history() made before GET /api/v1/history: per run, per key, GET
