@@ -56,11 +56,12 @@ def statements(value_type: str, id_column: str, blob_type: str) -> list[str]:
             step BIGINT NOT NULL, value {value_type}, value_text TEXT,
             time_unix_nano BIGINT NOT NULL, attrs TEXT)""",
         "CREATE INDEX IF NOT EXISTS points_by_series ON points (series_id, step, time_unix_nano)",
-        # Each batch's points of a series packed (blocks.py), beside its rows; SQLite only.
-        f"""CREATE TABLE IF NOT EXISTS point_blocks (series_id BIGINT NOT NULL,
+        # Each batch's points of a series packed (blocks.py), beside its rows, in block_id order.
+        f"""CREATE TABLE IF NOT EXISTS point_blocks (block_id {id_column},
+            series_id BIGINT NOT NULL,
             first_step BIGINT NOT NULL, first_time BIGINT NOT NULL, last_step BIGINT NOT NULL,
             last_time BIGINT NOT NULL, packed {blob_type} NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS point_blocks_by_series ON point_blocks (series_id)",
+        "CREATE INDEX IF NOT EXISTS point_blocks_by_series ON point_blocks (series_id, block_id)",
         """CREATE TABLE IF NOT EXISTS alerts (recording_id TEXT NOT NULL, alert_id TEXT NOT NULL,
             seq BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (recording_id, alert_id))""",
         """CREATE TABLE IF NOT EXISTS events (recording_id TEXT NOT NULL, signal TEXT NOT NULL,

@@ -87,7 +87,7 @@ _INSERT_BLOCK += " packed) VALUES (?, ?, ?, ?, ?, ?)"
 _BLOCKS = (
     "SELECT b.first_step, b.first_time, b.last_step, b.last_time, b.packed FROM series s"
     " JOIN point_blocks b ON b.series_id = s.series_id"
-    " WHERE s.recording_id = ? AND s.key = ? AND s.blocks_ready = 1 ORDER BY b.rowid"
+    " WHERE s.recording_id = ? AND s.key = ? AND s.blocks_ready = 1 ORDER BY b.block_id"
 )
 
 
@@ -156,12 +156,16 @@ class SqlStore(SeriesQueries, MarksQueries):
         buckets) where it overlaps the database's work: here, after the inserts."""
         for series_id, series in points:
             self._insert_series(cur, series_id, series)
+        self._insert_blocks(cur, points)
+        meanwhile()
+
+    def _insert_blocks(self, cur: Any, points: Sequence[tuple[int, SeriesPoints]]) -> None:
+        """Keep the batch's points of each series packed too (blocks.py), when the store does."""
         if self.keeps_blocks:
             rows = [
                 (series_id, *block(s.steps, s.values, s.times, s.texts)) for series_id, s in points
             ]
             cur.executemany(self._sql(_INSERT_BLOCK), rows)
-        meanwhile()
 
     def _insert_series(self, cur: Any, series_id: int, series: SeriesPoints) -> None:
         """Insert one series' points: 160 rows a statement, or (points with attributes, which
