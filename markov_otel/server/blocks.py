@@ -2,7 +2,7 @@
 steps, then `n` float64 values (NaN, ±inf and -0.0 as themselves), then `n` int64 times (ns),
 by step then time.
 
-It is what GET /api/v1/history sends (history.py), and how SQLite also keeps each batch's points
+It is what GET /api/v1/history sends (history.py), and how the store also keeps each batch's points
 of a series (`point_blocks`, written with the rows at ingest): a whole series is then read as a
 few blobs joined column by column, instead of a Python tuple of three objects per point, which
 bounds a read of millions of points by the row fetch (~0.5 µs a row).
