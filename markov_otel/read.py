@@ -433,14 +433,15 @@ def _is_url(source: Source) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
-def _get(base: str, path: str, params: dict[str, Any] | None = None) -> Any:
-    """One GET on the backend with the configured API key; our errors, not requests'."""
+def _get(base: str, path: str, params: dict[str, Any] | None = None, **options: Any) -> Any:
+    """One GET on the backend with the configured API key (`options`: BackendClient.call's);
+    our errors, not requests'."""
     from markov_otel.shipping.transport import BackendClient, Refused, Retry, Target
 
     settings = Settings.resolve({"endpoint": base})
     client = BackendClient(Target.markov(settings), 60.0)
     try:
-        return client.call("GET", path, params=params)
+        return client.call("GET", path, params=params, **options)
     except Refused as exc:
         if exc.status == 404:
             raise ConfigError(f"{client.base} has no {path}: {exc}") from exc
@@ -464,12 +465,18 @@ def _backend_points(base: str, run_id: str, wanted: set[str] | None) -> Iterator
 
 
 _HISTORY_IDS = 100  # recordings per GET /api/v1/history (the server's limit)
+# The binary form of the answer (server/history.py): frames of a JSON header and, per key, its
+# n steps, n values and n times (server/blocks.py).
+_HISTORY_TYPE = "application/x-markov-history"
+_COLUMNS = (("step", "<i8"), ("value", "<f8"), ("time", "<i8"))
+
+Columns = tuple[Any, Any, Any]  # numpy arrays: step, value, time
 
 
 def _backend_history(
     base: str, ids: list[str], wanted: list[str] | None, max_points: int | None
 ) -> dict[str, Any]:
-    """{id: frame} from GET /api/v1/history: packed arrays, one request per 100 recordings."""
+    """{id: frame} from GET /api/v1/history: packed columns, one request per 100 recordings."""
     frames: dict[str, Any] = {}
     for start in range(0, len(ids), _HISTORY_IDS):
         chunk = [check_run_id(rid) for rid in ids[start : start + _HISTORY_IDS]]
@@ -478,23 +485,56 @@ def _backend_history(
             params["key"] = wanted
         if max_points is not None:
             params["max_points"] = str(max_points)
-        for run in _get(base, "/api/v1/history", params)["runs"]:
-            frames[run["recording_id"]] = _packed_frame(run["keys"], wanted)
+        answer = _get(base, "/api/v1/history", params, raw=True, headers={"Accept": _HISTORY_TYPE})
+        try:
+            for rid, columns in _history_runs(answer):
+                frames[rid] = _packed_frame(columns, wanted)
+        except ValueError as exc:  # numpy's short buffer, a bad header: a cut-off answer
+            raise BackendError(f"{base} sent a broken history answer: {exc}") from exc
+        if missing := [rid for rid in chunk if rid not in frames]:
+            raise BackendError(f"{base} sent no history of {', '.join(missing)} (cut off?)")
     return {rid: frames[rid] for rid in ids}
 
 
-def _packed_frame(packed: dict[str, dict[str, Any]], wanted: list[str] | None) -> Any:
-    """The wide frame of one run from its keys' packed arrays (each by step, then time), built
-    in numpy: the union of the steps, each key's values placed at theirs."""
+def _history_runs(answer: Any) -> Iterator[tuple[str, dict[str, Columns]]]:
+    """(id, {key: columns}) of each recording in the answer, numpy views of the body."""
+    import numpy as np
+
+    if not answer.headers.get("Content-Type", "").startswith(_HISTORY_TYPE):  # the JSON form
+        for run in answer.json()["runs"]:
+            yield (
+                run["recording_id"],
+                {
+                    key: tuple(_array(np, a[c], t) for c, t in _COLUMNS)
+                    for key, a in run["keys"].items()
+                },
+            )
+        return
+    body, at = answer.content, 0
+    while at < len(body):
+        size = int.from_bytes(body[at : at + 4], "little")
+        header = json.loads(body[at + 4 : at + 4 + size])
+        at += 4 + size
+        keys = {}
+        for key, n in header["keys"]:
+            columns = []
+            for _, dtype in _COLUMNS:
+                columns.append(np.frombuffer(body, dtype, n, at))  # short: a ValueError
+                at += 8 * n
+            keys[key] = (columns[0], columns[1], columns[2])
+        yield header["recording_id"], keys
+
+
+def _packed_frame(packed: dict[str, Columns], wanted: list[str] | None) -> Any:
+    """The wide frame of one run from its keys' columns (each by step, then time), built in
+    numpy: the union of the steps, each key's values placed at theirs."""
     import numpy as np
 
     pd = _pandas()
     found = {}
-    for key, arrays in packed.items():
-        step = _array(np, arrays["step"], "<i8")
+    for key, (step, value, time) in packed.items():
         last = np.ones(len(step), dtype=bool)  # the last point of each step: the latest time
         last[:-1] = step[1:] != step[:-1]
-        value, time = _array(np, arrays["value"], "<f8"), _array(np, arrays["time"], "<i8")
         found[key] = (step[last], value[last], time[last])
     columns = wanted if wanted is not None else sorted(packed)
     each = [f[0] for f in found.values()] or [np.empty(0, "<i8")]

@@ -163,7 +163,7 @@ def routes(
         *api_routes(store, limit, public_url, gate, reads, max_artifact_bytes),
         *series_routes(store, reads),
         *quantile_routes(store, reads),
-        *history_routes(store),
+        *history_routes(store, reads),
         *runs_table_routes(store, reads),
         *page_routes(store, reads),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

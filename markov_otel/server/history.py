@@ -1,13 +1,23 @@
 """`GET /api/v1/history`: whole series of several recordings in one answer, for read.history().
 
 `?ids=RUN1,RUN2&key=loss&key=acc` (no `key`: every key of each recording). Each key's points
-come in step then time order as three base64 strings of little-endian arrays: `step` (int64),
-`value` (float64; NaN and ±inf as themselves) and `time` (int64 ns). That is 32 characters a
-point where JSON numbers take about 45, and the reader turns them into arrays with
-`numpy.frombuffer`, without a Python object per point. `max_points` downsamples each key as
-/api/v1/series does: each bucket's smallest and largest point, so a spike survives. A process
-keeps what it packed (PackCache, 256 MiB) while the recording is unchanged: reading the same
-finished runs again skips the database.
+come in step then time order, packed (blocks.py): `n` int64 steps, `n` float64 values (NaN, ±inf
+and -0.0 as themselves) and `n` int64 times (ns), little-endian.
+
+Two forms of the same answer:
+
+- `Accept: application/x-markov-history` (read.history): the packed columns, streamed a
+  recording at a time; each recording a frame: the length (uint32) of a JSON header
+  `{"recording_id", "keys": [[key, n], ...]}`, the header, then each key in the header's
+  order, packed. The reader takes each column with one `numpy.frombuffer`: no JSON
+  number, base64 or Python object per point on either side.
+- otherwise JSON, each key's points as three base64 strings of little-endian arrays (`step`,
+  `value`, `time`), for clients without the binary reader.
+
+`max_points` downsamples each key as /api/v1/series does: each bucket's smallest and largest
+point, so a spike survives. Reads run in the read lane (lanes.py), a recording at a time. A
+process keeps what it packed (PackCache, 256 MiB) while the recording is unchanged: reading the
+same finished runs again skips the database.
 """
 
 from __future__ import annotations
@@ -15,29 +25,38 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import sys
 import threading
-from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from operator import itemgetter
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from markov_otel.server.auth import Grant
+from markov_otel.server.blocks import columns, count, pack
 from markov_otel.server.bodies import ApiError
+from markov_otel.server.lanes import ReadLane
 from markov_otel.server.series import MAX_POINTS_LIMIT, MIN_MAX_POINTS, query_ids
 from markov_otel.server.storage import Store
 
-__all__ = ["history_routes", "pack", "read_history"]
+__all__ = [
+    "BINARY",
+    "PackCache",
+    "frame",
+    "history_routes",
+    "read_history",
+    "read_run",
+    "recordings",
+]
 
-
+BINARY = "application/x-markov-history"
+"""The media type of the binary form (asked for with Accept)."""
 CACHE_BYTES = 256 * 1024 * 1024
 """Packed series a server process keeps for repeated reads (a notebook cell run again)."""
+
+Run = tuple[str, dict[str, bytes]]  # (recording id, {key: its points, packed})
 
 
 class PackCache:
@@ -47,42 +66,50 @@ class PackCache:
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         self.max_bytes, self.size = max_bytes, 0
         self._lock = threading.Lock()
-        self._kept: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], dict[str, Any]]] = (
-            OrderedDict()
-        )
+        self._kept: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], bytes]] = OrderedDict()
 
     def get(
-        self, name: tuple[Any, ...], version: tuple[Any, ...], build: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
+        self, name: tuple[Any, ...], version: tuple[Any, ...], build: Callable[[], bytes]
+    ) -> bytes:
         with self._lock:
             kept = self._kept.get(name)
             if kept is not None and kept[0] == version:
                 self._kept.move_to_end(name)
                 return kept[1]
         packed = build()  # outside the lock: other reads go on meanwhile
-        cost = 3 * len(packed["value"])
         with self._lock:
             old = self._kept.pop(name, None)
-            self.size -= 0 if old is None else 3 * len(old[1]["value"])
-            if cost <= self.max_bytes:
+            self.size -= 0 if old is None else len(old[1])
+            if len(packed) <= self.max_bytes:
                 self._kept[name] = (version, packed)
-                self.size += cost
+                self.size += len(packed)
             while self.size > self.max_bytes:
                 _, (_, dropped) = self._kept.popitem(last=False)
-                self.size -= 3 * len(dropped["value"])
+                self.size -= len(dropped)
         return packed
 
 
-def history_routes(store: Store) -> list[Route]:
-    """The history route, bound to `store`."""
+def history_routes(store: Store, reads: ReadLane) -> list[Route]:
+    """The history route, bound to `store`; its reads run in `reads`."""
     cache = PackCache()
 
     async def history(request: Request) -> Response:
         ids, keys, max_points = parse_query(request)
         grant: Grant = request.state.grant
-        doc = await run_in_threadpool(read_history, store, grant, ids, keys, max_points, cache)
-        body = json.dumps(doc, separators=(",", ":"))
-        return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+        # Every id is checked before the first byte: a 404 cannot follow a streamed 200.
+        found = await reads.run(recordings, store, grant, ids)
+        one = functools.partial(read_run, store, keys=keys, max_points=max_points, cache=cache)
+        headers = {"Cache-Control": "no-store"}
+        if BINARY in request.headers.get("accept", ""):
+
+            async def frames() -> AsyncIterator[bytes]:
+                for recording in found:
+                    yield frame(await reads.run(one, recording))
+
+            return StreamingResponse(frames(), media_type=BINARY, headers=headers)
+        runs = [await reads.run(one, recording) for recording in found]
+        body = json.dumps(json_document(runs, max_points), separators=(",", ":"))
+        return Response(body, media_type="application/json", headers=headers)
 
     return [Route("/api/v1/history", history, methods=["GET"])]
 
@@ -108,6 +135,40 @@ def parse_query(request: Request) -> tuple[list[str], list[str] | None, int | No
     return ids, keys, max_points
 
 
+def recordings(store: Store, grant: Grant, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The recordings of `ids`; 404 for an unknown id and for one of a project the token
+    can't see."""
+    found = []
+    for rid in ids:
+        recording = store.get(rid)
+        # Another project's recording is answered exactly like a missing one: no existence leak.
+        if recording is None or not grant.allows(recording.get("project_id")):
+            raise ApiError(404, f"no recording {rid!r}")
+        found.append(recording)
+    return found
+
+
+def read_run(
+    store: Store,
+    recording: dict[str, Any],
+    *,
+    keys: list[str] | None,
+    max_points: int | None,
+    cache: PackCache | None = None,
+) -> Run:
+    """One recording's keys (those of `keys` it has; None: all), each packed."""
+    rid, held = recording["recording_id"], set(recording.get("keys") or ())
+    wanted = [k for k in (keys if keys is not None else sorted(held)) if k in held]
+    version = (recording.get("points"), recording.get("updated_at"))
+    packed = {}
+    for key in wanted:
+        build = functools.partial(_series, store, rid, key, max_points)
+        packed[key] = (
+            build() if cache is None else cache.get((rid, key, max_points), version, build)
+        )
+    return rid, packed
+
+
 def read_history(
     store: Store,
     grant: Grant,
@@ -115,52 +176,43 @@ def read_history(
     keys: list[str] | None,
     max_points: int | None,
     cache: PackCache | None = None,
-) -> dict[str, Any]:
-    """The answer; 404 for an unknown id and for one of a project the token can't see."""
-    recordings = []
-    for rid in ids:
-        recording = store.get(rid)
-        # Another project's recording is answered exactly like a missing one: no existence leak.
-        if recording is None or not grant.allows(recording.get("project_id")):
-            raise ApiError(404, f"no recording {rid!r}")
-        recordings.append(recording)
-    runs = []
-    for recording in recordings:
-        rid, held = recording["recording_id"], set(recording.get("keys") or ())
-        wanted = [k for k in (keys if keys is not None else sorted(held)) if k in held]
-        version = (recording.get("points"), recording.get("updated_at"))
-        packed = {}
-        for key in wanted:
-            build = functools.partial(_series, store, rid, key, max_points)
-            packed[key] = (
-                build() if cache is None else cache.get((rid, key, max_points), version, build)
-            )
-        runs.append({"recording_id": rid, "keys": packed})
-    return {"max_points": max_points, "runs": runs}
+) -> list[Run]:
+    """Every run of `ids`, in that order (404 as `recordings`)."""
+    return [
+        read_run(store, recording, keys=keys, max_points=max_points, cache=cache)
+        for recording in recordings(store, grant, ids)
+    ]
 
 
-def _series(store: Store, rid: str, key: str, max_points: int | None) -> dict[str, Any]:
+def frame(run: Run) -> bytes:
+    """One recording in the binary form: header length, JSON header, each key packed."""
+    rid, packed = run
+    header = json.dumps({"recording_id": rid, "keys": [[k, count(r)] for k, r in packed.items()]})
+    head = header.encode()
+    return b"".join([len(head).to_bytes(4, "little"), head, *packed.values()])
+
+
+def json_document(runs: list[Run], max_points: int | None) -> dict[str, Any]:
+    """The JSON form: each key's packed columns as three base64 strings."""
+    return {
+        "max_points": max_points,
+        "runs": [
+            {"recording_id": rid, "keys": {key: _columns(r) for key, r in packed.items()}}
+            for rid, packed in runs
+        ],
+    }
+
+
+def _columns(packed: bytes) -> dict[str, Any]:
+    b64 = (base64.b64encode(c).decode("ascii") for c in columns(packed))
+    return {"n": count(packed), **dict(zip(("step", "value", "time"), b64, strict=True))}
+
+
+def _series(store: Store, rid: str, key: str, max_points: int | None) -> bytes:
     if max_points is None:
-        return pack(store.point_rows(rid, key))
+        return store.packed_points(rid, key)
     span = store.step_range(rid, key)
     if span is None:
-        return pack([])
+        return b""
     points, _ = store.downsampled(rid, key, span[0], span[1], max_points)
     return pack(points)
-
-
-def pack(points: Sequence[tuple[int, float | int | str, int]]) -> dict[str, Any]:
-    """Points (step, value or the protocol's non-finite text, time) as the three arrays."""
-    try:
-        numbers = array("d", map(_VALUE, points))
-    except TypeError:  # a non-finite value, kept as text by the store
-        numbers = array("d", (float(v) if isinstance(v, str) else v for v in map(_VALUE, points)))
-    columns = (array("q", map(_STEP, points)), numbers, array("q", map(_TIME, points)))
-    if sys.byteorder == "big":
-        for column in columns:
-            column.byteswap()
-    step, value, time = (base64.b64encode(c.tobytes()).decode("ascii") for c in columns)
-    return {"n": len(points), "step": step, "value": value, "time": time}
-
-
-_STEP, _VALUE, _TIME = itemgetter(0), itemgetter(1), itemgetter(2)  # map(): no Python loop

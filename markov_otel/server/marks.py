@@ -99,7 +99,7 @@ class MarksQueries:
             if row is None or (scope is not None and row[0] != scope):
                 return False
             series = "SELECT series_id FROM series WHERE recording_id = ?"
-            for table in ("points", "point_buckets"):
+            for table in ("points", "point_buckets", "point_blocks"):
                 self._run(cur, f"DELETE FROM {table} WHERE series_id IN ({series})", [recording_id])
             tables = ("series", "alerts", "events", "batch_keys", "recording_marks")
             for table in (*tables, "artifacts", "models"):

@@ -307,9 +307,11 @@ def _history() -> dict[str, Any]:
     key = {"type": "string", "minLength": 1, "pattern": "^[^\\x00]*$"}
     return {
         "get": {
-            "summary": "every point of some keys (default: all) of several recordings, packed as "
-            "base64 arrays, by step then time; max_points downsamples each key as /api/v1/series "
-            "does; an unknown id, or one of a project the token may not see, is a 404",
+            "summary": "every point of some keys (default: all) of several recordings, by step "
+            "then time: JSON of base64 arrays, or with Accept: application/x-markov-history "
+            "binary frames of records (docs/protocol.md); max_points downsamples each key as "
+            "/api/v1/series does; an unknown id, or one of a project the token may not see, is a "
+            "404",
             "parameters": [
                 _query(
                     "ids", {"type": "string", "description": "comma-separated, at most 100"}, True
@@ -318,7 +320,15 @@ def _history() -> dict[str, Any]:
                 _query("max_points", {"type": "integer", "minimum": 10, "maximum": 100000}),
             ],
             "responses": {
-                "200": _json(_ref("History"), "each recording's keys as arrays"),
+                "200": {
+                    "description": "each recording's keys as arrays",
+                    "content": {
+                        "application/json": {"schema": _ref("History")},
+                        "application/x-markov-history": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                    },
+                },
                 **_errors(400, 404),
             },
         }

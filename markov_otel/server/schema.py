@@ -28,7 +28,10 @@ __all__ = ["EVENT_IDENTITY", "UPGRADES", "statements", "to_series_ids"]
 UPGRADES: dict[str, list[tuple[str, str]]] = {
     "recordings": [("started_at", "TEXT"), ("ended_at", "TEXT")],
     "points": [("attrs", "TEXT")],
-    "series": [("attrs_unknown", "INTEGER NOT NULL DEFAULT 0")],
+    "series": [
+        ("attrs_unknown", "INTEGER NOT NULL DEFAULT 0"),
+        ("blocks_ready", "INTEGER NOT NULL DEFAULT 0"),
+    ],
     "events": [("identity", "TEXT")],
 }
 """table -> [(column, type)] added after the first schema; NULL in rows written before."""
@@ -41,10 +44,10 @@ EVENT_IDENTITY = (
 Made after `UPGRADES`, which gives an older database the column."""
 
 
-def statements(value_type: str, id_column: str) -> list[str]:
+def statements(value_type: str, id_column: str, blob_type: str) -> list[str]:
     """CREATE statements; `value_type` is the point value column's type in this database and
     `id_column` the definition of a primary key it numbers itself (SQLite's INTEGER PRIMARY KEY,
-    PostgreSQL's identity column)."""
+    PostgreSQL's identity column), `blob_type` its type of bytes."""
     identity = ", ".join(f"{name} TEXT NOT NULL DEFAULT ''" for name in IDENTITY_FIELDS)
     return [
         f"""CREATE TABLE IF NOT EXISTS recordings (recording_id TEXT PRIMARY KEY, {identity},
@@ -54,15 +57,22 @@ def statements(value_type: str, id_column: str) -> list[str]:
             ended_at TEXT)""",
         # buckets_ready: 1 once point_buckets hold every point of the series (seriesstore.py).
         # attrs_unknown: 1 when its older points were stored without attributes (identity.py).
+        # blocks_ready: 1 when point_blocks hold every point of the series too (blocks.py).
         f"""CREATE TABLE IF NOT EXISTS series (series_id {id_column},
             recording_id TEXT NOT NULL, key TEXT NOT NULL,
             buckets_ready INTEGER NOT NULL DEFAULT 0, attrs_unknown INTEGER NOT NULL DEFAULT 0,
-            UNIQUE (recording_id, key))""",
+            blocks_ready INTEGER NOT NULL DEFAULT 0, UNIQUE (recording_id, key))""",
         # attrs: the point's other attributes (otlp.attributes_identity), NULL when none.
         f"""CREATE TABLE IF NOT EXISTS points (series_id BIGINT NOT NULL,
             step BIGINT NOT NULL, value {value_type}, value_text TEXT,
             time_unix_nano BIGINT NOT NULL, attrs TEXT)""",
         "CREATE INDEX IF NOT EXISTS points_by_series ON points (series_id, step, time_unix_nano)",
+        # Each batch's points of a series packed (blocks.py), beside its rows, in block_id order.
+        f"""CREATE TABLE IF NOT EXISTS point_blocks (block_id {id_column},
+            series_id BIGINT NOT NULL,
+            first_step BIGINT NOT NULL, first_time BIGINT NOT NULL, last_step BIGINT NOT NULL,
+            last_time BIGINT NOT NULL, packed {blob_type} NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS point_blocks_by_series ON point_blocks (series_id, block_id)",
         """CREATE TABLE IF NOT EXISTS alerts (recording_id TEXT NOT NULL, alert_id TEXT NOT NULL,
             seq BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (recording_id, alert_id))""",
         # identity: a distribution's or a text's (identity.event_identity), NULL for others.

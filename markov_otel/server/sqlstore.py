@@ -20,10 +20,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from markov_otel.rules import next_status
 from markov_otel.server.artifactindex import ArtifactQueries, artifacts_schema
+from markov_otel.server.blocks import block, join, pack
 from markov_otel.server.distributions import DISTRIBUTION, TEXT
 from markov_otel.server.identity import event_identity, unseen
 from markov_otel.server.lanes import ReaderPool
@@ -84,7 +86,17 @@ _INSERT_EVENT = (
 )
 _IDENTIFIED = (DISTRIBUTION, TEXT)
 # A series created by a batch: every point of it passes the batch's buckets, so they are complete.
-_NEW_SERIES = "INSERT INTO series (recording_id, key, buckets_ready) VALUES (?, ?, 1)"
+# ... and `blocks_ready` when the store keeps blocks (`keeps_blocks`): every point passes there.
+_NEW_SERIES = "INSERT INTO series (recording_id, key, buckets_ready, blocks_ready)"
+_NEW_SERIES += " VALUES (?, ?, 1, ?)"
+_INSERT_BLOCK = "INSERT INTO point_blocks (series_id, first_step, first_time, last_step, last_time,"
+_INSERT_BLOCK += " packed) VALUES (?, ?, ?, ?, ?, ?)"
+# A series' blocks (none unless it is blocks_ready), in the order they were stored.
+_BLOCKS = (
+    "SELECT b.first_step, b.first_time, b.last_step, b.last_time, b.packed FROM series s"
+    " JOIN point_blocks b ON b.series_id = s.series_id"
+    " WHERE s.recording_id = ? AND s.key = ? AND s.blocks_ready = 1 ORDER BY b.block_id"
+)
 
 
 class StoreRefused(ValueError):
@@ -120,7 +132,10 @@ class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
 
     value_type = "REAL"
     id_column = "INTEGER PRIMARY KEY"
+    blob_type = "BLOB"
     lock_clause = ""
+    keeps_blocks = False
+    """Whether ingest also keeps each batch's points of a series packed (`point_blocks`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the writer connection's: ingest, registers, PATCHes
@@ -149,7 +164,16 @@ class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
         buckets) where it overlaps the database's work: here, after the inserts."""
         for series_id, series in points:
             self._insert_series(cur, series_id, series)
+        self._insert_blocks(cur, points)
         meanwhile()
+
+    def _insert_blocks(self, cur: Any, points: Sequence[tuple[int, SeriesPoints]]) -> None:
+        """Keep the batch's points of each series packed too (blocks.py), when the store does."""
+        if self.keeps_blocks:
+            rows = [
+                (series_id, *block(s.steps, s.values, s.times, s.texts)) for series_id, s in points
+            ]
+            cur.executemany(self._sql(_INSERT_BLOCK), rows)
 
     def _insert_series(self, cur: Any, series_id: int, series: SeriesPoints) -> None:
         """Insert one series' points: 160 rows a statement, or (points with attributes, which
@@ -215,7 +239,7 @@ class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
                     "a million points); the server answers when it is done"
                 )
                 before, after = to_series_ids(bool(self._columns(cur, "series")))
-            creates = statements(self.value_type, self.id_column)
+            creates = statements(self.value_type, self.id_column, self.blob_type)
             for statement in [
                 *before,
                 *creates,
@@ -419,6 +443,17 @@ class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
             rows = self._run(cur, sql, [recording_id, key]).fetchall()
         return [(s, t if t is not None else v, ns) for s, v, t, ns in rows]
 
+    def packed_points(self, recording_id: str, key: str) -> bytes:
+        """Every point of one key by step then time, packed (blocks.py): joined from its blocks
+        when the store keeps them and they follow each other in step order (the usual: a
+        recorder's steps rise); else from its rows."""
+        if self.keeps_blocks:
+            with self._reading() as cur:
+                found = self._run(cur, _BLOCKS, [recording_id, key]).fetchall()
+            if found and all(a[2:4] <= b[0:2] for a, b in pairwise(found)):
+                return join([b[4] for b in found])
+        return pack(self.point_rows(recording_id, key))
+
     def events_named(self, recording_id: str, name: str) -> list[tuple[int, dict[str, Any]]]:
         """(time_unix_nano, attributes) of a recording's events of one name, oldest first."""
         sql = (
@@ -545,7 +580,7 @@ class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
                 for key, series_id in self._run(cur, sql, [rid, *chunk]).fetchall():
                     ids[rid, key] = int(series_id)
         for name in sorted(names - ids.keys()):
-            self._run(cur, _NEW_SERIES, name)
+            self._run(cur, _NEW_SERIES, [*name, int(self.keeps_blocks)])
             ids[name] = int(self._run(cur, _SERIES_ROW, name).fetchone()[0])
         return ids
 

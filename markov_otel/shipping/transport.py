@@ -201,8 +201,17 @@ class BackendClient:
             self.session.auth = (unquote(user.username), unquote(user.password or ""))
         self.session.verify = self.verify = target.verify
 
-    def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
-        """One request, bounded as a whole by `timeout` seconds (default: the client's)."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        raw: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """One request, bounded as a whole by `timeout` seconds (default: the client's); its
+        JSON, or with `raw` the response itself (a body that is not JSON, e.g. bytes)."""
         url = path if "://" in path else self._url + path
         limit = timeout or self.timeout
         watchdog = threading.Timer(limit, self._sockets.shut)
@@ -239,6 +248,8 @@ class BackendClient:
                 f"HTTP {response.status_code} from {self.base}{path}: {response.text[:200]}",
                 response.status_code,
             )
+        if raw:
+            return response
         if not response.content:
             return {}
         try:
