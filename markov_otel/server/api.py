@@ -93,10 +93,14 @@ class Api:
         out.update(marks or {"tags": [], "archived": False})
         return out
 
-    async def presented(self, request: Request, recordings: list[dict[str, Any]]) -> list[Any]:
-        """The recordings as answered, with their tags and archived mark."""
+    async def presented(
+        self, request: Request, recordings: list[dict[str, Any]], *, write: bool = False
+    ) -> list[Any]:
+        """The recordings as answered, with their tags and archived mark; `write`: the answer of
+        a write, whose read goes ahead of the readers' queue (lanes.ReadLane.for_write)."""
         ids = [r["recording_id"] for r in recordings]
-        marks = await self.reads.run(self.store.marks, ids)
+        run = self.reads.for_write if write else self.reads.run
+        marks = await run(self.store.marks, ids)
         return [self.present(request, r, marks.get(r["recording_id"])) for r in recordings]
 
     async def delete(self, request: Request) -> Response:
@@ -130,7 +134,7 @@ class Api:
                 )
             except Forbidden as exc:
                 raise ApiError(403, str(exc)) from None
-            answer = await self.with_last_step(request, recording)
+            answer = await self.with_last_step(request, recording, write=True)
         return json_response(answer, 201 if created else 200)
 
     async def patch(self, request: Request) -> Response:
@@ -143,7 +147,7 @@ class Api:
             )
         if recording is None:
             raise not_found(recording_id)
-        return json_response((await self.presented(request, [recording]))[0])
+        return json_response((await self.presented(request, [recording], write=True))[0])
 
     async def list(self, request: Request) -> Response:
         project_id = request.query_params.get("project_id")
@@ -164,11 +168,14 @@ class Api:
             return unchanged
         return tagged(json_response(await self.with_last_step(request, recording)), tag)
 
-    async def with_last_step(self, request: Request, recording: dict[str, Any]) -> dict[str, Any]:
+    async def with_last_step(
+        self, request: Request, recording: dict[str, Any], *, write: bool = False
+    ) -> dict[str, Any]:
         """The recording as presented (tags, archived), with `last_step`: a recorder resuming it
         from a fresh run dir (another machine) continues its steps after that one."""
-        out = (await self.presented(request, [recording]))[0]
-        out["last_step"] = await self.reads.run(self.store.last_step, recording["recording_id"])
+        out = (await self.presented(request, [recording], write=write))[0]
+        run = self.reads.for_write if write else self.reads.run
+        out["last_step"] = await run(self.store.last_step, recording["recording_id"])
         return out
 
     async def records(self, request: Request) -> Response:
