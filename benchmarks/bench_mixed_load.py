@@ -1,7 +1,8 @@
 """Ingest beside readers: a recorder's points/s and p99 latencies with 0, 100 and 500 live pages.
 
 Run: python benchmarks/bench_mixed_load.py [--readers 0,100,500] [--flat-share 0.2]
-         [--records 100000] [--rounds 2] [--db sqlite,postgres] [--tree PATH (the server's code)]
+         [--records 100000] [--rounds 2] [--db sqlite,postgres] [--http auto,h11,httptools]
+         [--tree PATH (the server's code)]
          [--postgres URL (default: $MARKOV_TEST_POSTGRES_URL; without it SQLite only)]
 
 For each database and each reader count N, a fresh server (`python -m markov_otel.server`, the
@@ -20,6 +21,9 @@ code of `--tree`, default this checkout) on a fresh SQLite file or PostgreSQL sc
   seconds over those seconds: the machine's two cores are shared by all of them).
 - probes from this process, every 0.2 s while the recorder ingests: a 1-point OTLP-JSON POST
   to /v1/metrics and a GET /healthz; their p99 (a probe that fails counts as 30 s).
+
+With several `--http` parsers (the server's `--http`: uvicorn's h11 or httptools), each is
+measured in every round, its own 0-reader run its baseline.
 
 Figures are ratios against the 0-reader run of the same database in the same command; each
 round runs every count once, and the summary keeps each count's best points/s (the machine is
@@ -63,11 +67,15 @@ MAX_PHASE = 300.0  # no phase runs longer, whatever happens
 # -- the server ----------------------------------------------------------------------------------
 
 
-def start_server(tree: Path, db: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The server of `tree` on `db`; (process, port) once /healthz answers."""
+def start_server(
+    tree: Path, db: str, work: Path, http: str = "auto"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The server of `tree` on `db` with uvicorn's `http` parser; (process, port) once /healthz
+    answers. `auto` passes no option, so a tree from before `--http` runs too."""
     port_file = work / f"port-{uuid.uuid4().hex[:6]}"
     args = [sys.executable, "-m", "markov_otel.server", "--port", "0", "--port-file"]
     args += [str(port_file), "--db", db, "--token", TOKEN]
+    args += [] if http == "auto" else ["--http", http]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     log = (work / "server.log").open("ab")
     process = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=work)
@@ -287,9 +295,11 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def phase(tree: Path, db: str, work: Path, pages: int, flat: int, records: int) -> dict[str, Any]:
+def phase(
+    tree: Path, db: str, work: Path, pages: int, flat: int, records: int, http: str = "auto"
+) -> dict[str, Any]:
     """One server, one recorder, `pages` + `flat` readers; the figures of the ingest window."""
-    server, port = start_server(tree, db, work)
+    server, port = start_server(tree, db, work, http)
     procs: list[subprocess.Popen[str]] = []
     try:
         rec = child("recorder", str(port), str(records), str(work), work=work)
@@ -357,7 +367,7 @@ def show(label: str, pages: int, flat: int, got: dict[str, Any], alone: float | 
     mark = "" if got["complete"] else "  INCOMPLETE"
     cpu = got["cpu"]
     print(
-        f"{label:11} {f'{pages}+{flat}':>11} {got['points_s']:10,.0f} {ratio} "
+        f"{label:19} {f'{pages}+{flat}':>11} {got['points_s']:10,.0f} {ratio} "
         f"{got['ingest_p99']:10.3f}s {got['healthz_p99']:11.3f}s {got['reads']:7}  "
         f"{cpu['server']:4.2f} {cpu['recorder']:4.2f} {cpu['readers']:4.2f}  {got['tally']}{mark}",
         flush=True,
@@ -372,6 +382,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--db", default="sqlite,postgres")
+    parser.add_argument("--http", default="auto", help="server parsers, e.g. h11,httptools")
     parser.add_argument("--tree", type=Path, default=TREE)
     parser.add_argument("--postgres", default=os.environ.get("MARKOV_TEST_POSTGRES_URL"))
     args, rest = parser.parse_known_args()
@@ -384,11 +395,12 @@ def main() -> None:
         return
     kinds = [k for k in args.db.split(",") if k == "sqlite" or args.postgres]
     counts = [int(n) for n in args.readers.split(",")]
+    parsers = args.http.split(",")
     print(
         f"server tree {args.tree}; {args.records:,} records x {len(KEYS)} keys; "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"{'db':11} {'readers':>11} {'points/s':>10} {'x 0':>6} {'ingest p99':>11} "
+    print(f"{'db / parser':19} {'readers':>11} {'points/s':>10} {'x 0':>6} {'ingest p99':>11} "
           f"{'healthz p99':>12} {'reads':>7}  cores: server recorder readers  answers")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-mixed-") as tmp:
         work = Path(tmp)
@@ -398,22 +410,25 @@ def main() -> None:
         dbs = Databases(work, args.postgres)
         try:
             best: dict[tuple[str, int], dict[str, Any]] = {}
+            setups = [f"{kind}/{http}" for kind in kinds for http in parsers]
             for round_ in range(1, args.rounds + 1):
-                for kind in kinds:
+                for setup in setups:
+                    kind, http = setup.split("/")
                     for n in counts:
                         pages, flat = n, round(n * args.flat_share)
-                        got = phase(args.tree, dbs.fresh(kind), work, pages, flat, args.records)
-                        show(f"{kind} #{round_}", pages, flat, got, None)
-                        kept = best.setdefault((kind, n), dict(got))
+                        db = dbs.fresh(kind)
+                        got = phase(args.tree, db, work, pages, flat, args.records, http)
+                        show(f"{setup} #{round_}", pages, flat, got, None)
+                        kept = best.setdefault((setup, n), dict(got))
                         worst = {p: max(got[p], kept[p]) for p in ("ingest_p99", "healthz_p99")}
                         if got["points_s"] > kept["points_s"]:
-                            kept = best[kind, n] = dict(got)
+                            kept = best[setup, n] = dict(got)
                         kept.update(worst)
             print(f"best of {args.rounds} rounds (points/s; p99s the worse of those rounds)")
-            for kind in kinds:
-                alone = best[kind, counts[0]]["points_s"]
+            for setup in setups:
+                alone = best[setup, counts[0]]["points_s"]
                 for n in counts:
-                    show(kind, n, round(n * args.flat_share), best[kind, n], alone)
+                    show(setup, n, round(n * args.flat_share), best[setup, n], alone)
         finally:
             dbs.drop()
 
