@@ -18,7 +18,10 @@ code of `--tree`, default this checkout) on a fresh SQLite file or PostgreSQL sc
   seconds from its first add_record to its stop() returning (which waits until the backend has
   acknowledged every line; the count is read afterwards).
 - the cores the server and the readers' process kept busy while the recorder ingested (CPU
-  seconds over those seconds: the machine's two cores are shared by all of them).
+  seconds over those seconds: the machine's two cores are shared by all of them), and the
+  server's CPU milliseconds per 1,000 points stored (`srv ms/kpt`, with its ratio to 0 readers):
+  on a machine others load, points/s swings with the share of the CPU the server gets, while
+  its CPU per point is what readers add to ingest's cost whatever that share.
 - probes from this process, every 0.2 s while the recorder ingests: a 1-point OTLP-JSON POST
   to /v1/metrics and a GET /healthz; their p99 (a probe that fails counts as 30 s).
 
@@ -27,7 +30,7 @@ measured in every round, its own 0-reader run its baseline.
 
 Figures are ratios against the 0-reader run of the same database in the same command; each
 round runs every count once, and the summary keeps each count's best points/s (the machine is
-shared: a neighbour's burst slows one round) and the worse p99s of the rounds. The
+shared: a neighbour's burst slows one round), the lower CPU per point and the worse p99s. The
 baseline tree (`git worktree add /tmp/before <commit>`) is measured with `--tree /tmp/before`:
 readers, recorder and probes stay this checkout's, only the server changes.
 Not a test: nothing here asserts a time.
@@ -346,6 +349,7 @@ def phase(
             "probes": len(latencies["ingest"]),
             "reads": sum(n for k, n in tally.items() if k != "error"),
             "cpu": {name: seconds / result["seconds"] for name, seconds in cpu.items()},
+            "ms_kpt": 1e6 * cpu["server"] / max(stored, 1),
             "tally": tally,
         }
     finally:
@@ -361,14 +365,18 @@ def phase(
             server.wait()
 
 
-def show(label: str, pages: int, flat: int, got: dict[str, Any], alone: float | None) -> None:
-    """One line of the table; `alone`: the 0-reader points/s the ratio is taken against."""
-    ratio = f"{got['points_s'] / alone:6.2f}" if alone else f"{'':6}"
+def show(
+    label: str, pages: int, flat: int, got: dict[str, Any], alone: dict[str, Any] | None
+) -> None:
+    """One line of the table; `alone`: the 0-reader run the ratios are taken against."""
+    ratio = f"{got['points_s'] / alone['points_s']:6.2f}" if alone else f"{'':6}"
+    cost = f"{got['ms_kpt'] / alone['ms_kpt']:5.2f}" if alone else f"{'':5}"
     mark = "" if got["complete"] else "  INCOMPLETE"
     cpu = got["cpu"]
     print(
         f"{label:19} {f'{pages}+{flat}':>11} {got['points_s']:10,.0f} {ratio} "
-        f"{got['ingest_p99']:10.3f}s {got['healthz_p99']:11.3f}s {got['reads']:7}  "
+        f"{got['ingest_p99']:10.3f}s {got['healthz_p99']:11.3f}s {got['ms_kpt']:6.2f} {cost} "
+        f"{got['reads']:7}  "
         f"{cpu['server']:4.2f} {cpu['recorder']:4.2f} {cpu['readers']:4.2f}  {got['tally']}{mark}",
         flush=True,
     )
@@ -401,7 +409,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs"
     )
     print(f"{'db / parser':19} {'readers':>11} {'points/s':>10} {'x 0':>6} {'ingest p99':>11} "
-          f"{'healthz p99':>12} {'reads':>7}  cores: server recorder readers  answers")  # fmt: skip
+          f"{'healthz p99':>12} {'srv ms/kpt':>12} {'reads':>7}  "
+          "cores: server recorder readers  answers")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-mixed-") as tmp:
         work = Path(tmp)
         os.environ["MARKOV_CONFIG"] = str(work / "config.json")  # never the user's settings
@@ -423,10 +432,10 @@ def main() -> None:
                         worst = {p: max(got[p], kept[p]) for p in ("ingest_p99", "healthz_p99")}
                         if got["points_s"] > kept["points_s"]:
                             kept = best[setup, n] = dict(got)
-                        kept.update(worst)
+                        kept.update(worst, ms_kpt=min(got["ms_kpt"], kept["ms_kpt"]))
             print(f"best of {args.rounds} rounds (points/s; p99s the worse of those rounds)")
             for setup in setups:
-                alone = best[setup, counts[0]]["points_s"]
+                alone = best[setup, counts[0]]
                 for n in counts:
                     show(setup, n, round(n * args.flat_share), best[setup, n], alone)
         finally:
