@@ -337,6 +337,15 @@ def test_a_trusted_proxy_that_is_not_an_address_is_refused(tmp_path: Path, capsy
     assert "--trusted-proxy 'nginx'" in capsys.readouterr().err
 
 
+def test_an_http_parser_uvicorn_does_not_have_is_refused(tmp_path: Path) -> None:
+    """serve(http="h2") raises a ConfigError naming the parsers there are, before listening."""
+    from markov_otel.errors import ConfigError
+    from markov_otel.server.runner import serve
+
+    with pytest.raises(ConfigError, match="must be one of auto, httptools, h11"):
+        serve(port=0, db=f"sqlite:///{tmp_path / 's.db'}", tokens=["t"], http="h2")
+
+
 # -- wrong tokens slow an address down ---------------------------------------------------------
 
 
