@@ -1,8 +1,8 @@
 """Ingest beside readers: a recorder's points/s and p99 latencies with 0, 100 and 500 live pages.
 
 Run: python benchmarks/bench_mixed_load.py [--readers 0,100,500] [--flat-share 0.2]
-         [--records 100000] [--rounds 2] [--db sqlite,postgres] [--tree PATH (the server's code)]
-         [--pages run|table] [--table-runs 50]
+         [--records 100000] [--rounds 2] [--db sqlite,postgres] [--http auto,h11,httptools]
+         [--tree PATH (the server's code)] [--pages run|table] [--table-runs 50]
          [--postgres URL (default: $MARKOV_TEST_POSTGRES_URL; without it SQLite only)]
 
 For each database and each reader count N, a fresh server (`python -m markov_otel.server`, the
@@ -23,13 +23,19 @@ code of `--tree`, default this checkout) on a fresh SQLite file or PostgreSQL sc
   seconds from its first add_record to its stop() returning (which waits until the backend has
   acknowledged every line; the count is read afterwards).
 - the cores the server and the readers' process kept busy while the recorder ingested (CPU
-  seconds over those seconds: the machine's two cores are shared by all of them).
+  seconds over those seconds: the machine's two cores are shared by all of them), and the
+  server's CPU milliseconds per 1,000 points stored (`srv ms/kpt`, with its ratio to 0 readers):
+  on a machine others load, points/s swings with the share of the CPU the server gets, while
+  its CPU per point is what readers add to ingest's cost whatever that share.
 - probes from this process, every 0.2 s while the recorder ingests: a 1-point OTLP-JSON POST
   to /v1/metrics and a GET /healthz; their p99 (a probe that fails counts as 30 s).
 
+With several `--http` parsers (the server's `--http`: uvicorn's h11 or httptools), each is
+measured in every round, its own 0-reader run its baseline.
+
 Figures are ratios against the 0-reader run of the same database in the same command; each
 round runs every count once, and the summary keeps each count's best points/s (the machine is
-shared: a neighbour's burst slows one round) and the worse p99s of the rounds. The
+shared: a neighbour's burst slows one round), the lower CPU per point and the worse p99s. The
 baseline tree (`git worktree add /tmp/before <commit>`) is measured with `--tree /tmp/before`:
 readers, recorder and probes stay this checkout's, only the server changes.
 Not a test: nothing here asserts a time.
@@ -70,11 +76,15 @@ MAX_PHASE = 300.0  # no phase runs longer, whatever happens
 # -- the server ----------------------------------------------------------------------------------
 
 
-def start_server(tree: Path, db: str, work: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The server of `tree` on `db`; (process, port) once /healthz answers."""
+def start_server(
+    tree: Path, db: str, work: Path, http: str = "auto"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The server of `tree` on `db` with uvicorn's `http` parser; (process, port) once /healthz
+    answers. `auto` passes no option, so a tree from before `--http` runs too."""
     port_file = work / f"port-{uuid.uuid4().hex[:6]}"
     args = [sys.executable, "-m", "markov_otel.server", "--port", "0", "--port-file"]
     args += [str(port_file), "--db", db, "--token", TOKEN]
+    args += [] if http == "auto" else ["--http", http]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     log = (work / "server.log").open("ab")
     process = subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=work)
@@ -334,11 +344,18 @@ def register_finished(port: int, runs: int) -> None:
 
 
 def phase(
-    tree: Path, db: str, work: Path, pages: int, flat: int, records: int, table: int | None = None
+    tree: Path,
+    db: str,
+    work: Path,
+    pages: int,
+    flat: int,
+    records: int,
+    table: int | None = None,
+    parser: str = "auto",
 ) -> dict[str, Any]:
-    """One server, one recorder, `pages` + `flat` readers (runs tables over `table` finished
-    runs, when given); the figures of the ingest window."""
-    server, port = start_server(tree, db, work)
+    """One server (uvicorn's `parser`), one recorder, `pages` + `flat` readers (runs tables over
+    `table` finished runs, when given); the figures of the ingest window."""
+    server, port = start_server(tree, db, work, parser)
     procs: list[subprocess.Popen[str]] = []
     try:
         if table is not None:
@@ -388,6 +405,7 @@ def phase(
             "probes": len(latencies["ingest"]),
             "reads": sum(n for k, n in tally.items() if k != "error"),
             "cpu": {name: seconds / result["seconds"] for name, seconds in cpu.items()},
+            "ms_kpt": 1e6 * cpu["server"] / max(stored, 1),
             "tally": tally,
         }
     finally:
@@ -403,14 +421,18 @@ def phase(
             server.wait()
 
 
-def show(label: str, pages: int, flat: int, got: dict[str, Any], alone: float | None) -> None:
-    """One line of the table; `alone`: the 0-reader points/s the ratio is taken against."""
-    ratio = f"{got['points_s'] / alone:6.2f}" if alone else f"{'':6}"
+def show(
+    label: str, pages: int, flat: int, got: dict[str, Any], alone: dict[str, Any] | None
+) -> None:
+    """One line of the table; `alone`: the 0-reader run the ratios are taken against."""
+    ratio = f"{got['points_s'] / alone['points_s']:6.2f}" if alone else f"{'':6}"
+    cost = f"{got['ms_kpt'] / alone['ms_kpt']:5.2f}" if alone else f"{'':5}"
     mark = "" if got["complete"] else "  INCOMPLETE"
     cpu = got["cpu"]
     print(
-        f"{label:11} {f'{pages}+{flat}':>11} {got['points_s']:10,.0f} {ratio} "
-        f"{got['ingest_p99']:10.3f}s {got['healthz_p99']:11.3f}s {got['reads']:7}  "
+        f"{label:19} {f'{pages}+{flat}':>11} {got['points_s']:10,.0f} {ratio} "
+        f"{got['ingest_p99']:10.3f}s {got['healthz_p99']:11.3f}s {got['ms_kpt']:6.2f} {cost} "
+        f"{got['reads']:7}  "
         f"{cpu['server']:4.2f} {cpu['recorder']:4.2f} {cpu['readers']:4.2f}  {got['tally']}{mark}",
         flush=True,
     )
@@ -424,6 +446,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--db", default="sqlite,postgres")
+    parser.add_argument("--http", default="auto", help="server parsers, e.g. h11,httptools")
     parser.add_argument("--tree", type=Path, default=TREE)
     parser.add_argument("--postgres", default=os.environ.get("MARKOV_TEST_POSTGRES_URL"))
     parser.add_argument("--pages", choices=("run", "table"), default="run")
@@ -438,13 +461,15 @@ def main() -> None:
         return
     kinds = [k for k in args.db.split(",") if k == "sqlite" or args.postgres]
     counts = [int(n) for n in args.readers.split(",")]
+    parsers = args.http.split(",")
     print(
         f"server tree {args.tree}; {args.records:,} records x {len(KEYS)} keys; "
         f"{os.cpu_count()} CPUs; "
         + ("run pages" if args.pages == "run" else f"runs tables over {args.table_runs} runs")
     )
-    print(f"{'db':11} {'readers':>11} {'points/s':>10} {'x 0':>6} {'ingest p99':>11} "
-          f"{'healthz p99':>12} {'reads':>7}  cores: server recorder readers  answers")  # fmt: skip
+    print(f"{'db / parser':19} {'readers':>11} {'points/s':>10} {'x 0':>6} {'ingest p99':>11} "
+          f"{'healthz p99':>12} {'srv ms/kpt':>12} {'reads':>7}  "
+          "cores: server recorder readers  answers")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-mixed-") as tmp:
         work = Path(tmp)
         os.environ["MARKOV_CONFIG"] = str(work / "config.json")  # never the user's settings
@@ -453,24 +478,26 @@ def main() -> None:
         dbs = Databases(work, args.postgres)
         try:
             best: dict[tuple[str, int], dict[str, Any]] = {}
+            setups = [f"{kind}/{http}" for kind in kinds for http in parsers]
             for round_ in range(1, args.rounds + 1):
-                for kind in kinds:
+                for setup in setups:
+                    kind, http = setup.split("/")
                     for n in counts:
                         pages, flat = n, round(n * args.flat_share)
                         table = args.table_runs if args.pages == "table" else None
                         db = dbs.fresh(kind)
-                        got = phase(args.tree, db, work, pages, flat, args.records, table)
-                        show(f"{kind} #{round_}", pages, flat, got, None)
-                        kept = best.setdefault((kind, n), dict(got))
+                        got = phase(args.tree, db, work, pages, flat, args.records, table, http)
+                        show(f"{setup} #{round_}", pages, flat, got, None)
+                        kept = best.setdefault((setup, n), dict(got))
                         worst = {p: max(got[p], kept[p]) for p in ("ingest_p99", "healthz_p99")}
                         if got["points_s"] > kept["points_s"]:
-                            kept = best[kind, n] = dict(got)
-                        kept.update(worst)
+                            kept = best[setup, n] = dict(got)
+                        kept.update(worst, ms_kpt=min(got["ms_kpt"], kept["ms_kpt"]))
             print(f"best of {args.rounds} rounds (points/s; p99s the worse of those rounds)")
-            for kind in kinds:
-                alone = best[kind, counts[0]]["points_s"]
+            for setup in setups:
+                alone = best[setup, counts[0]]
                 for n in counts:
-                    show(kind, n, round(n * args.flat_share), best[kind, n], alone)
+                    show(setup, n, round(n * args.flat_share), best[setup, n], alone)
         finally:
             dbs.drop()
 

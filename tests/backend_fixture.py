@@ -175,6 +175,21 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
         server.stop()
 
 
+PARSERS = ("h11", "httptools")
+"""uvicorn's HTTP/1.1 parsers (`mkv serve --http`): tests of what goes over the wire run on
+both, since `auto` takes httptools where it is installed (the [server] extra) and h11 elsewhere."""
+
+
+@pytest.fixture(params=PARSERS)
+def parsed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The backend (SQLite, one token) under each of uvicorn's HTTP parsers."""
+    server = Backend(tmp_path / f"backend-{request.param}", extra_args=["--http", request.param])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def postgres_url() -> str:
     """A PostgreSQL URL for tests (`eval "$(bash .ci/postgres.sh)"`); skips when unset."""

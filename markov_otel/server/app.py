@@ -103,7 +103,7 @@ def create_app(
                 max_body_bytes,
                 public_url,
                 gate,
-                ReadLane(ingesting=gate.working),
+                lane,  # one lane: its bound on reader threads is the app's
                 max_artifact_bytes,
             ),
             *login_routes(table, wrong),

@@ -6,8 +6,10 @@ Referrer-Policy, nosniff).
 Framing: a request with both Content-Length and Transfer-Encoding is read one way by a proxy
 and the other way by the server, so bytes one of them takes for a body the other takes for a
 second request (RFC 9112 §6.1 lets a server refuse it and requires closing the connection).
-uvicorn's h11 parser frames it by Transfer-Encoding and keeps the connection open; this check
-answers 400 with `Connection: close`, whichever parser uvicorn runs.
+uvicorn's httptools parser (the default where the [server] extra is installed) refuses such a
+request itself (a bare 400, connection closed) before the app sees it; h11 (`--http h11`, or
+where httptools is missing) frames it by Transfer-Encoding and keeps the connection open, so
+this check answers 400 naming both headers with `Connection: close`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
 }
 """On every answer: pages, API, static files and errors alike."""
+_ENCODED = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
 
 class HttpEdges:
@@ -109,9 +112,7 @@ def with_headers(send: Send) -> Send:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", []))
             present = {name.lower() for name, _ in headers}
-            for name, value in SECURITY_HEADERS.items():
-                if name.encode() not in present:
-                    headers.append((name.encode(), value.encode()))
+            headers.extend(pair for pair in _ENCODED if pair[0] not in present)
             message = {**message, "headers": headers}
         await send(message)
 

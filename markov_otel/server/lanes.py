@@ -9,6 +9,11 @@ ingest's parsing and storing run in, and never behind ingest's lock. While inges
 lane paces itself to a share of the time (`READ_SHARE`): a reader thread running Python takes
 turns on the GIL with the thread that parses a batch, and on two cores the CPU too. What one
 read may do is bounded by the routes (`series.MAX_POINTS_A_RESPONSE`).
+
+A write's answer needs a read too (a registration's last step, a PATCH's tags). Those run at
+once in the writer's thread pool (`ReadLane.for_write`) on a reader connection the lane's
+threads never all take (`WRITE_ANSWERS`): a recorder's register and final PATCH never queue
+behind hundreds of open pages, nor wait out the pace that ingest itself sets.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-__all__ = ["READ_CONNECTIONS", "READ_SHARE", "ReadLane", "ReaderPool"]
+__all__ = ["READ_CONNECTIONS", "READ_SHARE", "WRITE_ANSWERS", "ReadLane", "ReaderPool"]
 
 READ_CONNECTIONS = 2
 """Reads one server process runs at once. Two keep a slow read from holding up the others while
 leaving most of the GIL (and, on two cores, the CPU) to ingest: each reader thread that runs
 Python takes an equal turn with the thread that parses a batch."""
+
+WRITE_ANSWERS = 1
+"""Reader connections beyond the lane's READ_CONNECTIONS, so a write's answer finds one free."""
 
 READ_SHARE = 0.05
 """The share of the time reads may take while ingest works (the rest is ingest's)."""
@@ -41,7 +49,9 @@ T = TypeVar("T")
 class ReaderPool:
     """Up to `size` connections for reads, opened when first needed and reused (LIFO)."""
 
-    def __init__(self, connect: Callable[[], Any], size: int = READ_CONNECTIONS) -> None:
+    def __init__(
+        self, connect: Callable[[], Any], size: int = READ_CONNECTIONS + WRITE_ANSWERS
+    ) -> None:
         self._connect, self._size = connect, size
         self._free: list[Any] = []
         self._open = 0
@@ -133,6 +143,11 @@ class ReadLane:
                 if self._ingesting():
                     rest = (spent[0] + REQUEST_COST) * self._rest
                     self._free_at = max(self._free_at, time.monotonic()) + rest
+
+    async def for_write(self, read: Callable[..., T], *args: Any) -> T:
+        """`read(*args)` for a write's answer: in the thread pool writes use, at once, neither
+        queued behind the lane's readers nor paced (see the module's docstring)."""
+        return await anyio.to_thread.run_sync(read, *args)
 
 
 def _timed(spent: list[float], read: Callable[..., T], *args: Any) -> T:

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_CONCURRENT_INGEST",
     "DEFAULT_MIN_BODY_RATE",
+    "HTTP_PARSERS",
     "add_arguments",
     "build_parser",
     "main",
@@ -30,6 +31,8 @@ DEFAULT_BODY_TIMEOUT = 10.0
 """Seconds a request body may take, beyond a second per DEFAULT_MIN_BODY_RATE bytes (gate.py)."""
 DEFAULT_MIN_BODY_RATE = 16384
 """Bytes a second a request body must keep arriving at, after DEFAULT_BODY_TIMEOUT (gate.py)."""
+HTTP_PARSERS = ("auto", "httptools", "h11")
+"""uvicorn's HTTP/1.1 parsers; `auto` is httptools when installed (the [server] extra), else h11."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bytes a second a request body must keep arriving at (default: %(default)s)",
     )
     parser.add_argument(
+        "--http",
+        choices=HTTP_PARSERS,
+        default="auto",
+        help="HTTP/1.1 parser: httptools (C, the [server] extra's, faster per request) or h11 "
+        "(pure Python); auto takes httptools when installed (default: %(default)s)",
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
@@ -168,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         artifacts=args.artifacts,
         s3_endpoint=args.s3_endpoint,
         max_artifact_bytes=args.max_artifact_bytes,
+        http=args.http,
     )
     return 0
 

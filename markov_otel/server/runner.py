@@ -10,6 +10,7 @@ write that two of them could race on is settled there (see sqlstore.py and serie
 from __future__ import annotations
 
 import functools
+import importlib.util
 import ipaddress
 import os
 import socket
@@ -29,6 +30,7 @@ from markov_otel.server.app import (
     create_app,
 )
 from markov_otel.server.gate import DEFAULT_BODY_TIMEOUT, DEFAULT_MIN_BODY_RATE
+from markov_otel.server.options import HTTP_PARSERS
 
 __all__ = ["TOKENS_ENV", "is_loopback", "serve", "trusted_networks"]
 
@@ -57,6 +59,7 @@ def serve(
     artifacts: str | None = None,
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
     s3_endpoint: str | None = None,
+    http: str = "auto",
 ) -> None:
     """Run the backend until interrupted; with `port=0`, the bound port goes to `port_file`.
 
@@ -66,7 +69,8 @@ def serve(
     authentication, which may only listen on loopback and says so in one line on stderr.
     `workers` processes serve the port; more than one needs PostgreSQL. Each takes up to
     `max_concurrent_ingest` bodies at once. X-Forwarded-For/-Proto are believed only from the
-    `trusted_proxies` addresses (IPs or CIDRs); by default from nobody.
+    `trusted_proxies` addresses (IPs or CIDRs); by default from nobody. `http` is uvicorn's
+    parser (options.HTTP_PARSERS); either way server/edges.py frames requests the same.
     """
     tokens = [t for t in [*tokens, *os.environ.get(TOKENS_ENV, "").split(",")] if t.strip()]
     readers = [t for t in [*read_tokens, *os.environ.get(READ_TOKENS_ENV, "").split(",")]]
@@ -75,6 +79,7 @@ def serve(
         raise ConfigError(f"max_body_bytes={max_body_bytes!r} must be a positive number of bytes")
     check_workers(workers, db)
     check_open([*tokens, *read_tokens], open_server, host)
+    check_http(http)
     proxies = trusted_networks(trusted_proxies)
     make_app = functools.partial(
         create_app,
@@ -117,6 +122,7 @@ def serve(
         # the proxies the operator names, so no client can claim another address or https.
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies,
+        http=http,
     )
     if workers == 1:
         uvicorn.Server(config).run(sockets=[sock])
@@ -132,6 +138,17 @@ def check_workers(workers: int, db: str) -> None:
         raise ConfigError(
             f"--workers {workers} needs PostgreSQL (--db postgresql://user@host/db): SQLite "
             "takes one writer at a time, so more processes over one file only wait on its lock"
+        )
+
+
+def check_http(http: str) -> None:
+    """Refuse a parser uvicorn does not have, or httptools when it is not installed."""
+    if http not in HTTP_PARSERS:
+        raise ConfigError(f"http={http!r} must be one of {', '.join(HTTP_PARSERS)}")
+    if http == "httptools" and importlib.util.find_spec("httptools") is None:
+        raise ConfigError(
+            "--http httptools needs the httptools package, which the [server] extra installs: "
+            "pip install 'markov-otel[server]' (or --http h11)"
         )
 
 

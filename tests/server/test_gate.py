@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from backend_fixture import Backend
+from backend_fixture import PARSERS, Backend
 from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
 
 from markov_otel.errors import ConfigError
@@ -28,9 +28,12 @@ SLOTS = 2
 WAIT = 20.0  # seconds to wait for the server to have taken the held slots (not a timing claim)
 
 
-@pytest.fixture
-def gated(tmp_path: Path) -> Iterator[Backend]:
-    server = Backend(tmp_path / "gated", extra_args=["--max-concurrent-ingest", str(SLOTS)])
+@pytest.fixture(params=PARSERS)
+def gated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A server of SLOTS slots, under each of uvicorn's HTTP parsers (their flow control
+    differs: a body half sent must hold no slot under either)."""
+    args = ["--max-concurrent-ingest", str(SLOTS), "--http", request.param]
+    server = Backend(tmp_path / "gated", extra_args=args)
     yield server
     server.stop()
 

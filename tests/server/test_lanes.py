@@ -97,6 +97,54 @@ def test_ingest_and_healthz_answer_while_every_reader_is_stuck(
         server.stop()
 
 
+@pytest.mark.postgres
+def test_a_recorders_register_and_patch_answer_while_every_reader_is_stuck(
+    own_schema: str, tmp_path: Path
+) -> None:
+    """With both reader threads stuck in the database and more reads queued behind them, a
+    registration (201, with its last step) and a PATCH (200, with its tags) are answered: a
+    write's own read never queues behind readers (a recorder's stop() would time out)."""
+    server = Backend(tmp_path / "pg", db=own_schema)
+    try:
+        rid, other = new_id(), new_id()
+        assert post(server, rid, series("x", 10)) == 200
+        url = f"{server.url}/api/v1/recordings/{rid}/alerts"
+        answers: list[int] = []
+        with psycopg.connect(own_schema, autocommit=True) as admin:
+            admin.execute("BEGIN")
+            admin.execute("LOCK TABLE alerts IN ACCESS EXCLUSIVE MODE")
+
+            def read() -> None:
+                answers.append(httpx.get(url, headers=server.headers, timeout=WAIT).status_code)
+
+            readers = [threading.Thread(target=read) for _ in range(READ_CONNECTIONS + 3)]
+            for thread in readers:
+                thread.start()
+            deadline = threading.Event()
+            for _ in range(int(WAIT * 10)):  # until the server's reader sessions wait on the lock
+                if waiting_on_locks(own_schema) >= READ_CONNECTIONS:
+                    break
+                deadline.wait(0.1)
+            assert waiting_on_locks(own_schema) == READ_CONNECTIONS
+            api = f"{server.url}/api/v1/recordings"
+            registered = httpx.post(
+                api, json={"recording_id": other}, headers=server.headers, timeout=WAIT
+            )
+            patched = httpx.patch(
+                f"{api}/{rid}", json={"status": "finished"}, headers=server.headers, timeout=WAIT
+            )
+            assert answers == []  # the reads are still stuck behind the lock
+            admin.execute("COMMIT")
+        assert registered.status_code == 201 and registered.json()["last_step"] is None
+        assert patched.status_code == 200 and patched.json()["tags"] == []
+        assert patched.json()["status"] == "finished"
+        for thread in readers:
+            thread.join(WAIT)
+        assert answers == [200] * (READ_CONNECTIONS + 3)
+    finally:
+        server.stop()
+
+
 def test_an_unchanged_recording_is_answered_304_until_a_batch_lands(server: Backend) -> None:
     """GET of a recording and of its series carry an ETag; presented again, 304 with no body;
     after a batch, 200 with a new tag and the new points."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from backend_fixture import Backend, online_recorder
+from backend_fixture import PARSERS, Backend, online_recorder
 from otlp_bodies import metrics_json_bytes, new_id, series
 
 from markov_otel.errors import ConfigError
@@ -67,15 +67,17 @@ class Trickler(threading.Thread):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("parser", PARSERS)
 def test_project_b_records_300_points_while_six_uploads_of_project_a_trickle(
-    tmp_path: Path,
+    tmp_path: Path, parser: str
 ) -> None:
     """Six bodies of project A arriving a byte a second: project B's recorder registers and
-    delivers 300 points, each stored once, while they still trickle; then they get 408."""
+    delivers 300 points, each stored once, while they still trickle; then they get 408 (under
+    either of uvicorn's parsers)."""
     server = Backend(
         tmp_path / "server",
         extra_args=["--token", "tok-a:proj-a", "--token", "tok-b:proj-b",
-                    "--body-timeout", str(BODY_TIMEOUT)],
+                    "--body-timeout", str(BODY_TIMEOUT), "--http", parser],
     )  # fmt: skip
     try:
         body = metrics_json_bytes(new_id(), series("slow", 50), **{"markov.project.id": "proj-a"})
