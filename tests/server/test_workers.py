@@ -27,7 +27,10 @@ def test_two_workers_over_postgres_store_every_point_once_and_backfill_once(
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     db = f"{postgres_url}{'&' if '?' in postgres_url else '?'}options=-csearch_path%3D{schema}"
-    server = Backend(tmp_path / "workers", db=db, extra_args=["--workers", "2"])
+    # Eight slots a worker: all five bodies may land on one worker, and with the default four
+    # one project's share (three) would answer the last a 503 to retry: weather, not this test.
+    args = ["--workers", "2", "--max-concurrent-ingest", "8"]
+    server = Backend(tmp_path / "workers", db=db, extra_args=args)
     try:
         workers = [
             child
