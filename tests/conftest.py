@@ -7,12 +7,22 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis_examples import DEFAULT_MAX_EXAMPLES
 
 pytest_plugins = ["backend_fixture", "leftovers"]
 
 # No wall-clock limits on examples (Hypothesis's 200 ms deadline, its too_slow check): on a
 # loaded machine they fail tests whose code is right. A test may still set its own settings.
-settings.register_profile("markov", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# `--hypothesis-profile=deep` draws ten times the examples (hypothesis_examples.py).
+settings.register_profile(
+    "markov",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=DEFAULT_MAX_EXAMPLES,
+)
+settings.register_profile(
+    "deep", settings.get_profile("markov"), max_examples=10 * DEFAULT_MAX_EXAMPLES
+)
 settings.load_profile("markov")
 
 _MARKOV_ENV = (

@@ -280,6 +280,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow
 def test_a_sweep_of_300_runs_leaks_no_fd_and_no_thread(isolated: Path) -> None:
     """300 recorders started and stopped in one process hold no fd and no thread afterwards."""
     with offline() as warm:  # imports, lazy singletons and the first thread pools are made once

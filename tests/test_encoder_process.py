@@ -548,3 +548,36 @@ def test_the_process_loads_its_package_without_letting_its_neighbours_shadow_the
     ran, json_file = done.stdout.split()
     assert Path(ran) == package / "shipping" / "encoder_process.py"
     assert Path(json_file).parent.name != "root"
+
+
+@pytest.mark.parametrize(
+    ("peer", "answered"),
+    [("swap", 4), ("repeat", 2)],
+    ids=["batch 4 answered before batch 3", "batch 2's answer repeated for batch 3"],
+)
+def test_an_answer_for_another_batch_drops_the_process_and_no_batch_is_lost_or_reordered(
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    peer: str,
+    answered: int,
+) -> None:
+    """A real process that speaks the encoder's protocol (tests/encoder_peer) answers batches 1
+    and 2, then an answer for another batch where batch 3's is due: the flusher says which batch
+    was answered in one line, drops the process, cuts the file back to batch 2's end and encodes
+    the rest itself: every step once, in record order, and the process is gone."""
+    peer_dir = Path(__file__).parent / "encoder_peer"
+    paths = [str(peer_dir), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    monkeypatch.setenv("MARKOV_TEST_PEER", peer)
+    n = 5_000
+    rec = recorder("always", monkeypatch, batch_size=100)
+    with rec:
+        pid = encoder_pid(rec)
+        for i in range(n):
+            rec.add_record({"i": i})
+    steps = [p.step for p in points(isolated / rec.recording_id)]
+    assert steps == list(range(n))  # each once, and in record order across the lines
+    said = [r.getMessage() for r in caplog.records if "encoder process ended" in r.getMessage()]
+    assert len(said) == 1 and f"it answered batch {answered}" in said[0], said
+    assert rec._flusher._process_dropped and gone(pid, within=10)

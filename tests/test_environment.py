@@ -240,6 +240,7 @@ def test_requirements_text_is_sorted_pip_freeze_with_a_header() -> None:
     assert any("abc123" in c and "uncommitted" in c for c in comments)
 
 
+@pytest.mark.slow
 def test_requirements_file_pip_accepts(tmp_path: Path) -> None:
     """pip takes the written file of the real capture: a dry run with no index succeeds,
     because every line names what this very environment has installed."""

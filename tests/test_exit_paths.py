@@ -57,6 +57,7 @@ def test_leaving_with_block(isolated: Path, mode: str, code: int, status: str) -
     assert_run(isolated / run_id, status, N)
 
 
+@pytest.mark.slow
 def test_sigterm_marks_terminated_and_keeps_every_record(isolated: Path) -> None:
     """SIGTERM mid-loop: exit code 143, status terminated, every record up to the kill on disk."""
     proc = subprocess.Popen(

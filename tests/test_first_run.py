@@ -93,6 +93,7 @@ def test_configured_dead_endpoint_stop_gives_up_at_once(tmp_path: Path) -> None:
     assert elapsed < GENEROUS
 
 
+@pytest.mark.slow
 def test_a_backend_answering_503_still_gets_the_whole_timeout(
     backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -295,6 +295,7 @@ def test_an_open_live_page_asks_with_its_etag_and_reads_no_series_while_nothing_
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_the_runs_table_of_1000_runs_filters_sorts_and_hides_columns(
     browsing: Browsing, backend: Backend
 ) -> None:
