@@ -2,7 +2,8 @@
 
 - exit: every running recorder is stopped (flushed to disk, bounded by its sync_data_timeout).
 - SIGTERM: when nobody else handles it, it becomes `SystemExit(143)` in the main thread, so
-  `with recorder:` blocks and the exit hook run, and the run is marked `terminated`.
+  `with recorder:` blocks and the exit hook run, and the run is marked `terminated`; once every
+  recorder has stopped, it kills as it would have without us.
 - fork (DataLoader workers): the child's copy of a recorder is disowned — its buffer belongs to
   the parent, which writes it — and add_record in the child raises, naming the fix.
 
@@ -38,6 +39,7 @@ class Tracked(Protocol):
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
 _lock = threading.Lock()
+_deferring = 0  # stop()s in signals_deferred (main thread only)
 
 
 def track(recorder: Tracked) -> None:
@@ -70,9 +72,15 @@ def _take_sigterm() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
+    if not _live and not _deferring:
+        # Every recorder has stopped: SIGTERM kills as if we had never been here. A
+        # multiprocessing Pool's terminate() counts on that; SystemExit in its worker can hang
+        # the worker's exit (and the pool's join) on the queue's feeder thread.
+        signal.raise_signal(signum)
+        return
     for recorder in list(_live):
         recorder._note_signal("terminated")
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills as usual
     raise SystemExit(128 + signum)
 
 
@@ -92,14 +100,19 @@ def signals_deferred(on_signal: Callable[[int], None]) -> Iterator[None]:
         arrived.append(signum)
         on_signal(signum)
 
+    global _deferring
     previous = {held: signal.signal(held, hold) for held in (signal.SIGINT, signal.SIGTERM)}
+    _deferring += 1  # a recorder is stopping: a SIGTERM is still the recorder's (143)
     try:
         yield
     finally:
         for held, handler in previous.items():
             signal.signal(held, handler)
-        for signum in dict.fromkeys(arrived):
-            signal.raise_signal(signum)  # the handler they would have met: raise or die
+        try:
+            for signum in dict.fromkeys(arrived):
+                signal.raise_signal(signum)  # the handler they would have met: raise or die
+        finally:
+            _deferring -= 1
 
 
 def _stop_live() -> None:

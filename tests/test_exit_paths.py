@@ -90,3 +90,38 @@ def test_sigterm_marks_terminated_and_keeps_every_record(isolated: Path) -> None
     assert made <= stored <= made + 1  # + the add_record the signal interrupted, if it got in
     for key in ("loss", "acc"):
         assert [p.step for p in got if p.key == key] == list(range(stored)), key
+
+
+STOPPED_THEN_WAITING = """
+import sys
+from markov_otel import ExperimentRecorder
+recorder = ExperimentRecorder(name="stopped", hyper_parameters={})
+recorder.start()
+recorder.add_record({"loss": 1.0})
+recorder.stop()
+print("stopped", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_sigterm_after_every_recorder_stopped_kills_as_without_us(isolated: Path) -> None:
+    """Once its recorders have stopped, a process dies of SIGTERM (as a Pool's terminate()
+    expects of its workers), not of the SystemExit(143) a running recorder turns it into."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_THEN_WAITING],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "stopped"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGTERM, err
