@@ -334,6 +334,7 @@ def big_run(backend: Backend) -> tuple[str, dict[str, str]]:
     return recorder.recording_id, env
 
 
+@pytest.mark.slow
 def test_sync_draws_a_progress_bar_on_a_terminal(big_run: tuple[str, dict[str, str]]) -> None:
     """On a terminal (a pty), `mkv sync` redraws one line with %, bytes, batches, rate, ETA,
     ending at 100%."""

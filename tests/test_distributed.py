@@ -134,6 +134,7 @@ def run_ranks(isolated: Path, extra: dict[str, str], ranks: int = 2) -> list[dic
     return said
 
 
+@pytest.mark.slow
 def test_two_ranks_write_one_recording_from_two_run_dirs(
     isolated: Path, backend: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,6 +192,7 @@ def assert_one_recording(backend: Any, rid: str, on_disk: Counter[str]) -> None:
         assert len(backend.records(rid, key)) == count, key
 
 
+@pytest.mark.slow
 def test_ranks_all_tags_every_rank_online(isolated: Path, backend: Any) -> None:
     """ranks=all, ONLINE: each rank's `loss` under loss/rank.N, each step once, no plain `loss`;
     the recording is still rank 0's (its lr)."""
@@ -308,6 +310,7 @@ def test_torchrun_c10d_without_rdzv_id_agrees_on_one_recording_per_job(isolated:
 
 
 @pytest.mark.parametrize("failing", [0, 1])
+@pytest.mark.slow
 def test_a_failed_rank_marks_the_recording_failed_and_names_itself(
     isolated: Path, backend: Any, failing: int
 ) -> None:

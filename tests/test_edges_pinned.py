@@ -184,6 +184,7 @@ def test_stop_sends_the_final_patch_with_what_the_resource_cannot_carry(backend:
     assert stored["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_429s_retry_after_is_waited_before_the_line_goes_again(backend: Backend) -> None:
     """The first metrics line answered 429 with Retry-After: 2 goes again no sooner than 2 s
     later (a lower bound: a loaded machine only makes it later), then is stored once.
@@ -206,6 +207,7 @@ def test_a_429s_retry_after_is_waited_before_the_line_goes_again(backend: Backen
     assert [r["step"] for r in backend.records(rec.recording_id, "loss")] == [0]
 
 
+@pytest.mark.slow
 def test_a_401_on_a_line_pauses_sending_and_sets_nothing_aside(
     backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

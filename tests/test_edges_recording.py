@@ -183,6 +183,7 @@ def test_numpy_and_objects_in_hyperparameters_are_fixed_at_the_call(isolated: Pa
 # -- memory ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_batch_size_above_the_buffer_bound_still_reaches_disk(isolated: Path) -> None:
     """batch_size=1M, interval=1 h: once MAX_BUFFERED records wait, the flusher writes them
     (before, nothing reached disk until a million records or an hour)."""

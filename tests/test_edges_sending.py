@@ -106,6 +106,7 @@ def test_a_line_the_backend_refuses_is_set_aside_and_the_rest_flows_on(
     assert steps(backend, rid, "loss") == list(range(20))
 
 
+@pytest.mark.slow
 def test_a_set_aside_line_is_resent_once_the_backend_takes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,6 +155,7 @@ def test_a_wide_logger_is_delivered_whole(backend: Backend) -> None:
     assert runs.unsent_lines(Spool(recorder.run_dir), backend.url) == 0
 
 
+@pytest.mark.slow
 def test_a_line_over_the_backends_limit_is_sent_in_parts(tmp_path: Path) -> None:
     """A backend whose limit (1 MB) is under the recorder's batch bound: the sender learns the
     limit and sends each line in parts; every point arrives once."""
@@ -284,6 +286,7 @@ def trickler() -> Iterator[str]:
 LOADED = 8.0  # seconds a loaded 2-core machine may add to a bound (scheduling, not waiting)
 
 
+@pytest.mark.slow
 def test_register_is_bounded_by_register_batch_timeout_against_a_trickling_peer(
     trickler: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -108,6 +108,7 @@ def test_a_killed_encoder_process_loses_nothing_and_doubles_nothing(
     assert gone(pid)
 
 
+@pytest.mark.slow
 def test_an_encoder_process_that_stops_answering_cannot_hang_stop_nor_double_a_batch(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -384,6 +385,7 @@ def test_an_encoder_process_on_a_full_disk_hands_its_batches_back(
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_a_file_that_cannot_be_cut_holds_the_unanswered_batches_until_it_can(
     isolated: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -450,6 +452,7 @@ def test_the_process_starts_the_disks_writeback_every_writeback_bytes(tmp_path: 
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_stalled_process_is_handed_at_most_in_flight_batches(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

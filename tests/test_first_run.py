@@ -76,6 +76,7 @@ def test_nothing_configured_records_locally_and_says_so_once(tmp_path: Path) -> 
     assert elapsed < GENEROUS
 
 
+@pytest.mark.slow
 def test_configured_dead_endpoint_stop_gives_up_at_once(tmp_path: Path) -> None:
     """An endpoint that refuses connections: stop() does not wait out sync_data_timeout (30 s);
     each run says one line naming its `mkv sync`, and every point is on disk."""

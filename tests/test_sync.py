@@ -101,6 +101,7 @@ def test_sync_all_uploads_every_local_run(
     assert [unsent_lines(s) for s in spools] == [0, 0, 0]
 
 
+@pytest.mark.slow
 def test_interrupted_sync_resumes_where_it_stopped(
     sync_env: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

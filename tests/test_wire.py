@@ -408,6 +408,7 @@ def test_backpressure_never_drops(isolated: Path) -> None:
     assert recording(run)["points"] == n
 
 
+@pytest.mark.slow
 def test_buffered_records_give_the_garbage_collector_nothing_to_walk(isolated: Path) -> None:
     """Records waiting in the buffer are not GC-tracked objects: full collections walking
     200k buffered (time, step, dict) tuples cost a tight loop ~0.4 µs a record."""
@@ -424,6 +425,7 @@ def test_buffered_records_give_the_garbage_collector_nothing_to_walk(isolated: P
     assert len(points(isolated / recorder.recording_id)) == 2 * n  # buffered, then all written
 
 
+@pytest.mark.slow
 def test_concurrent_add_record_stores_every_record_once(isolated: Path) -> None:
     """8 threads x 10k records at once: every record stored exactly once, and no two records
     share a default step (they did: ~54k distinct steps of 80k)."""

@@ -116,6 +116,7 @@ def race(twins: tuple[Backend, Backend], send_a: Send, send_b: Send) -> list[str
     [(by_register, by_register), (by_metrics, by_metrics), (by_register, by_metrics)],
     ids=["register-register", "metrics-metrics", "register-metrics"],
 )
+@pytest.mark.slow
 def test_racing_projects_never_both_win_a_new_id(
     twins: tuple[Backend, Backend], send_a: Send, send_b: Send
 ) -> None:

@@ -93,6 +93,7 @@ def hover(page: Any, at: float, text: str) -> list[str]:
     return list(page.locator(values).all_inner_texts())
 
 
+@pytest.mark.slow
 def test_select_three_runs_and_compare_them(
     browsing: Browsing, backend: Backend, screenshots: Path
 ) -> None:
@@ -232,6 +233,7 @@ def test_the_cookie_opens_reads_but_writes_nothing_without_the_pages_csrf_token(
     assert stored["notes"] == "" and stored["points"] == 1
 
 
+@pytest.mark.slow
 def test_a_running_recording_page_appends_new_points_live(
     browsing: Browsing, backend: Backend, screenshots: Path
 ) -> None:
@@ -261,6 +263,7 @@ def test_a_running_recording_page_appends_new_points_live(
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_an_open_live_page_asks_with_its_etag_and_reads_no_series_while_nothing_changes(
     browsing: Browsing, backend: Backend
 ) -> None:
@@ -328,6 +331,7 @@ def test_the_runs_table_of_1000_runs_filters_sorts_and_hides_columns(
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_recording_page_draws_one_chart_per_metric(
     browsing: Browsing, backend: Backend, screenshots: Path
 ) -> None:
@@ -439,6 +443,7 @@ def test_a_page_on_another_site_cannot_sign_the_browser_in(chromium: Any, backen
         context.close()
 
 
+@pytest.mark.slow
 def test_compare_shows_a_scoped_token_only_its_projects_runs(tmp_path: Path) -> None:
     """/compare with a project token: another project's run is 'not found', like a missing one."""
     backend = Backend(tmp_path / "scoped", extra_args=["--token", "team-a:A"])
@@ -467,6 +472,7 @@ def test_compare_shows_a_scoped_token_only_its_projects_runs(tmp_path: Path) -> 
         backend.stop()
 
 
+@pytest.mark.slow
 def test_an_optuna_studys_trials_are_one_group_in_the_runs_table_and_compare(
     browsing: Browsing, backend: Backend
 ) -> None:

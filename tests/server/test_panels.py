@@ -60,6 +60,7 @@ def sections(page: Any) -> list[tuple[str, bool, list[str]]]:
     )
 
 
+@pytest.mark.slow
 def test_compare_groups_panels_with_one_legend_and_keeps_the_view_in_the_url(
     browsing: Browsing, backend: Backend, screenshots: Path
 ) -> None:
@@ -121,6 +122,7 @@ def test_compare_groups_panels_with_one_legend_and_keeps_the_view_in_the_url(
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_ticks_read_without_repeats_with_units_and_scientific_on_log(
     browsing: Browsing, backend: Backend, screenshots: Path
 ) -> None:
@@ -177,6 +179,7 @@ def test_an_unknown_column_in_the_filter_says_so(browsing: Browsing, backend: Ba
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_the_runs_table_view_is_in_the_url(browsing: Browsing, backend: Backend) -> None:
     """Filter, status, sort and columns go to the URL; the link opened afresh (another browser
     context: no localStorage) shows the same rows in the same order with the same columns."""
@@ -216,6 +219,7 @@ def test_the_runs_table_view_is_in_the_url(browsing: Browsing, backend: Backend)
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_metric_columns_sort_mark_the_best_and_download_as_csv(
     browsing: Browsing, backend: Backend, screenshots: Path, tmp_path: Path
 ) -> None:
@@ -257,6 +261,7 @@ def test_metric_columns_sort_mark_the_best_and_download_as_csv(
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.slow
 def test_pages_fit_a_phone_in_light_and_dark(
     chromium: Any, backend: Backend, screenshots: Path, scheme: str
 ) -> None:
@@ -288,6 +293,7 @@ def test_pages_fit_a_phone_in_light_and_dark(
     assert errors == []
 
 
+@pytest.mark.slow
 def test_archived_runs_are_hidden_until_asked_for_and_tags_show(
     browsing: Browsing, backend: Backend
 ) -> None:
@@ -318,6 +324,7 @@ def test_archived_runs_are_hidden_until_asked_for_and_tags_show(
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_parallel_coordinates_colour_by_a_metric_and_brush(
     browsing: Browsing, backend: Backend, screenshots: Path
 ) -> None:
@@ -355,6 +362,7 @@ def test_parallel_coordinates_colour_by_a_metric_and_brush(
     assert browsing.errors == []
 
 
+@pytest.mark.slow
 def test_groups_draw_a_mean_line_in_a_min_max_band_and_expand(
     browsing: Browsing, backend: Backend, screenshots: Path
 ) -> None:

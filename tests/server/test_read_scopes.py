@@ -45,6 +45,7 @@ def recording_of_a(backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyP
         "/api/v1/recordings/{rid}/artifacts",
     ],
 )
+@pytest.mark.slow
 def test_another_projects_token_reads_none_of_a_recordings_arrays_texts_history_or_files(
     backend: Backend, recording_of_a: str, path: str
 ) -> None:

@@ -52,6 +52,7 @@ def log_batch(rid: str, status: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("final", sorted(TERMINAL_STATUSES))
+@pytest.mark.slow
 def test_a_late_batch_never_turns_a_terminal_status_back(server: Backend, final: str) -> None:
     """After the final PATCH, late metrics, spans and logs saying "running" leave the status."""
     rid = new_id()

@@ -30,6 +30,7 @@ def get_series(backend: Backend, ids: list[str], key: str, **params: Any) -> htt
     return httpx.get(backend.url + "/api/v1/series", params=query, headers=backend.headers)
 
 
+@pytest.mark.slow
 def test_a_spike_in_100k_points_survives_max_points_100(server: Backend) -> None:
     """One spike among 100,000 points is in the answer of max_points=100, with its exact step."""
     rid = new_id()
@@ -97,6 +98,7 @@ def test_buckets_hold_each_min_and_max_whatever_order_the_steps_arrive_in(
     assert width > 16 and got == {b: {min(vs), max(vs)} for b, vs in expected.items()}
 
 
+@pytest.mark.slow
 def test_buckets_merged_across_bodies_keep_each_min_and_max(server: Backend) -> None:
     """Shuffled points in 40 bodies of 500: each body's buckets are merged into the stored ones
     by the database (not within one batch), and each output bucket still holds exactly its
@@ -208,6 +210,7 @@ def test_bad_queries_are_400_naming_the_parameter(
     assert needle in answer.json()["error"]
 
 
+@pytest.mark.slow
 def test_a_series_stored_before_buckets_existed_reads_the_same(backend: Backend) -> None:
     """A database from before point_buckets (rows removed for real) is bucketed on first read."""
     rid = new_id()
