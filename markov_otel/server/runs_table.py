@@ -12,7 +12,7 @@ leaves the page). Without `since`, all the rows and the keys, as the page embeds
 Open tables ask the same questions: while ingest works the read lane paces reads, and the
 polls that queue meanwhile ask one state read in flight between them (`Flights`), and the pages
 whose cursor and tag agree one answer, built once and kept by its tag (`Answers`): a hundred
-open tables cost a query per change, not one each.
+open tables queued together cost one state read and one answer, not one each.
 """
 
 from __future__ import annotations
