@@ -7,21 +7,25 @@ from) is fresh until new data arrives. A client that presents it (`If-None-Match
 browser sends itself for answers marked `Cache-Control: no-cache`) gets a bodiless 304 after one
 indexed row read per recording, instead of the answer rebuilt. A client without the tag asking
 what another asked since the last change gets the kept answer (`Answers`), so many readers of
-one running recording cost one read per change, not one each.
+one running recording cost one read per change, not one each; and readers asking the same while
+that read runs wait for it rather than run their own (`Flights`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["Answers", "not_modified", "recordings_tag", "tagged"]
+__all__ = ["Answers", "Flights", "not_modified", "recordings_tag", "tagged"]
+
+T = TypeVar("T")
 
 REVALIDATE = "no-cache"  # keep it, but ask each time (with the tag)
 
@@ -82,3 +86,30 @@ class Answers:
             while len(self._kept) > self._entries or self._bytes > self._max_bytes:
                 _, dropped = self._kept.popitem(last=False)
                 self._bytes -= len(dropped)
+
+
+class Flights:
+    """One read in flight per key: who asks for a key while its read runs awaits that read's
+    result instead of starting another (so a hundred pages queued in the read lane behind the
+    same question cost one query). A read is its own task: a caller that goes away (a client
+    that hung up) neither cancels it for the others nor leaves its error unretrieved. Joining
+    a flight that began before the ask is as fresh as a live page needs: what committed since
+    shows at its next poll."""
+
+    def __init__(self) -> None:
+        self._flying: dict[Hashable, asyncio.Task[Any]] = {}
+
+    async def share(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """`read()`'s result, from the flight already asking for `key` if there is one."""
+        task = self._flying.get(key)
+        if task is None:
+            task = asyncio.ensure_future(read())
+            self._flying[key] = task
+            task.add_done_callback(lambda done: self._landed(key, done))
+        return await asyncio.shield(task)
+
+    def _landed(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self._flying.get(key) is task:
+            del self._flying[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone

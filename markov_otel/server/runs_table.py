@@ -8,10 +8,16 @@ that scan and a bodiless 304. A change costs only the rows updated since the cur
 updated_at the page has, which every answer carries), less `OVERLAP` so that a transaction that
 committed late (another worker process) is not missed, and the ids of every run (a deleted one
 leaves the page). Without `since`, all the rows and the keys, as the page embeds them.
+
+Open tables ask the same questions: while ingest works the read lane paces reads, and the
+polls that queue meanwhile ask one state read in flight between them (`Flights`), and the pages
+whose cursor and tag agree one answer, built once and kept by its tag (`Answers`): a hundred
+open tables queued together cost one state read and one answer, not one each.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,13 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from markov_otel.server.api import check_grant, json_response
+from markov_otel.server.api import check_grant
 from markov_otel.server.auth import Grant
 from markov_otel.server.bodies import ApiError
 from markov_otel.server.fields import text
-from markov_otel.server.freshness import not_modified, recordings_tag, tagged
+from markov_otel.server.freshness import Answers, Flights, not_modified, recordings_tag, tagged
 from markov_otel.server.lanes import ReadLane
 from markov_otel.server.page_data import run_row
+from markov_otel.server.records import jsonable
 from markov_otel.server.storage import Store
 
 __all__ = ["OVERLAP", "RUNS_TABLE_PATH", "changed_doc", "runs_doc", "runs_table_routes"]
@@ -73,6 +80,21 @@ def looked_back(since: str) -> str:
 def runs_table_routes(store: Store, reads: ReadLane) -> list[Route]:
     """GET /api/v1/runs-table[?project_id=P][&since=CURSOR]: the runs table's rows (those
     changed since the cursor), 304 while unchanged."""
+    flights, kept = Flights(), Answers()
+
+    def body(
+        state: list[dict[str, Any]], scope: str | None, after: str | None, project: Any
+    ) -> bytes:
+        doc = runs_doc(store, scope) if after is None else changed_doc(store, state, after)
+        doc["project"] = project
+        return json.dumps(jsonable(doc), allow_nan=False, separators=(",", ":")).encode()
+
+    async def answer(tag: str, *args: Any) -> bytes:
+        known = kept.get(tag)  # asked by another page since the last change
+        if known is None:
+            known = await reads.run(body, *args)
+            kept.put(tag, known)
+        return known
 
     async def runs_table(request: Request) -> Response:
         project_id = request.query_params.get("project_id")
@@ -82,16 +104,16 @@ def runs_table_routes(store: Store, reads: ReadLane) -> list[Route]:
         if project_id is not None:
             check_grant(request, text("project_id", project_id))
         scope = project_id or grant.project_id
-        state = await reads.run(store.recordings_state, scope)
-        tag = recordings_tag(state, "runs-table", scope or "", since or "")
+        state = await flights.share(
+            ("state", scope), lambda: reads.run(store.recordings_state, scope)
+        )
+        tag = recordings_tag(state, "runs-table", scope or "", since or "", project_id or "")
         unchanged = not_modified(request, tag)
         if unchanged is not None:
             return unchanged
-        if after is None:
-            doc = await reads.run(runs_doc, store, scope)
-        else:
-            doc = await reads.run(changed_doc, store, state, after)
-        doc["project"] = project_id
-        return tagged(json_response(doc), tag)
+        done = await flights.share(
+            ("answer", tag), lambda: answer(tag, state, scope, after, project_id)
+        )
+        return tagged(Response(done, media_type="application/json"), tag)
 
     return [Route(RUNS_TABLE_PATH, runs_table, methods=["GET"])]

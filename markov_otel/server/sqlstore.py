@@ -140,6 +140,13 @@ class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the writer connection's: ingest, registers, PATCHes
         self._readers: ReaderPool | None = None  # reads' own connections, when the store has them
+        self._reads, self._reads_lock = 0, threading.Lock()
+
+    @property
+    def reads(self) -> int:
+        """How many reads (cursors for a read) this store has begun: what the live pages'
+        sharing saves is counted with it (tests, benchmarks)."""
+        return self._reads
 
     # -- what a database supplies ------------------------------------------------------------
     def _transaction(self) -> AbstractContextManager[Any]:
@@ -208,6 +215,8 @@ class SqlStore(SeriesQueries, MarksQueries, ArtifactQueries):
     def _reading(self) -> Iterator[Any]:
         """A cursor for a read: on a reader connection, so it never waits for the writer's lock
         (the writer's, under that lock, only for a store without reader connections)."""
+        with self._reads_lock:
+            self._reads += 1
         if self._readers is None:
             with self._lock:
                 yield self._cursor()
