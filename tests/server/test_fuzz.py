@@ -15,7 +15,6 @@ its traceback. Bounded by the example counts; `--hypothesis-show-statistics` pri
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import uuid
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from hostile_requests import (
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis_examples import examples
+from own_loop import LoopThread
 
 from markov_otel.server import create_app
 
@@ -68,7 +68,7 @@ class Harness:
 
     def __init__(self, db: str, files: Path) -> None:
         self.app = create_app(db=db, tokens=["admin", f"team:{PROJECT}"], artifacts=str(files))
-        self.loop = asyncio.new_event_loop()
+        self.loop = LoopThread()  # Playwright's loop may hold this process's main thread
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://fuzz"
         )
@@ -81,7 +81,7 @@ class Harness:
         self, method: str, path: str, query: dict[str, str], headers: Any, payload: bytes
     ) -> httpx.Response:
         call = self.client.request(method, path, params=query, headers=headers, content=payload)
-        return self.loop.run_until_complete(call)
+        return self.loop.run(call)
 
     def check_reads(self) -> None:
         """The full list and both seeded recordings still read for the admin."""
@@ -94,7 +94,7 @@ class Harness:
         assert self.send("GET", "/", {}, ADMIN, b"").status_code == 200
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
+        self.loop.run(self.client.aclose())
         self.app.state.store.close()
         self.loop.close()
 

@@ -6,18 +6,16 @@ Real sockets send their headers and half a valid body, then wait: they hold byte
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from backend_fixture import PARSERS, Backend
 from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
+from own_loop import run_alone
 
 from markov_otel.errors import ConfigError
 from markov_otel.server import create_app
@@ -133,10 +131,3 @@ def test_the_bound_must_be_a_positive_integer(tmp_path: Path, bad: int) -> None:
     with pytest.raises(ConfigError, match="max_concurrent_ingest"):
         create_app(db=str(tmp_path / "x.db"), tokens=[], max_concurrent_ingest=bad)
     assert not (tmp_path / "x.db").exists()
-
-
-def run_alone(coroutine: Any) -> Any:
-    """asyncio.run on a thread of its own: once the page tests' Playwright (sync API) has run in
-    this process, its event loop counts as running on the main thread, where asyncio.run fails."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from backend_fixture import Backend
 from otlp_bodies import metrics_json_bytes, new_id
+from own_loop import LoopThread
 
 from markov_otel.server.app import create_app
 
@@ -33,7 +34,7 @@ class InProcess:
     def __init__(self, tmp_path: Path) -> None:
         self.app = create_app(db=f"sqlite:///{tmp_path / 't.db'}", tokens=["admin"])
         self.store: Any = self.app.state.store
-        self.loop = asyncio.new_event_loop()
+        self.loop = LoopThread()  # Playwright's loop may hold this process's main thread
         transport = httpx.ASGITransport(app=self.app)
         self.client = httpx.AsyncClient(transport=transport, base_url="http://table")
 
@@ -60,7 +61,7 @@ class InProcess:
         return self.call(together())
 
     def call(self, work: Any) -> Any:
-        return self.loop.run_until_complete(work)
+        return self.loop.run(work)
 
     def close(self) -> None:
         self.call(self.client.aclose())

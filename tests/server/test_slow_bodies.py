@@ -7,18 +7,16 @@ client is a real recorder.
 
 from __future__ import annotations
 
-import asyncio
 import select
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from backend_fixture import PARSERS, Backend, online_recorder
 from otlp_bodies import metrics_json_bytes, new_id, series
+from own_loop import run_alone
 
 from markov_otel.errors import ConfigError
 from markov_otel.server import create_app
@@ -130,10 +128,3 @@ def test_the_body_pace_settings_must_be_positive(tmp_path: Path, name: str, bad:
     """A body timeout or minimum rate of zero or less is refused, naming the setting."""
     with pytest.raises(ConfigError, match=name):
         create_app(db=str(tmp_path / "x.db"), tokens=[], **{name: bad})
-
-
-def run_alone(coroutine: Any) -> Any:
-    """asyncio.run on a thread of its own: once the page tests' Playwright (sync API) has run in
-    this process, its event loop counts as running on the main thread, where asyncio.run fails."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
