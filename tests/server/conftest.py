@@ -1,5 +1,6 @@
 """Fixtures for the backend tests: `chromium` is a headless browser for the page tests,
-`screenshots` where they save pictures.
+`browsing` a signed-out session of it on `backend` (browsing.py), `screenshots` where they
+save pictures.
 
 `server` (each test over SQLite and PostgreSQL), `backend` and `postgres_url` come from the
 `backend_fixture` plugin (loaded by tests/conftest.py).
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_fixture import Backend
+from browsing import Browsing
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,3 +51,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for where in _SCREENSHOTS:
         shots = sorted(p.name for p in where.glob("*.png"))
         terminalreporter.write_line(f"page screenshots ({len(shots)}) in {where}: {shots}")
+
+
+@pytest.fixture
+def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
+    session = Browsing(chromium, backend)
+    try:
+        yield session
+    finally:
+        session.context.close()

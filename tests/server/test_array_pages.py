@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import requests
 from backend_fixture import Backend, online_recorder
-from test_page import Browsing
+from browsing import Browsing
 from test_quantiles import bucket_of
 
 from markov_otel import Image
-
-
-@pytest.fixture
-def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
-    session = Browsing(chromium, backend)
-    try:
-        yield session
-    finally:
-        session.context.close()
 
 
 def weights(run: int, step: int) -> Any:

@@ -7,6 +7,7 @@ alerts table, so every GET …/alerts waits inside the database until the test l
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -55,6 +56,37 @@ def waiting_on_locks(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+@contextlib.contextmanager
+def readers_stuck(server: Backend, url: str, rid: str) -> Iterator[list[int]]:
+    """READ_CONNECTIONS + 3 reads of a recording's alerts, every reader session of the server
+    stuck behind a lock on that table (the rest queued) for the body of the `with`; yields the
+    status codes answered so far, and on leaving releases the lock and waits for every read."""
+    answers: list[int] = []
+    alerts = f"{server.url}/api/v1/recordings/{rid}/alerts"
+
+    def read() -> None:
+        answers.append(httpx.get(alerts, headers=server.headers, timeout=WAIT).status_code)
+
+    readers = [threading.Thread(target=read) for _ in range(READ_CONNECTIONS + 3)]
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("BEGIN")
+        admin.execute("LOCK TABLE alerts IN ACCESS EXCLUSIVE MODE")
+        for thread in readers:
+            thread.start()
+        deadline = threading.Event()
+        for _ in range(int(WAIT * 10)):  # until the server's reader sessions wait on the lock
+            if waiting_on_locks(url) >= READ_CONNECTIONS:
+                break
+            deadline.wait(0.1)
+        try:
+            assert waiting_on_locks(url) == READ_CONNECTIONS
+            yield answers
+        finally:
+            admin.execute("COMMIT")
+            for thread in readers:
+                thread.join(WAIT)
+
+
 @pytest.mark.postgres
 def test_ingest_and_healthz_answer_while_every_reader_is_stuck(
     own_schema: str, tmp_path: Path
@@ -65,31 +97,10 @@ def test_ingest_and_healthz_answer_while_every_reader_is_stuck(
     try:
         rid = new_id()
         assert post(server, rid, series("x", 10)) == 200
-        url = f"{server.url}/api/v1/recordings/{rid}/alerts"
-        answers: list[int] = []
-        with psycopg.connect(own_schema, autocommit=True) as admin:
-            admin.execute("BEGIN")
-            admin.execute("LOCK TABLE alerts IN ACCESS EXCLUSIVE MODE")
-
-            def read() -> None:
-                got = httpx.get(url, headers=server.headers, timeout=WAIT)
-                answers.append(got.status_code)
-
-            readers = [threading.Thread(target=read) for _ in range(READ_CONNECTIONS + 3)]
-            for thread in readers:
-                thread.start()
-            deadline = threading.Event()
-            for _ in range(int(WAIT * 10)):  # until the server's reader sessions wait on the lock
-                if waiting_on_locks(own_schema) >= READ_CONNECTIONS:
-                    break
-                deadline.wait(0.1)
-            assert waiting_on_locks(own_schema) == READ_CONNECTIONS
+        with readers_stuck(server, own_schema, rid) as answers:
             assert post(server, rid, [("x", 10 + i, 1.0, 1) for i in range(5)]) == 200
             assert httpx.get(server.url + "/healthz", timeout=WAIT).status_code == 200
             assert answers == []  # the reads are still stuck behind the lock
-            admin.execute("COMMIT")
-        for thread in readers:
-            thread.join(WAIT)
         assert answers == [200] * (READ_CONNECTIONS + 3)
         stored = httpx.get(f"{server.url}/api/v1/recordings/{rid}", headers=server.headers)
         assert stored.json()["points"] == 15
@@ -108,24 +119,7 @@ def test_a_recorders_register_and_patch_answer_while_every_reader_is_stuck(
     try:
         rid, other = new_id(), new_id()
         assert post(server, rid, series("x", 10)) == 200
-        url = f"{server.url}/api/v1/recordings/{rid}/alerts"
-        answers: list[int] = []
-        with psycopg.connect(own_schema, autocommit=True) as admin:
-            admin.execute("BEGIN")
-            admin.execute("LOCK TABLE alerts IN ACCESS EXCLUSIVE MODE")
-
-            def read() -> None:
-                answers.append(httpx.get(url, headers=server.headers, timeout=WAIT).status_code)
-
-            readers = [threading.Thread(target=read) for _ in range(READ_CONNECTIONS + 3)]
-            for thread in readers:
-                thread.start()
-            deadline = threading.Event()
-            for _ in range(int(WAIT * 10)):  # until the server's reader sessions wait on the lock
-                if waiting_on_locks(own_schema) >= READ_CONNECTIONS:
-                    break
-                deadline.wait(0.1)
-            assert waiting_on_locks(own_schema) == READ_CONNECTIONS
+        with readers_stuck(server, own_schema, rid) as answers:
             api = f"{server.url}/api/v1/recordings"
             registered = httpx.post(
                 api, json={"recording_id": other}, headers=server.headers, timeout=WAIT
@@ -134,12 +128,9 @@ def test_a_recorders_register_and_patch_answer_while_every_reader_is_stuck(
                 f"{api}/{rid}", json={"status": "finished"}, headers=server.headers, timeout=WAIT
             )
             assert answers == []  # the reads are still stuck behind the lock
-            admin.execute("COMMIT")
         assert registered.status_code == 201 and registered.json()["last_step"] is None
         assert patched.status_code == 200 and patched.json()["tags"] == []
         assert patched.json()["status"] == "finished"
-        for thread in readers:
-            thread.join(WAIT)
         assert answers == [200] * (READ_CONNECTIONS + 3)
     finally:
         server.stop()

@@ -18,22 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from backend_fixture import Backend
+from browsing import Browsing
 from otlp_bodies import new_id
-from test_page import Browsing, post_points
+from test_page import post_points
 
 from markov_otel.server.runs_table import OVERLAP
 
 T0 = 1_700_000_000_000_000_000
 LIVE = 30_000  # ms: a few 2 s polls on a loaded machine
-
-
-@pytest.fixture
-def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
-    session = Browsing(chromium, backend)
-    try:
-        yield session
-    finally:
-        session.context.close()
 
 
 def run(backend: Backend, name: str, steps: int = 10, project: str = "") -> str:

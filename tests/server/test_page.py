@@ -8,54 +8,16 @@ directory printed at the end of the test run.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from backend_fixture import Backend, online_recorder
+from browsing import Browsing
 from otlp_bodies import metrics_json_bytes, new_id
 
 T0 = 1_700_000_000_000_000_000
-
-
-class Browsing:
-    """One signed-out browser context on the backend, collecting the page's JS errors and the
-    Content-Security-Policy violations it reports."""
-
-    def __init__(self, chromium: Any, backend: Backend) -> None:
-        self.backend = backend
-        self.context = chromium.new_context(viewport={"width": 1400, "height": 1000})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("console", self._console)
-
-    def _console(self, message: Any) -> None:
-        """A Content-Security-Policy violation is reported on the console: an error here too."""
-        if "Content Security Policy" in message.text:
-            self.errors.append(message.text)
-
-    def sign_in(self, path: str) -> None:
-        """Open `path`, get the login form, send the token, land on `path`."""
-        answer = self.page.goto(self.backend.url + path)
-        assert answer is not None and answer.status == 401
-        self.page.fill("input[name=token]", self.backend.token)
-        self.page.click("button[type=submit]")
-        self.page.wait_for_url(self.backend.url + path)
-
-    def js(self, expression: str) -> Any:
-        return self.page.evaluate(expression)
-
-
-@pytest.fixture
-def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
-    session = Browsing(chromium, backend)
-    try:
-        yield session
-    finally:
-        session.context.close()
 
 
 def record_run(backend: Backend, name: str, lr: float, *, odd: bool = False) -> str:

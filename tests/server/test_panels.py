@@ -5,28 +5,19 @@ and pin, readable ticks, the view kept in the URL, and a filter that names an un
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from backend_fixture import Backend
+from browsing import Browsing
 from otlp_bodies import new_id
-from test_page import Browsing, post_points
+from test_page import post_points
 
 T0 = 1_700_000_000_000_000_000
 KEYS = ["loss", "train/acc", "train/loss", "val/loss", "lr",
         "system.memory.usage/state.used", "system.cpu.utilization/state.user"]  # fmt: skip
-
-
-@pytest.fixture
-def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
-    session = Browsing(chromium, backend)
-    try:
-        yield session
-    finally:
-        session.context.close()
 
 
 def sweep(backend: Backend, runs: int = 3) -> list[str]:
