@@ -303,8 +303,20 @@ def test_aggregated_view_over_grpc_reaches_prometheus_and_every_dashboard_query_
 # --- offline run dirs replayed ----------------------------------------------------------------
 
 
-def torn_run(runs: Path) -> tuple[str, Path]:
-    """A recorder in a child process, SIGKILLed while recording into `runs`."""
+def torn_run(runs: Path) -> tuple[str, Path, bytes]:
+    """A recorder in a child process, SIGKILLed while recording, its last line torn
+    (tear_last_line), then moved into `runs`: (recording id, run dir, the torn line's rest).
+    It records and is torn elsewhere (`runs`' sibling "staging"): a collector replaying `runs`
+    could read the last line whole before the tear and store points the torn file lacks."""
+    staging = runs.parent / "staging"
+    staging.mkdir(exist_ok=True)
+    recording_id = killed_run(staging)
+    rest = tear_last_line(staging / recording_id)
+    return recording_id, (staging / recording_id).rename(runs / recording_id), rest
+
+
+def killed_run(runs: Path) -> str:
+    """A recorder in a child process, SIGKILLed while recording into `runs`; its id."""
     env = {**os.environ, "MARKOV_DIR": str(runs)}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
     child = subprocess.Popen(
@@ -320,7 +332,7 @@ def torn_run(runs: Path) -> tuple[str, Path]:
         raise AssertionError(f"the recording child exited with {child.wait(10)} before recording")
     child.send_signal(signal.SIGKILL)
     child.wait(10)
-    return recording_id, runs / recording_id
+    return recording_id
 
 
 def tear_last_line(run_dir: Path) -> bytes:
@@ -347,8 +359,7 @@ def test_replayed_run_dirs_store_every_whole_line_once_and_a_torn_line_only_when
     growing = offline_recorder("growing", runs_dir)
     growing.start()
     record(growing, 0, 500)
-    torn_id, torn_dir = torn_run(runs_dir)
-    rest = tear_last_line(torn_dir)
+    torn_id, torn_dir, rest = torn_run(runs_dir)
     whole_torn = on_disk(torn_dir)
     assert whole_torn and sum(whole_torn.values()) < 2 * 2000 * 10  # control: a real run, torn
 
@@ -386,8 +397,7 @@ def test_replay_after_a_collector_sigkill_and_restart_stores_every_point_once(
     growing = offline_recorder("growing", runs_dir)
     growing.start()
     record(growing, 0, 500)
-    torn_id, torn_dir = torn_run(runs_dir)
-    rest = tear_last_line(torn_dir)
+    torn_id, torn_dir, rest = torn_run(runs_dir)
     wait_for("the growing run's first lines", lambda: on_disk(growing.run_dir), 30)
     early = {rec.recording_id: on_disk(rec.run_dir) for rec in (first, growing)}
     early[torn_id] = on_disk(torn_dir)
