@@ -38,19 +38,32 @@ def bucket_of(value: float, scale: int) -> tuple[float, float]:
 
 
 def within_buckets(values: Any, point: dict[str, Any], qs: Any = QUANTILES) -> list[float]:
-    """Assert each estimate lies between the bucket of numpy's lower element around the rank and
-    the bucket of its upper one (numpy interpolates between them); the estimates."""
+    """Assert each estimate interpolates, as numpy does, between the buckets of the elements
+    on either side of its rank: within [(1-f)·lowA + f·lowB, (1-f)·highA + f·highB] for the
+    rank's fraction f; the estimates."""
     got = quantiles(point, qs)
     assert got is not None
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     for q, estimate in zip(qs, got, strict=True):
         rank = q * (len(ordered) - 1)
-        low = bucket_of(float(ordered[math.floor(rank)]), point["scale"])[0]
-        high = bucket_of(float(ordered[math.ceil(rank)]), point["scale"])[1]
+        f = rank - math.floor(rank)
+        below = bucket_of(float(ordered[math.floor(rank)]), point["scale"])
+        above = bucket_of(float(ordered[math.ceil(rank)]), point["scale"])
+        low, high = ((1 - f) * b + f * a for b, a in zip(below, above, strict=True))
         expected = float(np.quantile(ordered, q))
-        assert low - 1e-12 <= estimate <= high + 1e-12, (q, estimate, expected, low, high)
-        assert low <= expected <= high
+        slack = 1e-12 * max(1.0, abs(expected))
+        assert low - slack <= estimate <= high + slack, (q, estimate, expected, low, high)
+        assert low - slack <= expected <= high + slack
     return got
+
+
+def test_a_rank_between_two_far_elements_is_interpolated_as_numpy_does() -> None:
+    """Five powers of two at a fine scale: a rank halfway between 2 and 4 is about 3 (numpy's
+    linear interpolation), not 2 (the lower element) nor 4."""
+    values = [1.0, 2.0, 4.0, 8.0, 16.0]
+    point = stored(values)
+    got = within_buckets(values, point, (0.125, 0.375, 0.625, 0.875))
+    assert got == pytest.approx([1.5, 3.0, 6.0, 12.0], rel=0.05)
 
 
 def test_quantiles_of_negatives_zeros_and_positives_are_numpys_within_a_bucket() -> None:
