@@ -200,6 +200,8 @@ def stop_answering(rec: ExperimentRecorder, spool: Path, records: range) -> int:
     last = spool.read_bytes().splitlines(keepends=True)[-1]
     with spool.open("ab") as unanswered:
         unanswered.write(last + last[: len(last) // 2])
+    if flusher._process is None:  # dropped before the tail was there: nothing left to test
+        pytest.skip("the machine was too busy to append the tail within ANSWER_TIMEOUT")
     return pid
 
 
