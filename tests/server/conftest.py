@@ -8,10 +8,13 @@ save pictures.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from backend_fixture import Backend
 from browsing import Browsing
@@ -60,3 +63,19 @@ def browsing(chromium: Any, backend: Backend) -> Iterator[Browsing]:
         yield session
     finally:
         session.context.close()
+
+
+@pytest.fixture
+def own_database(postgres_url: str) -> Iterator[str]:
+    """A database of this test's own on the test PostgreSQL server, as a --db URL: not only a
+    schema, for tests that end every session of their database (test_postgres.py) or kill a
+    server inside a transaction (test_team_deployment.py), which must not reach the servers of
+    tests running beside them (pytest-xdist)."""
+    name = "markov_own_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlsplit(postgres_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

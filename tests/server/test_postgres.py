@@ -12,10 +12,10 @@ from otlp_bodies import metrics_json_bytes, new_id, series
 
 
 @pytest.mark.postgres
-def test_backend_reconnects_after_the_database_drops_it(postgres_url: str, tmp_path: Path) -> None:
+def test_backend_reconnects_after_the_database_drops_it(own_database: str, tmp_path: Path) -> None:
     """After PostgreSQL terminates the backend's session, the next requests are served again,
     a batch's points included (its new session has the bucket staging table too)."""
-    server = Backend(tmp_path / "pg", db=postgres_url)
+    server = Backend(tmp_path / "pg", db=own_database)
     try:
         rid = new_id()
         body = metrics_json_bytes(rid, series("x", 10))
@@ -23,7 +23,7 @@ def test_backend_reconnects_after_the_database_drops_it(postgres_url: str, tmp_p
         assert (
             httpx.post(server.url + "/v1/metrics", content=body, headers=headers).status_code == 200
         )
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
+        with psycopg.connect(own_database, autocommit=True) as admin:
             killed = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"

@@ -16,12 +16,10 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
 import psycopg
@@ -50,32 +48,17 @@ def test_nginx_config_refuses_what_the_server_would_refuse() -> None:
     assert int(size) << 20 == DEFAULT_MAX_BODY_BYTES
 
 
-@pytest.fixture
-def team_db(postgres_url: str) -> Iterator[str]:
-    """A database of this test's own on the test PostgreSQL server, as a --db URL. Not only a
-    schema: tests/server/test_postgres.py terminates every session of the shared test database,
-    which must not reach the servers here (a concurrent run would read as their failure)."""
-    name = "markov_team_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlsplit(postgres_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("shape", ["processes", "workers"])
 def test_recorders_through_nginx_store_every_point_once_when_a_server_process_is_killed(
-    shape: str, tmp_path: Path, team_db: str, monkeypatch: pytest.MonkeyPatch
+    shape: str, tmp_path: Path, own_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Four recorders send through nginx (TLS) to three server processes on one PostgreSQL;
     one process is SIGKILLed inside an ingest transaction; every point is stored exactly once."""
     if not Path(NGINX).exists():
         pytest.skip(f"{NGINX} is missing (apt-get install nginx)")
-    with deployment(shape, tmp_path, team_db) as (servers, nginx):
+    with deployment(shape, tmp_path, own_database) as (servers, nginx):
         monkeypatch.setenv("MARKOV_CA_BUNDLE", str(nginx.cert))
         training = Training()
         try:
@@ -84,8 +67,8 @@ def test_recorders_through_nginx_store_every_point_once_when_a_server_process_is
                                              project_id=PROJECT, batch_size=200,
                                              sync_data_timeout=DEADLINE))  # fmt: skip
             training.start()
-            wait_until(lambda: stored_points(team_db) > 0, "no point reached the database")
-            victim = kill_one_inside_a_transaction(server_processes(shape, servers), team_db)
+            wait_until(lambda: stored_points(own_database) > 0, "no point reached the database")
+            victim = kill_one_inside_a_transaction(server_processes(shape, servers), own_database)
             training.killed.set()
             wait_until(lambda: recovered(shape, servers, victim, nginx),
                        "the deployment did not route around the killed process")  # fmt: skip
@@ -93,7 +76,7 @@ def test_recorders_through_nginx_store_every_point_once_when_a_server_process_is
             training.join(DEADLINE)
             assert not training.is_alive() and training.error is None, training.error
             training.stop_recorders()
-            assert_every_point_once(nginx, training.recorders, training.steps, team_db)
+            assert_every_point_once(nginx, training.recorders, training.steps, own_database)
             dead = address_of(servers, victim) if shape == "processes" else None
             assert_only_weather(nginx.requests(), dead)
             assert_the_edge_holds(nginx)
