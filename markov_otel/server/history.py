@@ -38,7 +38,7 @@ from markov_otel.server.auth import Grant
 from markov_otel.server.blocks import columns, count, pack
 from markov_otel.server.bodies import ApiError
 from markov_otel.server.lanes import ReadLane
-from markov_otel.server.series import MAX_POINTS_LIMIT, MIN_MAX_POINTS, query_ids
+from markov_otel.server.series import MAX_POINTS_LIMIT, MIN_MAX_POINTS, query_ids, visible
 from markov_otel.server.storage import Store
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "history_routes",
     "read_history",
     "read_run",
-    "recordings",
 ]
 
 BINARY = "application/x-markov-history"
@@ -97,7 +96,7 @@ def history_routes(store: Store, reads: ReadLane) -> list[Route]:
         ids, keys, max_points = parse_query(request)
         grant: Grant = request.state.grant
         # Every id is checked before the first byte: a 404 cannot follow a streamed 200.
-        found = await reads.run(recordings, store, grant, ids)
+        found = await reads.run(visible, store, grant, tuple(ids))
         one = functools.partial(read_run, store, keys=keys, max_points=max_points, cache=cache)
         headers = {"Cache-Control": "no-store"}
         if BINARY in request.headers.get("accept", ""):
@@ -135,19 +134,6 @@ def parse_query(request: Request) -> tuple[list[str], list[str] | None, int | No
     return ids, keys, max_points
 
 
-def recordings(store: Store, grant: Grant, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The recordings of `ids`; 404 for an unknown id and for one of a project the token
-    can't see."""
-    found = []
-    for rid in ids:
-        recording = store.get(rid)
-        # Another project's recording is answered exactly like a missing one: no existence leak.
-        if recording is None or not grant.allows(recording.get("project_id")):
-            raise ApiError(404, f"no recording {rid!r}")
-        found.append(recording)
-    return found
-
-
 def read_run(
     store: Store,
     recording: dict[str, Any],
@@ -177,10 +163,11 @@ def read_history(
     max_points: int | None,
     cache: PackCache | None = None,
 ) -> list[Run]:
-    """Every run of `ids`, in that order (404 as `recordings`)."""
+    """Every run of `ids`, in that order (404 for an unknown one and for one the token may not
+    see, as series.visible answers)."""
     return [
         read_run(store, recording, keys=keys, max_points=max_points, cache=cache)
-        for recording in recordings(store, grant, ids)
+        for recording in visible(store, grant, tuple(ids))
     ]
 
 
