@@ -5,13 +5,16 @@ every other read answers it, and the admin (unscoped) token reads everything."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from backend_fixture import Backend, online_recorder
+from otlp_bodies import metrics_json_bytes, new_id
 
 TOKENS = ["--token", "team-a:projA", "--token", "team-b:projB"]
+T0 = 1_700_000_000_000_000_000
 
 
 @pytest.fixture
@@ -68,3 +71,47 @@ def test_another_projects_token_reads_none_of_a_recordings_arrays_texts_history_
         assert [d["step"] for d in answers["team-a"].json()] == [0, 1, 2]
     if "quantiles" in path:
         assert answers["team-a"].json()["series"][0]["steps"] == [0, 1, 2]
+
+
+def test_open_runs_tables_of_two_tenants_polling_at_once_each_see_only_their_own_project(
+    backend: Backend,
+) -> None:
+    """The live runs table shares its reads and answers between open pages (runs_table.py): 40
+    polls of team-a and team-b at once, whole and since a cursor, each answer holds its own
+    project's runs and metric keys only; the other tenant's ETag never earns a 304, and asking
+    for the other project by name is a 403."""
+    admin = {"Authorization": "Bearer admin", "Content-Type": "application/json"}
+    runs = {"projA": new_id(), "projB": new_id()}
+    for project, rid in runs.items():
+        body = metrics_json_bytes(rid, [(f"secret_{project}", 0, 1.0, T0)],
+                                  **{"markov.project.id": project})  # fmt: skip
+        assert httpx.post(backend.url + "/v1/metrics", content=body, headers=admin).is_success
+    table = backend.url + "/api/v1/runs-table"
+    tenants = {"team-a": "projA", "team-b": "projB"}
+
+    def poll(token: str, since: str | None) -> tuple[str, str | None, httpx.Response]:
+        params = {} if since is None else {"since": since}
+        headers = {"Authorization": f"Bearer {token}"}
+        return token, since, httpx.get(table, params=params, headers=headers, timeout=30)
+
+    asks = [(token, since) for token in tenants for since in (None, "2000-01-01T00:00:00")] * 10
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda ask: poll(*ask), asks))
+    for token, since, answer in answers:
+        assert answer.status_code == 200, answer.text
+        doc, own = answer.json(), tenants[token]
+        assert [row["id"] for row in doc["runs"]] == [runs[own]], (token, doc)
+        assert {row["project"] for row in doc["runs"]} == {own}
+        if since is None:  # the whole table: its metric columns too
+            assert doc["keys"] == [f"secret_{own}"]
+        else:  # a delta: the ids of every run the page may keep
+            assert doc["ids"] == [runs[own]]
+    tag_of_a = next(a.headers["etag"] for t, _, a in answers if t == "team-a")
+    as_b = httpx.get(table, headers={"Authorization": "Bearer team-b", "If-None-Match": tag_of_a},
+                     timeout=30)  # fmt: skip
+    assert as_b.status_code == 200 and [r["id"] for r in as_b.json()["runs"]] == [runs["projB"]]
+    other = httpx.get(table, params={"project_id": "projB"},
+                      headers={"Authorization": "Bearer team-a"}, timeout=30)  # fmt: skip
+    assert other.status_code == 403 and runs["projB"] not in other.text
+    every = httpx.get(table, headers={"Authorization": "Bearer admin"}, timeout=30).json()
+    assert sorted(row["id"] for row in every["runs"]) == sorted(runs.values())
