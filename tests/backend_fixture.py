@@ -12,6 +12,7 @@ leaves running is stopped when the test ends (`_no_backend_outlives_its_test`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,29 @@ def postgres_url() -> str:
     if not url:
         pytest.skip(f'{POSTGRES_ENV} is not set (eval "$(bash .ci/postgres.sh)" to start one)')
     return url
+
+
+@contextlib.contextmanager
+def schema_of_its_own(base: str, prefix: str) -> Iterator[str]:
+    """A URL of the PostgreSQL at `base` whose tables live in a new schema (`prefix_<random>`),
+    dropped with all it holds afterwards: a test's tables and locks touch no other test's."""
+    import psycopg  # the server extra's: only the PostgreSQL tests need it
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def own_schema(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL URL on a schema of this test's own (schema_of_its_own)."""
+    with schema_of_its_own(postgres_url, "own") as url:
+        yield url
 
 
 def dead_endpoint() -> str:

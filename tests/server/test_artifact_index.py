@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
-import psycopg
 import pytest
 import requests
 from backend_fixture import Backend
@@ -19,19 +17,13 @@ from otlp_bodies import new_id
 
 
 @pytest.fixture
-def two_workers(tmp_path: Path, postgres_url: str) -> Iterator[Backend]:
+def two_workers(tmp_path: Path, own_schema: str) -> Iterator[Backend]:
     """`mkv serve --workers 2` over a schema of its own in the test PostgreSQL."""
-    schema = "artifact_index_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    db = f"{postgres_url}{'&' if '?' in postgres_url else '?'}options=-csearch_path%3D{schema}"
-    server = Backend(tmp_path / "workers", db=db, extra_args=["--workers", "2"])
+    server = Backend(tmp_path / "workers", db=own_schema, extra_args=["--workers", "2"])
     try:
         yield server
     finally:
         server.stop()
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def register(server: Backend, rid: str, model_id: str = "") -> None:

@@ -16,15 +16,14 @@ its traceback. Bounded by the example counts; `--hypothesis-show-statistics` pri
 from __future__ import annotations
 
 import gzip
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import psycopg
 import pytest
+from backend_fixture import schema_of_its_own
 from hostile_requests import (
     JSON,
     MINE,
@@ -108,18 +107,10 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         yield running
         running.close()
         return
-    base = request.getfixturevalue("postgres_url")
-    schema = "fuzz_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        db = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    with schema_of_its_own(request.getfixturevalue("postgres_url"), "fuzz") as db:
         running = Harness(db, tmp_path / "files")
         yield running
         running.close()
-    finally:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.mark.slow

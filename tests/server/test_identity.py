@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,20 +168,6 @@ def bucket_counts(db: str, rid: str) -> set[int]:
             return {int(n) for _, n in conn.execute(sql.format("?"), [rid]).fetchall()}
     with psycopg.connect(db) as pg:
         return {int(n) for _, n in pg.execute(sql.format("%s"), [rid]).fetchall()}
-
-
-@pytest.fixture
-def own_schema(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL URL whose tables live in a schema of this test's own."""
-    schema = "identity_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in postgres_url else "?"
-    try:
-        yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.mark.postgres

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,20 +22,6 @@ from markov_otel.server.lanes import READ_CONNECTIONS
 from markov_otel.server.series import MAX_POINTS_A_RESPONSE
 
 WAIT = 60.0  # generous: a bound on how long a loaded machine may take, not a speed claim
-
-
-@pytest.fixture
-def own_schema(postgres_url: str) -> Iterator[str]:
-    """A database URL on a schema of this test's own (its table locks touch no one else)."""
-    name = f"lanes_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    sep = "&" if "?" in postgres_url else "?"
-    try:
-        yield f"{postgres_url}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 def post(server: Backend, rid: str, points: list[tuple[str, int, float, int]]) -> int:

@@ -8,13 +8,11 @@ real app over a real SQLite file, driven in-process so that the polls are truly 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from backend_fixture import Backend
 from otlp_bodies import metrics_json_bytes, new_id
@@ -127,16 +125,12 @@ def test_a_batch_after_shared_polls_shows_in_the_next_poll(app: InProcess) -> No
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_with_two_workers_each_change_shows_in_the_next_poll_whichever_worker_answers(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, own_schema: str
 ) -> None:
     """mkv serve --workers 2 on PostgreSQL: after each of ten renames (sent on a connection of
     its own, so to either worker) a new connection's poll, answered by either worker with
     what it has kept, shows the new name at once."""
-    schema = "table_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    db = f"{postgres_url}{'&' if '?' in postgres_url else '?'}options=-csearch_path%3D{schema}"
-    server = Backend(tmp_path / "workers", db=db, extra_args=["--workers", "2"])
+    server = Backend(tmp_path / "workers", db=own_schema, extra_args=["--workers", "2"])
     try:
         project, rid = new_id(), new_id()
         body = metrics_json_bytes(rid, [("loss", 0, 1.0, T0)], **{"markov.project.id": project})
@@ -155,5 +149,3 @@ def test_with_two_workers_each_change_shows_in_the_next_poll_whichever_worker_an
             since = answer["cursor"]
     finally:
         server.stop()
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")

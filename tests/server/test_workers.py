@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,15 +17,12 @@ T0 = 1_700_000_000_000_000_000
 
 @pytest.mark.postgres
 def test_two_workers_over_postgres_store_every_point_once_and_backfill_once(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, own_schema: str
 ) -> None:
     """mkv serve --workers 2 runs two processes; concurrent batches (and a replay) store each
     point exactly once, and concurrent first reads of a series without buckets, racing a
     batch into it, leave buckets that count every point once."""
-    schema = "workers_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    db = f"{postgres_url}{'&' if '?' in postgres_url else '?'}options=-csearch_path%3D{schema}"
+    db = own_schema
     # Eight slots a worker: all five bodies may land on one worker, and with the default four
     # one project's share (three) would answer the last a 503 to retry: weather, not this test.
     args = ["--workers", "2", "--max-concurrent-ingest", "8"]
@@ -48,8 +44,6 @@ def test_two_workers_over_postgres_store_every_point_once_and_backfill_once(
         _race_backfill(server, db, rids[1])
     finally:
         server.stop()
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 BATCH = 5000
