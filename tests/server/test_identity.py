@@ -25,7 +25,7 @@ from otlp_bodies import metrics_json, metrics_json_bytes, metrics_protobuf, new_
 
 from markov_otel.server.auth import OPEN
 from markov_otel.server.bodies import JSON as JSON_TYPE
-from markov_otel.server.ingest import ingest_metrics
+from markov_otel.server.ingest import ingest_events, ingest_metrics
 from markov_otel.server.storage import open_store
 
 JSON = {"Content-Type": "application/json"}
@@ -200,15 +200,19 @@ def test_concurrent_copies_of_a_body_on_postgres_are_stored_once(own_schema: str
             store.close()
 
 
-def race(stores: list[Any], body: bytes, ctype: str) -> list[BaseException]:
-    """Each store ingests `body` in a thread of its own, all let go at once; what they raised."""
+def race(
+    stores: list[Any], body: bytes, ctype: str, signal: str = "metrics"
+) -> list[BaseException]:
+    """Each store ingests `body` (of `signal`: metrics, or logs and traces) in a thread of its
+    own, all let go at once; what they raised."""
     start = threading.Barrier(len(stores))
     errors: list[BaseException] = []
+    ingest = ingest_metrics if signal == "metrics" else ingest_events
 
     def send(store: Any) -> None:
         try:
             start.wait(timeout=30)
-            ingest_metrics(store, OPEN, "metrics", body, ctype, None)
+            ingest(store, OPEN, signal, body, ctype, None)
         except BaseException as exc:  # reported by the caller's assert
             errors.append(exc)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -26,6 +25,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from otlp_bodies import new_id
+from test_identity import race
 
 from markov_otel import read
 from markov_otel.server.auth import OPEN
@@ -262,30 +262,9 @@ def test_copies_of_a_histogram_and_a_texts_body_racing_on_six_connections_are_st
         metrics = json.dumps(histograms(rid, [histogram(s, T0 + s) for s in range(N)])).encode()
         logs = json.dumps(texts(rid, [text(s, T0 + s, f"t{s}") for s in range(N)])).encode()
         for signal, body in (("metrics", metrics), ("logs", logs)):
-            assert race(stores, signal, body) == []
+            assert race(stores, body, JSON_TYPE, signal) == []
         assert len(stores[0].events_named(rid, "markov.distribution")) == N
         assert len(stores[0].events_named(rid, "markov.text")) == N
     finally:
         for store in stores:
             store.close()
-
-
-def race(stores: list[Any], signal: str, body: bytes) -> list[BaseException]:
-    """Each store ingests `body` in a thread of its own, all let go at once; what they raised."""
-    start = threading.Barrier(len(stores))
-    errors: list[BaseException] = []
-    ingest = ingest_metrics if signal == "metrics" else ingest_events
-
-    def send(store: Any) -> None:
-        try:
-            start.wait(timeout=30)
-            ingest(store, OPEN, signal, body, JSON_TYPE, None)
-        except BaseException as exc:  # reported by the caller's assert
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return errors
