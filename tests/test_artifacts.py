@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 from backend_fixture import REPO, Backend, online_recorder
+from polling import until
 from s3_server import AWS_ENV, s3_server
 
 from markov_otel import ExperimentRecorder, RecordingMode
@@ -454,13 +455,6 @@ def sparse_zeros(path: Path, size: int) -> str:
     return "sha256:" + sha256.hexdigest()
 
 
-def wait_for(predicate: Any, what: str, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
-
-
 @pytest.mark.slow
 def test_stop_returns_within_its_deadline_during_a_copy_and_mkv_sync_finishes_it(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
@@ -477,16 +471,16 @@ def test_stop_returns_within_its_deadline_during_a_copy_and_mkv_sync_finishes_it
     recorder.add_artifact(tmp_path / "ckpt.bin", kind="checkpoint")
     blob_dir = recorder.run_dir / "blobs"
     temporary = lambda: [p for p in blob_dir.glob(".*.tmp") if p.stat().st_size > 0]  # noqa: E731
-    wait_for(temporary, "the copy to begin")
+    until(temporary, "the copy to begin")
     began = time.monotonic()
     recorder.stop()
     took = time.monotonic() - began
     # The promise is stop() within sync_data_timeout. Past it only the flusher's 0.1 s floor
     # and scheduling on a loaded 2-core machine: 5 s more is generous and still says "bounded".
     assert took < timeout + 5.0
-    wait_for(lambda: not temporary(), "the called-off copy to remove its temporary file")
+    until(lambda: not temporary(), "the called-off copy to remove its temporary file")
     names = lambda: [t.name for t in threading.enumerate()]  # noqa: E731
-    wait_for(lambda: "markov-artifacts" not in names(), "the copier thread to end")
+    until(lambda: "markov-artifacts" not in names(), "the copier thread to end")
     [left] = blobs.artifacts(recorder.run_dir)
     assert left["state"] == "pending" and not list(blob_dir.iterdir())
     monkeypatch.setenv("MARKOV_ENDPOINT", backend.url)

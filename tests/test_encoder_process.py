@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from otlp_files import lines, metrics, points
+from polling import until
 
 from markov_otel import ExperimentRecorder, RecordingMode
 
@@ -203,13 +203,6 @@ def stop_answering(rec: ExperimentRecorder, spool: Path, records: range) -> int:
     if flusher._process is None:  # dropped before the tail was there: nothing left to test
         pytest.skip("the machine was too busy to append the tail within ANSWER_TIMEOUT")
     return pid
-
-
-def until(condition: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.005)
 
 
 def test_the_encoder_process_ends_with_its_recorder(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import requests
 from backend_fixture import Backend, dead_endpoint, online_recorder
 from flaky_proxy import FlakyProxy
+from polling import until
 
 from markov_otel import ExperimentRecorder
 from markov_otel.cli.main import main
@@ -44,14 +44,6 @@ def assert_exactly(backend: Any, recording_id: str, n: int) -> None:
         f"{backend.url}/api/v1/recordings/{recording_id}", headers=backend.headers, timeout=10
     )
     assert answer.json()["points"] == n * len(KEYS)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll until `check()` holds (a wait, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
@@ -95,7 +87,11 @@ def test_backend_killed_and_restarted_mid_run(backend: Any) -> None:
     recorder.start()
     for i in range(n):
         if i == n // 3:  # points are flowing: some are stored, more are on their way
-            wait_until(lambda: len(backend.records(recorder.recording_id, "loss")) > 0)
+            until(
+                lambda: len(backend.records(recorder.recording_id, "loss")) > 0,
+                "a first point at the backend",
+                20,
+            )
             backend.kill()
         if i == 2 * n // 3:
             backend.restart()

@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pytest
 import requests
 from backend_fixture import Backend, online_recorder
 from nginx_proxy import NGINX, SITE_CONFIG, Nginx, Request, free_port
+from polling import until
 
 from markov_otel import ExperimentRecorder
 from markov_otel.rules import DEFAULT_MAX_BODY_BYTES
@@ -67,11 +68,11 @@ def test_recorders_through_nginx_store_every_point_once_when_a_server_process_is
                                              project_id=PROJECT, batch_size=200,
                                              sync_data_timeout=DEADLINE))  # fmt: skip
             training.start()
-            wait_until(lambda: stored_points(own_database) > 0, "no point reached the database")
+            until(lambda: stored_points(own_database) > 0, "a point in the database", DEADLINE)
             victim = kill_one_inside_a_transaction(server_processes(shape, servers), own_database)
             training.killed.set()
-            wait_until(lambda: recovered(shape, servers, victim, nginx),
-                       "the deployment did not route around the killed process")  # fmt: skip
+            until(lambda: recovered(shape, servers, victim, nginx),
+                  "the deployment to route around the killed process", DEADLINE)  # fmt: skip
             training.recovered.set()  # AFTER_KILL more steps, sent to the servers left
             training.join(DEADLINE)
             assert not training.is_alive() and training.error is None, training.error
@@ -158,14 +159,6 @@ class Training(threading.Thread):
                     time.sleep(0.01)  # a training step's pace: sending spans the kill
         except BaseException as exc:
             self.error = exc
-
-
-def wait_until(check: Callable[[], bool], failure: str) -> None:
-    """Poll until `check()` holds (a wait with a deadline, not a timed assertion)."""
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.05)
 
 
 def stored_points(db: str) -> int:
@@ -289,7 +282,7 @@ def assert_the_edge_holds(nginx: Nginx) -> None:
     ):
         tls.sendall(head.encode())
         assert tls.recv(64).startswith(b"HTTP/1.1 413 ")
-    wait_until(lambda: any(r.status == 413 for r in nginx.requests()), "413 never logged")
+    until(lambda: any(r.status == 413 for r in nginx.requests()), "a 413 in the log", DEADLINE)
     (refused,) = [r for r in nginx.requests() if r.status == 413]
     assert refused.upstreams == ("-",)  # no server saw it
 
