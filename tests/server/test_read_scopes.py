@@ -115,3 +115,30 @@ def test_open_runs_tables_of_two_tenants_polling_at_once_each_see_only_their_own
     assert other.status_code == 403 and runs["projB"] not in other.text
     every = httpx.get(table, headers={"Authorization": "Bearer admin"}, timeout=30).json()
     assert sorted(row["id"] for row in every["runs"]) == sorted(runs.values())
+
+
+@pytest.mark.parametrize("order", ["own first", "theirs first"])
+def test_a_history_ask_naming_another_tenants_run_streams_nothing_of_either(
+    backend: Backend, order: str
+) -> None:
+    """read.history's streamed form checks every id before its first byte: team-a asking for
+    its own run and team-b's, in either order, gets the plain 404 of an unknown id, and no
+    frame (nor the name of a key) of its own run leaks ahead of it."""
+    admin = {"Authorization": "Bearer admin", "Content-Type": "application/json"}
+    runs = {"projA": new_id(), "projB": new_id()}
+    for project, rid in runs.items():
+        body = metrics_json_bytes(rid, [(f"loss_{project}", s, 1.0, T0 + s) for s in range(50)],
+                                  **{"markov.project.id": project})  # fmt: skip
+        assert httpx.post(backend.url + "/v1/metrics", content=body, headers=admin).is_success
+    ids = [runs["projA"], runs["projB"]]
+    if order == "theirs first":
+        ids.reverse()
+    headers = {"Authorization": "Bearer team-a", "Accept": "application/x-markov-history"}
+    asked = httpx.get(backend.url + "/api/v1/history", params={"ids": ",".join(ids)},
+                      headers=headers, timeout=30)  # fmt: skip
+    assert asked.status_code == 404, asked.content[:200]
+    assert asked.headers["content-type"].startswith("application/json")
+    assert runs["projA"].encode() not in asked.content and b"loss_" not in asked.content
+    alone = httpx.get(backend.url + "/api/v1/history", params={"ids": runs["projA"]},
+                      headers=headers, timeout=30)  # fmt: skip
+    assert alone.status_code == 200 and b"loss_projA" in alone.content  # the control
