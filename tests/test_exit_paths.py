@@ -6,10 +6,12 @@ subprocess and reads the run dir back: recording.json, the last batch's `markov.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,26 @@ def run_child(mode: str, n: int = N) -> subprocess.CompletedProcess[str]:
         env=dict(os.environ),
         timeout=60,  # stop() never hangs
     )
+
+
+@contextlib.contextmanager
+def running_child(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`python *args` with its stdin, stdout and stderr piped; killed if still running when the
+    block ends (a failed assertion must not leave it behind)."""
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def said(out: str, word: str) -> list[str]:
@@ -60,24 +82,13 @@ def test_leaving_with_block(isolated: Path, mode: str, code: int, status: str) -
 @pytest.mark.slow
 def test_sigterm_marks_terminated_and_keeps_every_record(isolated: Path) -> None:
     """SIGTERM mid-loop: exit code 143, status terminated, every record up to the kill on disk."""
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), "sigterm"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    try:
+    with running_child(str(CHILD), "sigterm") as proc:
         assert proc.stdout is not None
         run_id = proc.stdout.readline().split()[1]
         assert proc.stdout.readline().strip() == "ready"
         checkpoints = [int(proc.stdout.readline().split()[1]) for _ in range(3)]
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 143, err
     checkpoints += [int(c) for c in said(out, "checkpoint")]
     run = isolated / run_id
@@ -107,21 +118,9 @@ sys.stdin.read()
 def test_sigterm_after_every_recorder_stopped_kills_as_without_us(isolated: Path) -> None:
     """Once its recorders have stopped, a process dies of SIGTERM (as a Pool's terminate()
     expects of its workers), not of the SystemExit(143) a running recorder turns it into."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STOPPED_THEN_WAITING],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    try:
+    with running_child("-c", STOPPED_THEN_WAITING) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "stopped"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == -signal.SIGTERM, err
