@@ -12,6 +12,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from said import say
 from torch.nn.parallel import DistributedDataParallel
 
 from markov_otel import ExperimentRecorder
@@ -37,8 +38,8 @@ def main() -> None:
             time.sleep(0.05)  # a step's worth of time, so that the sampler (0.1 s) samples
         recorder.summary.add_training_loss(loss.item())
     if rank == 0:
-        print(f"recording {recorder.recording_id}", flush=True)
-    print(f"rank {rank} dir {recorder.run_dir}", flush=True)
+        say(f"recording {recorder.recording_id}")
+    say(f"rank {rank} dir {recorder.run_dir}")
     dist.destroy_process_group()
 
 

@@ -10,11 +10,10 @@ Prints `recording <id>` and `dir <run dir>`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
-import requests
+from said import say
 
 from markov_otel import ExperimentRecorder
 
@@ -24,8 +23,8 @@ STEPS = 5
 def main() -> None:
     rank = int(os.environ["RANK"])
     recorder = ExperimentRecorder("ranked", hyper_parameters={"lr": 0.1 * (rank + 1)})
-    print(f"recording {recorder.recording_id}", flush=True)
-    print(f"dir {recorder.run_dir}", flush=True)
+    say(f"recording {recorder.recording_id}")
+    say(f"dir {recorder.run_dir}")
     try:
         with recorder:
             for step in range(STEPS):
@@ -35,27 +34,9 @@ def main() -> None:
             if os.environ.get("FAIL_ON_RANK") == str(rank):
                 raise RuntimeError(f"rank {rank} fails on purpose")
             if os.environ.get("CRASH_ON_RANK") == str(rank):
-                registered_by_rank_0(recorder.recording_id)
                 raise ValueError(f"rank {rank} crashes")  # not caught: the process exits 1
     except RuntimeError as exc:
-        print(f"failed: {exc}", flush=True)
-
-
-def registered_by_rank_0(recording_id: str) -> None:
-    """Online, wait (up to 60 s) until the backend knows the recording: the crash makes torchrun
-    end rank 0, and on a loaded machine rank 0 may not have registered it yet (its points would
-    then wait in its run dir for `mkv sync`, and the test would find no recording)."""
-    endpoint = os.environ.get("MARKOV_ENDPOINT")
-    if not endpoint:
-        return
-    url = f"{endpoint}/api/v1/recordings/{recording_id}"
-    headers = {"Authorization": f"Bearer {os.environ.get('MARKOV_API_KEY', '')}"}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, headers=headers, timeout=5).status_code == 200:
-                return
-        time.sleep(0.05)
+        say(f"failed: {exc}")
 
 
 if __name__ == "__main__":

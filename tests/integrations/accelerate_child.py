@@ -6,6 +6,7 @@ every process builds the same MarkovTracker (settings from MARKOV_* in the envir
 from __future__ import annotations
 
 from accelerate import Accelerator
+from said import say
 
 from markov_otel.integrations.accelerate import MarkovTracker
 
@@ -19,7 +20,7 @@ def main() -> None:
         accelerator.log({"loss": 1.0 / (step + 1), "rank": accelerator.process_index}, step=step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    print(f"rank {accelerator.process_index} main {int(accelerator.is_main_process)}", flush=True)
+    say(f"rank {accelerator.process_index} main {int(accelerator.is_main_process)}")
 
 
 if __name__ == "__main__":
