@@ -12,6 +12,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from otlp_files import until_sampled
 from said import say
 from torch.nn.parallel import DistributedDataParallel
 
@@ -37,6 +38,7 @@ def main() -> None:
             recorder.add_record({"loss": loss.item()})
             time.sleep(0.05)  # a step's worth of time, so that the sampler (0.1 s) samples
         recorder.summary.add_training_loss(loss.item())
+        until_sampled(recorder.run_dir)  # the test counts both ranks' system keys
     if rank == 0:
         say(f"recording {recorder.recording_id}")
     say(f"rank {rank} dir {recorder.run_dir}")

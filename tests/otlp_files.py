@@ -123,6 +123,21 @@ def attributed_points(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def until_sampled(run_dir: Path, seconds: float = 60.0) -> None:
+    """Wait until the run dir holds a system-metrics point. A child recording a short run calls
+    it before it stops: on a loaded machine the sampler's first sample (after its set-up and one
+    interval) may come after the run's last step, and stop() samples only a stretch long enough
+    to measure (system_metrics.FINAL_SAMPLE_MIN_WINDOW)."""
+    from polling import until
+
+    from markov_otel.recording.system_metrics import SYSTEM_PREFIXES
+
+    def sampled() -> bool:
+        return any(p["name"].startswith(SYSTEM_PREFIXES) for p in attributed_points(run_dir))
+
+    until(sampled, f"a system-metrics point in {run_dir}", seconds)
+
+
 def resources(run_dir: Path) -> list[dict[str, Any]]:
     """The resource attributes of every metrics batch."""
     return [

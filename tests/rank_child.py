@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 
+from otlp_files import until_sampled
 from said import say
 
 from markov_otel import ExperimentRecorder
@@ -30,6 +31,8 @@ def main() -> None:
             for step in range(STEPS):
                 recorder.add_record({"loss": float(step)})
                 time.sleep(0.1)  # so that the sampler (0.1 s) has a stretch to measure
+            if os.environ.get("MARKOV_SYSTEM_METRICS") == "1":
+                until_sampled(recorder.run_dir)  # the test counts every rank's system keys
             recorder.summary.add("rank", rank)
             if os.environ.get("FAIL_ON_RANK") == str(rank):
                 raise RuntimeError(f"rank {rank} fails on purpose")
