@@ -13,6 +13,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
 from opentelemetry.proto.metrics.v1.metrics_pb2 import MetricsData
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+from polling import until
+
+from markov_otel.recording.system_metrics import SYSTEM_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,6 @@ def until_sampled(run_dir: Path, seconds: float = 60.0) -> None:
     it before it stops: on a loaded machine the sampler's first sample (after its set-up and one
     interval) may come after the run's last step, and stop() samples only a stretch long enough
     to measure (system_metrics.FINAL_SAMPLE_MIN_WINDOW)."""
-    from polling import until
-
-    from markov_otel.recording.system_metrics import SYSTEM_PREFIXES
 
     def sampled() -> bool:
         return any(p["name"].startswith(SYSTEM_PREFIXES) for p in attributed_points(run_dir))
