@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,13 @@ settings.register_profile(
     "deep", settings.get_profile("markov"), max_examples=10 * DEFAULT_MAX_EXAMPLES
 )
 settings.load_profile("markov")
+
+# A shell without job control starts background commands with SIGINT ignored, and an ignored
+# signal stays ignored across exec: the workers and every child a test starts would shrug off
+# the Ctrl-C that the tests of SIGINT send. Ctrl-C means KeyboardInterrupt here, as in a terminal
+# (a handler set in Python is reset to the default in the children a test execs).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _MARKOV_ENV = (
     "MARKOV_MODE",
