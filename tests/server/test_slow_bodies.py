@@ -24,18 +24,21 @@ from markov_otel.server.bodies import ApiError
 from markov_otel.server.gate import IngestGate
 
 BODY_TIMEOUT = 20  # seconds: long enough for project B's whole run to happen meanwhile
+CUT_TIMEOUT = 2  # seconds: the body timeout of the test that waits for the cut itself
 TRICKLERS = 6
 
 
 class Trickler(threading.Thread):
-    """A POST /v1/metrics whose body arrives a byte a second; keeps the status it is answered."""
+    """A POST /v1/metrics whose body arrives a byte a second; keeps the status it is answered.
+    `quit` ends it within a second, unanswered."""
 
-    def __init__(self, port: int, token: str, body: bytes) -> None:
+    def __init__(self, port: int, token: str, body: bytes, seconds: int) -> None:
         super().__init__(daemon=True)
-        self.port, self.token, self.body = port, token, body
+        self.port, self.token, self.body, self.seconds = port, token, body, seconds
         self.status: int | None = None
         self.sent = 0
         self.started_sending = threading.Event()
+        self.quit = threading.Event()
 
     def run(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
@@ -45,8 +48,10 @@ class Trickler(threading.Thread):
             )
             sock.sendall(head.encode())
             self.started_sending.set()
-            for byte in self.body[: 3 * BODY_TIMEOUT]:  # bounded: far past the server's cut
+            for byte in self.body[: 3 * self.seconds]:  # bounded: far past the server's cut
                 readable, _, _ = select.select([sock], [], [], 1.0)  # the pace: a byte a second
+                if self.quit.is_set():
+                    return
                 if readable:
                     break
                 try:
@@ -64,26 +69,35 @@ class Trickler(threading.Thread):
                 self.status = int(reply.split(b" ", 2)[1])
 
 
-@pytest.mark.slow
+def trickle(server: Backend, seconds: int) -> list[Trickler]:
+    """TRICKLERS bodies of project A, each sending its first byte by now."""
+    body = metrics_json_bytes(new_id(), series("slow", 50), **{"markov.project.id": "proj-a"})
+    tricklers = [Trickler(server.port, "tok-a", body, seconds) for _ in range(TRICKLERS)]
+    for t in tricklers:
+        t.start()
+    for t in tricklers:
+        assert t.started_sending.wait(30)
+    return tricklers
+
+
+def two_projects(tmp_path: Path, parser: str, body_timeout: int) -> Backend:
+    return Backend(
+        tmp_path / "server",
+        extra_args=["--token", "tok-a:proj-a", "--token", "tok-b:proj-b",
+                    "--body-timeout", str(body_timeout), "--http", parser],
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("parser", PARSERS)
 def test_project_b_records_300_points_while_six_uploads_of_project_a_trickle(
     tmp_path: Path, parser: str
 ) -> None:
     """Six bodies of project A arriving a byte a second: project B's recorder registers and
-    delivers 300 points, each stored once, while they still trickle; then they get 408 (under
-    either of uvicorn's parsers)."""
-    server = Backend(
-        tmp_path / "server",
-        extra_args=["--token", "tok-a:proj-a", "--token", "tok-b:proj-b",
-                    "--body-timeout", str(BODY_TIMEOUT), "--http", parser],
-    )  # fmt: skip
+    delivers 300 points, each stored once, while they still trickle (under either of uvicorn's
+    parsers). The next test waits for their cut."""
+    server = two_projects(tmp_path, parser, BODY_TIMEOUT)
+    tricklers = trickle(server, BODY_TIMEOUT)
     try:
-        body = metrics_json_bytes(new_id(), series("slow", 50), **{"markov.project.id": "proj-a"})
-        tricklers = [Trickler(server.port, "tok-a", body) for _ in range(TRICKLERS)]
-        for t in tricklers:
-            t.start()
-        for t in tricklers:
-            assert t.started_sending.wait(30)
         recorder = online_recorder(
             server.url, "tok-b", "project-b", project_id="proj-b", markov_dir=str(tmp_path / "runs")
         )
@@ -98,10 +112,27 @@ def test_project_b_records_300_points_while_six_uploads_of_project_a_trickle(
             headers={"Authorization": "Bearer tok-b"},
         )
         assert [p["step"] for p in got.json()] == list(range(300))  # each exactly once
+    finally:
         for t in tricklers:
-            t.join(3 * BODY_TIMEOUT)
+            t.quit.set()
+        for t in tricklers:
+            t.join(30)
+        server.stop()
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_six_uploads_trickling_a_byte_a_second_are_cut_with_408(
+    tmp_path: Path, parser: str
+) -> None:
+    """Past the body timeout (2 s here), each trickling body is answered 408 long before its
+    last byte (under either of uvicorn's parsers)."""
+    server = two_projects(tmp_path, parser, CUT_TIMEOUT)
+    try:
+        tricklers = trickle(server, CUT_TIMEOUT)
+        for t in tricklers:
+            t.join(30)
         assert [t.status for t in tricklers] == [408] * TRICKLERS
-        assert all(t.sent < len(body) for t in tricklers)
+        assert all(t.sent < len(t.body) for t in tricklers)
     finally:
         server.stop()
 
