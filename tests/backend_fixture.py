@@ -7,7 +7,9 @@ token (`token=""` starts it with `--open` instead); `.kill()` sends SIGKILL, `.r
 it back on the same port and database.
 
 A backend that fails to start is killed before the error is raised, and any backend a test
-leaves running is stopped when the test ends (`_no_backend_outlives_its_test`).
+leaves running is stopped when the test ends (`_no_backend_outlives_its_test`). The fixtures'
+backends are let go (`let_go()`: SIGTERM, no wait), and waited for at the next test's end or the
+session's, so uvicorn's shutdown (~0.2 s, ~300 times a run) overlaps the next test.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ POSTGRES_ENV = "MARKOV_TEST_POSTGRES_URL"
 # Generous: a loaded CI machine (2 cores shared) can take many seconds to import the server.
 START_TIMEOUT = 60.0
 _STARTED: list[Backend] = []  # every backend started, for _no_backend_outlives_its_test
+_LET_GO: list[subprocess.Popen[bytes]] = []  # told to stop (SIGTERM), not yet waited for
 
 
 class Backend:
@@ -152,19 +155,45 @@ class Backend:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
+        _reap([self.process])
+
+    def let_go(self) -> None:
+        """SIGTERM without waiting: for a fixture's teardown, after which nothing reads the
+        server's files or port. `_no_backend_outlives_its_test` waits for it a test later."""
+        with contextlib.suppress(ValueError):
+            _STARTED.remove(self)
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            _LET_GO.append(self.process)
+
+
+def _reap(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Wait for servers told to stop; SIGKILL one that has not gone in 10 s."""
+    for process in processes:
         try:
-            self.process.wait(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.kill()
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
 def _no_backend_outlives_its_test() -> Iterator[None]:
     """Stop every backend a test started and left running (a failed assert before its
-    `finally`, a second Backend(...) that raised after a first had started)."""
+    `finally`, a second Backend(...) that raised after a first had started), and wait for the
+    ones let go before this test began: they have had the whole test to exit."""
+    earlier = list(_LET_GO)
     yield
     while _STARTED:
         _STARTED.pop().stop()
+    _reap(earlier)
+    del _LET_GO[: len(earlier)]
+
+
+@pytest.hookimpl(tryfirst=True)  # before leftovers.py counts what still runs
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _reap(_LET_GO)
+    _LET_GO.clear()
 
 
 @pytest.fixture
@@ -174,7 +203,7 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
     try:
         yield server
     finally:
-        server.stop()
+        server.let_go()
 
 
 PARSERS = ("h11", "httptools")
@@ -189,7 +218,7 @@ def parsed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     try:
         yield server
     finally:
-        server.stop()
+        server.let_go()
 
 
 @pytest.fixture
@@ -257,4 +286,4 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     try:
         yield running
     finally:
-        running.stop()
+        running.let_go()
