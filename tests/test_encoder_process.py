@@ -184,19 +184,28 @@ def half_recorded(
 
 
 def stop_answering(rec: ExperimentRecorder, spool: Path, records: range) -> int:
-    """SIGSTOP the encoder process, record `records` so that it holds a batch it will never
-    answer for, and append what it might have written of such batches (a copy of the last
-    line, then half of it); the pid."""
+    """SIGSTOP the encoder process while it holds nothing, record `records` so that it is handed
+    a batch it will never answer for, and append what it might have written of that batch (a
+    copy of the last line, then half of it); the pid."""
+    flusher = rec._flusher
+    # Idle first: every batch answered and read, nothing buffered. The flusher notes where the
+    # file ends when it hands a batch to an idle process, before sending it; a tail appended
+    # before that note would count as answered (under load a test once appended it there).
+    until(lambda: not flusher._buffer and not flusher._handed, "the flusher idle")
     pid = encoder_pid(rec)
     os.kill(pid, signal.SIGSTOP)
+    stopped_at = flusher._seq  # the process answers no batch handed after this one
     for i in records:
         rec.add_record({"i": i})
-    flusher = rec._flusher
     flusher.wake()
 
-    # The process holds a batch it will not answer (one of `records`, or one it took before the
-    # stop); an answer it wrote before the stop may still be unread, which changes nothing.
-    until(lambda: bool(flusher._handed) and flusher._process is not None, seconds=4)
+    def holds_one_unanswered() -> bool:
+        handed = list(flusher._handed)
+        return flusher._process is not None and any(
+            seq > stopped_at and size for seq, _batch, size in handed
+        )
+
+    until(holds_one_unanswered, "a batch handed whole to the stopped process", seconds=4)
     last = spool.read_bytes().splitlines(keepends=True)[-1]
     with spool.open("ab") as unanswered:
         unanswered.write(last + last[: len(last) // 2])
