@@ -8,6 +8,7 @@ connection); httpx elsewhere. Every test runs against the real server subprocess
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import socket
 import time
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from backend_fixture import Backend
 from otlp_bodies import metrics_json_bytes, metrics_protobuf, new_id, series
+from polling import until
 
 from markov_otel.server.backoff import FORGET_AFTER, FREE_FAILURES, MAX_DELAY, WrongTokens
 
@@ -420,13 +422,16 @@ def test_wrong_tokens_from_one_address_get_429_but_the_right_token_still_gets_in
         assert set(statuses) == {401, 429}
         assert statuses.count(401) < FREE_FAILURES + 10, statuses.count(401)
         assert colleague.get("/api/v1/recordings", headers=backend.headers).status_code == 200
-        # The delay holds for the right token too. Asked while at least 3 s of it remain (on a
-        # loaded machine the loop above may have ended just as a delay ran out): a few more
-        # wrong tokens until a 429 says so; each one checked doubles the delay.
-        for i in range(2000, 4000):
-            guess = attacker.get("/api/v1/recordings", headers={"Authorization": f"Bearer g{i}"})
-            if guess.status_code == 429 and int(guess.headers["Retry-After"]) >= 4:
-                break
+        # The delay holds for the right token too. Asked while at least 3 s of it remain (the
+        # loop above may end just as a delay runs out): more wrong tokens until a 429 says so.
+        # Each one checked doubles the delay, so this takes a few seconds (1 + 2 at most).
+        guesses = (f"Bearer g{i}" for i in itertools.count(2000))
+
+        def long_delay() -> bool:
+            guess = attacker.get("/api/v1/recordings", headers={"Authorization": next(guesses)})
+            return guess.status_code == 429 and int(guess.headers["Retry-After"]) >= 4
+
+        until(long_delay, "a 429 with 4 s or more of delay left", seconds=MAX_DELAY + 30)
         slowed = attacker.get("/api/v1/recordings", headers=backend.headers)
         assert slowed.status_code == 429 and "wrong tokens" in slowed.json()["error"]
         wait = int(slowed.headers["Retry-After"])
