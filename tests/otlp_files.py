@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,10 +128,12 @@ def attributed_points(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def until_sampled(run_dir: Path, seconds: float = 60.0) -> None:
-    """Wait until the run dir holds a system-metrics point. A child recording a short run calls
-    it before it stops: on a loaded machine the sampler's first sample (after its set-up and one
-    interval) may come after the run's last step, and stop() samples only a stretch long enough
-    to measure (system_metrics.FINAL_SAMPLE_MIN_WINDOW)."""
+    """Wait until the run dir holds a system-metrics point, when MARKOV_SYSTEM_METRICS=1. A
+    child recording a short run calls it before it stops: on a loaded machine the sampler's
+    first sample (after its set-up and one interval) may come after the run's last step, and
+    stop() samples only a stretch long enough to measure (FINAL_SAMPLE_MIN_WINDOW)."""
+    if os.environ.get("MARKOV_SYSTEM_METRICS") != "1":
+        return  # no sampler: nothing will come
 
     def sampled() -> bool:
         return any(p["name"].startswith(SYSTEM_PREFIXES) for p in attributed_points(run_dir))
